@@ -1,0 +1,23 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+/// \file
+/// Everything in bilevel that needs no optional dependency (Eigen is the default back end).
+
+#include "bilevel/core/errors.hpp"
+#include "bilevel/core/hypergradient_report.hpp"
+#include "bilevel/core/hypergradient_strategy.hpp"
+#include "bilevel/core/learner.hpp"
+#include "bilevel/core/level.hpp"
+#include "bilevel/core/optimizer.hpp"
+#include "bilevel/core/second_order.hpp"
+#include "bilevel/core/solver.hpp"
+#include "bilevel/core/tensor_policy.hpp"
+#include "bilevel/hypergrad/finite_difference.hpp"
+#include "bilevel/hypergrad/first_order.hpp"
+#include "bilevel/hypergrad/fixed_point.hpp"
+#include "bilevel/hypergrad/forward_mode.hpp"
+#include "bilevel/hypergrad/implicit_cg.hpp"
+#include "bilevel/hypergrad/neumann.hpp"
+#include "bilevel/hypergrad/unrolled.hpp"
+#include "bilevel/optim/sgd.hpp"
+#include "bilevel/policy/eigen.hpp"

@@ -1,0 +1,110 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+/// \file
+/// A Level (stage): one learner, its optimizer, its data, its hypergradient strategy, and the
+/// edges saying which other levels' values its objective reads.
+///
+/// Levels are numbered from the lowest (index 0, e.g. model weights) to the top. A level's
+/// `reads` lists level indices in input-slot order: an index above its own reads that level's
+/// variable (e.g. a penalty, per-sample weights, an architecture); an index below reads that
+/// level's solution θ* (LFM's re-learner reads the first learner's solution). The strategy
+/// says how this level's best response is differentiated with respect to everything it reads.
+#include <cstddef>
+#include <initializer_list>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "bilevel/core/hypergradient_strategy.hpp"
+#include "bilevel/core/learner.hpp"
+#include "bilevel/core/optimizer.hpp"
+#include "bilevel/core/second_order.hpp"
+
+namespace bilevel {
+
+/// The sampler of a level whose learner sees all of its data at every step.
+struct full_batch_sampler {
+  full_batch operator()() const { return {}; }
+};
+
+template <class L, class O, class Strategy, class Sampler>
+class level {
+ public:
+  using learner_type = L;
+  using optimizer_type = O;
+  using strategy_type = Strategy;
+  using sampler_type = Sampler;
+  using policy = typename L::policy;
+  using vector = vector_t<policy>;
+  using batch_type = typename L::batch_type;
+  using engine_type = typename Strategy::template engine<L, O>;
+
+  level(std::string name, L learner, O optimizer, Strategy strategy, vector theta0, Sampler sampler)
+      : name(std::move(name)),
+        learner(std::move(learner)),
+        optimizer(std::move(optimizer)),
+        sampler(std::move(sampler)),
+        engine(strategy),
+        theta(std::move(theta0)) {
+    if (policy::size(theta) != this->learner.num_parameters())
+      throw std::invalid_argument("bilevel::level '" + this->name + "': initial parameters have " +
+                                  std::to_string(policy::size(theta)) + " elements but the learner has " +
+                                  std::to_string(this->learner.num_parameters()) + " parameters");
+    state = this->optimizer.init(theta);
+  }
+
+  /// Which levels this objective reads, in input-slot order.
+  level& reading(std::initializer_list<std::size_t> levels) {
+    reads.assign(levels);
+    return *this;
+  }
+  /// How many optimizer steps this level takes in each outer iteration.
+  level& steps_per_iteration(std::size_t n) {
+    if (n == 0) throw std::invalid_argument("bilevel::level '" + name + "': steps per iteration must be >= 1");
+    steps = n;
+    return *this;
+  }
+  /// Central-difference scale for products the learner does not have exactly.
+  level& finite_difference_scale(double s) {
+    if (!(s > 0.0)) throw std::invalid_argument("bilevel::level '" + name + "': finite-difference scale must be > 0");
+    second_order.fd_scale = s;
+    return *this;
+  }
+
+  batch_type next_batch() { return sampler(); }
+
+  std::string name;
+  L learner;
+  O optimizer;
+  Sampler sampler;
+  engine_type engine;
+  vector theta;
+  optimizer_state<policy> state;
+  std::vector<std::size_t> reads;
+  std::size_t steps = 1;
+  second_order_options second_order{default_fd_scale<scalar_t<policy>>(), false};
+};
+
+/// Builds a level, checking each piece against its concept with messages that say what is
+/// missing. `theta0` is the initial parameter vector (its size must match the learner).
+template <class L, class O, class Strategy, class Sampler = full_batch_sampler>
+auto make_level(std::string name, L learner, O optimizer, Strategy strategy,
+                vector_t<typename L::policy> theta0, Sampler sampler = {}) {
+  static_assert(check_learner<L>());
+  static_assert(check_optimizer<O>());
+  using level_t = level<L, O, Strategy, Sampler>;
+  static_assert(std::is_same_v<typename O::policy, typename L::policy>,
+                "bilevel::make_level: the optimizer and the learner use different tensor policies");
+  static_assert(requires(Sampler& s) {
+    { s() } -> std::convertible_to<typename L::batch_type>;
+  }, "bilevel::make_level: the sampler must be callable with no arguments and return the learner's batch_type");
+  static_assert(hypergradient_strategy<Strategy, level_t>,
+                "bilevel::make_level: the strategy does not fit this learner and optimizer: it needs a nested "
+                "`engine<Learner, Optimizer>` with begin_block, on_step, response and vjp "
+                "(see bilevel/core/hypergradient_strategy.hpp)");
+  return level_t(std::move(name), std::move(learner), std::move(optimizer), std::move(strategy),
+                 std::move(theta0), std::move(sampler));
+}
+
+}  // namespace bilevel

@@ -1,0 +1,57 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+/// \file
+/// The TensorPolicy concept: the back end that carries every piece of arithmetic.
+///
+/// Everything above this layer (learners, optimizers, strategies, the solver) is written
+/// against these static functions and never names Eigen, xtensor or Thrust. A policy names:
+///   1. `scalar` (float or double), `vector` (flat, contiguous, owning) and `matrix`
+///      (dense, row-major: one sample a row);
+///   2. allocation and shape: `zeros(n)`, `resize(v, n)`, `size(v)`, `rows(m)`, `cols(m)`;
+///   3. BLAS-1: `copy`, `fill`, `axpy` (y += a x), `scale`, `dot` and `norm`, which
+///      accumulate in double whatever the scalar (CG's scalars lose digits otherwise);
+///   4. BLAS-2/3: `gemv` and `gemm` with transpose flags;
+///   5. element-wise `hadamard` and `transform`, the reduction `sum`, and `all_finite`;
+///   6. host transfer: `to_host`, `from_host`, `matrix_from_host` (row-major host data).
+#include <concepts>
+#include <cstddef>
+#include <span>
+#include <vector>
+
+namespace bilevel {
+
+template <class P>
+concept tensor_policy = requires(typename P::vector& v, const typename P::vector& cv,
+                                 typename P::matrix& m, const typename P::matrix& cm,
+                                 typename P::scalar s, std::size_t n,
+                                 std::span<const typename P::scalar> host, bool trans) {
+  typename P::scalar;
+  typename P::vector;
+  typename P::matrix;
+  requires std::floating_point<typename P::scalar>;
+  { P::zeros(n) } -> std::same_as<typename P::vector>;
+  P::resize(v, n);
+  { P::size(cv) } -> std::convertible_to<std::size_t>;
+  { P::rows(cm) } -> std::convertible_to<std::size_t>;
+  { P::cols(cm) } -> std::convertible_to<std::size_t>;
+  P::copy(cv, v);
+  P::fill(v, s);
+  P::axpy(s, cv, v);
+  P::scale(v, s);
+  { P::dot(cv, cv) } -> std::same_as<double>;
+  { P::norm(cv) } -> std::same_as<double>;
+  { P::sum(cv) } -> std::same_as<double>;
+  { P::all_finite(cv) } -> std::same_as<bool>;
+  P::hadamard(cv, cv, v);
+  P::gemv(s, cm, trans, cv, s, v);
+  P::gemm(s, cm, trans, cm, trans, s, m);
+  { P::to_host(cv) } -> std::same_as<std::vector<typename P::scalar>>;
+  { P::from_host(host) } -> std::same_as<typename P::vector>;
+  { P::matrix_from_host(n, n, host) } -> std::same_as<typename P::matrix>;
+};
+
+/// The vector and scalar types of a policy, spelled once.
+template <tensor_policy P> using vector_t = typename P::vector;
+template <tensor_policy P> using scalar_t = typename P::scalar;
+
+}  // namespace bilevel

@@ -1,0 +1,109 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+/// \file
+/// What reverse-mode strategies keep of each optimizer step, and the reverse pass through
+/// them. Shared by unrolled (steps actually taken), lookahead (virtual steps) and
+/// finite_difference (one virtual step, DARTS).
+#include <cstddef>
+#include <deque>
+#include <span>
+#include <vector>
+
+#include "bilevel/core/hypergradient_report.hpp"
+#include "bilevel/core/learner.hpp"
+#include "bilevel/core/optimizer.hpp"
+#include "bilevel/core/second_order.hpp"
+
+namespace bilevel::hypergrad::detail {
+
+/// One optimizer step: the point it was taken from and the gradient it applied.
+template <class L>
+struct step_record {
+  vector_t<typename L::policy> theta;
+  optimizer_state<typename L::policy> state;
+  vector_t<typename L::policy> gradient;
+  typename L::batch_type batch;
+};
+
+/// Owned copies of a level's inputs, so that a tape can be replayed after the levels it
+/// read have moved on.
+template <tensor_policy P>
+class input_snapshot {
+ public:
+  void assign(input_list<P> in) {
+    values_.clear();
+    for (const auto* v : in) values_.push_back(*v);
+    pointers_.clear();
+    for (const auto& v : values_) pointers_.push_back(&v);
+  }
+  [[nodiscard]] input_list<P> view() const { return input_list<P>(pointers_); }
+
+ private:
+  std::vector<vector_t<P>> values_;
+  std::vector<const vector_t<P>*> pointers_;
+};
+
+/// Zeroes out[s] to the size of each input.
+template <tensor_policy P>
+void zero_outputs(input_list<P> in, std::span<vector_t<P>> out) {
+  for (std::size_t s = 0; s < out.size(); ++s) out[s] = P::zeros(P::size(*in[s]));
+}
+
+/// Reverse mode through recorded steps θ_{t+1} = step(θ_t, s_t, ∇L(θ_t, in; b_t)).
+/// With θ̄ the adjoint of the last iterate: for t = T−1 … 0, the optimizer's VJP gives the
+/// adjoint ḡ of the gradient; the inputs collect (∂²L/∂in ∂θ) ḡ and θ̄ gains H ḡ. The
+/// adjoint of the first iterate is dropped (warm start: θ_0 is treated as a constant), so
+/// the first step needs no HVP.
+template <class Level, class Tape>
+void reverse_through_steps(Level& lv, input_list<typename Level::policy> in, const Tape& tape,
+                           const vector_t<typename Level::policy>& adjoint,
+                           std::span<vector_t<typename Level::policy>> out,
+                           const second_order_options& so, hypergradient_report& r) {
+  using P = typename Level::policy;
+  static_assert(differentiable_optimizer<typename Level::optimizer_type>,
+                "bilevel: reverse-mode strategies go back through the optimizer's update: it needs "
+                "vjp() (see bilevel/core/optimizer.hpp)");
+  static_assert(check_input_differentiable_learner<typename Level::learner_type>());
+  zero_outputs<P>(in, out);
+  if (tape.empty()) return;
+  vector_t<P> adj_theta = adjoint, adj_g, product;
+  auto adj_state = tape.back().state.zeros_like();
+  for (std::size_t t = tape.size(); t-- > 0;) {
+    const auto& rec = tape[t];
+    lv.optimizer.vjp(rec.theta, rec.state, rec.gradient, adj_theta, adj_state, adj_g);
+    for (std::size_t s = 0; s < out.size(); ++s) {
+      r.exact_second_order &= mixed_vjp(lv.learner, rec.theta, in, rec.batch, s, adj_g, product, so);
+      ++r.mixed_evals;
+      P::axpy(scalar_t<P>(1), product, out[s]);
+    }
+    if (t > 0) {
+      r.exact_second_order &= hvp(lv.learner, rec.theta, in, rec.batch, adj_g, product, so);
+      ++r.hvp_evals;
+      P::axpy(scalar_t<P>(1), product, adj_theta);
+    }
+  }
+  r.steps_kept = tape.size();
+}
+
+/// Takes `n` steps from the level's current state on a private copy, recording each:
+/// the virtual ("look-ahead") steps of DARTS, Meta-Weight-Net and L2RW. The level itself
+/// does not move. Returns the final iterate.
+template <class Level>
+vector_t<typename Level::policy> virtual_steps(Level& lv, input_list<typename Level::policy> in,
+                                               std::size_t n,
+                                               std::deque<step_record<typename Level::learner_type>>& tape,
+                                               hypergradient_report& r) {
+  tape.clear();
+  auto theta = lv.theta;
+  auto state = lv.state;
+  for (std::size_t t = 0; t < n; ++t) {
+    step_record<typename Level::learner_type> rec{theta, state, {}, lv.next_batch()};
+    lv.learner.gradient(theta, in, rec.batch, rec.gradient);
+    ++r.gradient_evals;
+    lv.optimizer.step(theta, state, rec.gradient);
+    tape.push_back(std::move(rec));
+  }
+  return theta;
+}
+
+}  // namespace bilevel::hypergrad::detail

@@ -1,0 +1,107 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+/// \file
+/// Unrolled reverse mode through the optimizer steps the level actually took.
+///
+/// In each outer iteration the level takes its block of T steps; this strategy records them
+/// (the point, the optimizer state, the gradient applied and the batch) and the values the
+/// level read, then differentiates θ_T with respect to those values exactly, through the
+/// optimizer's own update (momentum and weight decay included). `keep_last = K` truncates to
+/// the last K steps (memory O(K·|θ|) instead of O(T·|θ|)); the first T−K steps are then
+/// treated as constant, which biases the hypergradient by a term that decays like the
+/// contraction of the dropped steps (Shaban et al., 2019). Each kept step costs one HVP and
+/// one mixed product per input in the reverse pass.
+#include <cstddef>
+#include <deque>
+#include <limits>
+#include <span>
+
+#include "bilevel/hypergrad/detail/step_tape.hpp"
+
+namespace bilevel::hypergrad {
+
+struct unrolled {
+  /// How many of the most recent steps to differentiate through; all of them by default.
+  std::size_t keep_last = std::numeric_limits<std::size_t>::max();
+
+  template <class L, class O>
+  class engine {
+    using P = typename L::policy;
+
+   public:
+    explicit engine(const unrolled& options) : keep_last_(options.keep_last) {}
+
+    template <class Level>
+    void begin_block(Level&, input_list<P> in) {
+      tape_.clear();
+      inputs_.assign(in);
+    }
+    template <class Level>
+    void on_step(Level& lv, input_list<P>, const typename L::batch_type& b, const vector_t<P>& g) {
+      if (keep_last_ == 0) return;
+      if (tape_.size() == keep_last_) tape_.pop_front();
+      tape_.push_back({lv.theta, lv.state, g, b});
+    }
+    template <class Level>
+    const vector_t<P>& response(Level& lv, input_list<P>) {
+      return lv.theta;
+    }
+    /// The adjoints go to the values the level read while it stepped (the snapshot), which
+    /// is what "the steps actually taken" depended on.
+    template <class Level>
+    hypergradient_report vjp(Level& lv, input_list<P>, const vector_t<P>& adjoint,
+                             std::span<vector_t<P>> out) {
+      hypergradient_report r{.strategy = keep_last_ == std::numeric_limits<std::size_t>::max()
+                                             ? "unrolled" : "unrolled_truncated"};
+      detail::reverse_through_steps(lv, inputs_.view(), tape_, adjoint, out, lv.second_order, r);
+      return r;
+    }
+
+    [[nodiscard]] std::size_t steps_recorded() const { return tape_.size(); }
+
+   private:
+    std::size_t keep_last_;
+    std::deque<detail::step_record<L>> tape_;
+    detail::input_snapshot<P> inputs_;
+  };
+};
+
+/// Look-ahead: differentiate through `steps` virtual optimizer steps taken from the level's
+/// current state at hypergradient time (the level does not move); upper levels read the
+/// look-ahead iterate. This is the one-step unroll of Meta-Weight-Net and L2RW with exact
+/// second-order products.
+struct lookahead {
+  std::size_t steps = 1;
+
+  template <class L, class O>
+  class engine {
+    using P = typename L::policy;
+
+   public:
+    explicit engine(const lookahead& options) : steps_(options.steps) {}
+    template <class Level> void begin_block(Level&, input_list<P>) {}
+    template <class Level>
+    void on_step(Level&, input_list<P>, const typename L::batch_type&, const vector_t<P>&) {}
+    template <class Level>
+    const vector_t<P>& response(Level& lv, input_list<P> in) {
+      hypergradient_report scratch;
+      ahead_ = detail::virtual_steps(lv, in, steps_, tape_, scratch);
+      return ahead_;
+    }
+    template <class Level>
+    hypergradient_report vjp(Level& lv, input_list<P> in, const vector_t<P>& adjoint,
+                             std::span<vector_t<P>> out) {
+      hypergradient_report r{.strategy = "lookahead"};
+      r.gradient_evals = tape_.size();
+      detail::reverse_through_steps(lv, in, tape_, adjoint, out, lv.second_order, r);
+      return r;
+    }
+
+   private:
+    std::size_t steps_;
+    std::deque<detail::step_record<L>> tape_;
+    vector_t<P> ahead_;
+  };
+};
+
+}  // namespace bilevel::hypergrad

@@ -1,0 +1,163 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+/// \file
+/// The Eigen tensor policy: the default CPU back end. The only header that names Eigen.
+#include <Eigen/Core>
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "bilevel/core/tensor_policy.hpp"
+
+namespace bilevel::policy {
+
+/// CPU back end on Eigen 3. `vector` is a dense column vector, `matrix` is row-major so that
+/// a data matrix keeps one sample a row, as IDX files and host arrays store it.
+template <std::floating_point Scalar>
+struct eigen {
+  using scalar = Scalar;
+  using vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
+  using matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+  static vector zeros(std::size_t n) { return vector::Zero(static_cast<Eigen::Index>(n)); }
+  static void resize(vector& v, std::size_t n) { v.resize(static_cast<Eigen::Index>(n)); }
+  static std::size_t size(const vector& v) { return static_cast<std::size_t>(v.size()); }
+  static std::size_t rows(const matrix& m) { return static_cast<std::size_t>(m.rows()); }
+  static std::size_t cols(const matrix& m) { return static_cast<std::size_t>(m.cols()); }
+
+  static void copy(const vector& src, vector& dst) { dst = src; }
+  static void fill(vector& v, scalar s) { v.setConstant(s); }
+  static void axpy(scalar a, const vector& x, vector& y) {
+    require_same_size(x, y, "axpy");
+    y.noalias() += a * x;
+  }
+  static void scale(vector& v, scalar s) { v *= s; }
+
+  /// Dot product accumulated in double. Blocks of 256 keep Eigen's vectorised kernel for
+  /// the inner sums (each has at most 256 terms, so float keeps ~5 digits there) while
+  /// the running total, where cancellation between blocks would bite, is in double.
+  static double dot(const vector& x, const vector& y) {
+    require_same_size(x, y, "dot");
+    if constexpr (std::is_same_v<scalar, double>) {
+      return x.dot(y);
+    } else {
+      double total = 0.0;
+      const Eigen::Index n = x.size();
+      for (Eigen::Index i = 0; i < n; i += block) {
+        const Eigen::Index len = std::min<Eigen::Index>(block, n - i);
+        total += static_cast<double>(x.segment(i, len).dot(y.segment(i, len)));
+      }
+      return total;
+    }
+  }
+  static double norm(const vector& x) { return std::sqrt(dot(x, x)); }
+  static double sum(const vector& x) {
+    double total = 0.0;
+    for (Eigen::Index i = 0; i < x.size(); i += block)
+      total += static_cast<double>(x.segment(i, std::min<Eigen::Index>(block, x.size() - i)).sum());
+    return total;
+  }
+  static bool all_finite(const vector& x) { return x.allFinite(); }
+
+  /// out = x ⊙ y (element-wise product).
+  static void hadamard(const vector& x, const vector& y, vector& out) {
+    require_same_size(x, y, "hadamard");
+    out = x.cwiseProduct(y);
+  }
+  /// out_i = f(x_i); `f` is a plain functor so that device back ends can run the same map.
+  template <class F>
+  static void transform(const vector& x, vector& out, F f) {
+    out = x.unaryExpr(f);
+  }
+  /// out_i = f(x_i, y_i).
+  template <class F>
+  static void transform(const vector& x, const vector& y, vector& out, F f) {
+    require_same_size(x, y, "transform");
+    out = x.binaryExpr(y, f);
+  }
+
+  /// y = alpha op(A) x + beta y, op(A) = A or Aᵀ. With beta == 0, y is resized and its old
+  /// contents ignored (so NaN left in it cannot leak through 0 * NaN).
+  static void gemv(scalar alpha, const matrix& a, bool transpose, const vector& x, scalar beta,
+                   vector& y) {
+    const Eigen::Index in = transpose ? a.rows() : a.cols();
+    const Eigen::Index out = transpose ? a.cols() : a.rows();
+    if (x.size() != in)
+      throw std::invalid_argument("bilevel::policy::eigen::gemv: matrix is " + shape(a) +
+                                  (transpose ? " (transposed)" : "") + " but x has " +
+                                  std::to_string(x.size()) + " elements");
+    if (beta == scalar(0)) {
+      y.resize(out);
+      if (transpose) y.noalias() = alpha * (a.transpose() * x);
+      else y.noalias() = alpha * (a * x);
+      return;
+    }
+    if (y.size() != out)
+      throw std::invalid_argument("bilevel::policy::eigen::gemv: y has " + std::to_string(y.size()) +
+                                  " elements, expected " + std::to_string(out));
+    y *= beta;
+    if (transpose) y.noalias() += alpha * (a.transpose() * x);
+    else y.noalias() += alpha * (a * x);
+  }
+
+  /// C = alpha op(A) op(B) + beta C.
+  static void gemm(scalar alpha, const matrix& a, bool trans_a, const matrix& b, bool trans_b,
+                   scalar beta, matrix& c) {
+    const Eigen::Index inner_a = trans_a ? a.rows() : a.cols();
+    const Eigen::Index inner_b = trans_b ? b.cols() : b.rows();
+    if (inner_a != inner_b)
+      throw std::invalid_argument("bilevel::policy::eigen::gemm: inner dimensions differ: A is " +
+                                  shape(a) + (trans_a ? "ᵀ" : "") + ", B is " + shape(b) +
+                                  (trans_b ? "ᵀ" : ""));
+    const Eigen::Index m = trans_a ? a.cols() : a.rows();
+    const Eigen::Index n = trans_b ? b.rows() : b.cols();
+    if (beta == scalar(0)) c.setZero(m, n);
+    else {
+      if (c.rows() != m || c.cols() != n)
+        throw std::invalid_argument("bilevel::policy::eigen::gemm: C is " + shape(c) +
+                                    ", expected " + std::to_string(m) + "x" + std::to_string(n));
+      c *= beta;
+    }
+    if (trans_a && trans_b) c.noalias() += alpha * (a.transpose() * b.transpose());
+    else if (trans_a) c.noalias() += alpha * (a.transpose() * b);
+    else if (trans_b) c.noalias() += alpha * (a * b.transpose());
+    else c.noalias() += alpha * (a * b);
+  }
+
+  static std::vector<scalar> to_host(const vector& v) { return {v.data(), v.data() + v.size()}; }
+  static vector from_host(std::span<const scalar> host) {
+    vector v(static_cast<Eigen::Index>(host.size()));
+    std::copy(host.begin(), host.end(), v.data());
+    return v;
+  }
+  static matrix matrix_from_host(std::size_t rows, std::size_t cols, std::span<const scalar> host) {
+    if (host.size() != rows * cols)
+      throw std::invalid_argument("bilevel::policy::eigen::matrix_from_host: " +
+                                  std::to_string(host.size()) + " values cannot fill a " +
+                                  std::to_string(rows) + "x" + std::to_string(cols) + " matrix");
+    matrix m(static_cast<Eigen::Index>(rows), static_cast<Eigen::Index>(cols));
+    std::copy(host.begin(), host.end(), m.data());
+    return m;
+  }
+
+ private:
+  static constexpr Eigen::Index block = 256;
+  static std::string shape(const matrix& m) {
+    return std::to_string(m.rows()) + "x" + std::to_string(m.cols());
+  }
+  static void require_same_size(const vector& x, const vector& y, const char* op) {
+    if (x.size() != y.size())
+      throw std::invalid_argument(std::string("bilevel::policy::eigen::") + op +
+                                  ": vector sizes differ (" + std::to_string(x.size()) + " vs " +
+                                  std::to_string(y.size()) + ")");
+  }
+};
+
+static_assert(tensor_policy<eigen<double>>);
+static_assert(tensor_policy<eigen<float>>);
+
+}  // namespace bilevel::policy
