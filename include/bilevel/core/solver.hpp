@@ -63,8 +63,8 @@ struct step_event {
 
 /// Passed to `on_iteration` after every outer iteration; return false to stop early.
 struct iteration_event {
-  std::size_t iteration;
-  std::size_t total;
+  std::size_t iteration;  ///< the outer iteration just finished, from 0
+  std::size_t total;      ///< iterations requested in this run()
 };
 
 struct solver_callbacks {
@@ -118,7 +118,7 @@ class solver {
     for (std::size_t it = 0; it < iterations; ++it) {
       iterate(callbacks);
       summary.iterations = it + 1;
-      if (callbacks.on_iteration && !callbacks.on_iteration({iteration_, iterations})) {
+      if (callbacks.on_iteration && !callbacks.on_iteration({iteration_ - 1, iterations})) {
         summary.stopped_early = summary.iterations < iterations;
         break;
       }
