@@ -101,6 +101,8 @@ TEST_CASE("hypergradient_strategy: every shipped strategy fits a level; other ty
   static_assert(bilevel::hypergradient_strategy<hg::forward_mode, bilevel::level<L, O, hg::forward_mode, S>>);
   static_assert(bilevel::hypergradient_strategy<hg::finite_difference, bilevel::level<L, O, hg::finite_difference, S>>);
   static_assert(!bilevel::hypergradient_strategy<not_a_strategy, bilevel::level<L, O, hg::first_order, S>>);
+  static_assert(bilevel::level_like<bilevel::level<L, O, hg::implicit_cg, S>>);
+  static_assert(!bilevel::level_like<L>);
   CHECK(true);
 }
 

@@ -86,6 +86,30 @@ class level {
   second_order_options second_order{default_fd_scale<scalar_t<policy>>(), false};
 };
 
+/// The Level concept: what the solver needs of each stage. bilevel::level satisfies it; a
+/// user type that does (e.g. one that samples batches differently) can be handed to the
+/// solver as well. Requirements: the member types learner_type, optimizer_type, policy,
+/// batch_type and engine_type; the members name, learner, optimizer, engine, theta, state,
+/// reads, steps and second_order; and next_batch().
+template <class Lv>
+concept level_like = requires(Lv& lv) {
+  typename Lv::learner_type;
+  typename Lv::optimizer_type;
+  typename Lv::policy;
+  typename Lv::batch_type;
+  typename Lv::engine_type;
+  { lv.name } -> std::convertible_to<std::string>;
+  { lv.theta } -> std::convertible_to<vector_t<typename Lv::policy>>;
+  { lv.state } -> std::convertible_to<optimizer_state<typename Lv::policy>>;
+  { lv.reads } -> std::convertible_to<std::vector<std::size_t>>;
+  { lv.steps } -> std::convertible_to<std::size_t>;
+  { lv.second_order } -> std::convertible_to<second_order_options>;
+  { lv.next_batch() } -> std::convertible_to<typename Lv::batch_type>;
+  lv.learner;
+  lv.optimizer;
+  lv.engine;
+};
+
 /// Builds a level, checking each piece against its concept with messages that say what is
 /// missing. `theta0` is the initial parameter vector (its size must match the learner).
 template <class L, class O, class Strategy, class Sampler = full_batch_sampler>

@@ -80,6 +80,8 @@ struct run_summary {
 template <class... Levels>
 class solver {
   static_assert(sizeof...(Levels) >= 2, "bilevel::solver needs at least two levels");
+  static_assert((level_like<Levels> && ...),
+                "bilevel::solver: every argument must be a level (build them with bilevel::make_level)");
   using P = typename std::tuple_element_t<0, std::tuple<Levels...>>::policy;
   static_assert((std::is_same_v<typename Levels::policy, P> && ...),
                 "bilevel::solver: every level must use the same tensor policy");
