@@ -204,3 +204,24 @@ TEST_CASE("solver: a middle level steps along its hypergradient in a full three-
   CHECK(top_reports == 2);  // y's unrolled vjp, then x's CG
   CHECK(test::norm(test::host<P>(s.level<2>().theta)) > 0.0);
 }
+
+TEST_CASE("solver: a copy taken mid-run continues exactly like the original") {
+  // Unrolled strategies keep a tape and a snapshot of their inputs; a copy must own its own.
+  auto inner = bilevel::make_level("theta", ridge_training_loss<P>(ridge.train), sgd{.lr = 0.1, .momentum = 0.5},
+                                   hg::unrolled{.keep_last = 4}, P::zeros(d))
+                   .reading({1})
+                   .steps_per_iteration(6);
+  auto outer = bilevel::make_level("lambda", validation_least_squares<P>(ridge.validation, d), sgd{.lr = 1.0},
+                                   hg::first_order{}, P::zeros(d))
+                   .reading({0});
+  bilevel::solver a(std::move(inner), std::move(outer));
+  a.run(2);
+  a.step_level(0);  // mid-iteration: the tape holds this block
+  auto b = a;
+  const auto ga = test::host<P>(a.hypergradient(1).gradient);
+  a.run(2);  // the original moves on and overwrites its own tape
+  const auto gb = test::host<P>(b.hypergradient(1).gradient);
+  CHECK(ga == gb);
+  b.run(2);  // the same two iterations from the same state
+  CHECK(test::host<P>(a.level<1>().theta) == test::host<P>(b.level<1>().theta));
+}

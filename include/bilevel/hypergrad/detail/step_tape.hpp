@@ -26,21 +26,24 @@ struct step_record {
 };
 
 /// Owned copies of a level's inputs, so that a tape can be replayed after the levels it
-/// read have moved on.
+/// read have moved on. The pointer list is rebuilt on each view(), so copies of a snapshot
+/// (a copied solver) never point into another object.
 template <tensor_policy P>
 class input_snapshot {
  public:
   void assign(input_list<P> in) {
     values_.clear();
     for (const auto* v : in) values_.push_back(*v);
+  }
+  [[nodiscard]] input_list<P> view() const {
     pointers_.clear();
     for (const auto& v : values_) pointers_.push_back(&v);
+    return input_list<P>(pointers_);
   }
-  [[nodiscard]] input_list<P> view() const { return input_list<P>(pointers_); }
 
  private:
   std::vector<vector_t<P>> values_;
-  std::vector<const vector_t<P>*> pointers_;
+  mutable std::vector<const vector_t<P>*> pointers_;
 };
 
 /// Zeroes out[s] to the size of each input.
