@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Sets everything up and runs the main demo. Arguments go to the demo program (try --help).
+set -euo pipefail
+DEMO=01_ridge_hyperparameters
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+./scripts/build.sh "$DEMO"
+exec "build/examples/$DEMO" "$@"
