@@ -1,0 +1,230 @@
+// SPDX-License-Identifier: MIT
+// IDX reading and writing (plain and gzip), every malformed-file error, the real
+// Fashion-MNIST files when the Debian package is installed, seeded splits and batches that
+// keep sample ids, and the label-noise and long-tail corruptions.
+#include <doctest/doctest.h>
+
+#include <bilevel/data/corruption.hpp>
+#include <bilevel/data/dataset.hpp>
+#include <bilevel/data/fashion_mnist.hpp>
+#include <bilevel/data/idx.hpp>
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+namespace fs = std::filesystem;
+using namespace bilevel::data;
+
+namespace {
+
+struct temp_dir {
+  fs::path path;
+  temp_dir() : path(fs::temp_directory_path() / ("bilevel_test_" + std::to_string(::getpid()) + "_" +
+                                                 std::to_string(counter()++))) {
+    fs::create_directories(path);
+  }
+  ~temp_dir() { fs::remove_all(path); }
+  static int& counter() {
+    static int c = 0;
+    return c;
+  }
+  std::string file(const std::string& name) const { return (path / name).string(); }
+};
+
+std::vector<unsigned char> read_bytes(const std::string& p) {
+  std::ifstream f(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(f), {}};
+}
+void write_bytes(const std::string& p, const std::vector<unsigned char>& b) {
+  std::ofstream f(p, std::ios::binary);
+  f.write(reinterpret_cast<const char*>(b.data()), std::streamsize(b.size()));
+}
+
+idx_array sample_array(idx_type t) {
+  idx_array a{t, {3, 2, 2}, {}};
+  for (std::size_t i = 0; i < a.count(); ++i) {
+    double v = double(i) * 7 - 20;  // negatives for signed types
+    if (t == idx_type::u8) v = double(i * 21 % 256);
+    if (t == idx_type::f32 || t == idx_type::f64) v = double(i) * 0.25 - 1.5;
+    a.values.push_back(v);
+  }
+  return a;
+}
+
+dataset toy(std::size_t rows, std::size_t classes) {
+  dataset d;
+  d.rows = rows;
+  d.cols = 2;
+  d.num_classes = classes;
+  for (std::size_t r = 0; r < rows; ++r) {
+    d.features.push_back(float(r));
+    d.features.push_back(float(r) * 0.5f);
+    d.labels.push_back(int(r % classes));
+    d.ids.push_back(1000 + r);
+  }
+  return d;
+}
+
+}  // namespace
+
+TEST_CASE("IDX: every element type round-trips, plain and gzip") {
+  temp_dir dir;
+  for (auto t : {idx_type::u8, idx_type::i8, idx_type::i16, idx_type::i32, idx_type::f32, idx_type::f64}) {
+    for (bool gz : {false, true}) {
+      CAPTURE(int(t));
+      CAPTURE(gz);
+      const auto a = sample_array(t);
+      const auto path = dir.file(gz ? "a.idx.gz" : "a.idx");
+      write_idx(path, a, gz);
+      const auto b = read_idx(path);
+      CHECK(b.type == a.type);
+      CHECK(b.dims == a.dims);
+      CHECK(b.values == a.values);
+    }
+  }
+}
+
+TEST_CASE("IDX: malformed files are rejected with a message naming the problem") {
+  temp_dir dir;
+  const auto good = dir.file("good.idx");
+  write_idx(good, sample_array(idx_type::i16));
+  const auto bytes = read_bytes(good);
+  auto with = [&](const std::string& name, std::vector<unsigned char> b) {
+    write_bytes(dir.file(name), b);
+    return dir.file(name);
+  };
+  CHECK_THROWS_WITH_AS(read_idx(dir.file("missing.idx")), doctest::Contains("cannot open"), idx_error);
+  auto bad_magic = bytes;
+  bad_magic[0] = 0x12;
+  CHECK_THROWS_WITH_AS(read_idx(with("magic.idx", bad_magic)), doctest::Contains("wrong magic number"), idx_error);
+  auto bad_type = bytes;
+  bad_type[2] = 0x07;
+  CHECK_THROWS_WITH_AS(read_idx(with("type.idx", bad_type)), doctest::Contains("unknown element type code 7"), idx_error);
+  auto truncated = bytes;
+  truncated.resize(bytes.size() - 3);
+  CHECK_THROWS_WITH_AS(read_idx(with("short.idx", truncated)), doctest::Contains("(truncated)"), idx_error);
+  auto trailing = bytes;
+  trailing.push_back(0);
+  CHECK_THROWS_WITH_AS(read_idx(with("long.idx", trailing)), doctest::Contains("(trailing data)"), idx_error);
+  auto zero_dims = bytes;
+  zero_dims[3] = 0;
+  CHECK_THROWS_WITH_AS(read_idx(with("zero.idx", zero_dims)), doctest::Contains("zero dimensions"), idx_error);
+  CHECK_THROWS_WITH_AS(read_idx(with("header.idx", {0, 0, 8, 3, 0, 0})), doctest::Contains("ends inside it"), idx_error);
+  CHECK_THROWS_WITH_AS(read_idx(with("tiny.idx", {0, 0})), doctest::Contains("shorter than an IDX header"), idx_error);
+
+  // gzip: a stream cut short, and one with damaged compressed bytes.
+  const auto gz = dir.file("good.idx.gz");
+  write_idx(gz, sample_array(idx_type::f64), true);
+  auto gz_bytes = read_bytes(gz);
+  auto cut = gz_bytes;
+  cut.resize(gz_bytes.size() / 2);
+  CHECK_THROWS_WITH_AS(read_idx(with("cut.idx.gz", cut)), doctest::Contains("corrupt or truncated"), idx_error);
+  auto damaged = gz_bytes;
+  for (std::size_t i = 12; i < damaged.size() - 8; i += 3) damaged[i] ^= 0x5A;
+  CHECK_THROWS_AS(read_idx(with("damaged.idx.gz", damaged)), idx_error);
+}
+
+TEST_CASE("Fashion-MNIST: the Debian package's files have the published counts") {
+  if (!fashion_mnist_available()) {
+    MESSAGE("SKIPPED: Fashion-MNIST not found in " << fashion_mnist_dir()
+                                                   << " (apt-get install dataset-fashion-mnist)");
+    return;
+  }
+  const auto f = load_fashion_mnist();
+  CHECK(f.train.rows == 60000);
+  CHECK(f.test.rows == 10000);
+  CHECK(f.train.cols == 784);
+  for (auto c : f.train.class_counts()) CHECK(c == 6000);
+  for (auto c : f.test.class_counts()) CHECK(c == 1000);
+  const auto [lo, hi] = std::minmax_element(f.train.features.begin(), f.train.features.end());
+  CHECK(*lo == 0.0f);
+  CHECK(*hi == 1.0f);
+}
+
+TEST_CASE("Fashion-MNIST: a directory without the files gives an error that says what to install") {
+  temp_dir dir;
+  CHECK_FALSE(fashion_mnist_available(dir.path.string()));
+  CHECK_THROWS_WITH_AS(load_fashion_mnist(dir.path.string()), doctest::Contains("dataset-fashion-mnist"), idx_error);
+}
+
+TEST_CASE("split: a clean balanced validation set, disjoint from training, reproducible") {
+  const auto all = toy(100, 4);
+  const auto s = split_validation(all, 5, 42);
+  CHECK(s.validation.rows == 20);
+  CHECK(s.train.rows == 80);
+  for (auto c : s.validation.class_counts()) CHECK(c == 5);
+  std::set<std::size_t> ids(s.train.ids.begin(), s.train.ids.end());
+  for (auto id : s.validation.ids) CHECK(ids.insert(id).second);  // disjoint
+  CHECK(ids.size() == 100);                                        // and together everything
+  CHECK(split_validation(all, 5, 42).validation.ids == s.validation.ids);
+  CHECK(split_validation(all, 5, 43).validation.ids != s.validation.ids);
+  CHECK_THROWS_WITH_AS(split_validation(all, 26, 1), doctest::Contains("fewer than the 26"), std::invalid_argument);
+}
+
+TEST_CASE("batches: every row once per epoch without replacement; ids follow the samples") {
+  batch_sampler b(10, 3, 7);
+  CHECK(b.batches_per_epoch() == 3);
+  std::multiset<std::size_t> seen;
+  for (int i = 0; i < 3; ++i)
+    for (auto r : b.next()) seen.insert(r);
+  CHECK(seen.size() == 9);
+  CHECK(std::set<std::size_t>(seen.begin(), seen.end()).size() == 9);  // no repeats within an epoch
+  const auto d = toy(10, 2);
+  const std::vector<std::size_t> rows = {7, 2};
+  const auto sub = d.subset(rows);
+  CHECK(sub.ids == std::vector<std::size_t>{1007, 1002});
+  CHECK(sub.features[0] == 7.0f);
+  batch_sampler w(10, 50, 7, true);
+  for (auto r : w.next()) CHECK(r < 10);
+  CHECK_THROWS_WITH_AS(batch_sampler(0, 1, 1), doctest::Contains("empty"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(batch_sampler(5, 8, 1), doctest::Contains("batch size 8 exceeds the 5 rows"), std::invalid_argument);
+}
+
+TEST_CASE("symmetric noise: exactly the asked fraction, always to another class") {
+  auto d = toy(1000, 10);
+  const auto rec = symmetric_label_noise(d, 0.4, 3);
+  CHECK(rec.count() == 400);
+  for (std::size_t r = 0; r < d.rows; ++r) CHECK((d.labels[r] != rec.original_labels[r]) == rec.corrupted[r]);
+  d.validate();
+}
+
+TEST_CASE("symmetric noise, Meta-Weight-Net's uniform_mix: about rate·(C−1)/C of labels change") {
+  auto d = toy(20000, 10);
+  const auto rec = symmetric_label_noise(d, 0.4, 5, true);
+  const double changed = double(rec.count()) / double(d.rows);
+  // Expected 0.36; the binomial standard deviation at n = 20000 is 0.0034: ±0.015 is 4.4σ.
+  CHECK(std::abs(changed - 0.36) < 0.015);
+}
+
+TEST_CASE("pair noise moves labels to the next class") {
+  auto d = toy(100, 5);
+  const auto rec = pair_label_noise(d, 0.2, 1);
+  CHECK(rec.count() == 20);
+  for (std::size_t r = 0; r < d.rows; ++r)
+    if (rec.corrupted[r]) CHECK(d.labels[r] == (rec.original_labels[r] + 1) % 5);
+  CHECK_THROWS_WITH_AS(pair_label_noise(d, 1.5, 1), doctest::Contains("noise rate must be in [0, 1]"),
+                       std::invalid_argument);
+}
+
+TEST_CASE("long tail: n_c = n_max · IF^(−c/(C−1))") {
+  const auto counts = long_tail_counts(6000, 10, 100.0);
+  CHECK(counts.front() == 6000);
+  CHECK(counts.back() == 60);
+  CHECK(counts[5] == std::size_t(std::llround(6000 * std::pow(100.0, -5.0 / 9.0))));
+  const auto d = long_tail(toy(1000, 10), 10.0, 2);  // 100 per class available
+  const auto c = d.class_counts();
+  CHECK(c[0] == 100);
+  CHECK(c[9] == 10);
+  CHECK_THROWS_WITH_AS(long_tail_counts(10, 10, 0.5), doctest::Contains("imbalance factor must be >= 1"),
+                       std::invalid_argument);
+}
+
+TEST_CASE("dataset validation names the bad label") {
+  auto d = toy(10, 3);
+  d.labels[4] = 3;
+  CHECK_THROWS_WITH_AS(d.validate("toy"), doctest::Contains("toy row 4 has label 3, outside [0, 3)"),
+                       std::invalid_argument);
+}
