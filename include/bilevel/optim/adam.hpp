@@ -1,0 +1,171 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+/// \file
+/// Adam (Kingma & Ba, 2015) with L2 weight decay or decoupled weight decay (AdamW,
+/// Loshchilov & Hutter, 2019), as PyTorch defines them. With t = step + 1:
+///
+///     d  = g + wd·θ                      (L2 form; AdamW leaves d = g)
+///     m' = β1·m + (1−β1)·d               v' = β2·v + (1−β2)·d²
+///     u  = (m'/(1−β1^t)) / (√(v'/(1−β2^t)) + ε)
+///     θ' = θ − η·u                       (AdamW: θ' = (1 − η·wd)·θ − η·u)
+///
+/// Its VJP and JVP are exact: the map is smooth wherever v' > 0. Where v' = 0 (every past
+/// gradient component was zero, so m' = 0 too) the √ term has no derivative; the products use
+/// 0 there, the limit along every direction that keeps m' = 0.
+#include <cmath>
+#include <cstddef>
+#include <functional>
+#include <stdexcept>
+#include <string>
+
+#include "bilevel/core/optimizer.hpp"
+
+namespace bilevel::optim {
+
+template <tensor_policy P>
+struct adam {
+  using policy = P;
+  using vector = vector_t<P>;
+  using scalar = scalar_t<P>;
+
+  double lr = 1e-3;
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+  double weight_decay = 0.0;
+  bool decoupled = false;  ///< AdamW
+  std::function<double(std::size_t)> schedule{};
+
+  [[nodiscard]] double lr_at(std::size_t step) const { return schedule ? schedule(step) : lr; }
+
+  [[nodiscard]] optimizer_state<P> init(const vector& theta) const {
+    validate();
+    optimizer_state<P> s;
+    s.buffers.push_back(P::zeros(P::size(theta)));  // m
+    s.buffers.push_back(P::zeros(P::size(theta)));  // v
+    return s;
+  }
+
+  void step(vector& theta, optimizer_state<P>& s, const vector& g) const {
+    const auto c = coefficients(s.step);
+    vector d;
+    direction(theta, g, d);
+    vector& m = s.buffers.at(0);
+    vector& v = s.buffers.at(1);
+    P::scale(m, scalar(beta1));
+    P::axpy(scalar(1 - beta1), d, m);
+    vector d2;
+    P::hadamard(d, d, d2);
+    P::scale(v, scalar(beta2));
+    P::axpy(scalar(1 - beta2), d2, v);
+    vector u;
+    P::transform(m, v, u, [c](scalar mi, scalar vi) { return scalar(c.m_hat * mi / (std::sqrt(c.v_hat * vi) + c.eps)); });
+    if (decoupled && weight_decay != 0.0) P::scale(theta, scalar(1 - c.lr * weight_decay));
+    P::axpy(scalar(-c.lr), u, theta);
+    ++s.step;
+  }
+
+  /// Reverse of step(); see optimizer.hpp for the in/out convention.
+  void vjp(const vector& theta, const optimizer_state<P>& s, const vector& g, vector& adj_theta,
+           optimizer_state<P>& adj_s, vector& adj_g) const {
+    const auto c = coefficients(s.step);
+    vector d, m1, v1;
+    forward_moments(theta, s, g, d, m1, v1);
+    // ū = −η θ̄'; then through u = m̂/(√v̂ + ε) into m' and v'.
+    vector du_dm, du_dv;
+    sensitivities(c, m1, v1, du_dm, du_dv);
+    vector adj_u;
+    P::copy(adj_theta, adj_u);
+    P::scale(adj_u, scalar(-c.lr));
+    vector& adj_m1 = adj_s.buffers.at(0);
+    vector& adj_v1 = adj_s.buffers.at(1);
+    vector t;
+    P::hadamard(adj_u, du_dm, t);
+    P::axpy(scalar(1), t, adj_m1);
+    P::hadamard(adj_u, du_dv, t);
+    P::axpy(scalar(1), t, adj_v1);
+    // m' = β1 m + (1−β1) d,  v' = β2 v + (1−β2) d²
+    vector adj_d;
+    P::copy(adj_m1, adj_d);
+    P::scale(adj_d, scalar(1 - beta1));
+    P::hadamard(adj_v1, d, t);
+    P::axpy(scalar(2 * (1 - beta2)), t, adj_d);
+    P::scale(adj_m1, scalar(beta1));
+    P::scale(adj_v1, scalar(beta2));
+    // θ' = θ (or (1 − η wd) θ); d = g (+ wd θ)
+    if (decoupled && weight_decay != 0.0) P::scale(adj_theta, scalar(1 - c.lr * weight_decay));
+    if (!decoupled && weight_decay != 0.0) P::axpy(scalar(weight_decay), adj_d, adj_theta);
+    adj_g = adj_d;
+  }
+
+  /// Forward of step() on tangents; see optimizer.hpp.
+  void jvp(const vector& theta, const optimizer_state<P>& s, const vector& g, vector& tan_theta,
+           optimizer_state<P>& tan_s, vector& tan_g) const {
+    const auto c = coefficients(s.step);
+    vector d, m1, v1;
+    forward_moments(theta, s, g, d, m1, v1);
+    vector tan_d;
+    P::copy(tan_g, tan_d);
+    if (!decoupled && weight_decay != 0.0) P::axpy(scalar(weight_decay), tan_theta, tan_d);
+    vector& tm = tan_s.buffers.at(0);
+    vector& tv = tan_s.buffers.at(1);
+    P::scale(tm, scalar(beta1));
+    P::axpy(scalar(1 - beta1), tan_d, tm);
+    vector t;
+    P::hadamard(d, tan_d, t);
+    P::scale(tv, scalar(beta2));
+    P::axpy(scalar(2 * (1 - beta2)), t, tv);
+    vector du, a, b;
+    sensitivities(c, m1, v1, a, b);
+    P::hadamard(a, tm, du);
+    P::hadamard(b, tv, t);
+    P::axpy(scalar(1), t, du);
+    if (decoupled && weight_decay != 0.0) P::scale(tan_theta, scalar(1 - c.lr * weight_decay));
+    P::axpy(scalar(-c.lr), du, tan_theta);
+  }
+
+  void validate() const {
+    auto bad = [](const std::string& what) { throw std::invalid_argument("bilevel::optim::adam: " + what); };
+    if (!(lr > 0.0) && !schedule) bad("learning rate must be > 0, got " + std::to_string(lr));
+    if (!(beta1 >= 0.0 && beta1 < 1.0)) bad("beta1 must be in [0, 1), got " + std::to_string(beta1));
+    if (!(beta2 >= 0.0 && beta2 < 1.0)) bad("beta2 must be in [0, 1), got " + std::to_string(beta2));
+    if (!(eps > 0.0)) bad("eps must be > 0, got " + std::to_string(eps));
+    if (!(weight_decay >= 0.0)) bad("weight decay must be >= 0, got " + std::to_string(weight_decay));
+  }
+
+ private:
+  struct coeffs {
+    double lr, m_hat, v_hat, eps;  // m̂ = m_hat·m', v̂ = v_hat·v'
+  };
+  [[nodiscard]] coeffs coefficients(std::size_t step) const {
+    const double t = double(step + 1);
+    return {lr_at(step), 1.0 / (1.0 - std::pow(beta1, t)), 1.0 / (1.0 - std::pow(beta2, t)), eps};
+  }
+  void direction(const vector& theta, const vector& g, vector& d) const {
+    P::copy(g, d);
+    if (!decoupled && weight_decay != 0.0) P::axpy(scalar(weight_decay), theta, d);
+  }
+  /// ∂u/∂m' and ∂u/∂v', element-wise (0 where v' = 0, see the file comment).
+  static void sensitivities(const coeffs& c, const vector& m1, const vector& v1, vector& du_dm, vector& du_dv) {
+    P::transform(m1, v1, du_dm, [c](scalar, scalar vi) { return scalar(c.m_hat / (std::sqrt(c.v_hat * vi) + c.eps)); });
+    P::transform(m1, v1, du_dv, [c](scalar mi, scalar vi) {
+      const double r = std::sqrt(c.v_hat * vi);
+      if (r == 0.0) return scalar(0);
+      const double den = r + c.eps;
+      return scalar(-c.m_hat * mi / (den * den) * c.v_hat / (2.0 * r));
+    });
+  }
+  /// d, m' and v' at (θ, state, g): what the products linearise around.
+  void forward_moments(const vector& theta, const optimizer_state<P>& s, const vector& g, vector& d, vector& m1,
+                       vector& v1) const {
+    direction(theta, g, d);
+    P::copy(s.buffers.at(0), m1);
+    P::scale(m1, scalar(beta1));
+    P::axpy(scalar(1 - beta1), d, m1);
+    vector d2;
+    P::hadamard(d, d, d2);
+    P::copy(s.buffers.at(1), v1);
+    P::scale(v1, scalar(beta2));
+    P::axpy(scalar(1 - beta2), d2, v1);
+  }
+};
+
+}  // namespace bilevel::optim

@@ -1,0 +1,159 @@
+// SPDX-License-Identifier: MIT
+// Every optimizer's update map (θ, buffers, g) → (θ', buffers'): its JVP against central
+// differences of the map, its VJP against the JVP by the transpose identity, in every
+// configuration; schedules; and the settings each optimizer refuses.
+#include <doctest/doctest.h>
+
+#include <bilevel/optim/adam.hpp>
+#include <bilevel/optim/clip.hpp>
+#include <bilevel/optim/schedule.hpp>
+#include <bilevel/optim/sgd.hpp>
+#include <bilevel/policy/eigen.hpp>
+
+#include "support.hpp"
+
+namespace {
+using P = test::P64;
+using V = P::vector;
+using sgd = bilevel::optim::sgd<P>;
+using adam = bilevel::optim::adam<P>;
+constexpr std::size_t n = 6;
+
+/// Splits a stacked host vector z = (θ, buffer_1..buffer_k, g) into a point of the map.
+template <class O>
+struct point {
+  V theta, g;
+  bilevel::optimizer_state<P> state;
+  point(const O& o, const std::vector<double>& z, std::size_t step) {
+    theta = test::device<P>({z.begin(), z.begin() + n});
+    state = o.init(theta);
+    state.step = step;
+    for (std::size_t b = 0; b < state.buffers.size(); ++b)
+      state.buffers[b] = test::device<P>({z.begin() + std::ptrdiff_t((b + 1) * n), z.begin() + std::ptrdiff_t((b + 2) * n)});
+    g = test::device<P>({z.end() - n, z.end()});
+  }
+};
+
+template <class O>
+std::vector<double> stack(const V& theta, const bilevel::optimizer_state<P>& s) {
+  auto out = test::host<P>(theta);
+  for (const auto& b : s.buffers) {
+    const auto h = test::host<P>(b);
+    out.insert(out.end(), h.begin(), h.end());
+  }
+  return out;
+}
+
+/// `tolerance`: for linear maps (SGD) differences are exact to round-off ε|z|/h ≈ 1e-11;
+/// for Adam truncation h²·|third derivative| with h = 1e-5 and v ≥ 0.2 stays below 1e-8.
+template <class O>
+void check(const O& o, std::size_t step, double tolerance) {
+  const std::size_t k = o.init(V::Zero(n)).buffers.size();
+  auto z = test::random_vector((k + 2) * n, 11);
+  const auto dz = test::random_vector((k + 2) * n, 12), adj = test::random_vector((k + 1) * n, 13);
+  // Adam's second moment (buffer 2) must be positive: the map has no derivative at v = 0.
+  if (k >= 2)
+    for (std::size_t i = 2 * n; i < 3 * n; ++i) z[i] = 0.2 + std::abs(z[i]);
+  const point<O> p(o, z, step);
+  auto map = [&](const std::vector<double>& x) {
+    point<O> q(o, x, step);
+    o.step(q.theta, q.state, q.g);
+    return stack<O>(q.theta, q.state);
+  };
+  // JVP
+  V t_theta = test::device<P>({dz.begin(), dz.begin() + n});
+  auto t_state = p.state.zeros_like();
+  for (std::size_t b = 0; b < k; ++b)
+    t_state.buffers[b] = test::device<P>({dz.begin() + std::ptrdiff_t((b + 1) * n), dz.begin() + std::ptrdiff_t((b + 2) * n)});
+  V t_g = test::device<P>({dz.end() - n, dz.end()});
+  o.jvp(p.theta, p.state, p.g, t_theta, t_state, t_g);
+  const auto jvp = stack<O>(t_theta, t_state);
+  const auto fd = test::central_directional(map, z, dz, 1e-5);
+  CHECK(test::relative_error(jvp, fd) <= tolerance);
+  // VJP by the transpose identity ⟨adj, J dz⟩ = ⟨Jᵀ adj, dz⟩
+  V a_theta = test::device<P>({adj.begin(), adj.begin() + n}), a_g;
+  auto a_state = p.state.zeros_like();
+  for (std::size_t b = 0; b < k; ++b)
+    a_state.buffers[b] = test::device<P>({adj.begin() + std::ptrdiff_t((b + 1) * n), adj.begin() + std::ptrdiff_t((b + 2) * n)});
+  o.vjp(p.theta, p.state, p.g, a_theta, a_state, a_g);
+  double lhs = 0.0, rhs = 0.0;
+  for (std::size_t i = 0; i < adj.size(); ++i) lhs += adj[i] * jvp[i];
+  const auto back = stack<O>(a_theta, a_state);
+  const auto ag = test::host<P>(a_g);
+  for (std::size_t i = 0; i < back.size(); ++i) rhs += back[i] * dz[i];
+  for (std::size_t i = 0; i < n; ++i) rhs += ag[i] * dz[dz.size() - n + i];
+  CHECK(rhs == doctest::Approx(lhs).epsilon(1e-12));
+}
+}  // namespace
+
+TEST_CASE("sgd: JVP against central differences and VJP by transposition, every configuration") {
+  SUBCASE("plain") { check(sgd{.lr = 0.1}, 0, 1e-9); }
+  SUBCASE("momentum") { check(sgd{.lr = 0.1, .momentum = 0.9}, 0, 1e-9); }
+  SUBCASE("Nesterov") { check(sgd{.lr = 0.1, .momentum = 0.9, .nesterov = true}, 0, 1e-9); }
+  SUBCASE("momentum and weight decay") { check(sgd{.lr = 0.1, .momentum = 0.9, .weight_decay = 0.01}, 0, 1e-9); }
+  SUBCASE("cosine schedule at step 3") {
+    check(sgd{.lr = 0.1, .momentum = 0.5, .schedule = bilevel::optim::cosine_schedule{0.1, 0.001, 10}}, 3, 1e-9);
+  }
+}
+
+TEST_CASE("adam: JVP against central differences and VJP by transposition") {
+  SUBCASE("plain, step 0") { check(adam{.lr = 0.01}, 0, 1e-7); }
+  SUBCASE("L2 weight decay, step 5") { check(adam{.lr = 0.01, .weight_decay = 0.1}, 5, 1e-7); }
+  SUBCASE("AdamW, betas (0.5, 0.999) as DARTS") {
+    check(adam{.lr = 3e-4, .beta1 = 0.5, .weight_decay = 1e-3, .decoupled = true}, 2, 1e-7);
+  }
+}
+
+TEST_CASE("clip_grad_norm: differentiable through the clip, on both sides of the threshold") {
+  // random g has norm ~1.4 in 6 dimensions: max_norm 0.5 clips, 10 does not.
+  SUBCASE("clipping") { check(bilevel::optim::clip_grad_norm<sgd>{sgd{.lr = 0.1, .momentum = 0.9}, 0.5}, 0, 1e-8); }
+  SUBCASE("not clipping") { check(bilevel::optim::clip_grad_norm<sgd>{sgd{.lr = 0.1}, 10.0}, 0, 1e-9); }
+  SUBCASE("around Adam") { check(bilevel::optim::clip_grad_norm<adam>{adam{.lr = 0.01}, 0.5}, 1, 1e-7); }
+  const bilevel::optim::clip_grad_norm<sgd> c{sgd{.lr = 1.0}, 2.0};
+  V g(2);
+  g << 3.0, 4.0;
+  CHECK(P::norm(c.clipped(g)) == doctest::Approx(2.0));
+}
+
+TEST_CASE("adam: the first step moves each coordinate by lr (bias correction)") {
+  const adam o{.lr = 0.01};
+  V theta = V::Zero(3), g(3);
+  g << 1.0, -2.0, 0.5;
+  auto s = o.init(theta);
+  o.step(theta, s, g);
+  // m̂ = g, v̂ = g², u = g/(|g| + ε) ≈ sign(g)
+  CHECK(theta[0] == doctest::Approx(-0.01));
+  CHECK(theta[1] == doctest::Approx(0.01));
+}
+
+TEST_CASE("schedules: step and cosine") {
+  const bilevel::optim::step_schedule st{1.0, 0.1, 10};
+  CHECK(st(9) == 1.0);
+  CHECK(st(10) == doctest::Approx(0.1));
+  const bilevel::optim::cosine_schedule cs{0.1, 0.001, 100};
+  CHECK(cs(0) == doctest::Approx(0.1));
+  CHECK(cs(50) == doctest::Approx(0.0505));
+  CHECK(cs(100) == doctest::Approx(0.001));
+  const sgd o{.lr = 1.0, .schedule = [](std::size_t t) { return t == 0 ? 0.5 : 0.25; }};
+  V theta = V::Zero(1);
+  auto s = o.init(theta);
+  o.step(theta, s, V::Ones(1));
+  o.step(theta, s, V::Ones(1));
+  CHECK(theta[0] == -0.75);
+  CHECK(s.step == 2);
+}
+
+TEST_CASE("optimizers refuse nonsensical settings by name") {
+  const V theta = V::Zero(1);
+  CHECK_THROWS_WITH_AS(sgd{.lr = 0.0}.init(theta), doctest::Contains("learning rate must be > 0"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS((sgd{.lr = 0.1, .momentum = 1.0}.init(theta)), doctest::Contains("momentum must be in [0, 1)"),
+                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS((sgd{.lr = 0.1, .weight_decay = -1.0}.init(theta)), doctest::Contains("weight decay must be >= 0"),
+                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS((sgd{.lr = 0.1, .nesterov = true}.init(theta)),
+                       doctest::Contains("Nesterov momentum needs momentum > 0"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS((adam{.beta2 = 1.0}.init(theta)), doctest::Contains("beta2 must be in [0, 1)"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS((adam{.eps = 0.0}.init(theta)), doctest::Contains("eps must be > 0"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS((bilevel::optim::clip_grad_norm<sgd>{sgd{}, 0.0}.init(theta)),
+                       doctest::Contains("max_norm must be > 0"), std::invalid_argument);
+}
