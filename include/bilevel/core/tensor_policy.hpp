@@ -50,6 +50,31 @@ concept tensor_policy = requires(typename P::vector& v, const typename P::vector
   { P::matrix_from_host(n, n, host) } -> std::same_as<typename P::matrix>;
 };
 
+/// What layers need beyond tensor_policy: matrix views of segments of the flat parameter
+/// vector, matrix BLAS-1 and element-wise maps, bias rows, row reductions and a stable
+/// row-wise softmax. Learners that are networks require this refinement.
+template <class P>
+concept nn_tensor_policy =
+    tensor_policy<P> && requires(typename P::vector& v, const typename P::vector& cv, typename P::matrix& m,
+                                 const typename P::matrix& cm, typename P::scalar s, std::size_t n) {
+      { P::matrix_zeros(n, n) } -> std::same_as<typename P::matrix>;
+      P::unflatten(cv, n, n, n, m);
+      P::segment(cv, n, n, v);
+      P::flatten_into(cm, v, n);
+      P::set_segment(cv, v, n);
+      P::axpy(s, cm, m);
+      P::hadamard(cm, cm, m);
+      P::add_row(m, cv);
+      P::column_sums(cm, v);
+      P::row_dots(cm, cm, v);
+      P::scale_rows(m, cv);
+      P::row_softmax(cm, m);
+      P::row_logsumexp(cm, v);
+      { P::equal(cv, cv) } -> std::same_as<bool>;
+      { P::equal(cm, cm) } -> std::same_as<bool>;
+      { P::matrix_to_host(cm) } -> std::same_as<std::vector<typename P::scalar>>;
+    };
+
 /// The vector and scalar types of a policy, spelled once.
 template <tensor_policy P> using vector_t = typename P::vector;
 template <tensor_policy P> using scalar_t = typename P::scalar;

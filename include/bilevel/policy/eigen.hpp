@@ -128,6 +128,84 @@ struct eigen {
     else c.noalias() += alpha * (a * b);
   }
 
+  // ---- matrix operations for layers (the nn_tensor_policy refinement) ----
+
+  static matrix matrix_zeros(std::size_t r, std::size_t c) {
+    return matrix::Zero(static_cast<Eigen::Index>(r), static_cast<Eigen::Index>(c));
+  }
+  /// out = the rows×cols matrix stored row-major in theta[offset, offset + rows·cols).
+  static void unflatten(const vector& theta, std::size_t offset, std::size_t r, std::size_t c, matrix& out) {
+    require_range(theta, offset, r * c, "unflatten");
+    out = Eigen::Map<const matrix>(theta.data() + offset, static_cast<Eigen::Index>(r), static_cast<Eigen::Index>(c));
+  }
+  /// out = theta[offset, offset + n).
+  static void segment(const vector& theta, std::size_t offset, std::size_t n, vector& out) {
+    require_range(theta, offset, n, "segment");
+    out = theta.segment(static_cast<Eigen::Index>(offset), static_cast<Eigen::Index>(n));
+  }
+  /// dst[offset, ...) = m, row-major.
+  static void flatten_into(const matrix& m, vector& dst, std::size_t offset) {
+    require_range(dst, offset, std::size_t(m.size()), "flatten_into");
+    Eigen::Map<matrix>(dst.data() + offset, m.rows(), m.cols()) = m;
+  }
+  /// dst[offset, offset + |v|) = v.
+  static void set_segment(const vector& v, vector& dst, std::size_t offset) {
+    require_range(dst, offset, std::size_t(v.size()), "set_segment");
+    dst.segment(static_cast<Eigen::Index>(offset), v.size()) = v;
+  }
+  static void axpy(scalar a, const matrix& x, matrix& y) {
+    require_same_shape(x, y, "axpy");
+    y.noalias() += a * x;
+  }
+  static void hadamard(const matrix& x, const matrix& y, matrix& out) {
+    require_same_shape(x, y, "hadamard");
+    out = x.cwiseProduct(y);
+  }
+  template <class F>
+  static void transform(const matrix& x, matrix& out, F f) {
+    out = x.unaryExpr(f);
+  }
+  template <class F>
+  static void transform(const matrix& x, const matrix& y, matrix& out, F f) {
+    require_same_shape(x, y, "transform");
+    out = x.binaryExpr(y, f);
+  }
+  /// m_ij += b_j (a bias added to every row).
+  static void add_row(matrix& m, const vector& b) {
+    if (b.size() != m.cols()) throw std::invalid_argument("bilevel::policy::eigen::add_row: matrix is " + shape(m) +
+                                                          " but the row has " + std::to_string(b.size()) + " elements");
+    m.rowwise() += b.transpose();
+  }
+  /// out_j = Σ_i m_ij.
+  static void column_sums(const matrix& m, vector& out) { out = m.colwise().sum().transpose(); }
+  /// out_i = Σ_j a_ij b_ij.
+  static void row_dots(const matrix& a, const matrix& b, vector& out) {
+    require_same_shape(a, b, "row_dots");
+    out = a.cwiseProduct(b).rowwise().sum();
+  }
+  /// m_ij *= c_i.
+  static void scale_rows(matrix& m, const vector& c) {
+    if (c.size() != m.rows()) throw std::invalid_argument("bilevel::policy::eigen::scale_rows: matrix is " + shape(m) +
+                                                          " but there are " + std::to_string(c.size()) + " factors");
+    m = c.asDiagonal() * m;
+  }
+  /// Row-wise softmax, stable (the row maximum is subtracted first).
+  static void row_softmax(const matrix& z, matrix& p) {
+    p = (z.colwise() - z.rowwise().maxCoeff()).array().exp().matrix();
+    p = (p.array().colwise() / p.rowwise().sum().array()).matrix();
+  }
+  /// Row-wise log-sum-exp.
+  static void row_logsumexp(const matrix& z, vector& out) {
+    const vector mx = z.rowwise().maxCoeff();
+    out = ((z.colwise() - mx).array().exp().rowwise().sum().log()).matrix() + mx;
+  }
+  /// Exact equality (shape and every element): what forward-pass caches key on.
+  static bool equal(const vector& a, const vector& b) { return a.size() == b.size() && a == b; }
+  static bool equal(const matrix& a, const matrix& b) {
+    return a.rows() == b.rows() && a.cols() == b.cols() && a == b;
+  }
+  static std::vector<scalar> matrix_to_host(const matrix& m) { return {m.data(), m.data() + m.size()}; }
+
   static std::vector<scalar> to_host(const vector& v) { return {v.data(), v.data() + v.size()}; }
   static vector from_host(std::span<const scalar> host) {
     vector v(static_cast<Eigen::Index>(host.size()));
@@ -149,6 +227,17 @@ struct eigen {
   static std::string shape(const matrix& m) {
     return std::to_string(m.rows()) + "x" + std::to_string(m.cols());
   }
+  static void require_same_shape(const matrix& x, const matrix& y, const char* op) {
+    if (x.rows() != y.rows() || x.cols() != y.cols())
+      throw std::invalid_argument(std::string("bilevel::policy::eigen::") + op + ": matrix shapes differ (" + shape(x) +
+                                  " vs " + shape(y) + ")");
+  }
+  static void require_range(const vector& v, std::size_t offset, std::size_t n, const char* op) {
+    if (offset + n > std::size_t(v.size()))
+      throw std::invalid_argument(std::string("bilevel::policy::eigen::") + op + ": range [" + std::to_string(offset) +
+                                  ", " + std::to_string(offset + n) + ") exceeds a vector of " +
+                                  std::to_string(v.size()) + " elements");
+  }
   static void require_same_size(const vector& x, const vector& y, const char* op) {
     if (x.size() != y.size())
       throw std::invalid_argument(std::string("bilevel::policy::eigen::") + op +
@@ -157,7 +246,7 @@ struct eigen {
   }
 };
 
-static_assert(tensor_policy<eigen<double>>);
-static_assert(tensor_policy<eigen<float>>);
+static_assert(nn_tensor_policy<eigen<double>>);
+static_assert(nn_tensor_policy<eigen<float>>);
 
 }  // namespace bilevel::policy

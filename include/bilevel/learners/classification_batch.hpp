@@ -1,0 +1,49 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+/// \file
+/// A batch for classifiers: inputs on the back end, targets as rows (one-hot for hard labels,
+/// distributions for soft labels such as SGL's pseudo-labels), and each sample's id, so that
+/// per-sample upper variables follow the sample, not its position in the batch.
+#include <cstddef>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "bilevel/core/tensor_policy.hpp"
+#include "bilevel/data/dataset.hpp"
+
+namespace bilevel::learners {
+
+template <tensor_policy P>
+struct classification_batch {
+  typename P::matrix x;        ///< batch × features
+  typename P::matrix targets;  ///< batch × classes; rows sum to 1 for cross-entropy
+  std::vector<int> labels;     ///< hard labels, or −1 where a row is soft
+  std::vector<std::size_t> ids;
+
+  [[nodiscard]] std::size_t size() const { return ids.size(); }
+};
+
+/// The rows `which` of a host data set as a batch with one-hot targets.
+template <tensor_policy P>
+classification_batch<P> make_batch(const data::dataset& d, std::span<const std::size_t> which) {
+  if (which.empty()) throw std::invalid_argument("bilevel::learners::make_batch: empty batch");
+  classification_batch<P> b;
+  std::vector<scalar_t<P>> x, t(which.size() * d.num_classes, scalar_t<P>(0));
+  x.reserve(which.size() * d.cols);
+  for (std::size_t i = 0; i < which.size(); ++i) {
+    const std::size_t r = which[i];
+    if (r >= d.rows)
+      throw std::out_of_range("bilevel::learners::make_batch: row " + std::to_string(r) + " of " + std::to_string(d.rows));
+    x.insert(x.end(), d.features.begin() + std::ptrdiff_t(r * d.cols), d.features.begin() + std::ptrdiff_t((r + 1) * d.cols));
+    t[i * d.num_classes + std::size_t(d.labels[r])] = scalar_t<P>(1);
+    b.labels.push_back(d.labels[r]);
+    b.ids.push_back(d.ids[r]);
+  }
+  b.x = P::matrix_from_host(which.size(), d.cols, x);
+  b.targets = P::matrix_from_host(which.size(), d.num_classes, t);
+  return b;
+}
+
+}  // namespace bilevel::learners

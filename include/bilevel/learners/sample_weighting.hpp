@@ -1,0 +1,99 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+/// \file
+/// How a classifier's loss reads per-sample weights from an upper level. The weighted loss
+/// is L = (1/B) Σ_i c_i ℓ_i with c linear in the upper variable w, so every second-order
+/// product with respect to w is a gather or a scatter:
+///   gather(w, batch) → c,      scatter(batch, r) → Σ_i r_i ∂c_i/∂w.
+///   - unweighted:      no input, c_i = 1;
+///   - sample_weights:  input = a table with one weight per sample id, c_i = w[id_i]
+///                      (LFM's data-reweighting form, keyed by id, not batch position);
+///   - class_weights:   input = one weight per class, c_i = w[label_i] (LFM-CW's weights).
+#include <cstddef>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "bilevel/core/learner.hpp"
+#include "bilevel/learners/classification_batch.hpp"
+
+namespace bilevel::learners {
+
+struct unweighted {
+  static constexpr std::size_t num_inputs = 0;
+  [[nodiscard]] std::size_t input_size(std::size_t) const { return 0; }
+  template <tensor_policy P>
+  vector_t<P> gather(input_list<P>, const classification_batch<P>& b) const {
+    vector_t<P> c = P::zeros(b.size());
+    P::fill(c, scalar_t<P>(1));
+    return c;
+  }
+  template <tensor_policy P>
+  vector_t<P> scatter(input_list<P>, const classification_batch<P>&, const vector_t<P>&) const {
+    throw std::logic_error("bilevel::learners::unweighted has no input to differentiate");
+  }
+};
+
+/// One weight per sample id in [0, num_samples).
+struct sample_weights {
+  std::size_t num_samples = 0;
+  static constexpr std::size_t num_inputs = 1;
+  [[nodiscard]] std::size_t input_size(std::size_t) const { return num_samples; }
+
+  template <tensor_policy P>
+  vector_t<P> gather(input_list<P> in, const classification_batch<P>& b) const {
+    const auto w = P::to_host(*in[0]);
+    std::vector<scalar_t<P>> c(b.size());
+    for (std::size_t i = 0; i < b.size(); ++i) c[i] = w.at(checked(b.ids[i], w.size()));
+    return P::from_host(c);
+  }
+  template <tensor_policy P>
+  vector_t<P> scatter(input_list<P> in, const classification_batch<P>& b, const vector_t<P>& r) const {
+    std::vector<scalar_t<P>> out(P::size(*in[0]), scalar_t<P>(0));
+    const auto rh = P::to_host(r);
+    for (std::size_t i = 0; i < b.size(); ++i) out[checked(b.ids[i], out.size())] += rh[i];
+    return P::from_host(out);
+  }
+
+ private:
+  static std::size_t checked(std::size_t id, std::size_t n) {
+    if (id >= n)
+      throw std::out_of_range("bilevel::learners::sample_weights: sample id " + std::to_string(id) +
+                              " has no entry in a weight table of " + std::to_string(n));
+    return id;
+  }
+};
+
+/// One weight per class.
+struct class_weights {
+  std::size_t classes = 0;
+  static constexpr std::size_t num_inputs = 1;
+  [[nodiscard]] std::size_t input_size(std::size_t) const { return classes; }
+
+  template <tensor_policy P>
+  vector_t<P> gather(input_list<P> in, const classification_batch<P>& b) const {
+    const auto w = P::to_host(*in[0]);
+    std::vector<scalar_t<P>> c(b.size());
+    for (std::size_t i = 0; i < b.size(); ++i) c[i] = w.at(label(b, i, w.size()));
+    return P::from_host(c);
+  }
+  template <tensor_policy P>
+  vector_t<P> scatter(input_list<P> in, const classification_batch<P>& b, const vector_t<P>& r) const {
+    std::vector<scalar_t<P>> out(P::size(*in[0]), scalar_t<P>(0));
+    const auto rh = P::to_host(r);
+    for (std::size_t i = 0; i < b.size(); ++i) out[label(b, i, out.size())] += rh[i];
+    return P::from_host(out);
+  }
+
+ private:
+  template <class B>
+  static std::size_t label(const B& b, std::size_t i, std::size_t n) {
+    const int l = b.labels.at(i);
+    if (l < 0 || std::size_t(l) >= n)
+      throw std::out_of_range("bilevel::learners::class_weights: sample " + std::to_string(i) + " has label " +
+                              std::to_string(l) + " but there are " + std::to_string(n) + " class weights");
+    return std::size_t(l);
+  }
+};
+
+}  // namespace bilevel::learners

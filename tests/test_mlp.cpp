@@ -1,0 +1,164 @@
+// SPDX-License-Identifier: MIT
+// The MLP learner: gradient, HVP (R-operator) and mixed products against central
+// differences for every activation, loss and weighting; the forward-pass cache never serves
+// stale values; its outputs; and a hypergradient through it by the solver.
+#include <doctest/doctest.h>
+
+#include <bilevel/bilevel.hpp>
+#include <bilevel/learners/mlp.hpp>
+#include <bilevel/learners/solution_loss.hpp>
+
+#include "derivative_checks.hpp"
+
+namespace {
+using P = test::P64;
+using namespace bilevel::learners;
+
+/// A batch of `n` random samples with `features` inputs and `classes` classes, ids 10·i.
+classification_batch<P> random_batch(std::size_t n, std::size_t features, std::size_t classes, unsigned seed,
+                                     bool soft = false) {
+  bilevel::data::dataset d;
+  d.rows = n;
+  d.cols = features;
+  d.num_classes = classes;
+  const auto x = test::random_vector(n * features, seed, 2.0);
+  d.features.assign(x.begin(), x.end());
+  for (std::size_t i = 0; i < n; ++i) {
+    d.labels.push_back(int((i * 7 + seed) % classes));
+    d.ids.push_back(i);
+  }
+  std::vector<std::size_t> rows(n);
+  for (std::size_t i = 0; i < n; ++i) rows[i] = i;
+  auto b = make_batch<P>(d, rows);
+  if (soft) {  // random distributions as targets (SGL's pseudo-labels)
+    const auto r = test::random_vector(n * classes, seed + 1);
+    for (std::size_t i = 0; i < n; ++i) {
+      double s = 0;
+      for (std::size_t k = 0; k < classes; ++k) s += b.targets(long(i), long(k)) = std::exp(r[i * classes + k]);
+      for (std::size_t k = 0; k < classes; ++k) b.targets(long(i), long(k)) /= s;
+      b.labels[i] = -1;
+    }
+  }
+  return b;
+}
+
+template <class W>
+void check_network(activation act, loss_kind loss, W weighting, std::vector<std::vector<double>> inputs,
+                   bool soft = false) {
+  const mlp<P, W> net({5, 4, 3, 3}, act, loss, weighting);
+  const auto batch = random_batch(6, 5, 3, 3, soft);
+  const auto theta = test::host<P>(net.initial_parameters(7));
+  // Central differences with h = 1e-5 on an O(1) smooth loss: ≲ 1e-9 relative; ReLU is
+  // piecewise linear, and at these random points no pre-activation lies within h·‖v‖ of a
+  // kink (a kink crossed would show up as an O(1) error, not a small one).
+  test::check_learner_derivatives(net, theta, inputs, batch, 1e-6);
+}
+}  // namespace
+
+TEST_CASE("mlp: exact products against central differences, each activation, cross-entropy") {
+  for (auto act : {activation::relu, activation::tanh, activation::sigmoid, activation::identity}) {
+    CAPTURE(to_string(act));
+    check_network(act, loss_kind::cross_entropy, unweighted{}, {});
+  }
+}
+
+TEST_CASE("mlp: squared error and soft-label cross-entropy") {
+  check_network(activation::tanh, loss_kind::squared_error, unweighted{}, {});
+  check_network(activation::sigmoid, loss_kind::cross_entropy, unweighted{}, {}, true);
+}
+
+TEST_CASE("mlp: per-sample weights by id and per-class weights, with every mixed product") {
+  auto w = test::random_vector(6, 5, 0.5);
+  for (auto& x : w) x += 1.0;
+  check_network(activation::tanh, loss_kind::cross_entropy, sample_weights{6}, {w});
+  check_network(activation::relu, loss_kind::cross_entropy, class_weights{3}, {{0.5, 1.5, 1.0}});
+}
+
+TEST_CASE("mlp: the forward cache never serves stale values") {
+  // One learner moved between points, batches and weights must agree with fresh learners.
+  const mlp<P, sample_weights> net({5, 4, 3}, activation::tanh, loss_kind::cross_entropy, sample_weights{6});
+  const auto b1 = random_batch(6, 5, 3, 1), b2 = random_batch(6, 5, 3, 2);
+  const P::vector t1 = net.initial_parameters(1), t2 = net.initial_parameters(2);
+  const P::vector w1 = P::vector::Ones(6), w2 = P::vector::LinSpaced(6, 0.5, 1.5);
+  const P::vector v = test::device<P>(test::random_vector(net.num_parameters(), 9));
+  auto hvp_fresh = [&](const P::vector& t, const P::vector& w, const classification_batch<P>& b) {
+    const mlp<P, sample_weights> fresh({5, 4, 3}, activation::tanh, loss_kind::cross_entropy, sample_weights{6});
+    const P::vector* in[] = {&w};
+    P::vector out;
+    fresh.hvp(t, in, b, v, out);
+    return test::host<P>(out);
+  };
+  P::vector out, g;
+  for (auto [t, w, b] : {std::tuple{&t1, &w1, &b1}, std::tuple{&t2, &w1, &b1}, std::tuple{&t2, &w2, &b1},
+                         std::tuple{&t2, &w2, &b2}, std::tuple{&t1, &w1, &b1}}) {
+    const P::vector* in[] = {w};
+    net.gradient(*t, in, *b, g);
+    net.hvp(*t, in, *b, v, out);
+    CHECK(test::host<P>(out) == hvp_fresh(*t, *w, *b));
+  }
+}
+
+TEST_CASE("mlp: outputs expose logits, penultimate features and per-sample losses") {
+  const mlp<P> net({5, 4, 3}, activation::relu);
+  const auto b = random_batch(6, 5, 3, 4);
+  const auto theta = net.initial_parameters(3);
+  const auto o = net.forward(theta, b);
+  CHECK(o.logits.rows() == 6);
+  CHECK(o.logits.cols() == 3);
+  CHECK(o.features.cols() == 4);
+  for (long i = 0; i < 6; ++i) {
+    const double lse = std::log(o.logits.row(i).array().exp().sum());
+    CHECK(o.losses[i] == doctest::Approx(lse - o.logits(i, b.labels[std::size_t(i)])));
+  }
+  CHECK(net.loss(theta, {}, b) == doctest::Approx(o.losses.mean()));
+}
+
+TEST_CASE("mlp: bad shapes and ids are named") {
+  const mlp<P, sample_weights> net({5, 4, 3}, activation::relu, loss_kind::cross_entropy, sample_weights{3});
+  const auto theta = net.initial_parameters(1);
+  const P::vector w = P::vector::Ones(3);
+  const P::vector* in[] = {&w};
+  CHECK_THROWS_WITH_AS(net.loss(theta, in, random_batch(6, 5, 3, 1)),
+                       doctest::Contains("sample id 3 has no entry in a weight table of 3"), std::out_of_range);
+  const mlp<P> plain({5, 4, 3});
+  CHECK_THROWS_WITH_AS(plain.loss(plain.initial_parameters(1), {}, random_batch(6, 7, 3, 1)),
+                       doctest::Contains("batch has 7 features, the network takes 5"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(mlp<P>({5}), doctest::Contains("need at least input and output widths"), std::invalid_argument);
+}
+
+TEST_CASE("mlp: the solver's unrolled hypergradient for per-sample weights matches central differences") {
+  // Data reweighting in miniature: an MLP on 6 weighted samples, validation loss on 6 others.
+  using inner_net = mlp<P, sample_weights>;
+  const inner_net net({5, 4, 3}, activation::tanh, loss_kind::cross_entropy, sample_weights{6});
+  const auto train = random_batch(6, 5, 3, 1), val = random_batch(6, 5, 3, 2);
+  const auto theta0 = net.initial_parameters(5);
+  const std::size_t steps = 4;
+  const double lr = 0.5;
+  const std::vector<double> w0 = {1.0, 0.8, 1.2, 0.9, 1.1, 1.0};
+  auto lower = bilevel::make_level("weights", net, bilevel::optim::sgd<P>{.lr = lr, .momentum = 0.5},
+                                   bilevel::hypergrad::unrolled{}, theta0, [&] { return train; })
+                   .reading({1})
+                   .steps_per_iteration(steps);
+  auto upper = bilevel::make_level("sample_weights", solution_loss<mlp<P>>(mlp<P>({5, 4, 3}, activation::tanh), 6),
+                                   bilevel::optim::sgd<P>{.lr = 0.1}, bilevel::hypergrad::first_order{},
+                                   test::device<P>(w0), [&] { return val; })
+                   .reading({0});
+  bilevel::solver s(std::move(lower), std::move(upper));
+  s.step_level(0);
+  const auto hg = test::host<P>(s.hypergradient(1).gradient);
+  // The same 4 momentum-SGD steps, written out, as a function of the weights.
+  const mlp<P> val_net({5, 4, 3}, activation::tanh);
+  auto objective = [&](const std::vector<double>& w) {
+    const P::vector wv = test::device<P>(w);
+    const P::vector* in[] = {&wv};
+    P::vector t = theta0, m = P::zeros(net.num_parameters()), g;
+    for (std::size_t k = 0; k < steps; ++k) {
+      net.gradient(t, in, train, g);
+      m = 0.5 * m + g;
+      t -= lr * m;
+    }
+    return val_net.loss(t, {}, val);
+  };
+  // h = 1e-5: truncation and round-off both ≲ 1e-9 relative here (see derivative_checks.hpp).
+  CHECK(test::relative_error(hg, test::central_gradient(objective, w0, 1e-5)) <= 1e-6);
+}
