@@ -61,6 +61,7 @@ concept nn_tensor_policy =
       P::unflatten(cv, n, n, n, m);
       P::segment(cv, n, n, v);
       P::flatten_into(cm, v, n);
+      P::gemm_into_segment(s, cm, true, cm, false, s, v, n);
       P::set_segment(cv, v, n);
       P::axpy(s, cm, m);
       P::hadamard(cm, cm, m);

@@ -242,8 +242,8 @@ class mlp {
   void backward(value_cache& c, const vector& weights, bool store, vector& out) const {
     const std::size_t L = layers();
     const double inv_b = 1.0 / double(P::rows(c.x));
-    out = P::zeros(num_parameters_);
-    matrix g = c.d, ga, dw;
+    P::resize(out, num_parameters_);  // every segment is written below
+    matrix g = c.d, ga;
     vector scaled = weights, db;
     P::scale(scaled, scalar(inv_b));
     P::scale_rows(g, scaled);
@@ -252,8 +252,7 @@ class mlp {
       c.ga.assign(L, {});
     }
     for (std::size_t l = L; l-- > 0;) {
-      P::gemm(scalar(1), c.a[l], true, g, false, scalar(0), dw);
-      P::flatten_into(dw, out, weight_offset_[l]);
+      P::gemm_into_segment(scalar(1), c.a[l], true, g, false, scalar(0), out, weight_offset_[l]);
       P::column_sums(g, db);
       P::set_segment(db, out, bias_offset_[l]);
       if (store) c.g[l] = g;
@@ -299,7 +298,7 @@ class mlp {
     const std::size_t L = layers();
     const value_cache& c = cache_;
     const double inv_b = 1.0 / double(P::rows(c.x));
-    out = P::zeros(num_parameters_);
+    P::resize(out, num_parameters_);  // every segment is written below
     // Ḋ: CE: (Σt)·ṗ with ṗ = p ⊙ ż − p·⟨p, ż⟩; squared error: ż.
     matrix gdot;
     if (loss_ == loss_kind::cross_entropy) {
@@ -318,14 +317,10 @@ class mlp {
     vector scaled = c.weights, db;
     P::scale(scaled, scalar(inv_b));
     P::scale_rows(gdot, scaled);
-    matrix dw, tmp, vw, gadot, slope, curv;
+    matrix tmp, vw, gadot, slope, curv;
     for (std::size_t l = L; l-- > 0;) {
-      P::gemm(scalar(1), c.a[l], true, gdot, false, scalar(0), dw);
-      if (l > 0) {
-        P::gemm(scalar(1), t.a[l], true, c.g[l], false, scalar(0), tmp);
-        P::axpy(scalar(1), tmp, dw);
-      }
-      P::flatten_into(dw, out, weight_offset_[l]);
+      P::gemm_into_segment(scalar(1), c.a[l], true, gdot, false, scalar(0), out, weight_offset_[l]);
+      if (l > 0) P::gemm_into_segment(scalar(1), t.a[l], true, c.g[l], false, scalar(1), out, weight_offset_[l]);
       P::column_sums(gdot, db);
       P::set_segment(db, out, bias_offset_[l]);
       if (l == 0) break;

@@ -115,17 +115,11 @@ struct eigen {
                                   (trans_b ? "ᵀ" : ""));
     const Eigen::Index m = trans_a ? a.cols() : a.rows();
     const Eigen::Index n = trans_b ? b.rows() : b.cols();
-    if (beta == scalar(0)) c.setZero(m, n);
-    else {
-      if (c.rows() != m || c.cols() != n)
-        throw std::invalid_argument("bilevel::policy::eigen::gemm: C is " + shape(c) +
-                                    ", expected " + std::to_string(m) + "x" + std::to_string(n));
-      c *= beta;
-    }
-    if (trans_a && trans_b) c.noalias() += alpha * (a.transpose() * b.transpose());
-    else if (trans_a) c.noalias() += alpha * (a.transpose() * b);
-    else if (trans_b) c.noalias() += alpha * (a * b.transpose());
-    else c.noalias() += alpha * (a * b);
+    if (beta == scalar(0)) c.resize(m, n);
+    else if (c.rows() != m || c.cols() != n)
+      throw std::invalid_argument("bilevel::policy::eigen::gemm: C is " + shape(c) + ", expected " +
+                                  std::to_string(m) + "x" + std::to_string(n));
+    product_into(alpha, a, trans_a, b, trans_b, beta, c);
   }
 
   // ---- matrix operations for layers (the nn_tensor_policy refinement) ----
@@ -147,6 +141,19 @@ struct eigen {
   static void flatten_into(const matrix& m, vector& dst, std::size_t offset) {
     require_range(dst, offset, std::size_t(m.size()), "flatten_into");
     Eigen::Map<matrix>(dst.data() + offset, m.rows(), m.cols()) = m;
+  }
+  /// dst[offset, offset + m·n) = alpha op(A) op(B) (+ beta · what is there), written in place
+  /// as a row-major m×n matrix: weight gradients go straight into the flat gradient.
+  static void gemm_into_segment(scalar alpha, const matrix& a, bool trans_a, const matrix& b, bool trans_b,
+                                scalar beta, vector& dst, std::size_t offset) {
+    const Eigen::Index m = trans_a ? a.cols() : a.rows();
+    const Eigen::Index n = trans_b ? b.rows() : b.cols();
+    if ((trans_a ? a.rows() : a.cols()) != (trans_b ? b.cols() : b.rows()))
+      throw std::invalid_argument("bilevel::policy::eigen::gemm_into_segment: inner dimensions differ: A is " +
+                                  shape(a) + ", B is " + shape(b));
+    require_range(dst, offset, std::size_t(m * n), "gemm_into_segment");
+    Eigen::Map<matrix> c(dst.data() + offset, m, n);
+    product_into(alpha, a, trans_a, b, trans_b, beta, c);
   }
   /// dst[offset, offset + |v|) = v.
   static void set_segment(const vector& v, vector& dst, std::size_t offset) {
@@ -205,6 +212,25 @@ struct eigen {
     return a.rows() == b.rows() && a.cols() == b.cols() && a == b;
   }
   static std::vector<scalar> matrix_to_host(const matrix& m) { return {m.data(), m.data() + m.size()}; }
+
+  /// C = alpha op(A) op(B) + beta C on any writable matrix expression (a matrix or a map of
+  /// a segment); with beta == 0 the old contents are not read (no zero-fill pass, no 0·NaN).
+  template <class Dst>
+  static void product_into(scalar alpha, const matrix& a, bool trans_a, const matrix& b, bool trans_b, scalar beta,
+                           Dst& c) {
+    if (beta == scalar(0)) {
+      if (trans_a && trans_b) c.noalias() = alpha * (a.transpose() * b.transpose());
+      else if (trans_a) c.noalias() = alpha * (a.transpose() * b);
+      else if (trans_b) c.noalias() = alpha * (a * b.transpose());
+      else c.noalias() = alpha * (a * b);
+      return;
+    }
+    c *= beta;
+    if (trans_a && trans_b) c.noalias() += alpha * (a.transpose() * b.transpose());
+    else if (trans_a) c.noalias() += alpha * (a.transpose() * b);
+    else if (trans_b) c.noalias() += alpha * (a * b.transpose());
+    else c.noalias() += alpha * (a * b);
+  }
 
   static std::vector<scalar> to_host(const vector& v) { return {v.data(), v.data() + v.size()}; }
   static vector from_host(std::span<const scalar> host) {
