@@ -68,8 +68,8 @@ struct iteration_event {
 };
 
 struct solver_callbacks {
-  std::function<void(const step_event&)> on_step;
-  std::function<bool(const iteration_event&)> on_iteration;
+  std::function<void(const step_event&)> on_step{};
+  std::function<bool(const iteration_event&)> on_iteration{};
 };
 
 struct run_summary {

@@ -15,6 +15,8 @@
 ///   6. host transfer: `to_host`, `from_host`, `matrix_from_host` (row-major host data).
 #include <concepts>
 #include <cstddef>
+#include <cstdint>
+#include <utility>
 #include <span>
 #include <vector>
 
@@ -72,6 +74,12 @@ concept nn_tensor_policy =
       P::row_softmax(cm, m);
       P::row_logsumexp(cm, v);
       { P::equal(cv, cv) } -> std::same_as<bool>;
+      P::gather(cm, std::declval<const std::vector<std::int64_t>&>(), n, n, m);
+      P::scatter_add(cm, std::declval<const std::vector<std::int64_t>&>(), m);
+      P::reshape(cm, n, n, m);
+      P::reshape(cv, n, n, m);
+      P::row_max(cm, v, std::declval<std::vector<std::int64_t>&>());
+      P::row_sums(cm, v);
       { P::equal(cm, cm) } -> std::same_as<bool>;
       { P::matrix_to_host(cm) } -> std::same_as<std::vector<typename P::scalar>>;
     };

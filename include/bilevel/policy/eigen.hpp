@@ -4,6 +4,7 @@
 /// The Eigen tensor policy: the default CPU back end. The only header that names Eigen.
 #include <Eigen/Core>
 #include <algorithm>
+#include <cstdint>
 #include <cmath>
 #include <cstddef>
 #include <span>
@@ -206,6 +207,61 @@ struct eigen {
     const vector mx = z.rowwise().maxCoeff();
     out = ((z.colwise() - mx).array().exp().rowwise().sum().log()).matrix() + mx;
   }
+  /// out (rows × cols) with out_flat[i] = src_flat[index[i]], or 0 where index[i] < 0
+  /// (padding). With scatter_add, the two linear maps behind convolution (im2col / col2im)
+  /// and pooling; the index is computed once per layer shape.
+  static void gather(const matrix& src, const std::vector<std::int64_t>& index, std::size_t r, std::size_t c,
+                     matrix& out) {
+    if (index.size() != r * c)
+      throw std::invalid_argument("bilevel::policy::eigen::gather: " + std::to_string(index.size()) +
+                                  " indices for a " + std::to_string(r) + "x" + std::to_string(c) + " result");
+    out.resize(static_cast<Eigen::Index>(r), static_cast<Eigen::Index>(c));
+    const scalar* s = src.data();
+    scalar* o = out.data();
+    for (std::size_t i = 0; i < index.size(); ++i) o[i] = index[i] >= 0 ? s[index[i]] : scalar(0);
+  }
+  /// out_flat[index[i]] += src_flat[i] for index[i] >= 0 (the adjoint of gather).
+  static void scatter_add(const matrix& src, const std::vector<std::int64_t>& index, matrix& out) {
+    if (index.size() != std::size_t(src.size()))
+      throw std::invalid_argument("bilevel::policy::eigen::scatter_add: " + std::to_string(index.size()) +
+                                  " indices for " + std::to_string(src.size()) + " values");
+    const scalar* s = src.data();
+    scalar* o = out.data();
+    for (std::size_t i = 0; i < index.size(); ++i)
+      if (index[i] >= 0) o[index[i]] += s[i];
+  }
+  /// The same elements, row-major, as a rows × cols matrix.
+  static void reshape(const matrix& in, std::size_t r, std::size_t c, matrix& out) {
+    if (std::size_t(in.size()) != r * c)
+      throw std::invalid_argument("bilevel::policy::eigen::reshape: " + shape(in) + " cannot become " +
+                                  std::to_string(r) + "x" + std::to_string(c));
+    if (&in == &out) {
+      matrix tmp = Eigen::Map<const matrix>(in.data(), static_cast<Eigen::Index>(r), static_cast<Eigen::Index>(c));
+      out.swap(tmp);
+      return;
+    }
+    out = Eigen::Map<const matrix>(in.data(), static_cast<Eigen::Index>(r), static_cast<Eigen::Index>(c));
+  }
+  /// A vector's elements as a rows × cols matrix, row-major.
+  static void reshape(const vector& in, std::size_t r, std::size_t c, matrix& out) {
+    if (std::size_t(in.size()) != r * c)
+      throw std::invalid_argument("bilevel::policy::eigen::reshape: " + std::to_string(in.size()) +
+                                  " elements cannot become " + std::to_string(r) + "x" + std::to_string(c));
+    out = Eigen::Map<const matrix>(in.data(), static_cast<Eigen::Index>(r), static_cast<Eigen::Index>(c));
+  }
+  /// max_i = max_j m_ij and arg_i = the first j attaining it.
+  static void row_max(const matrix& m, vector& max, std::vector<std::int64_t>& arg) {
+    max.resize(m.rows());
+    arg.resize(std::size_t(m.rows()));
+    for (Eigen::Index i = 0; i < m.rows(); ++i) {
+      Eigen::Index j;
+      max[i] = m.row(i).maxCoeff(&j);
+      arg[std::size_t(i)] = j;
+    }
+  }
+  /// out (r × 1) = row sums of m.
+  static void row_sums(const matrix& m, vector& out) { out = m.rowwise().sum(); }
+
   /// Exact equality (shape and every element): what forward-pass caches key on.
   static bool equal(const vector& a, const vector& b) { return a.size() == b.size() && a == b; }
   static bool equal(const matrix& a, const matrix& b) {

@@ -1,0 +1,46 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+/// \file
+/// Fully connected layer: out = in W + 1 bᵀ on flat inputs (height = width = 1).
+#include <stdexcept>
+#include <string>
+
+#include "bilevel/learners/layers/affine.hpp"
+
+namespace bilevel::learners {
+
+template <nn_tensor_policy P>
+struct dense_layer {
+  using matrix = typename P::matrix;
+  using vector = vector_t<P>;
+  geometry in, out;
+  detail::affine_map<P> map;
+
+  dense_layer(geometry input, std::size_t units, std::size_t offset) : in(input), out{1, 1, units} {
+    if (input.pixels() != 1)
+      throw std::invalid_argument("bilevel::learners::dense_layer: input is " + std::to_string(input.height) + "x" +
+                                  std::to_string(input.width) + "x" + std::to_string(input.channels) +
+                                  "; flatten it first");
+    map = {input.channels, units, offset};
+  }
+  [[nodiscard]] std::size_t num_parameters() const { return map.num_parameters(); }
+
+  void forward(const vector& theta, const matrix& x, std::size_t, matrix& y, layer_cache<P>& c) const {
+    map.forward(theta, x, y, c.weights);
+  }
+  void backward(const vector&, const matrix& x, const matrix& g, std::size_t, const layer_cache<P>& c, matrix* gx,
+                vector& grad) const {
+    map.backward(x, g, c.weights, gx, grad);
+  }
+  void tangent_forward(const vector&, const vector& v, const matrix& x, const matrix* x_dot, std::size_t,
+                       const layer_cache<P>& c, matrix& y_dot) const {
+    map.tangent_forward(v, x, x_dot, c.weights, y_dot);
+  }
+  void tangent_backward(const vector&, const vector& v, const matrix& x, const matrix* x_dot, const matrix& g,
+                        const matrix& g_dot, std::size_t, const layer_cache<P>& c, matrix* gx_dot,
+                        vector& grad_dot) const {
+    map.tangent_backward(v, x, x_dot, g, g_dot, c.weights, gx_dot, grad_dot);
+  }
+};
+
+}  // namespace bilevel::learners

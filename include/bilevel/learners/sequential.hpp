@@ -1,0 +1,348 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+/// \file
+/// A feed-forward network of layers (dense, activation, 2-D convolution, pooling, flatten)
+/// as a learner with exact gradient, Hessian-vector product and mixed products, generic
+/// over the tensor policy.
+///
+/// Parameters live in one flat vector, layer after layer. The loss is
+/// L = (1/B) Σ_i c_i ℓ_i with ℓ_i cross-entropy against the target row (one-hot or soft) or
+/// half the squared error, and c_i per-sample weights read from an upper level through the
+/// Weighting policy (sample_weighting.hpp).
+///
+/// Second order by Pearlmutter's R-operator, layer by layer (layers/layer.hpp): a tangent
+/// pass pushes a direction v through the value pass and then through the backward pass,
+/// whose tangent is the HVP. The value and backward passes are cached, keyed on exact
+/// equality of θ, the batch and the weights, so the repeated HVPs of a CG or Neumann solve at
+/// a fixed point pay only the tangent passes. The cache makes a network object unsafe to
+/// share between threads.
+#include <cstddef>
+#include <cstdint>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "bilevel/core/learner.hpp"
+#include "bilevel/learners/classification_batch.hpp"
+#include "bilevel/learners/layers/activation_layer.hpp"
+#include "bilevel/learners/layers/conv2d.hpp"
+#include "bilevel/learners/layers/dense.hpp"
+#include "bilevel/learners/layers/flatten.hpp"
+#include "bilevel/learners/layers/pool2d.hpp"
+#include "bilevel/learners/sample_weighting.hpp"
+
+namespace bilevel::learners {
+
+enum class loss_kind { cross_entropy, squared_error };
+
+/// How to build one layer; the network works out shapes and offsets.
+namespace layer {
+struct dense { std::size_t units; };
+struct act { activation kind; };
+struct conv { std::size_t channels, kernel, stride = 1, padding = 0; };
+struct max_pool { std::size_t kernel, stride = 0; };  ///< stride 0: the kernel size
+struct avg_pool { std::size_t kernel, stride = 0; };
+struct flatten {};
+using spec = std::variant<dense, act, conv, max_pool, avg_pool, flatten>;
+}  // namespace layer
+
+template <nn_tensor_policy P, class Weighting = unweighted>
+class sequential {
+ public:
+  using policy = P;
+  using batch_type = classification_batch<P>;
+  using vector = vector_t<P>;
+  using matrix = typename P::matrix;
+  using scalar = scalar_t<P>;
+  using any_layer = std::variant<dense_layer<P>, activation_layer<P>, conv2d_layer<P>, pool2d_layer<P>, flatten_layer<P>>;
+
+  /// `input`: one sample's geometry (e.g. {28, 28, 1}; {1, 1, n} for flat features).
+  sequential(geometry input, const std::vector<layer::spec>& specs, loss_kind loss = loss_kind::cross_entropy,
+             Weighting weighting = {})
+      : input_(input), loss_(loss), weighting_(std::move(weighting)) {
+    if (specs.empty()) throw std::invalid_argument("bilevel::learners::sequential: no layers");
+    geometry g = input;
+    std::size_t offset = 0;
+    for (const auto& s : specs) {
+      any_layer l = std::visit([&](const auto& sp) { return make(g, sp, offset); }, s);
+      std::visit([&](const auto& built) {
+        g = built.out;
+        offset += built.num_parameters();
+      }, l);
+      layers_.push_back(std::move(l));
+    }
+    if (g.pixels() != 1)
+      throw std::invalid_argument("bilevel::learners::sequential: the last layer outputs " + std::to_string(g.height) +
+                                  "x" + std::to_string(g.width) + "x" + std::to_string(g.channels) +
+                                  "; end with flatten and dense");
+    classes_ = g.channels;
+    num_parameters_ = offset;
+  }
+
+  [[nodiscard]] std::size_t num_parameters() const { return num_parameters_; }
+  [[nodiscard]] std::size_t num_inputs() const { return Weighting::num_inputs; }
+  [[nodiscard]] std::size_t input_size(std::size_t s) const { return weighting_.input_size(s); }
+  [[nodiscard]] std::size_t classes() const { return classes_; }
+  [[nodiscard]] const std::vector<any_layer>& layer_list() const { return layers_; }
+
+  /// Seeded initialisation: He-uniform for weights followed by a ReLU, Glorot-uniform
+  /// otherwise; biases zero.
+  [[nodiscard]] vector initial_parameters(std::uint64_t seed) const {
+    std::mt19937_64 gen(seed);
+    std::vector<scalar> host(num_parameters_, scalar(0));
+    for (std::size_t l = 0; l < layers_.size(); ++l) {
+      const bool relu_next = l + 1 < layers_.size() && std::holds_alternative<activation_layer<P>>(layers_[l + 1]) &&
+                             std::get<activation_layer<P>>(layers_[l + 1]).kind == activation::relu;
+      if (const auto* d = std::get_if<dense_layer<P>>(&layers_[l])) d->map.initialize(host, relu_next, gen);
+      if (const auto* c = std::get_if<conv2d_layer<P>>(&layers_[l])) c->map.initialize(host, relu_next, gen);
+    }
+    return P::from_host(host);
+  }
+
+  /// What an upper level may read of the network on a batch: logits, the features entering
+  /// the last layer, and each sample's unweighted loss.
+  struct outputs {
+    matrix logits, features;
+    vector losses;
+  };
+  [[nodiscard]] outputs forward(const vector& theta, const batch_type& b) const {
+    const auto& c = value_pass(theta, b, ones(b.size()));
+    return {c.acts.back(), c.acts[c.acts.size() - 2], c.losses};
+  }
+
+  double loss(const vector& theta, input_list<P> in, const batch_type& b) const {
+    const auto& c = value_pass(theta, b, weighting_.gather(in, b));
+    return P::dot(c.weights, c.losses) / double(b.size());
+  }
+
+  double gradient(const vector& theta, input_list<P> in, const batch_type& b, vector& out) const {
+    const auto& c = value_pass(theta, b, weighting_.gather(in, b));
+    if (!c.backward_done) backward(c.weights, true, out);
+    else P::copy(c.gradient, out);
+    return P::dot(c.weights, c.losses) / double(b.size());
+  }
+
+  /// ∂L/∂w = scatter(ℓ / B).
+  void input_gradient(const vector& theta, input_list<P> in, const batch_type& b, std::size_t, vector& out) const
+    requires(Weighting::num_inputs > 0)
+  {
+    const auto& c = value_pass(theta, b, weighting_.gather(in, b));
+    vector r = c.losses;
+    P::scale(r, scalar(1.0 / double(b.size())));
+    out = weighting_.scatter(in, b, r);
+  }
+
+  /// (∂²L/∂θ²) v by the R-operator.
+  void hvp(const vector& theta, input_list<P> in, const batch_type& b, const vector& v, vector& out) const {
+    const auto& c = value_pass(theta, b, weighting_.gather(in, b));
+    if (!c.backward_done) {
+      vector g;
+      backward(c.weights, true, g);
+    }
+    std::vector<matrix> dots;
+    tangent_forward(v, dots);
+    tangent_backward(v, dots, out);
+  }
+
+  /// (∂²L/∂w∂θ) v = scatter(ℓ̇(v) / B), ℓ̇ the directional derivative of each sample's loss.
+  void mixed_vjp(const vector& theta, input_list<P> in, const batch_type& b, std::size_t, const vector& v,
+                 vector& out) const
+    requires(Weighting::num_inputs > 0)
+  {
+    value_pass(theta, b, weighting_.gather(in, b));
+    std::vector<matrix> dots;
+    tangent_forward(v, dots);
+    vector ldot;
+    P::row_dots(cache_.d, dots.back(), ldot);
+    P::scale(ldot, scalar(1.0 / double(b.size())));
+    out = weighting_.scatter(in, b, ldot);
+  }
+
+  /// (∂²L/∂θ∂w) u: the gradient with the weights replaced by gather(u) (L is linear in them).
+  void mixed_jvp(const vector& theta, input_list<P> in, const batch_type& b, std::size_t, const vector& u,
+                 vector& out) const
+    requires(Weighting::num_inputs > 0)
+  {
+    value_pass(theta, b, weighting_.gather(in, b));
+    std::vector<const vector*> moved(in.begin(), in.end());
+    moved[0] = &u;
+    backward(weighting_.gather(input_list<P>(moved), b), false, out);
+  }
+
+ private:
+  struct value_cache {
+    bool valid = false, backward_done = false;
+    vector theta, weights, losses, gradient, target_mass;
+    matrix targets;
+    std::vector<matrix> acts;            // acts[0] = input as (B·pixels) × channels, acts[l+1] = layer l's output
+    std::vector<layer_cache<P>> layers;
+    matrix d;                            // ∂ℓ_i/∂z_i, row i
+    std::vector<matrix> g;               // g[l] = ∂L/∂acts[l+1] at the cached weights
+  };
+
+  static any_layer make(const geometry& g, const layer::dense& s, std::size_t offset) { return dense_layer<P>(g, s.units, offset); }
+  static any_layer make(const geometry& g, const layer::act& s, std::size_t) { return activation_layer<P>(g, s.kind); }
+  static any_layer make(const geometry& g, const layer::conv& s, std::size_t offset) {
+    return conv2d_layer<P>(g, s.channels, s.kernel, s.stride, s.padding, offset);
+  }
+  static any_layer make(const geometry& g, const layer::max_pool& s, std::size_t) {
+    return pool2d_layer<P>(g, pooling::max, s.kernel, s.stride ? s.stride : s.kernel);
+  }
+  static any_layer make(const geometry& g, const layer::avg_pool& s, std::size_t) {
+    return pool2d_layer<P>(g, pooling::average, s.kernel, s.stride ? s.stride : s.kernel);
+  }
+  static any_layer make(const geometry& g, const layer::flatten&, std::size_t) { return flatten_layer<P>(g); }
+
+  static vector ones(std::size_t n) {
+    vector o = P::zeros(n);
+    P::fill(o, scalar(1));
+    return o;
+  }
+
+  void check_batch(const batch_type& b) const {
+    if (P::rows(b.x) == 0) throw std::invalid_argument("bilevel::learners::sequential: empty batch");
+    if (P::cols(b.x) != input_.features())
+      throw std::invalid_argument("bilevel::learners::sequential: batch has " + std::to_string(P::cols(b.x)) +
+                                  " features, the network takes " + std::to_string(input_.features()));
+    if (P::rows(b.targets) != P::rows(b.x) || P::cols(b.targets) != classes_)
+      throw std::invalid_argument("bilevel::learners::sequential: targets are " + std::to_string(P::rows(b.targets)) +
+                                  "x" + std::to_string(P::cols(b.targets)) + ", expected " +
+                                  std::to_string(P::rows(b.x)) + "x" + std::to_string(classes_));
+  }
+
+  /// The value pass and loss head at (θ, batch, weights), reused when all three are unchanged.
+  const value_cache& value_pass(const vector& theta, const batch_type& b, const vector& weights) const {
+    value_cache& c = cache_;
+    const std::size_t batch = P::rows(b.x);
+    if (c.valid && P::equal(c.theta, theta) && P::rows(c.acts[0]) == batch * input_.pixels() &&
+        P::equal(c.targets, b.targets) && same_input(c.acts[0], b.x)) {
+      if (!P::equal(c.weights, weights)) {
+        c.weights = weights;
+        c.backward_done = false;
+      }
+      return c;
+    }
+    if (P::size(theta) != num_parameters_)
+      throw std::invalid_argument("bilevel::learners::sequential: parameters have " + std::to_string(P::size(theta)) +
+                                  " elements, the network has " + std::to_string(num_parameters_));
+    check_batch(b);
+    c.valid = false;
+    c.backward_done = false;
+    c.theta = theta;
+    c.targets = b.targets;
+    c.weights = weights;
+    c.acts.resize(layers_.size() + 1);
+    c.layers.resize(layers_.size());
+    P::reshape(b.x, batch * input_.pixels(), input_.channels, c.acts[0]);
+    for (std::size_t l = 0; l < layers_.size(); ++l)
+      std::visit([&](const auto& layer) { layer.forward(theta, c.acts[l], batch, c.acts[l + 1], c.layers[l]); },
+                 layers_[l]);
+    const matrix& logits = c.acts.back();
+    P::gemv(scalar(1), b.targets, false, ones(classes_), scalar(0), c.target_mass);
+    if (loss_ == loss_kind::cross_entropy) {
+      vector lse, tz;
+      P::row_logsumexp(logits, lse);
+      P::row_dots(b.targets, logits, tz);
+      P::hadamard(c.target_mass, lse, c.losses);
+      P::axpy(scalar(-1), tz, c.losses);  // ℓ = (Σt)·lse − ⟨t, z⟩
+      P::row_softmax(logits, c.d);
+      P::scale_rows(c.d, c.target_mass);
+      P::axpy(scalar(-1), b.targets, c.d);  // ∂ℓ/∂z = (Σt)·p − t
+    } else {
+      c.d = logits;
+      P::axpy(scalar(-1), b.targets, c.d);  // ∂ℓ/∂z = z − t
+      P::row_dots(c.d, c.d, c.losses);
+      P::scale(c.losses, scalar(0.5));
+    }
+    c.valid = true;
+    return c;
+  }
+
+  /// The batch's inputs equal the cached first activation (same elements, row-major).
+  static bool same_input(const matrix& cached, const matrix& x) {
+    matrix reshaped;
+    P::reshape(cached, P::rows(x), P::cols(x), reshaped);
+    return P::equal(reshaped, x);
+  }
+
+  /// Backpropagation of L = (1/B) Σ c_i ℓ_i for the given c. With `store`, keeps each
+  /// layer's output adjoint and the gradient in the cache (the HVP's tangent pass needs them).
+  void backward(const vector& weights, bool store, vector& out) const {
+    value_cache& c = cache_;
+    const std::size_t batch = P::rows(c.targets), L = layers_.size();
+    P::resize(out, num_parameters_);  // every parameter segment is written below
+    matrix g = c.d, g_in;
+    vector scaled = weights;
+    P::scale(scaled, scalar(1.0 / double(batch)));
+    P::scale_rows(g, scaled);
+    if (store) c.g.assign(L, {});
+    for (std::size_t l = L; l-- > 0;) {
+      std::visit([&](const auto& layer) {
+        layer.backward(c.theta, c.acts[l], g, batch, c.layers[l], l > 0 ? &g_in : nullptr, out);
+      }, layers_[l]);
+      if (store) c.g[l] = std::move(g);
+      g = std::move(g_in);
+      g_in = matrix();
+    }
+    if (store) {
+      c.gradient = out;
+      c.backward_done = true;
+    }
+  }
+
+  /// dots[l] = Ṙ(acts[l]) along v (dots[0] is the data's: zero, left empty).
+  void tangent_forward(const vector& v, std::vector<matrix>& dots) const {
+    const value_cache& c = cache_;
+    const std::size_t batch = P::rows(c.targets);
+    dots.assign(layers_.size() + 1, {});
+    for (std::size_t l = 0; l < layers_.size(); ++l)
+      std::visit([&](const auto& layer) {
+        layer.tangent_forward(c.theta, v, c.acts[l], l > 0 ? &dots[l] : nullptr, batch, c.layers[l], dots[l + 1]);
+      }, layers_[l]);
+  }
+
+  /// The tangent of the backward pass: the HVP.
+  void tangent_backward(const vector& v, const std::vector<matrix>& dots, vector& out) const {
+    const value_cache& c = cache_;
+    const std::size_t batch = P::rows(c.targets), L = layers_.size();
+    P::resize(out, num_parameters_);
+    // Ḋ: cross-entropy (Σt)·ṗ with ṗ = p ⊙ ż − p·⟨p, ż⟩; squared error ż.
+    matrix g_dot, g_in_dot;
+    const matrix& z_dot = dots.back();
+    if (loss_ == loss_kind::cross_entropy) {
+      matrix p, pz;
+      P::row_softmax(c.acts.back(), p);
+      P::hadamard(p, z_dot, g_dot);
+      vector pdz;
+      P::row_dots(p, z_dot, pdz);
+      pz = p;
+      P::scale_rows(pz, pdz);
+      P::axpy(scalar(-1), pz, g_dot);
+      P::scale_rows(g_dot, c.target_mass);
+    } else {
+      g_dot = z_dot;
+    }
+    vector scaled = c.weights;
+    P::scale(scaled, scalar(1.0 / double(batch)));
+    P::scale_rows(g_dot, scaled);
+    for (std::size_t l = L; l-- > 0;) {
+      std::visit([&](const auto& layer) {
+        layer.tangent_backward(c.theta, v, c.acts[l], l > 0 ? &dots[l] : nullptr, c.g[l], g_dot, batch, c.layers[l],
+                               l > 0 ? &g_in_dot : nullptr, out);
+      }, layers_[l]);
+      g_dot = std::move(g_in_dot);
+      g_in_dot = matrix();
+    }
+  }
+
+  geometry input_;
+  loss_kind loss_;
+  Weighting weighting_;
+  std::vector<any_layer> layers_;
+  std::size_t num_parameters_ = 0, classes_ = 0;
+  mutable value_cache cache_;
+};
+
+}  // namespace bilevel::learners
