@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// Cost of the MLP learner's products, as ratios to one gradient, and the gradient's GEMM
+// Cost of the MLP and small-CNN learners' products, as ratios to one gradient, and the gradient's GEMM
 // efficiency against this machine's GEMM rate measured in the same run.
 //
 //   build/bench/bench_learners --benchmark_format=json > learners.json
@@ -11,6 +11,7 @@
 #include <benchmark/benchmark.h>
 
 #include <bilevel/learners/mlp.hpp>
+#include <bilevel/learners/sequential.hpp>
 #include <bilevel/policy/eigen.hpp>
 
 #include <random>
@@ -33,16 +34,28 @@ double gradient_flops() {
   return f;
 }
 
+/// The small CNN of the issue: LeNet-5's shape on 28x28 images.
 template <class P>
+sequential<P, sample_weights> small_cnn() {
+  return sequential<P, sample_weights>(
+      {28, 28, 1},
+      {layer::conv{6, 5, 1, 2}, layer::act{activation::relu}, layer::max_pool{2}, layer::conv{16, 5},
+       layer::act{activation::relu}, layer::max_pool{2}, layer::flatten{}, layer::dense{120},
+       layer::act{activation::relu}, layer::dense{84}, layer::act{activation::relu}, layer::dense{10}},
+      loss_kind::cross_entropy, sample_weights{batch});
+}
+
+template <class P, bool cnn = false>
 struct fixture {
-  using net_t = mlp<P, sample_weights>;
-  net_t net{widths, activation::relu, loss_kind::cross_entropy, sample_weights{batch}};
+  sequential<P, sample_weights> net = cnn ? small_cnn<P>()
+                                          : mlp<P, sample_weights>(widths, activation::relu, loss_kind::cross_entropy,
+                                                                   sample_weights{batch});
   classification_batch<P> b;
   typename P::vector theta[2], v[2], w;
   fixture() {
     std::mt19937_64 gen(1);
     std::uniform_real_distribution<double> u(0, 1);
-    std::vector<typename P::scalar> x(batch * widths[0]), t(batch * widths.back(), 0);
+    std::vector<typename P::scalar> x(batch * 784), t(batch * widths.back(), 0);
     for (auto& e : x) e = typename P::scalar(u(gen));
     for (std::size_t i = 0; i < batch; ++i) {
       t[i * widths.back() + i % widths.back()] = 1;
@@ -60,10 +73,10 @@ struct fixture {
   }
 };
 
-template <class S>
+template <class S, bool cnn = false>
 void gradient(benchmark::State& state) {
   using P = bilevel::policy::eigen<S>;
-  fixture<P> f;
+  fixture<P, cnn> f;
   const typename P::vector* in[] = {&f.w};
   typename P::vector g;
   int k = 0;
@@ -71,13 +84,13 @@ void gradient(benchmark::State& state) {
     f.net.gradient(f.theta[k ^= 1], in, f.b, g);
     benchmark::DoNotOptimize(g.data());
   }
-  state.counters["FLOP/s"] = benchmark::Counter(gradient_flops(), benchmark::Counter::kIsIterationInvariantRate);
+  if (!cnn) state.counters["FLOP/s"] = benchmark::Counter(gradient_flops(), benchmark::Counter::kIsIterationInvariantRate);
 }
 
-template <class S>
+template <class S, bool cnn = false>
 void hvp_in_cg(benchmark::State& state) {
   using P = bilevel::policy::eigen<S>;
-  fixture<P> f;
+  fixture<P, cnn> f;
   const typename P::vector* in[] = {&f.w};
   typename P::vector g, hv;
   f.net.gradient(f.theta[0], in, f.b, g);
@@ -88,10 +101,10 @@ void hvp_in_cg(benchmark::State& state) {
   }
 }
 
-template <class S>
+template <class S, bool cnn = false>
 void full_pass(benchmark::State& state) {
   using P = bilevel::policy::eigen<S>;
-  fixture<P> f;
+  fixture<P, cnn> f;
   const typename P::vector* in[] = {&f.w};
   typename P::vector g, hv, mixed;
   int k = 0;
@@ -128,3 +141,9 @@ BENCHMARK(gradient<double>)->Name("mlp_gradient/double");
 BENCHMARK(hvp_in_cg<double>)->Name("mlp_hvp_in_cg/double");
 BENCHMARK(full_pass<double>)->Name("mlp_full_pass/double");
 BENCHMARK(gemm_rate<double>)->Name("gemm_rate/double");
+BENCHMARK(gradient<float, true>)->Name("cnn_gradient/float");
+BENCHMARK(hvp_in_cg<float, true>)->Name("cnn_hvp_in_cg/float");
+BENCHMARK(full_pass<float, true>)->Name("cnn_full_pass/float");
+BENCHMARK(gradient<double, true>)->Name("cnn_gradient/double");
+BENCHMARK(hvp_in_cg<double, true>)->Name("cnn_hvp_in_cg/double");
+BENCHMARK(full_pass<double, true>)->Name("cnn_full_pass/double");

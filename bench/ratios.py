@@ -32,3 +32,9 @@ for s in ("float", "double"):
     eff = rate[f"mlp_gradient/{s}"] / rate[f"gemm_rate/{s}"]
     print(f"  gradient {rate[f'mlp_gradient/{s}'] / 1e9:.1f} GFLOP/s vs GEMM {rate[f'gemm_rate/{s}'] / 1e9:.1f} GFLOP/s: "
           f"{100 * eff:.0f}% (target >= 70%)")
+    if f"cnn_gradient/{s}" in med:
+        c = med[f"cnn_gradient/{s}"]
+        print(f"small CNN (LeNet-5 shape, 28x28), batch 128, {s}:")
+        print(f"  gradient            {c:8.3f} ms   1.00x")
+        print(f"  HVP inside CG       {med[f'cnn_hvp_in_cg/{s}']:8.3f} ms   {med[f'cnn_hvp_in_cg/{s}'] / c:.2f}x  (target <= 2x)")
+        print(f"  grad + HVP + mixed  {med[f'cnn_full_pass/{s}']:8.3f} ms   {med[f'cnn_full_pass/{s}'] / c:.2f}x  (target <= 3x)")
