@@ -19,5 +19,8 @@
 #include "bilevel/hypergrad/implicit_cg.hpp"
 #include "bilevel/hypergrad/neumann.hpp"
 #include "bilevel/hypergrad/unrolled.hpp"
+#include "bilevel/optim/adam.hpp"
+#include "bilevel/optim/clip.hpp"
+#include "bilevel/optim/schedule.hpp"
 #include "bilevel/optim/sgd.hpp"
 #include "bilevel/policy/eigen.hpp"

@@ -66,6 +66,7 @@ concept nn_tensor_policy =
       P::gemm_into_segment(s, cm, true, cm, false, s, v, n);
       P::set_segment(cv, v, n);
       P::axpy(s, cm, m);
+      P::scale(m, s);
       P::hadamard(cm, cm, m);
       P::add_row(m, cv);
       P::column_sums(cm, v);

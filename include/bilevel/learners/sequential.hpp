@@ -30,6 +30,7 @@
 #include "bilevel/learners/layers/conv2d.hpp"
 #include "bilevel/learners/layers/dense.hpp"
 #include "bilevel/learners/layers/flatten.hpp"
+#include "bilevel/learners/layers/mixed.hpp"
 #include "bilevel/learners/layers/pool2d.hpp"
 #include "bilevel/learners/sample_weighting.hpp"
 
@@ -45,7 +46,20 @@ struct conv { std::size_t channels, kernel, stride = 1, padding = 0; };
 struct max_pool { std::size_t kernel, stride = 0; };  ///< stride 0: the kernel size
 struct avg_pool { std::size_t kernel, stride = 0; };
 struct flatten {};
-using spec = std::variant<dense, act, conv, max_pool, avg_pool, flatten>;
+using basic_spec = std::variant<dense, act, conv, max_pool, avg_pool, flatten>;
+/// One candidate of a mixed operation: a layer sequence (empty: the identity), or zero.
+struct candidate {
+  std::vector<basic_spec> layers;
+  bool zero = false;
+};
+inline candidate skip() { return {}; }
+inline candidate zero_op() { return {{}, true}; }
+/// A mixed operation over candidates; its softmax weights are a segment of the
+/// architecture vector, which the network reads as its last input.
+struct mixed {
+  std::vector<candidate> candidates;
+};
+using spec = std::variant<dense, act, conv, max_pool, avg_pool, flatten, mixed>;
 }  // namespace layer
 
 template <nn_tensor_policy P, class Weighting = unweighted>
@@ -56,7 +70,8 @@ class sequential {
   using vector = vector_t<P>;
   using matrix = typename P::matrix;
   using scalar = scalar_t<P>;
-  using any_layer = std::variant<dense_layer<P>, activation_layer<P>, conv2d_layer<P>, pool2d_layer<P>, flatten_layer<P>>;
+  using any_layer =
+      std::variant<dense_layer<P>, activation_layer<P>, conv2d_layer<P>, pool2d_layer<P>, flatten_layer<P>, mixed_layer<P>>;
 
   /// `input`: one sample's geometry (e.g. {28, 28, 1}; {1, 1, n} for flat features).
   sequential(geometry input, const std::vector<layer::spec>& specs, loss_kind loss = loss_kind::cross_entropy,
@@ -66,7 +81,7 @@ class sequential {
     geometry g = input;
     std::size_t offset = 0;
     for (const auto& s : specs) {
-      any_layer l = std::visit([&](const auto& sp) { return make(g, sp, offset); }, s);
+      any_layer l = std::visit([&](const auto& sp) { return make_any(g, sp, offset); }, s);
       std::visit([&](const auto& built) {
         g = built.out;
         offset += built.num_parameters();
@@ -82,8 +97,14 @@ class sequential {
   }
 
   [[nodiscard]] std::size_t num_parameters() const { return num_parameters_; }
-  [[nodiscard]] std::size_t num_inputs() const { return Weighting::num_inputs; }
-  [[nodiscard]] std::size_t input_size(std::size_t s) const { return weighting_.input_size(s); }
+  /// The weighting's inputs, then the architecture vector when there are mixed operations.
+  [[nodiscard]] std::size_t num_inputs() const { return Weighting::num_inputs + (arch_size_ > 0 ? 1 : 0); }
+  [[nodiscard]] std::size_t input_size(std::size_t s) const {
+    return s == arch_slot() ? arch_size_ : weighting_.input_size(s);
+  }
+  /// The input slot of the architecture vector (one entry per candidate of every mixed op).
+  [[nodiscard]] std::size_t arch_slot() const { return Weighting::num_inputs; }
+  [[nodiscard]] std::size_t arch_size() const { return arch_size_; }
   [[nodiscard]] std::size_t classes() const { return classes_; }
   [[nodiscard]] const std::vector<any_layer>& layer_list() const { return layers_; }
 
@@ -92,12 +113,7 @@ class sequential {
   [[nodiscard]] vector initial_parameters(std::uint64_t seed) const {
     std::mt19937_64 gen(seed);
     std::vector<scalar> host(num_parameters_, scalar(0));
-    for (std::size_t l = 0; l < layers_.size(); ++l) {
-      const bool relu_next = l + 1 < layers_.size() && std::holds_alternative<activation_layer<P>>(layers_[l + 1]) &&
-                             std::get<activation_layer<P>>(layers_[l + 1]).kind == activation::relu;
-      if (const auto* d = std::get_if<dense_layer<P>>(&layers_[l])) d->map.initialize(host, relu_next, gen);
-      if (const auto* c = std::get_if<conv2d_layer<P>>(&layers_[l])) c->map.initialize(host, relu_next, gen);
-    }
+    initialize(layers_, host, gen);
     return P::from_host(host);
   }
 
@@ -107,28 +123,32 @@ class sequential {
     matrix logits, features;
     vector losses;
   };
-  [[nodiscard]] outputs forward(const vector& theta, const batch_type& b) const {
-    const auto& c = value_pass(theta, b, ones(b.size()));
+  [[nodiscard]] outputs forward(const vector& theta, const batch_type& b, input_list<P> in = {}) const {
+    const auto& c = value_pass(theta, b, ones(b.size()), architecture(in));
     return {c.acts.back(), c.acts[c.acts.size() - 2], c.losses};
   }
 
   double loss(const vector& theta, input_list<P> in, const batch_type& b) const {
-    const auto& c = value_pass(theta, b, weighting_.gather(in, b));
+    const auto& c = value_pass(theta, b, weighting_.gather(in, b), architecture(in));
     return P::dot(c.weights, c.losses) / double(b.size());
   }
 
   double gradient(const vector& theta, input_list<P> in, const batch_type& b, vector& out) const {
-    const auto& c = value_pass(theta, b, weighting_.gather(in, b));
-    if (!c.backward_done) backward(c.weights, true, out);
-    else P::copy(c.gradient, out);
+    const auto& c = backward_pass(theta, in, b);
+    P::copy(c.gradient, out);
     return P::dot(c.weights, c.losses) / double(b.size());
   }
 
-  /// ∂L/∂w = scatter(ℓ / B).
-  void input_gradient(const vector& theta, input_list<P> in, const batch_type& b, std::size_t, vector& out) const
-    requires(Weighting::num_inputs > 0)
-  {
-    const auto& c = value_pass(theta, b, weighting_.gather(in, b));
+  /// ∂L/∂w = scatter(ℓ / B) for the weighting's input; ∂L/∂α from the backward pass for the
+  /// architecture.
+  void input_gradient(const vector& theta, input_list<P> in, const batch_type& b, std::size_t slot,
+                      vector& out) const {
+    check_slot(slot);
+    if (slot == arch_slot()) {
+      out = backward_pass(theta, in, b).arch_gradient;
+      return;
+    }
+    const auto& c = value_pass(theta, b, weighting_.gather(in, b), architecture(in));
     vector r = c.losses;
     P::scale(r, scalar(1.0 / double(b.size())));
     out = weighting_.scatter(in, b, r);
@@ -136,45 +156,56 @@ class sequential {
 
   /// (∂²L/∂θ²) v by the R-operator.
   void hvp(const vector& theta, input_list<P> in, const batch_type& b, const vector& v, vector& out) const {
-    const auto& c = value_pass(theta, b, weighting_.gather(in, b));
-    if (!c.backward_done) {
-      vector g;
-      backward(c.weights, true, g);
-    }
+    backward_pass(theta, in, b);
     std::vector<matrix> dots;
-    tangent_forward(v, dots);
-    tangent_backward(v, dots, out);
+    tangent_forward(v, nullptr, dots);
+    tangent_backward(v, nullptr, dots, out, nullptr);
   }
 
-  /// (∂²L/∂w∂θ) v = scatter(ℓ̇(v) / B), ℓ̇ the directional derivative of each sample's loss.
-  void mixed_vjp(const vector& theta, input_list<P> in, const batch_type& b, std::size_t, const vector& v,
-                 vector& out) const
-    requires(Weighting::num_inputs > 0)
-  {
-    value_pass(theta, b, weighting_.gather(in, b));
+  /// (∂²L/∂in∂θ) v: for sample weights scatter(ℓ̇(v) / B), ℓ̇ the directional derivative of
+  /// each sample's loss; for the architecture the tangent of ∂L/∂α along v.
+  void mixed_vjp(const vector& theta, input_list<P> in, const batch_type& b, std::size_t slot, const vector& v,
+                 vector& out) const {
+    check_slot(slot);
+    backward_pass(theta, in, b);
     std::vector<matrix> dots;
-    tangent_forward(v, dots);
+    tangent_forward(v, nullptr, dots);
+    if (slot == arch_slot()) {
+      vector hv;
+      out = P::zeros(arch_size_);
+      tangent_backward(v, nullptr, dots, hv, &out);
+      return;
+    }
     vector ldot;
     P::row_dots(cache_.d, dots.back(), ldot);
     P::scale(ldot, scalar(1.0 / double(b.size())));
     out = weighting_.scatter(in, b, ldot);
   }
 
-  /// (∂²L/∂θ∂w) u: the gradient with the weights replaced by gather(u) (L is linear in them).
-  void mixed_jvp(const vector& theta, input_list<P> in, const batch_type& b, std::size_t, const vector& u,
-                 vector& out) const
-    requires(Weighting::num_inputs > 0)
-  {
-    value_pass(theta, b, weighting_.gather(in, b));
+  /// (∂²L/∂θ∂in) u: for sample weights the gradient with the weights replaced by gather(u)
+  /// (L is linear in them); for the architecture the tangent passes along u with v = 0.
+  void mixed_jvp(const vector& theta, input_list<P> in, const batch_type& b, std::size_t slot, const vector& u,
+                 vector& out) const {
+    check_slot(slot);
+    const auto& c = backward_pass(theta, in, b);
+    if (slot == arch_slot()) {
+      const vector zero = P::zeros(num_parameters_);
+      std::vector<matrix> dots;
+      tangent_forward(zero, &u, dots);
+      tangent_backward(zero, &u, dots, out, nullptr);
+      return;
+    }
     std::vector<const vector*> moved(in.begin(), in.end());
-    moved[0] = &u;
-    backward(weighting_.gather(input_list<P>(moved), b), false, out);
+    moved[slot] = &u;
+    vector ignored;
+    backward(weighting_.gather(input_list<P>(moved), b), false, out, ignored);
+    (void)c;
   }
 
  private:
   struct value_cache {
     bool valid = false, backward_done = false;
-    vector theta, weights, losses, gradient, target_mass;
+    vector theta, alpha, weights, losses, gradient, arch_gradient, target_mass;
     matrix targets;
     std::vector<matrix> acts;            // acts[0] = input as (B·pixels) × channels, acts[l+1] = layer l's output
     std::vector<layer_cache<P>> layers;
@@ -182,23 +213,88 @@ class sequential {
     std::vector<matrix> g;               // g[l] = ∂L/∂acts[l+1] at the cached weights
   };
 
-  static any_layer make(const geometry& g, const layer::dense& s, std::size_t offset) { return dense_layer<P>(g, s.units, offset); }
-  static any_layer make(const geometry& g, const layer::act& s, std::size_t) { return activation_layer<P>(g, s.kind); }
-  static any_layer make(const geometry& g, const layer::conv& s, std::size_t offset) {
+  template <class Spec>
+  any_layer make_any(const geometry& g, const Spec& s, std::size_t offset) {
+    if constexpr (std::is_same_v<Spec, layer::mixed>) {
+      std::vector<typename mixed_layer<P>::candidate> cands;
+      std::size_t at = offset;
+      for (const auto& c : s.candidates) {
+        typename mixed_layer<P>::candidate built{{}, c.zero};
+        geometry cg = g;
+        for (const auto& sp : c.layers) {
+          auto l = std::visit([&](const auto& x) { return basic(cg, x, at); }, sp);
+          std::visit([&](const auto& x) {
+            cg = x.out;
+            at += x.num_parameters();
+          }, l);
+          built.layers.push_back(std::move(l));
+        }
+        cands.push_back(std::move(built));
+      }
+      mixed_layer<P> m(g, std::move(cands), arch_size_);
+      arch_size_ += m.arch_size();
+      return m;
+    } else {
+      return std::visit([](auto&& l) -> any_layer { return std::move(l); }, basic(g, s, offset));
+    }
+  }
+  static basic_layer<P> basic(const geometry& g, const layer::dense& s, std::size_t offset) {
+    return dense_layer<P>(g, s.units, offset);
+  }
+  static basic_layer<P> basic(const geometry& g, const layer::act& s, std::size_t) { return activation_layer<P>(g, s.kind); }
+  static basic_layer<P> basic(const geometry& g, const layer::conv& s, std::size_t offset) {
     return conv2d_layer<P>(g, s.channels, s.kernel, s.stride, s.padding, offset);
   }
-  static any_layer make(const geometry& g, const layer::max_pool& s, std::size_t) {
+  static basic_layer<P> basic(const geometry& g, const layer::max_pool& s, std::size_t) {
     return pool2d_layer<P>(g, pooling::max, s.kernel, s.stride ? s.stride : s.kernel);
   }
-  static any_layer make(const geometry& g, const layer::avg_pool& s, std::size_t) {
+  static basic_layer<P> basic(const geometry& g, const layer::avg_pool& s, std::size_t) {
     return pool2d_layer<P>(g, pooling::average, s.kernel, s.stride ? s.stride : s.kernel);
   }
-  static any_layer make(const geometry& g, const layer::flatten&, std::size_t) { return flatten_layer<P>(g); }
+  static basic_layer<P> basic(const geometry& g, const layer::flatten&, std::size_t) { return flatten_layer<P>(g); }
+
+  /// Initialises a layer list (the network's, or a mixed operation's candidates, recursively).
+  template <class Layers>
+  static void initialize(const Layers& layers, std::vector<scalar>& host, std::mt19937_64& gen) {
+    for (std::size_t l = 0; l < layers.size(); ++l) {
+      const bool relu_next = l + 1 < layers.size() && std::visit([](const auto& next) {
+        if constexpr (std::is_same_v<std::decay_t<decltype(next)>, activation_layer<P>>) return next.kind == activation::relu;
+        else return false;
+      }, layers[l + 1]);
+      std::visit([&](const auto& layer) {
+        using T = std::decay_t<decltype(layer)>;
+        if constexpr (std::is_same_v<T, dense_layer<P>> || std::is_same_v<T, conv2d_layer<P>>)
+          layer.map.initialize(host, relu_next, gen);
+        else if constexpr (std::is_same_v<T, mixed_layer<P>>)
+          for (const auto& c : layer.candidates) initialize(c.layers, host, gen);
+      }, layers[l]);
+    }
+  }
 
   static vector ones(std::size_t n) {
     vector o = P::zeros(n);
     P::fill(o, scalar(1));
     return o;
+  }
+
+  void check_slot(std::size_t slot) const {
+    if (slot >= num_inputs())
+      throw std::invalid_argument("bilevel::learners::sequential: input slot " + std::to_string(slot) +
+                                  " but the network reads " + std::to_string(num_inputs()) + " input(s)");
+  }
+
+  /// The architecture vector among the inputs (null when the network has no mixed op).
+  const vector* architecture(input_list<P> in) const {
+    if (arch_size_ == 0) return nullptr;
+    if (in.size() <= arch_slot())
+      throw std::invalid_argument("bilevel::learners::sequential: the network has mixed operations and reads its "
+                                  "architecture as input " + std::to_string(arch_slot()) + ", but only " +
+                                  std::to_string(in.size()) + " input(s) were given");
+    if (P::size(*in[arch_slot()]) != arch_size_)
+      throw std::invalid_argument("bilevel::learners::sequential: the architecture input has " +
+                                  std::to_string(P::size(*in[arch_slot()])) + " entries, the network's mixed "
+                                  "operations have " + std::to_string(arch_size_) + " candidates");
+    return in[arch_slot()];
   }
 
   void check_batch(const batch_type& b) const {
@@ -212,12 +308,13 @@ class sequential {
                                   std::to_string(P::rows(b.x)) + "x" + std::to_string(classes_));
   }
 
-  /// The value pass and loss head at (θ, batch, weights), reused when all three are unchanged.
-  const value_cache& value_pass(const vector& theta, const batch_type& b, const vector& weights) const {
+  /// The value pass and loss head at (θ, α, batch, weights), reused when all are unchanged.
+  const value_cache& value_pass(const vector& theta, const batch_type& b, const vector& weights,
+                                const vector* alpha) const {
     value_cache& c = cache_;
     const std::size_t batch = P::rows(b.x);
-    if (c.valid && P::equal(c.theta, theta) && P::rows(c.acts[0]) == batch * input_.pixels() &&
-        P::equal(c.targets, b.targets) && same_input(c.acts[0], b.x)) {
+    if (c.valid && P::equal(c.theta, theta) && (!alpha || P::equal(c.alpha, *alpha)) &&
+        P::rows(c.acts[0]) == batch * input_.pixels() && P::equal(c.targets, b.targets) && same_input(c.acts[0], b.x)) {
       if (!P::equal(c.weights, weights)) {
         c.weights = weights;
         c.backward_done = false;
@@ -231,14 +328,19 @@ class sequential {
     c.valid = false;
     c.backward_done = false;
     c.theta = theta;
+    if (alpha) c.alpha = *alpha;
     c.targets = b.targets;
     c.weights = weights;
     c.acts.resize(layers_.size() + 1);
     c.layers.resize(layers_.size());
     P::reshape(b.x, batch * input_.pixels(), input_.channels, c.acts[0]);
     for (std::size_t l = 0; l < layers_.size(); ++l)
-      std::visit([&](const auto& layer) { layer.forward(theta, c.acts[l], batch, c.acts[l + 1], c.layers[l]); },
-                 layers_[l]);
+      std::visit([&](const auto& layer) {
+        if constexpr (std::is_same_v<std::decay_t<decltype(layer)>, mixed_layer<P>>)
+          layer.forward(theta, *alpha, c.acts[l], batch, c.acts[l + 1], c.layers[l]);
+        else
+          layer.forward(theta, c.acts[l], batch, c.acts[l + 1], c.layers[l]);
+      }, layers_[l]);
     const matrix& logits = c.acts.back();
     P::gemv(scalar(1), b.targets, false, ones(classes_), scalar(0), c.target_mass);
     if (loss_ == loss_kind::cross_entropy) {
@@ -260,6 +362,16 @@ class sequential {
     return c;
   }
 
+  /// Value and backward passes at the inputs' weights, reused when cached.
+  const value_cache& backward_pass(const vector& theta, input_list<P> in, const batch_type& b) const {
+    const auto& c = value_pass(theta, b, weighting_.gather(in, b), architecture(in));
+    if (!c.backward_done) {
+      vector g;
+      backward(c.weights, true, g, cache_.arch_gradient);
+    }
+    return c;
+  }
+
   /// The batch's inputs equal the cached first activation (same elements, row-major).
   static bool same_input(const matrix& cached, const matrix& x) {
     matrix reshaped;
@@ -267,12 +379,14 @@ class sequential {
     return P::equal(reshaped, x);
   }
 
-  /// Backpropagation of L = (1/B) Σ c_i ℓ_i for the given c. With `store`, keeps each
-  /// layer's output adjoint and the gradient in the cache (the HVP's tangent pass needs them).
-  void backward(const vector& weights, bool store, vector& out) const {
+  /// Backpropagation of L = (1/B) Σ c_i ℓ_i for the given c, writing ∂L/∂θ to out and ∂L/∂α
+  /// to arch_grad. With `store`, keeps each layer's output adjoint and the gradient in the
+  /// cache (the HVP's tangent pass needs them).
+  void backward(const vector& weights, bool store, vector& out, vector& arch_grad) const {
     value_cache& c = cache_;
     const std::size_t batch = P::rows(c.targets), L = layers_.size();
     P::resize(out, num_parameters_);  // every parameter segment is written below
+    arch_grad = P::zeros(arch_size_);
     matrix g = c.d, g_in;
     vector scaled = weights;
     P::scale(scaled, scalar(1.0 / double(batch)));
@@ -280,7 +394,10 @@ class sequential {
     if (store) c.g.assign(L, {});
     for (std::size_t l = L; l-- > 0;) {
       std::visit([&](const auto& layer) {
-        layer.backward(c.theta, c.acts[l], g, batch, c.layers[l], l > 0 ? &g_in : nullptr, out);
+        if constexpr (std::is_same_v<std::decay_t<decltype(layer)>, mixed_layer<P>>)
+          layer.backward(c.theta, c.acts[l], g, batch, c.layers[l], l > 0 ? &g_in : nullptr, out, &arch_grad);
+        else
+          layer.backward(c.theta, c.acts[l], g, batch, c.layers[l], l > 0 ? &g_in : nullptr, out);
       }, layers_[l]);
       if (store) c.g[l] = std::move(g);
       g = std::move(g_in);
@@ -292,20 +409,25 @@ class sequential {
     }
   }
 
-  /// dots[l] = Ṙ(acts[l]) along v (dots[0] is the data's: zero, left empty).
-  void tangent_forward(const vector& v, std::vector<matrix>& dots) const {
-    const value_cache& c = cache_;
+  /// dots[l] = Ṙ(acts[l]) along (v, u) (dots[0] is the data's: zero, left empty).
+  void tangent_forward(const vector& v, const vector* u, std::vector<matrix>& dots) const {
+    value_cache& c = cache_;
     const std::size_t batch = P::rows(c.targets);
     dots.assign(layers_.size() + 1, {});
     for (std::size_t l = 0; l < layers_.size(); ++l)
       std::visit([&](const auto& layer) {
-        layer.tangent_forward(c.theta, v, c.acts[l], l > 0 ? &dots[l] : nullptr, batch, c.layers[l], dots[l + 1]);
+        const matrix* in_dot = l > 0 ? &dots[l] : nullptr;
+        if constexpr (std::is_same_v<std::decay_t<decltype(layer)>, mixed_layer<P>>)
+          layer.tangent_forward(c.theta, v, u, c.acts[l], in_dot, batch, c.layers[l], dots[l + 1]);
+        else
+          layer.tangent_forward(c.theta, v, c.acts[l], in_dot, batch, c.layers[l], dots[l + 1]);
       }, layers_[l]);
   }
 
-  /// The tangent of the backward pass: the HVP.
-  void tangent_backward(const vector& v, const std::vector<matrix>& dots, vector& out) const {
-    const value_cache& c = cache_;
+  /// The tangent of the backward pass: the HVP (and, given arch_dot, the tangent of ∂L/∂α).
+  void tangent_backward(const vector& v, const vector* u, const std::vector<matrix>& dots, vector& out,
+                        vector* arch_dot) const {
+    value_cache& c = cache_;
     const std::size_t batch = P::rows(c.targets), L = layers_.size();
     P::resize(out, num_parameters_);
     // Ḋ: cross-entropy (Σt)·ṗ with ṗ = p ⊙ ż − p·⟨p, ż⟩; squared error ż.
@@ -329,8 +451,12 @@ class sequential {
     P::scale_rows(g_dot, scaled);
     for (std::size_t l = L; l-- > 0;) {
       std::visit([&](const auto& layer) {
-        layer.tangent_backward(c.theta, v, c.acts[l], l > 0 ? &dots[l] : nullptr, c.g[l], g_dot, batch, c.layers[l],
-                               l > 0 ? &g_in_dot : nullptr, out);
+        const matrix* in_dot = l > 0 ? &dots[l] : nullptr;
+        matrix* gx = l > 0 ? &g_in_dot : nullptr;
+        if constexpr (std::is_same_v<std::decay_t<decltype(layer)>, mixed_layer<P>>)
+          layer.tangent_backward(c.theta, v, u, c.acts[l], in_dot, c.g[l], g_dot, batch, c.layers[l], gx, out, arch_dot);
+        else
+          layer.tangent_backward(c.theta, v, c.acts[l], in_dot, c.g[l], g_dot, batch, c.layers[l], gx, out);
       }, layers_[l]);
       g_dot = std::move(g_in_dot);
       g_in_dot = matrix();
@@ -341,7 +467,7 @@ class sequential {
   loss_kind loss_;
   Weighting weighting_;
   std::vector<any_layer> layers_;
-  std::size_t num_parameters_ = 0, classes_ = 0;
+  std::size_t num_parameters_ = 0, classes_ = 0, arch_size_ = 0;
   mutable value_cache cache_;
 };
 

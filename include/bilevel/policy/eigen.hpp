@@ -165,6 +165,7 @@ struct eigen {
     require_same_shape(x, y, "axpy");
     y.noalias() += a * x;
   }
+  static void scale(matrix& m, scalar s) { m *= s; }
   static void hadamard(const matrix& x, const matrix& y, matrix& out) {
     require_same_shape(x, y, "hadamard");
     out = x.cwiseProduct(y);

@@ -38,6 +38,11 @@ struct layer_cache {
   typename P::matrix cols;            ///< im2col patches (convolution) or window contents (pooling)
   typename P::matrix weights;         ///< the layer's weights, unflattened once per θ
   std::vector<std::int64_t> selected; ///< max-pooling: the input element each output took
+  // A mixed operation's candidates, each a little network of its own:
+  vector_t<P> mix;                                   ///< softmax(α) of this edge
+  std::vector<std::vector<typename P::matrix>> sub;  ///< per candidate: its activations
+  std::vector<std::vector<layer_cache>> sub_cache;   ///< per candidate: its layers' caches
+  std::vector<std::vector<typename P::matrix>> sub_g;  ///< per candidate: its layers' output adjoints
 };
 
 }  // namespace bilevel::learners
