@@ -13,6 +13,7 @@
 #include <bilevel/problems/ridge.hpp>
 #include <bilevel/problems/weighted_logistic.hpp>
 
+#include "batches.hpp"
 #include "derivative_checks.hpp"
 #include "policies.hpp"
 
@@ -21,23 +22,6 @@ namespace hg = bilevel::hypergrad;
 using namespace bilevel::learners;
 using namespace bilevel::problems;
 
-/// A batch of n samples from host data, one-hot targets, ids 0..n−1 (policy-generic).
-template <class P>
-classification_batch<P> batch_of(std::size_t n, std::size_t features, std::size_t classes, unsigned seed) {
-  bilevel::data::dataset d;
-  d.rows = n;
-  d.cols = features;
-  d.num_classes = classes;
-  const auto x = test::random_vector(n * features, seed, 2.0);
-  d.features.assign(x.begin(), x.end());
-  std::vector<std::size_t> rows;
-  for (std::size_t i = 0; i < n; ++i) {
-    d.labels.push_back(int((i + seed) % classes));
-    d.ids.push_back(i);
-    rows.push_back(i);
-  }
-  return make_batch<P>(d, rows);
-}
 }  // namespace
 
 TEST_CASE_TEMPLATE("backends: every learner's products against central differences", P, BILEVEL_DOUBLE_POLICIES) {
@@ -55,18 +39,18 @@ TEST_CASE_TEMPLATE("backends: every learner's products against central differenc
     CAPTURE(to_string(act));
     const mlp<P, sample_weights> net({5, 4, 3}, act, loss_kind::cross_entropy, sample_weights{6});
     test::check_learner_derivatives(net, test::host<P>(net.initial_parameters(7)), {{1.0, 0.5, 1.5, 0.8, 1.2, 0.9}},
-                                    batch_of<P>(6, 5, 3, 3), 1e-6);
+                                    test::random_batch<P>(6, 5, 3, 3), 1e-6);
   }
   const sequential<P> cnn({6, 6, 2}, {layer::conv{3, 3, 1, 1}, layer::act{activation::tanh}, layer::max_pool{2},
                                       layer::conv{2, 2, 1, 0}, layer::act{activation::sigmoid}, layer::avg_pool{2},
                                       layer::flatten{}, layer::dense{3}});
-  test::check_learner_derivatives(cnn, test::host<P>(cnn.initial_parameters(4)), {}, batch_of<P>(3, 72, 3, 5), 1e-6);
+  test::check_learner_derivatives(cnn, test::host<P>(cnn.initial_parameters(4)), {}, test::random_batch<P>(3, 72, 3, 5), 1e-6);
   const sequential<P> darts({1, 1, 4}, {layer::dense{5}, layer::act{activation::tanh},
                                         layer::mixed{{layer::candidate{{layer::dense{5}, layer::act{activation::tanh}}},
                                                       layer::skip(), layer::zero_op()}},
                                         layer::dense{3}});
   test::check_learner_derivatives(darts, test::host<P>(darts.initial_parameters(2)), {{0.2, -0.1, 0.3}},
-                                  batch_of<P>(5, 4, 3, 1), 1e-6);
+                                  test::random_batch<P>(5, 4, 3, 1), 1e-6);
 }
 
 TEST_CASE_TEMPLATE("backends: ridge hypergradients against the closed form and the unrolled objective", P,
@@ -107,10 +91,10 @@ TEST_CASE("backends agree: the same network, data and direction give the same pr
   const auto v = test::random_vector(theta.size(), 4);
   E::vector ge, he;
   X::vector gx, hx;
-  ne.gradient(test::device<E>(theta), {}, batch_of<E>(4, 49, 3, 2), ge);
-  nx.gradient(test::device<X>(theta), {}, batch_of<X>(4, 49, 3, 2), gx);
-  ne.hvp(test::device<E>(theta), {}, batch_of<E>(4, 49, 3, 2), test::device<E>(v), he);
-  nx.hvp(test::device<X>(theta), {}, batch_of<X>(4, 49, 3, 2), test::device<X>(v), hx);
+  ne.gradient(test::device<E>(theta), {}, test::random_batch<E>(4, 49, 3, 2), ge);
+  nx.gradient(test::device<X>(theta), {}, test::random_batch<X>(4, 49, 3, 2), gx);
+  ne.hvp(test::device<E>(theta), {}, test::random_batch<E>(4, 49, 3, 2), test::device<E>(v), he);
+  nx.hvp(test::device<X>(theta), {}, test::random_batch<X>(4, 49, 3, 2), test::device<X>(v), hx);
   // Different GEMM kernels sum in different orders: agreement to round-off, ~1e-15 relative.
   CHECK(test::relative_error(test::host<X>(gx), test::host<E>(ge)) <= 1e-12);
   CHECK(test::relative_error(test::host<X>(hx), test::host<E>(he)) <= 1e-12);

@@ -6,6 +6,7 @@
 
 #include <bilevel/learners/sequential.hpp>
 
+#include "batches.hpp"
 #include "derivative_checks.hpp"
 
 namespace {
@@ -13,19 +14,6 @@ using P = test::P64;
 using namespace bilevel::learners;
 using M = P::matrix;
 
-/// A batch of random images (NHWC rows), labels i mod classes, ids i.
-classification_batch<P> images(std::size_t n, geometry g, std::size_t classes, unsigned seed) {
-  classification_batch<P> b;
-  const auto x = test::random_vector(n * g.features(), seed, 2.0);
-  b.x = P::matrix_from_host(n, g.features(), std::vector<double>(x.begin(), x.end()));
-  b.targets = P::matrix_zeros(n, classes);
-  for (std::size_t i = 0; i < n; ++i) {
-    b.targets(long(i), long(i % classes)) = 1.0;
-    b.labels.push_back(int(i % classes));
-    b.ids.push_back(i);
-  }
-  return b;
-}
 }  // namespace
 
 TEST_CASE("conv2d: im2col forward equals direct convolution, with stride and padding") {
@@ -93,14 +81,14 @@ TEST_CASE("cnn: every exact product against central differences") {
                                           layer::dense{3}};
   SUBCASE("unweighted") {
     const sequential<P> net({6, 6, 2}, specs);
-    test::check_learner_derivatives(net, test::host<P>(net.initial_parameters(4)), {}, images(3, {6, 6, 2}, 3, 5), 1e-6);
+    test::check_learner_derivatives(net, test::host<P>(net.initial_parameters(4)), {}, test::random_batch<P>(3, 72, 3, 5), 1e-6);
   }
   SUBCASE("per-sample weights, relu, strided padded convolution") {
     const sequential<P, sample_weights> net(
         {7, 7, 1}, {layer::conv{2, 3, 2, 1}, layer::act{activation::relu}, layer::flatten{}, layer::dense{3}},
         loss_kind::cross_entropy, sample_weights{3});
     test::check_learner_derivatives(net, test::host<P>(net.initial_parameters(6)), {{0.5, 1.0, 1.5}},
-                                    images(3, {7, 7, 1}, 3, 8), 1e-6);
+                                    test::random_batch<P>(3, 49, 3, 8), 1e-6);
   }
 }
 
@@ -110,7 +98,7 @@ TEST_CASE("cnn: LeNet-5 on 28x28 has the classic 61,706 parameters and trains a 
                                           layer::flatten{}, layer::dense{120}, layer::act{activation::relu},
                                           layer::dense{84}, layer::act{activation::relu}, layer::dense{10}});
   CHECK(lenet.num_parameters() == 61706);
-  const auto b = images(4, {28, 28, 1}, 10, 9);
+  const auto b = test::random_batch<P>(4, 784, 10, 9);
   auto theta = lenet.initial_parameters(1);
   P::vector g;
   const double before = lenet.gradient(theta, {}, b, g);

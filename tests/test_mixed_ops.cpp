@@ -10,24 +10,13 @@
 #include <bilevel/learners/architecture_loss.hpp>
 #include <bilevel/learners/sequential.hpp>
 
+#include "batches.hpp"
 #include "derivative_checks.hpp"
 
 namespace {
 using P = test::P64;
 using namespace bilevel::learners;
 
-classification_batch<P> flat_batch(std::size_t n, std::size_t features, std::size_t classes, unsigned seed) {
-  classification_batch<P> b;
-  const auto x = test::random_vector(n * features, seed, 2.0);
-  b.x = P::matrix_from_host(n, features, std::vector<double>(x.begin(), x.end()));
-  b.targets = P::matrix_zeros(n, classes);
-  for (std::size_t i = 0; i < n; ++i) {
-    b.targets(long(i), long((i + seed) % classes)) = 1.0;
-    b.labels.push_back(int((i + seed) % classes));
-    b.ids.push_back(i);
-  }
-  return b;
-}
 
 /// dense → tanh → mixed{dense+relu, dense+tanh, skip, zero} → mixed{dense+sigmoid, skip} → dense
 std::vector<layer::spec> cell() {
@@ -45,7 +34,7 @@ TEST_CASE("mixed ops: the architecture is an input with every exact product") {
   CHECK(net.num_inputs() == 1);
   CHECK(net.arch_size() == 6);
   const std::vector<double> alpha = {0.3, -0.2, 0.1, 0.5, -0.4, 0.2};
-  test::check_learner_derivatives(net, test::host<P>(net.initial_parameters(3)), {alpha}, flat_batch(5, 4, 3, 1), 1e-6);
+  test::check_learner_derivatives(net, test::host<P>(net.initial_parameters(3)), {alpha}, test::random_batch<P>(5, 4, 3, 1), 1e-6);
 }
 
 TEST_CASE("mixed ops beside per-sample weights: slots are weights, then architecture") {
@@ -53,23 +42,23 @@ TEST_CASE("mixed ops beside per-sample weights: slots are weights, then architec
   CHECK(net.arch_slot() == 1);
   test::check_learner_derivatives(net, test::host<P>(net.initial_parameters(4)),
                                   {{1.0, 0.5, 1.5, 0.8, 1.2}, {0.1, 0.2, -0.3, 0.0, 0.4, -0.1}},
-                                  flat_batch(5, 4, 3, 2), 1e-6);
+                                  test::random_batch<P>(5, 4, 3, 2), 1e-6);
 }
 
 TEST_CASE("architecture_loss: ∂L/∂α and ∂L/∂θ* against central differences") {
   const architecture_loss<sequential<P>> upper{sequential<P>({1, 1, 4}, cell())};
   const auto theta = test::host<P>(upper.network().initial_parameters(5));
-  test::check_learner_derivatives(upper, {0.3, -0.2, 0.1, 0.5, -0.4, 0.2}, {theta}, flat_batch(5, 4, 3, 6), 1e-6);
+  test::check_learner_derivatives(upper, {0.3, -0.2, 0.1, 0.5, -0.4, 0.2}, {theta}, test::random_batch<P>(5, 4, 3, 6), 1e-6);
 }
 
 TEST_CASE("mixed ops: a missing or mis-sized architecture input is named") {
   const sequential<P> net({1, 1, 4}, cell());
   const auto theta = net.initial_parameters(1);
-  CHECK_THROWS_WITH_AS(net.loss(theta, {}, flat_batch(5, 4, 3, 1)), doctest::Contains("reads its architecture as input 0"),
+  CHECK_THROWS_WITH_AS(net.loss(theta, {}, test::random_batch<P>(5, 4, 3, 1)), doctest::Contains("reads its architecture as input 0"),
                        std::invalid_argument);
   const P::vector short_alpha = P::zeros(3);
   const P::vector* in[] = {&short_alpha};
-  CHECK_THROWS_WITH_AS(net.loss(theta, in, flat_batch(5, 4, 3, 1)),
+  CHECK_THROWS_WITH_AS(net.loss(theta, in, test::random_batch<P>(5, 4, 3, 1)),
                        doctest::Contains("architecture input has 3 entries, the network's mixed operations have 6"),
                        std::invalid_argument);
 }
@@ -77,7 +66,7 @@ TEST_CASE("mixed ops: a missing or mis-sized architecture input is named") {
 TEST_CASE("DARTS through the solver: finite differences against the exact one-step hypergradient") {
   using net_t = sequential<P>;
   const net_t net({1, 1, 4}, cell());
-  const auto train = flat_batch(6, 4, 3, 7), val = flat_batch(6, 4, 3, 8);
+  const auto train = test::random_batch<P>(6, 4, 3, 7), val = test::random_batch<P>(6, 4, 3, 8);
   const auto w0 = net.initial_parameters(9);
   const std::vector<double> alpha0 = {0.3, -0.2, 0.1, 0.5, -0.4, 0.2};
   const double lr = 0.3;

@@ -8,28 +8,17 @@
 #include <bilevel/learners/mlp.hpp>
 #include <bilevel/learners/solution_loss.hpp>
 
+#include "batches.hpp"
 #include "derivative_checks.hpp"
 
 namespace {
 using P = test::P64;
 using namespace bilevel::learners;
 
-/// A batch of `n` random samples with `features` inputs and `classes` classes, ids 10·i.
+/// A random batch (tests/batches.hpp), optionally with soft targets.
 classification_batch<P> random_batch(std::size_t n, std::size_t features, std::size_t classes, unsigned seed,
                                      bool soft = false) {
-  bilevel::data::dataset d;
-  d.rows = n;
-  d.cols = features;
-  d.num_classes = classes;
-  const auto x = test::random_vector(n * features, seed, 2.0);
-  d.features.assign(x.begin(), x.end());
-  for (std::size_t i = 0; i < n; ++i) {
-    d.labels.push_back(int((i * 7 + seed) % classes));
-    d.ids.push_back(i);
-  }
-  std::vector<std::size_t> rows(n);
-  for (std::size_t i = 0; i < n; ++i) rows[i] = i;
-  auto b = make_batch<P>(d, rows);
+  auto b = test::random_batch<P>(n, features, classes, seed);
   if (soft) {  // random distributions as targets (SGL's pseudo-labels)
     const auto r = test::random_vector(n * classes, seed + 1);
     for (std::size_t i = 0; i < n; ++i) {

@@ -64,20 +64,24 @@ struct eigen {
   }
   static bool all_finite(const vector& x) { return x.allFinite(); }
 
-  /// out = x ⊙ y (element-wise product).
-  static void hadamard(const vector& x, const vector& y, vector& out) {
-    require_same_size(x, y, "hadamard");
+  /// out = x ⊙ y (element-wise product), for vectors and matrices alike.
+  template <class T>
+    requires std::same_as<T, vector> || std::same_as<T, matrix>
+  static void hadamard(const T& x, const T& y, T& out) {
+    require_same_shape(x, y, "hadamard");
     out = x.cwiseProduct(y);
   }
   /// out_i = f(x_i); `f` is a plain functor so that device back ends can run the same map.
-  template <class F>
-  static void transform(const vector& x, vector& out, F f) {
+  template <class T, class F>
+    requires std::same_as<T, vector> || std::same_as<T, matrix>
+  static void transform(const T& x, T& out, F f) {
     out = x.unaryExpr(f);
   }
   /// out_i = f(x_i, y_i).
-  template <class F>
-  static void transform(const vector& x, const vector& y, vector& out, F f) {
-    require_same_size(x, y, "transform");
+  template <class T, class F>
+    requires std::same_as<T, vector> || std::same_as<T, matrix>
+  static void transform(const T& x, const T& y, T& out, F f) {
+    require_same_shape(x, y, "transform");
     out = x.binaryExpr(y, f);
   }
 
@@ -166,19 +170,6 @@ struct eigen {
     y.noalias() += a * x;
   }
   static void scale(matrix& m, scalar s) { m *= s; }
-  static void hadamard(const matrix& x, const matrix& y, matrix& out) {
-    require_same_shape(x, y, "hadamard");
-    out = x.cwiseProduct(y);
-  }
-  template <class F>
-  static void transform(const matrix& x, matrix& out, F f) {
-    out = x.unaryExpr(f);
-  }
-  template <class F>
-  static void transform(const matrix& x, const matrix& y, matrix& out, F f) {
-    require_same_shape(x, y, "transform");
-    out = x.binaryExpr(y, f);
-  }
   /// m_ij += b_j (a bias added to every row).
   static void add_row(matrix& m, const vector& b) {
     if (b.size() != m.cols()) throw std::invalid_argument("bilevel::policy::eigen::add_row: matrix is " + shape(m) +
@@ -315,6 +306,7 @@ struct eigen {
       throw std::invalid_argument(std::string("bilevel::policy::eigen::") + op + ": matrix shapes differ (" + shape(x) +
                                   " vs " + shape(y) + ")");
   }
+  static void require_same_shape(const vector& x, const vector& y, const char* op) { require_same_size(x, y, op); }
   static void require_range(const vector& v, std::size_t offset, std::size_t n, const char* op) {
     if (offset + n > std::size_t(v.size()))
       throw std::invalid_argument(std::string("bilevel::policy::eigen::") + op + ": range [" + std::to_string(offset) +
