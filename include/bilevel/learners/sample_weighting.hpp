@@ -2,9 +2,12 @@
 #pragma once
 /// \file
 /// How a classifier's loss reads per-sample weights from an upper level. The weighted loss
-/// is L = (1/B) Σ_i c_i ℓ_i with c linear in the upper variable w, so every second-order
-/// product with respect to w is a gather or a scatter:
-///   gather(w, batch) → c,      scatter(batch, r) → Σ_i r_i ∂c_i/∂w.
+/// is L = (1/B) Σ_i c_i ℓ_i, c a function of the upper variable w and (for weighting nets)
+/// of the detached per-sample losses ℓ. A Weighting provides
+///   gather(in, batch, ℓ) → c,     scatter(in, batch, ℓ, r) → Σ_i r_i ∂c_i/∂w,
+///   gather_tangent(in, batch, ℓ, u) → ∂c/∂w · u,
+/// from which every product with respect to w follows. For the linear weightings here
+/// gather_tangent(u) is gather at u and scatter does not depend on w.
 ///   - unweighted:      no input, c_i = 1;
 ///   - sample_weights:  input = a table with one weight per sample id, c_i = w[id_i]
 ///                      (LFM's data-reweighting form, keyed by id, not batch position);
@@ -23,13 +26,18 @@ struct unweighted {
   static constexpr std::size_t num_inputs = 0;
   [[nodiscard]] std::size_t input_size(std::size_t) const { return 0; }
   template <tensor_policy P>
-  vector_t<P> gather(input_list<P>, const classification_batch<P>& b) const {
+  vector_t<P> gather(input_list<P>, const classification_batch<P>& b, const vector_t<P>&) const {
     vector_t<P> c = P::zeros(b.size());
     P::fill(c, scalar_t<P>(1));
     return c;
   }
   template <tensor_policy P>
-  vector_t<P> scatter(input_list<P>, const classification_batch<P>&, const vector_t<P>&) const {
+  vector_t<P> scatter(input_list<P>, const classification_batch<P>&, const vector_t<P>&, const vector_t<P>&) const {
+    throw std::logic_error("bilevel::learners::unweighted has no input to differentiate");
+  }
+  template <tensor_policy P>
+  vector_t<P> gather_tangent(input_list<P>, const classification_batch<P>&, const vector_t<P>&,
+                             const vector_t<P>&) const {
     throw std::logic_error("bilevel::learners::unweighted has no input to differentiate");
   }
 };
@@ -41,14 +49,20 @@ struct sample_weights {
   [[nodiscard]] std::size_t input_size(std::size_t) const { return num_samples; }
 
   template <tensor_policy P>
-  vector_t<P> gather(input_list<P> in, const classification_batch<P>& b) const {
+  vector_t<P> gather(input_list<P> in, const classification_batch<P>& b, const vector_t<P>& = {}) const {
     const auto w = P::to_host(*in[0]);
     std::vector<scalar_t<P>> c(b.size());
     for (std::size_t i = 0; i < b.size(); ++i) c[i] = w.at(checked(b.ids[i], w.size()));
     return P::from_host(c);
   }
   template <tensor_policy P>
-  vector_t<P> scatter(input_list<P> in, const classification_batch<P>& b, const vector_t<P>& r) const {
+  vector_t<P> gather_tangent(input_list<P>, const classification_batch<P>& b, const vector_t<P>& losses,
+                             const vector_t<P>& u) const {
+    const vector_t<P>* at[] = {&u};
+    return gather(input_list<P>(at), b, losses);
+  }
+  template <tensor_policy P>
+  vector_t<P> scatter(input_list<P> in, const classification_batch<P>& b, const vector_t<P>&, const vector_t<P>& r) const {
     std::vector<scalar_t<P>> out(P::size(*in[0]), scalar_t<P>(0));
     const auto rh = P::to_host(r);
     for (std::size_t i = 0; i < b.size(); ++i) out[checked(b.ids[i], out.size())] += rh[i];
@@ -71,14 +85,20 @@ struct class_weights {
   [[nodiscard]] std::size_t input_size(std::size_t) const { return classes; }
 
   template <tensor_policy P>
-  vector_t<P> gather(input_list<P> in, const classification_batch<P>& b) const {
+  vector_t<P> gather(input_list<P> in, const classification_batch<P>& b, const vector_t<P>& = {}) const {
     const auto w = P::to_host(*in[0]);
     std::vector<scalar_t<P>> c(b.size());
     for (std::size_t i = 0; i < b.size(); ++i) c[i] = w.at(label(b, i, w.size()));
     return P::from_host(c);
   }
   template <tensor_policy P>
-  vector_t<P> scatter(input_list<P> in, const classification_batch<P>& b, const vector_t<P>& r) const {
+  vector_t<P> gather_tangent(input_list<P>, const classification_batch<P>& b, const vector_t<P>& losses,
+                             const vector_t<P>& u) const {
+    const vector_t<P>* at[] = {&u};
+    return gather(input_list<P>(at), b, losses);
+  }
+  template <tensor_policy P>
+  vector_t<P> scatter(input_list<P> in, const classification_batch<P>& b, const vector_t<P>&, const vector_t<P>& r) const {
     std::vector<scalar_t<P>> out(P::size(*in[0]), scalar_t<P>(0));
     const auto rh = P::to_host(r);
     for (std::size_t i = 0; i < b.size(); ++i) out[label(b, i, out.size())] += rh[i];

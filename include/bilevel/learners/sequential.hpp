@@ -124,12 +124,12 @@ class sequential {
     vector losses;
   };
   [[nodiscard]] outputs forward(const vector& theta, const batch_type& b, input_list<P> in = {}) const {
-    const auto& c = value_pass(theta, b, ones(b.size()), architecture(in));
+    const auto& c = value_pass(theta, b, architecture(in));
     return {c.acts.back(), c.acts[c.acts.size() - 2], c.losses};
   }
 
   double loss(const vector& theta, input_list<P> in, const batch_type& b) const {
-    const auto& c = value_pass(theta, b, weighting_.gather(in, b), architecture(in));
+    const auto& c = weighted_pass(theta, in, b);
     return P::dot(c.weights, c.losses) / double(b.size());
   }
 
@@ -148,10 +148,10 @@ class sequential {
       out = backward_pass(theta, in, b).arch_gradient;
       return;
     }
-    const auto& c = value_pass(theta, b, weighting_.gather(in, b), architecture(in));
+    const auto& c = weighted_pass(theta, in, b);
     vector r = c.losses;
     P::scale(r, scalar(1.0 / double(b.size())));
-    out = weighting_.scatter(in, b, r);
+    out = weighting_.scatter(in, b, c.losses, r);
   }
 
   /// (∂²L/∂θ²) v by the R-operator.
@@ -179,11 +179,12 @@ class sequential {
     vector ldot;
     P::row_dots(cache_.d, dots.back(), ldot);
     P::scale(ldot, scalar(1.0 / double(b.size())));
-    out = weighting_.scatter(in, b, ldot);
+    out = weighting_.scatter(in, b, cache_.losses, ldot);
   }
 
-  /// (∂²L/∂θ∂in) u: for sample weights the gradient with the weights replaced by gather(u)
-  /// (L is linear in them); for the architecture the tangent passes along u with v = 0.
+  /// (∂²L/∂θ∂in) u: for the weighting's input the gradient with the weights replaced by their
+  /// tangent along u (L is linear in the weights); for the architecture the tangent passes
+  /// along u with v = 0.
   void mixed_jvp(const vector& theta, input_list<P> in, const batch_type& b, std::size_t slot, const vector& u,
                  vector& out) const {
     check_slot(slot);
@@ -195,11 +196,8 @@ class sequential {
       tangent_backward(zero, &u, dots, out, nullptr);
       return;
     }
-    std::vector<const vector*> moved(in.begin(), in.end());
-    moved[slot] = &u;
     vector ignored;
-    backward(weighting_.gather(input_list<P>(moved), b), false, out, ignored);
-    (void)c;
+    backward(weighting_.gather_tangent(in, b, c.losses, u), false, out, ignored);
   }
 
  private:
@@ -308,19 +306,13 @@ class sequential {
                                   std::to_string(P::rows(b.x)) + "x" + std::to_string(classes_));
   }
 
-  /// The value pass and loss head at (θ, α, batch, weights), reused when all are unchanged.
-  const value_cache& value_pass(const vector& theta, const batch_type& b, const vector& weights,
-                                const vector* alpha) const {
+  /// The value pass and loss head at (θ, α, batch), reused when all are unchanged.
+  const value_cache& value_pass(const vector& theta, const batch_type& b, const vector* alpha) const {
     value_cache& c = cache_;
     const std::size_t batch = P::rows(b.x);
     if (c.valid && P::equal(c.theta, theta) && (!alpha || P::equal(c.alpha, *alpha)) &&
-        P::rows(c.acts[0]) == batch * input_.pixels() && P::equal(c.targets, b.targets) && same_input(c.acts[0], b.x)) {
-      if (!P::equal(c.weights, weights)) {
-        c.weights = weights;
-        c.backward_done = false;
-      }
+        P::rows(c.acts[0]) == batch * input_.pixels() && P::equal(c.targets, b.targets) && same_input(c.acts[0], b.x))
       return c;
-    }
     if (P::size(theta) != num_parameters_)
       throw std::invalid_argument("bilevel::learners::sequential: parameters have " + std::to_string(P::size(theta)) +
                                   " elements, the network has " + std::to_string(num_parameters_));
@@ -330,7 +322,7 @@ class sequential {
     c.theta = theta;
     if (alpha) c.alpha = *alpha;
     c.targets = b.targets;
-    c.weights = weights;
+    P::resize(c.weights, 0);  // set by weighted_pass once the losses are known
     c.acts.resize(layers_.size() + 1);
     c.layers.resize(layers_.size());
     P::reshape(b.x, batch * input_.pixels(), input_.channels, c.acts[0]);
@@ -362,9 +354,22 @@ class sequential {
     return c;
   }
 
+  /// The value pass and the per-sample weights the inputs give (which may depend on the
+  /// losses, as Meta-Weight-Net's do); a change of weights invalidates the backward pass.
+  const value_cache& weighted_pass(const vector& theta, input_list<P> in, const batch_type& b) const {
+    value_cache& c = cache_;
+    value_pass(theta, b, architecture(in));
+    vector w = weighting_.gather(in, b, c.losses);
+    if (!P::equal(c.weights, w)) {
+      c.weights = std::move(w);
+      c.backward_done = false;
+    }
+    return c;
+  }
+
   /// Value and backward passes at the inputs' weights, reused when cached.
   const value_cache& backward_pass(const vector& theta, input_list<P> in, const batch_type& b) const {
-    const auto& c = value_pass(theta, b, weighting_.gather(in, b), architecture(in));
+    const auto& c = weighted_pass(theta, in, b);
     if (!c.backward_done) {
       vector g;
       backward(c.weights, true, g, cache_.arch_gradient);
