@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <bilevel/bilevel.hpp>
+#include <bilevel/learners/loss_weighting_net.hpp>
 #include <bilevel/learners/mlp.hpp>
 #include <bilevel/learners/solution_loss.hpp>
 
@@ -150,4 +151,46 @@ TEST_CASE("mlp: the solver's unrolled hypergradient for per-sample weights match
   };
   // h = 1e-5: truncation and round-off both ≲ 1e-9 relative here (see derivative_checks.hpp).
   CHECK(test::relative_error(hg, test::central_gradient(objective, w0, 1e-5)) <= 1e-6);
+}
+
+TEST_CASE("mlp with Meta-Weight-Net's weighting: products with respect to the weighting net") {
+  // c_i = V(ℓ_i; Θ) reads the *detached* losses (as Meta-Weight-Net does), so the classifier's
+  // gradient treats c as constant: derivatives in θ are not those of the composed loss, and
+  // the θ-side checks of check_learner_derivatives do not apply. Everything with respect to Θ
+  // is exact: input_gradient and mixed_jvp against central differences in Θ (h = 1e-6,
+  // ≲ 1e-9 relative), and mixed_vjp as the transpose of mixed_jvp.
+  const loss_weighting_net v{8};
+  const mlp<P, loss_weighting_net> net({5, 4, 3}, activation::tanh, loss_kind::cross_entropy, v);
+  const auto b = random_batch(6, 5, 3, 3);
+  const P::vector theta = net.initial_parameters(2), big = v.initial_parameters<P>(5);
+  const P::vector* in[] = {&big};
+  // input gradient: ∂L/∂Θ against central differences of L(Θ) (θ fixed, losses fixed)
+  P::vector gi;
+  net.input_gradient(theta, in, b, 0, gi);
+  const auto loss_in = [&](const std::vector<double>& x) {
+    const P::vector t = test::device<P>(x);
+    const P::vector* i2[] = {&t};
+    return net.loss(theta, i2, b);
+  };
+  CHECK(test::relative_error(test::host<P>(gi), test::central_gradient(loss_in, test::host<P>(big), 1e-6)) <= 1e-6);
+  // mixed_jvp: the θ-gradient's derivative along a Θ-direction u
+  const auto u = test::random_vector(big.size(), 4);
+  P::vector mu;
+  net.mixed_jvp(theta, in, b, 0, test::device<P>(u), mu);
+  const auto grad_in = [&](const std::vector<double>& x) {
+    const P::vector t = test::device<P>(x);
+    const P::vector* i2[] = {&t};
+    P::vector g;
+    net.gradient(theta, i2, b, g);
+    return test::host<P>(g);
+  };
+  CHECK(test::relative_error(test::host<P>(mu), test::central_directional(grad_in, test::host<P>(big), u, 1e-6)) <= 1e-6);
+  // mixed_vjp against ⟨u, mixed_vjp(v)⟩ = ⟨mixed_jvp(u), v⟩: the two mixed products are
+  // transposes of each other (the same second derivative read both ways).
+  const auto vdir = test::device<P>(test::random_vector(net.num_parameters(), 6));
+  P::vector mv;
+  net.mixed_vjp(theta, in, b, 0, vdir, mv);
+  double lhs = 0;
+  for (std::size_t i = 0; i < u.size(); ++i) lhs += u[i] * mv[long(i)];
+  CHECK(lhs == doctest::Approx(mu.dot(vdir)).epsilon(1e-10));
 }

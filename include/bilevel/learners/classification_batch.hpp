@@ -47,3 +47,30 @@ classification_batch<P> make_batch(const data::dataset& d, std::span<const std::
 }
 
 }  // namespace bilevel::learners
+
+#include <memory>
+
+namespace bilevel::learners {
+
+/// A level's sampler over a host data set: each call draws the next batch (seeded, with or
+/// without replacement) and builds it on the back end. The data set is shared, not copied,
+/// when levels and solvers are copied.
+template <tensor_policy P>
+class dataset_batches {
+ public:
+  dataset_batches(std::shared_ptr<const data::dataset> d, std::size_t batch_size, std::uint64_t seed,
+                  bool with_replacement = false)
+      : data_(std::move(d)), sampler_(data_ ? data_->rows : 0, batch_size, seed, with_replacement) {}
+  classification_batch<P> operator()() {
+    const auto rows = sampler_.next();
+    return make_batch<P>(*data_, rows);
+  }
+  [[nodiscard]] std::size_t batches_per_epoch() const { return sampler_.batches_per_epoch(); }
+  [[nodiscard]] const data::dataset& data() const { return *data_; }
+
+ private:
+  std::shared_ptr<const data::dataset> data_;
+  data::batch_sampler sampler_;
+};
+
+}  // namespace bilevel::learners

@@ -1,0 +1,67 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+/// \file
+/// Meta-Weight-Net (Shu et al., NeurIPS 2019) as an instantiation of the one solver.
+///
+///     level 0 (classifier θ):   min_θ (1/B) Σ_i V(ℓ_i(θ)⁻; Θ) ℓ_i(θ)      on training batches
+///     level 1 (weighting Θ):    min_Θ L_val(θ*(Θ))                          on clean validation batches
+///
+/// V is a 1 → H → 1 network with a sigmoid output reading each sample's detached loss
+/// (learners/loss_weighting_net.hpp). Θ's hypergradient differentiates one virtual SGD step of
+/// the classifier exactly (hypergrad::lookahead, as the paper's `create_graph=True` unroll);
+/// the classifier then steps with the new weights. Defaults follow the official code: SGD
+/// with Nesterov momentum 0.9 and weight decay 5e-4 for θ, Adam (lr 1e-3, weight decay 1e-4)
+/// for Θ, H = 100, batches of 100, validation batches drawn with replacement.
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "bilevel/core/level.hpp"
+#include "bilevel/core/solver.hpp"
+#include "bilevel/data/dataset.hpp"
+#include "bilevel/hypergrad/first_order.hpp"
+#include "bilevel/hypergrad/unrolled.hpp"
+#include "bilevel/learners/classification_batch.hpp"
+#include "bilevel/learners/loss_weighting_net.hpp"
+#include "bilevel/learners/mlp.hpp"
+#include "bilevel/learners/solution_loss.hpp"
+#include "bilevel/optim/adam.hpp"
+#include "bilevel/optim/sgd.hpp"
+
+namespace bilevel::methods {
+
+struct meta_weight_net_config {
+  std::vector<std::size_t> widths = {784, 256, 128, 10};  ///< the classifier (an MLP)
+  std::size_t batch = 100, validation_batch = 100;
+  double lr = 0.1, momentum = 0.9, weight_decay = 5e-4;
+  bool nesterov = true;
+  double meta_lr = 1e-3, meta_weight_decay = 1e-4;
+  std::size_t hidden = 100;  ///< V's hidden units
+  std::uint64_t seed = 1;
+};
+
+/// The two levels, assembled; run with .run(iterations) like any solver. Level 0 holds the
+/// classifier (its learner evaluates with .forward), level 1 the weighting net's parameters.
+template <nn_tensor_policy P>
+auto meta_weight_net(std::shared_ptr<const data::dataset> train, std::shared_ptr<const data::dataset> validation,
+                     const meta_weight_net_config& cfg = {}) {
+  using namespace bilevel::learners;
+  const loss_weighting_net v{cfg.hidden};
+  mlp<P, loss_weighting_net> classifier(cfg.widths, activation::relu, loss_kind::cross_entropy, v);
+  auto theta0 = classifier.initial_parameters(cfg.seed);
+  auto model = make_level("classifier", std::move(classifier),
+                          optim::sgd<P>{.lr = cfg.lr, .momentum = cfg.momentum, .weight_decay = cfg.weight_decay,
+                                        .nesterov = cfg.nesterov},
+                          hypergrad::lookahead{.steps = 1}, std::move(theta0),
+                          dataset_batches<P>(std::move(train), cfg.batch, cfg.seed))
+                   .reading({1});
+  auto weighting = make_level("weighting_net", solution_loss<mlp<P>>(mlp<P>(cfg.widths), v.input_size(0)),
+                              optim::adam<P>{.lr = cfg.meta_lr, .weight_decay = cfg.meta_weight_decay},
+                              hypergrad::first_order{}, v.initial_parameters<P>(cfg.seed + 1),
+                              dataset_batches<P>(std::move(validation), cfg.validation_batch, cfg.seed + 2, true))
+                       .reading({0});
+  return solver(std::move(model), std::move(weighting));
+}
+
+}  // namespace bilevel::methods
