@@ -9,6 +9,7 @@
 #include <bilevel/bilevel.hpp>
 #include <bilevel/problems/weighted_logistic.hpp>
 
+#include "policies.hpp"
 #include "support.hpp"
 
 namespace {
@@ -55,8 +56,11 @@ double outer_objective(const std::vector<double>& w) {
   return val.loss(P::zeros(n), in, {});
 }
 
-template <class Strategy>
+/// The solver on any policy (the same data: generated in double from the same seed).
+template <class Q, class Strategy>
 auto make_solver(Strategy strategy, std::vector<double> theta0, std::size_t steps) {
+  using P = Q;
+  const auto problem = logistic_problem<P>::synthetic(n, 30, features, 0.2, 3);
   auto inner = bilevel::make_level("theta", weighted_logistic_loss<P>(problem.train, l2),
                                    bilevel::optim::sgd<P>{.lr = 1.0}, strategy, test::device<P>(theta0))
                    .reading({1})
@@ -73,32 +77,32 @@ const auto reference = test::central_gradient(outer_objective, weights, 1e-4);
 
 }  // namespace
 
-TEST_CASE("logistic reweighting: implicit CG matches central differences of the solved outer objective") {
-  auto s = make_solver(hg::implicit_cg{}, solve_inner(weights), 1);
+TEST_CASE_TEMPLATE("logistic reweighting: implicit CG matches central differences of the solved outer objective", Q, BILEVEL_DOUBLE_POLICIES) {
+  auto s = make_solver<Q>(hg::implicit_cg{}, solve_inner(weights), 1);
   const auto r = s.hypergradient(1);
-  const double err = test::relative_error(test::host<P>(r.gradient), reference);
+  const double err = test::relative_error(test::host<Q>(r.gradient), reference);
   MESSAGE("implicit_cg vs central differences: " << err);
   // The inner solution is exact to ~1e-15 and the solve to 1e-10; the reference carries
   // ~1e-9 of truncation: 1e-7 separates those from any real error (a wrong term is O(1)).
   CHECK(err <= 1e-7);
 }
 
-TEST_CASE("logistic reweighting: Neumann and fixed point match central differences") {
-  auto a = make_solver(hg::neumann{.iterations = 300}, solve_inner(weights), 1);
-  auto b = make_solver(hg::fixed_point{}, solve_inner(weights), 1);
-  const double ea = test::relative_error(test::host<P>(a.hypergradient(1).gradient), reference);
-  const double eb = test::relative_error(test::host<P>(b.hypergradient(1).gradient), reference);
+TEST_CASE_TEMPLATE("logistic reweighting: Neumann and fixed point match central differences", Q, BILEVEL_DOUBLE_POLICIES) {
+  auto a = make_solver<Q>(hg::neumann{.iterations = 300}, solve_inner(weights), 1);
+  auto b = make_solver<Q>(hg::fixed_point{}, solve_inner(weights), 1);
+  const double ea = test::relative_error(test::host<Q>(a.hypergradient(1).gradient), reference);
+  const double eb = test::relative_error(test::host<Q>(b.hypergradient(1).gradient), reference);
   MESSAGE("neumann: " << ea << ", fixed point: " << eb);
   CHECK(ea <= 1e-7);
   CHECK(eb <= 1e-7);
 }
 
-TEST_CASE("logistic reweighting: unrolled through a converged run matches central differences") {
+TEST_CASE_TEMPLATE("logistic reweighting: unrolled through a converged run matches central differences", Q, BILEVEL_DOUBLE_POLICIES) {
   // 600 gradient steps with η = 1 from zero: the loss is l2-strongly convex with curvature
   // in [0.1, ~0.5], so the iterate and its derivative contract by ≤ 0.9 per step: 0.9^600 ≈ 1e-27.
-  auto s = make_solver(hg::unrolled{}, std::vector<double>(features, 0.0), 600);
+  auto s = make_solver<Q>(hg::unrolled{}, std::vector<double>(features, 0.0), 600);
   s.step_level(0);
-  const double err = test::relative_error(test::host<P>(s.hypergradient(1).gradient), reference);
+  const double err = test::relative_error(test::host<Q>(s.hypergradient(1).gradient), reference);
   MESSAGE("unrolled (600 steps) vs central differences: " << err);
   CHECK(err <= 1e-7);
 }
@@ -106,7 +110,7 @@ TEST_CASE("logistic reweighting: unrolled through a converged run matches centra
 TEST_CASE("logistic reweighting: the learned weights turn down flipped labels") {
   // Not a derivative check: the sign of the hypergradient should say that raising the weight
   // of a flipped sample hurts validation, on average.
-  auto s = make_solver(hg::implicit_cg{}, solve_inner(weights), 1);
+  auto s = make_solver<P>(hg::implicit_cg{}, solve_inner(weights), 1);
   const auto g = test::host<P>(s.hypergradient(1).gradient);
   double flipped = 0.0, clean = 0.0;
   std::size_t nf = 0, nc = 0;

@@ -10,18 +10,16 @@
 #include <bilevel/optim/sgd.hpp>
 #include <bilevel/policy/eigen.hpp>
 
+#include "policies.hpp"
 #include "support.hpp"
 
 namespace {
-using P = test::P64;
-using V = P::vector;
-using sgd = bilevel::optim::sgd<P>;
-using adam = bilevel::optim::adam<P>;
 constexpr std::size_t n = 6;
 
 /// Splits a stacked host vector z = (θ, buffer_1..buffer_k, g) into a point of the map.
-template <class O>
+template <class P, class O>
 struct point {
+  using V = typename P::vector;
   V theta, g;
   bilevel::optimizer_state<P> state;
   point(const O& o, const std::vector<double>& z, std::size_t step) {
@@ -34,8 +32,8 @@ struct point {
   }
 };
 
-template <class O>
-std::vector<double> stack(const V& theta, const bilevel::optimizer_state<P>& s) {
+template <class P>
+std::vector<double> stack(const typename P::vector& theta, const bilevel::optimizer_state<P>& s) {
   auto out = test::host<P>(theta);
   for (const auto& b : s.buffers) {
     const auto h = test::host<P>(b);
@@ -48,17 +46,19 @@ std::vector<double> stack(const V& theta, const bilevel::optimizer_state<P>& s) 
 /// for Adam truncation h²·|third derivative| with h = 1e-5 and v ≥ 0.2 stays below 1e-8.
 template <class O>
 void check(const O& o, std::size_t step, double tolerance) {
-  const std::size_t k = o.init(V::Zero(n)).buffers.size();
+  using P = typename O::policy;
+  using V = typename P::vector;
+  const std::size_t k = o.init(P::zeros(n)).buffers.size();
   auto z = test::random_vector((k + 2) * n, 11);
   const auto dz = test::random_vector((k + 2) * n, 12), adj = test::random_vector((k + 1) * n, 13);
   // Adam's second moment (buffer 2) must be positive: the map has no derivative at v = 0.
   if (k >= 2)
     for (std::size_t i = 2 * n; i < 3 * n; ++i) z[i] = 0.2 + std::abs(z[i]);
-  const point<O> p(o, z, step);
+  const point<P, O> p(o, z, step);
   auto map = [&](const std::vector<double>& x) {
-    point<O> q(o, x, step);
+    point<P, O> q(o, x, step);
     o.step(q.theta, q.state, q.g);
-    return stack<O>(q.theta, q.state);
+    return stack<P>(q.theta, q.state);
   };
   // JVP
   V t_theta = test::device<P>({dz.begin(), dz.begin() + n});
@@ -67,7 +67,7 @@ void check(const O& o, std::size_t step, double tolerance) {
     t_state.buffers[b] = test::device<P>({dz.begin() + std::ptrdiff_t((b + 1) * n), dz.begin() + std::ptrdiff_t((b + 2) * n)});
   V t_g = test::device<P>({dz.end() - n, dz.end()});
   o.jvp(p.theta, p.state, p.g, t_theta, t_state, t_g);
-  const auto jvp = stack<O>(t_theta, t_state);
+  const auto jvp = stack<P>(t_theta, t_state);
   const auto fd = test::central_directional(map, z, dz, 1e-5);
   CHECK(test::relative_error(jvp, fd) <= tolerance);
   // VJP by the transpose identity ⟨adj, J dz⟩ = ⟨Jᵀ adj, dz⟩
@@ -78,7 +78,7 @@ void check(const O& o, std::size_t step, double tolerance) {
   o.vjp(p.theta, p.state, p.g, a_theta, a_state, a_g);
   double lhs = 0.0, rhs = 0.0;
   for (std::size_t i = 0; i < adj.size(); ++i) lhs += adj[i] * jvp[i];
-  const auto back = stack<O>(a_theta, a_state);
+  const auto back = stack<P>(a_theta, a_state);
   const auto ag = test::host<P>(a_g);
   for (std::size_t i = 0; i < back.size(); ++i) rhs += back[i] * dz[i];
   for (std::size_t i = 0; i < n; ++i) rhs += ag[i] * dz[dz.size() - n + i];
@@ -86,7 +86,9 @@ void check(const O& o, std::size_t step, double tolerance) {
 }
 }  // namespace
 
-TEST_CASE("sgd: JVP against central differences and VJP by transposition, every configuration") {
+TEST_CASE_TEMPLATE("sgd: JVP against central differences and VJP by transposition, every configuration", P,
+                   BILEVEL_DOUBLE_POLICIES) {
+  using sgd = bilevel::optim::sgd<P>;
   SUBCASE("plain") { check(sgd{.lr = 0.1}, 0, 1e-9); }
   SUBCASE("momentum") { check(sgd{.lr = 0.1, .momentum = 0.9}, 0, 1e-9); }
   SUBCASE("Nesterov") { check(sgd{.lr = 0.1, .momentum = 0.9, .nesterov = true}, 0, 1e-9); }
@@ -96,7 +98,8 @@ TEST_CASE("sgd: JVP against central differences and VJP by transposition, every 
   }
 }
 
-TEST_CASE("adam: JVP against central differences and VJP by transposition") {
+TEST_CASE_TEMPLATE("adam: JVP against central differences and VJP by transposition", P, BILEVEL_DOUBLE_POLICIES) {
+  using adam = bilevel::optim::adam<P>;
   SUBCASE("plain, step 0") { check(adam{.lr = 0.01}, 0, 1e-7); }
   SUBCASE("L2 weight decay, step 5") { check(adam{.lr = 0.01, .weight_decay = 0.1}, 5, 1e-7); }
   SUBCASE("AdamW, betas (0.5, 0.999) as DARTS") {
@@ -104,18 +107,22 @@ TEST_CASE("adam: JVP against central differences and VJP by transposition") {
   }
 }
 
-TEST_CASE("clip_grad_norm: differentiable through the clip, on both sides of the threshold") {
+TEST_CASE_TEMPLATE("clip_grad_norm: differentiable through the clip, on both sides of the threshold", P,
+                   BILEVEL_DOUBLE_POLICIES) {
+  using sgd = bilevel::optim::sgd<P>;
+  using adam = bilevel::optim::adam<P>;
   // random g has norm ~1.4 in 6 dimensions: max_norm 0.5 clips, 10 does not.
   SUBCASE("clipping") { check(bilevel::optim::clip_grad_norm<sgd>{sgd{.lr = 0.1, .momentum = 0.9}, 0.5}, 0, 1e-8); }
   SUBCASE("not clipping") { check(bilevel::optim::clip_grad_norm<sgd>{sgd{.lr = 0.1}, 10.0}, 0, 1e-9); }
   SUBCASE("around Adam") { check(bilevel::optim::clip_grad_norm<adam>{adam{.lr = 0.01}, 0.5}, 1, 1e-7); }
   const bilevel::optim::clip_grad_norm<sgd> c{sgd{.lr = 1.0}, 2.0};
-  V g(2);
-  g << 3.0, 4.0;
-  CHECK(P::norm(c.clipped(g)) == doctest::Approx(2.0));
+  CHECK(P::norm(c.clipped(test::device<P>({3.0, 4.0}))) == doctest::Approx(2.0));
 }
 
 TEST_CASE("adam: the first step moves each coordinate by lr (bias correction)") {
+  using P = test::P64;
+  using V = P::vector;
+  using adam = bilevel::optim::adam<P>;
   const adam o{.lr = 0.01};
   V theta = V::Zero(3), g(3);
   g << 1.0, -2.0, 0.5;
@@ -127,6 +134,9 @@ TEST_CASE("adam: the first step moves each coordinate by lr (bias correction)") 
 }
 
 TEST_CASE("schedules: step and cosine") {
+  using P = test::P64;
+  using V = P::vector;
+  using sgd = bilevel::optim::sgd<P>;
   const bilevel::optim::step_schedule st{1.0, 0.1, 10};
   CHECK(st(9) == 1.0);
   CHECK(st(10) == doctest::Approx(0.1));
@@ -144,6 +154,10 @@ TEST_CASE("schedules: step and cosine") {
 }
 
 TEST_CASE("optimizers refuse nonsensical settings by name") {
+  using P = test::P64;
+  using V = P::vector;
+  using sgd = bilevel::optim::sgd<P>;
+  using adam = bilevel::optim::adam<P>;
   const V theta = V::Zero(1);
   CHECK_THROWS_WITH_AS(sgd{.lr = 0.0}.init(theta), doctest::Contains("learning rate must be > 0"), std::invalid_argument);
   CHECK_THROWS_WITH_AS((sgd{.lr = 0.1, .momentum = 1.0}.init(theta)), doctest::Contains("momentum must be in [0, 1)"),

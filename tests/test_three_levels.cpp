@@ -11,11 +11,11 @@
 #include <bilevel/bilevel.hpp>
 #include <bilevel/problems/quadratic.hpp>
 
+#include "policies.hpp"
 #include "support.hpp"
 
 namespace {
 
-using P = test::P64;
 namespace hg = bilevel::hypergrad;
 using bilevel::problems::quadratic_objective;
 using bilevel::problems::quadratic_spec;
@@ -82,7 +82,7 @@ std::vector<double> optimum(const quadratic_spec& q, const std::vector<const std
   return stdvec(-mat(q.n, q.n, q.a_mat).ldlt().solve(rhs));
 }
 
-template <class S0, class S1>
+template <class P, class S0, class S1>
 std::vector<double> solver_hypergradient(S0 s0, const promise& p0, S1 s1, const promise& p1) {
   using sgd = bilevel::optim::sgd<P>;
   const std::vector<double> zeros0(n0, 0.0), zeros1(n1, 0.0);
@@ -122,10 +122,10 @@ void for_each_strategy(F f) {
 
 }  // namespace
 
-TEST_CASE("three levels: every strategy on the lowest edge (middle level by CG)") {
+TEST_CASE_TEMPLATE("three levels: every strategy on the lowest edge (middle level by CG)", P, BILEVEL_DOUBLE_POLICIES) {
   for_each_strategy([](const char* name, auto strategy, promise p) {
     CAPTURE(name);
-    const auto got = solver_hypergradient(strategy, p, hg::implicit_cg{}, promise{});
+    const auto got = solver_hypergradient<P>(strategy, p, hg::implicit_cg{}, promise{});
     const auto want = expected(p, promise{});
     const double err = test::relative_error(got, want);
     MESSAGE(std::string(name) << " on level 0: relative error " << err << " vs its closed form; vs the exact total "
@@ -137,10 +137,10 @@ TEST_CASE("three levels: every strategy on the lowest edge (middle level by CG)"
   });
 }
 
-TEST_CASE("three levels: every strategy on the middle edge (lowest level by CG)") {
+TEST_CASE_TEMPLATE("three levels: every strategy on the middle edge (lowest level by CG)", P, BILEVEL_DOUBLE_POLICIES) {
   for_each_strategy([](const char* name, auto strategy, promise p) {
     CAPTURE(name);
-    const auto got = solver_hypergradient(hg::implicit_cg{}, promise{}, strategy, p);
+    const auto got = solver_hypergradient<P>(hg::implicit_cg{}, promise{}, strategy, p);
     const auto want = expected(promise{}, p);
     const double err = test::relative_error(got, want);
     MESSAGE(std::string(name) << " on level 1: relative error " << err);
@@ -148,10 +148,10 @@ TEST_CASE("three levels: every strategy on the middle edge (lowest level by CG)"
   });
 }
 
-TEST_CASE("three levels: the same strategy on both edges") {
+TEST_CASE_TEMPLATE("three levels: the same strategy on both edges", P, BILEVEL_DOUBLE_POLICIES) {
   for_each_strategy([](const char* name, auto strategy, promise p) {
     CAPTURE(name);
-    const auto got = solver_hypergradient(strategy, p, strategy, p);
+    const auto got = solver_hypergradient<P>(strategy, p, strategy, p);
     CHECK(test::relative_error(got, expected(p, p)) <= 1e-8);
   });
 }
@@ -165,7 +165,7 @@ TEST_CASE("three levels: approximate strategies are measurably different from th
   CHECK(test::relative_error(expected(promise{promise::none}, promise{}), exact) > 1e-3);
 }
 
-TEST_CASE("three levels: a cycle below the top is cut and reported") {
+TEST_CASE_TEMPLATE("three levels: a cycle below the top is cut and reported", P, BILEVEL_DOUBLE_POLICIES) {
   // Classic trilevel nesting: x reads y's variable and y reads x's solution. The solver
   // processes y first and drops x's adjoint on y, and must say so.
   using sgd = bilevel::optim::sgd<P>;
