@@ -17,6 +17,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "policies.hpp"
 #include "support.hpp"
 
 namespace {
@@ -31,8 +32,7 @@ template <class S>
 constexpr double unit_roundoff = std::numeric_limits<S>::epsilon() / 2;
 }  // namespace
 
-TEST_CASE_TEMPLATE("policy: allocation, BLAS-1 and reductions match naive loops", P, bilevel::policy::eigen<float>,
-                   bilevel::policy::eigen<double>) {
+TEST_CASE_TEMPLATE("policy: allocation, BLAS-1 and reductions match naive loops", P, BILEVEL_FLOAT_POLICIES, BILEVEL_DOUBLE_POLICIES) {
   using S = typename P::scalar;
   const double u = unit_roundoff<S>;
   // 1000 elements: three full blocks of 256 and a tail of 232, so the blocked float
@@ -107,7 +107,7 @@ TEST_CASE_TEMPLATE("policy: allocation, BLAS-1 and reductions match naive loops"
 }
 
 TEST_CASE_TEMPLATE("policy: gemv, both transposes, beta zero and non-zero, matches naive loops", P,
-                   bilevel::policy::eigen<float>, bilevel::policy::eigen<double>) {
+                   BILEVEL_FLOAT_POLICIES, BILEVEL_DOUBLE_POLICIES) {
   using S = typename P::scalar;
   const double u = unit_roundoff<S>;
   const std::size_t r = 5, c = 3;  // not square, so a transpose mix-up changes the shape
@@ -156,7 +156,7 @@ TEST_CASE_TEMPLATE("policy: gemv, both transposes, beta zero and non-zero, match
 }
 
 TEST_CASE_TEMPLATE("policy: gemm, all four transpose combinations, beta zero and non-zero, matches naive loops", P,
-                   bilevel::policy::eigen<float>, bilevel::policy::eigen<double>) {
+                   BILEVEL_FLOAT_POLICIES, BILEVEL_DOUBLE_POLICIES) {
   using S = typename P::scalar;
   const double u = unit_roundoff<S>;
   const std::size_t m = 4, k = 3, n = 5;  // three different sizes: any transpose mix-up changes a shape
@@ -204,8 +204,7 @@ TEST_CASE_TEMPLATE("policy: gemm, all four transpose combinations, beta zero and
       }
 }
 
-TEST_CASE_TEMPLATE("policy: host transfer round trips; matrix_from_host is row-major", P, bilevel::policy::eigen<float>,
-                   bilevel::policy::eigen<double>) {
+TEST_CASE_TEMPLATE("policy: host transfer round trips; matrix_from_host is row-major", P, BILEVEL_FLOAT_POLICIES, BILEVEL_DOUBLE_POLICIES) {
   using S = typename P::scalar;
   const auto h = test::random_vector(11, 9);
   const std::vector<S> hs(h.begin(), h.end());
@@ -262,8 +261,7 @@ TEST_CASE("policy<float>: dot and sum accumulate across blocks in double") {
   CHECK(P::dot(ones, ones) == double(n));
 }
 
-TEST_CASE_TEMPLATE("policy: shape errors throw std::invalid_argument naming the sizes", P, bilevel::policy::eigen<float>,
-                   bilevel::policy::eigen<double>) {
+TEST_CASE_TEMPLATE("policy: shape errors throw std::invalid_argument naming the sizes", P, BILEVEL_FLOAT_POLICIES, BILEVEL_DOUBLE_POLICIES) {
   using S = typename P::scalar;
   auto a = P::zeros(3), b = P::zeros(4);
   typename P::vector out;
@@ -303,8 +301,7 @@ TEST_CASE_TEMPLATE("policy: shape errors throw std::invalid_argument naming the 
                        std::invalid_argument);
 }
 
-TEST_CASE_TEMPLATE("policy: all_finite detects NaN and +-Inf anywhere", P, bilevel::policy::eigen<float>,
-                   bilevel::policy::eigen<double>) {
+TEST_CASE_TEMPLATE("policy: all_finite detects NaN and +-Inf anywhere", P, BILEVEL_FLOAT_POLICIES, BILEVEL_DOUBLE_POLICIES) {
   using S = typename P::scalar;
   const std::size_t n = 300;  // longer than a SIMD packet, with a tail
   auto v = test::device<P>(test::random_vector(n, 10));

@@ -87,7 +87,9 @@ struct xtensor {
                                   (transpose ? " (transposed)" : "") + " but x has " + std::to_string(x.size()) +
                                   " elements");
     if (beta == scalar(0)) y = zeros(out);
-    else same(y.size(), out, "gemv");
+    else if (y.size() != out)
+      throw std::invalid_argument("bilevel::policy::xtensor::gemv: y has " + std::to_string(y.size()) +
+                                  " elements, expected " + std::to_string(out));
     if (rows(a) == 0 || cols(a) == 0) return;
     if constexpr (std::is_same_v<Scalar, float>)
       cblas_sgemv(CblasRowMajor, transpose ? CblasTrans : CblasNoTrans, int(rows(a)), int(cols(a)), alpha, a.data(),
