@@ -319,6 +319,7 @@ class sequential {
     check_batch(b);
     c.valid = false;
     c.backward_done = false;
+    ++generation_;  // any kept tangent pass belongs to the old point
     c.theta = theta;
     if (alpha) c.alpha = *alpha;
     c.targets = b.targets;
@@ -414,9 +415,15 @@ class sequential {
     }
   }
 
-  /// dots[l] = Ṙ(acts[l]) along (v, u) (dots[0] is the data's: zero, left empty).
+  /// dots[l] = Ṙ(acts[l]) along (v, u) (dots[0] is the data's: zero, left empty). The last
+  /// pass along a θ-direction is kept, so an HVP and a mixed product along the same v (the
+  /// full second-order pass of a hypergradient step) push the tangent forward once.
   void tangent_forward(const vector& v, const vector* u, std::vector<matrix>& dots) const {
     value_cache& c = cache_;
+    if (!u && last_tangent_.valid && last_tangent_.generation == generation_ && P::equal(last_tangent_.v, v)) {
+      dots = last_tangent_.dots;
+      return;
+    }
     const std::size_t batch = P::rows(c.targets);
     dots.assign(layers_.size() + 1, {});
     for (std::size_t l = 0; l < layers_.size(); ++l)
@@ -427,6 +434,12 @@ class sequential {
         else
           layer.tangent_forward(c.theta, v, c.acts[l], in_dot, batch, c.layers[l], dots[l + 1]);
       }, layers_[l]);
+    last_tangent_.valid = !u;
+    if (!u) {
+      last_tangent_.generation = generation_;
+      last_tangent_.v = v;
+      last_tangent_.dots = dots;
+    }
   }
 
   /// The tangent of the backward pass: the HVP (and, given arch_dot, the tangent of ∂L/∂α).
@@ -474,6 +487,14 @@ class sequential {
   std::vector<any_layer> layers_;
   std::size_t num_parameters_ = 0, classes_ = 0, arch_size_ = 0;
   mutable value_cache cache_;
+  struct tangent_cache {
+    bool valid = false;
+    std::size_t generation = 0;
+    vector v;
+    std::vector<matrix> dots;
+  };
+  mutable tangent_cache last_tangent_;
+  mutable std::size_t generation_ = 0;
 };
 
 }  // namespace bilevel::learners
