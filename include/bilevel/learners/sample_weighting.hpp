@@ -42,17 +42,19 @@ struct unweighted {
   }
 };
 
-/// One weight per sample id in [0, num_samples).
-struct sample_weights {
-  std::size_t num_samples = 0;
+namespace detail {
+/// A weight table read at one entry per sample; `Key::entry(batch, i, size)` says which
+/// (and throws, naming the sample, when it has none). Linear in the table, so the tangent
+/// is the table lookup at u and the adjoint is a scatter-add.
+template <class Key>
+struct table_weighting {
   static constexpr std::size_t num_inputs = 1;
-  [[nodiscard]] std::size_t input_size(std::size_t) const { return num_samples; }
 
   template <tensor_policy P>
   vector_t<P> gather(input_list<P> in, const classification_batch<P>& b, const vector_t<P>& = {}) const {
     const auto w = P::to_host(*in[0]);
     std::vector<scalar_t<P>> c(b.size());
-    for (std::size_t i = 0; i < b.size(); ++i) c[i] = w.at(checked(b.ids[i], w.size()));
+    for (std::size_t i = 0; i < b.size(); ++i) c[i] = w[Key::entry(b, i, w.size())];
     return P::from_host(c);
   }
   template <tensor_policy P>
@@ -65,55 +67,45 @@ struct sample_weights {
   vector_t<P> scatter(input_list<P> in, const classification_batch<P>& b, const vector_t<P>&, const vector_t<P>& r) const {
     std::vector<scalar_t<P>> out(P::size(*in[0]), scalar_t<P>(0));
     const auto rh = P::to_host(r);
-    for (std::size_t i = 0; i < b.size(); ++i) out[checked(b.ids[i], out.size())] += rh[i];
+    for (std::size_t i = 0; i < b.size(); ++i) out[Key::entry(b, i, out.size())] += rh[i];
     return P::from_host(out);
   }
+};
 
- private:
-  static std::size_t checked(std::size_t id, std::size_t n) {
+struct by_sample_id {
+  template <class B>
+  static std::size_t entry(const B& b, std::size_t i, std::size_t n) {
+    const std::size_t id = b.ids.at(i);
     if (id >= n)
       throw std::out_of_range("bilevel::learners::sample_weights: sample id " + std::to_string(id) +
                               " has no entry in a weight table of " + std::to_string(n));
     return id;
   }
 };
-
-/// One weight per class.
-struct class_weights {
-  std::size_t classes = 0;
-  static constexpr std::size_t num_inputs = 1;
-  [[nodiscard]] std::size_t input_size(std::size_t) const { return classes; }
-
-  template <tensor_policy P>
-  vector_t<P> gather(input_list<P> in, const classification_batch<P>& b, const vector_t<P>& = {}) const {
-    const auto w = P::to_host(*in[0]);
-    std::vector<scalar_t<P>> c(b.size());
-    for (std::size_t i = 0; i < b.size(); ++i) c[i] = w.at(label(b, i, w.size()));
-    return P::from_host(c);
-  }
-  template <tensor_policy P>
-  vector_t<P> gather_tangent(input_list<P>, const classification_batch<P>& b, const vector_t<P>& losses,
-                             const vector_t<P>& u) const {
-    const vector_t<P>* at[] = {&u};
-    return gather(input_list<P>(at), b, losses);
-  }
-  template <tensor_policy P>
-  vector_t<P> scatter(input_list<P> in, const classification_batch<P>& b, const vector_t<P>&, const vector_t<P>& r) const {
-    std::vector<scalar_t<P>> out(P::size(*in[0]), scalar_t<P>(0));
-    const auto rh = P::to_host(r);
-    for (std::size_t i = 0; i < b.size(); ++i) out[label(b, i, out.size())] += rh[i];
-    return P::from_host(out);
-  }
-
- private:
+struct by_label {
   template <class B>
-  static std::size_t label(const B& b, std::size_t i, std::size_t n) {
+  static std::size_t entry(const B& b, std::size_t i, std::size_t n) {
     const int l = b.labels.at(i);
     if (l < 0 || std::size_t(l) >= n)
       throw std::out_of_range("bilevel::learners::class_weights: sample " + std::to_string(i) + " has label " +
                               std::to_string(l) + " but there are " + std::to_string(n) + " class weights");
     return std::size_t(l);
   }
+};
+}  // namespace detail
+
+/// One weight per sample id in [0, num_samples).
+struct sample_weights : detail::table_weighting<detail::by_sample_id> {
+  std::size_t num_samples = 0;
+  explicit sample_weights(std::size_t n = 0) : num_samples(n) {}
+  [[nodiscard]] std::size_t input_size(std::size_t) const { return num_samples; }
+};
+
+/// One weight per class.
+struct class_weights : detail::table_weighting<detail::by_label> {
+  std::size_t classes = 0;
+  explicit class_weights(std::size_t n = 0) : classes(n) {}
+  [[nodiscard]] std::size_t input_size(std::size_t) const { return classes; }
 };
 
 }  // namespace bilevel::learners
