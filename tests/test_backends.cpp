@@ -35,6 +35,16 @@ TEST_CASE_TEMPLATE("backends: every learner's products against central differenc
   auto w = test::random_vector(20, 2, 0.5);
   for (auto& x : w) x += 1.0;
   test::check_learner_derivatives(weighted_logistic_loss<P>(logistic.train, 0.05), test::random_vector(4, 1), {w}, {});
+  // Softmax regression: one dense layer under cross-entropy, per-class weights.
+  const mlp<P, class_weights> softmax_regression({5, 3}, activation::identity, loss_kind::cross_entropy,
+                                                 class_weights{3});
+  test::check_learner_derivatives(softmax_regression, test::host<P>(softmax_regression.initial_parameters(2)),
+                                  {{0.5, 1.0, 2.0}}, test::random_batch<P>(6, 5, 3, 4), 1e-6);
+  // Linear regression: one dense output under squared error, real-valued targets.
+  const sequential<P> linear_regression({1, 1, 5}, {layer::dense{1}}, loss_kind::squared_error);
+  auto regression = test::random_batch<P>(6, 5, 1, 5);
+  regression.targets = P::matrix_from_host(6, 1, std::vector<typename P::scalar>{0.5, -1.0, 2.0, 0.0, 1.5, -0.5});
+  test::check_learner_derivatives(linear_regression, test::random_vector(6, 3), {}, regression, 1e-6);
   for (auto act : {activation::relu, activation::tanh, activation::sigmoid}) {
     CAPTURE(to_string(act));
     const mlp<P, sample_weights> net({5, 4, 3}, act, loss_kind::cross_entropy, sample_weights{6});
