@@ -9,6 +9,9 @@
 #include <bilevel/bilevel.hpp>
 #include <bilevel/learners/architecture_loss.hpp>
 #include <bilevel/learners/sequential.hpp>
+#include <bilevel/methods/darts.hpp>
+
+#include <numeric>
 
 #include "batches.hpp"
 #include "derivative_checks.hpp"
@@ -98,4 +101,61 @@ TEST_CASE("DARTS through the solver: finite differences against the exact one-st
   CHECK(test::relative_error(exact, reference) <= 1e-6);
   CHECK(test::relative_error(fd, exact) <= 1e-6);
   CHECK(test::relative_error(fd, reference) <= 1e-6);
+}
+
+TEST_CASE("DARTS: a short search lowers the validation loss and derives a plain network") {
+  // Three classes set by the sign of x0·x1, which the network's linear path cannot fit; 300
+  // weight and architecture steps (second order, the default) on 200 training samples.
+  bilevel::data::dataset d;
+  d.rows = 240;
+  d.cols = 4;
+  d.num_classes = 3;
+  const auto x = test::random_vector(240 * 4, 11, 2.0);
+  d.features.assign(x.begin(), x.end());
+  for (std::size_t i = 0; i < 240; ++i) {
+    const double r = x[i * 4] * x[i * 4 + 1];  // a label the linear part alone cannot fit
+    d.labels.push_back(r > 0.5 ? 0 : (r < -0.5 ? 1 : 2));
+    d.ids.push_back(i);
+  }
+  std::vector<std::size_t> tr(200), va(40);
+  std::iota(tr.begin(), tr.end(), std::size_t(0));
+  std::iota(va.begin(), va.end(), std::size_t(200));
+  auto train = std::make_shared<const bilevel::data::dataset>(d.subset(tr));
+  auto val = std::make_shared<const bilevel::data::dataset>(d.subset(va));
+  const auto specs = cell();
+  auto s = bilevel::methods::darts<P>({1, 1, 4}, specs, train, val, {.batch = 20, .validation_batch = 40, .lr = 0.1,
+                                                                      .arch_lr = 3e-2});
+  const sequential<P> net({1, 1, 4}, specs);
+  std::vector<std::size_t> all_val(40);
+  std::iota(all_val.begin(), all_val.end(), std::size_t(0));
+  const auto val_batch = make_batch<P>(*val, all_val);
+  auto val_loss = [&] {
+    const P::vector* in[] = {&s.template level<1>().theta};
+    return net.loss(s.template level<0>().theta, in, val_batch);
+  };
+  const double before = val_loss();
+  const auto alpha0 = test::host<P>(s.template level<1>().theta);
+  s.run(300);
+  const double after = val_loss();
+  MESSAGE("DARTS validation loss " << before << " -> " << after);
+  CHECK(after < before);
+  CHECK(test::relative_error(test::host<P>(s.template level<1>().theta), alpha0) > 0.0);
+  const auto alpha = test::host<P>(s.template level<1>().theta);
+  const auto chosen = bilevel::methods::chosen_operations(specs, alpha);
+  REQUIRE(chosen.size() == 2);
+  CHECK(chosen[0] != 3);  // never the zero operation
+  const sequential<P> derived({1, 1, 4}, bilevel::methods::derive_architecture(specs, alpha));
+  CHECK(derived.arch_size() == 0);  // no mixed operation left
+  CHECK(derived.num_inputs() == 0);
+}
+
+TEST_CASE("DARTS: discretisation keeps the strongest non-zero candidate of each edge") {
+  const auto specs = cell();
+  // edge 1: candidates {dense+relu, dense+tanh, skip, zero}; edge 2: {dense+sigmoid, skip}
+  const std::vector<double> alpha = {0.1, 0.7, 0.2, 5.0, 0.3, 0.9};
+  const auto chosen = bilevel::methods::chosen_operations(specs, alpha);
+  CHECK(chosen == std::vector<std::size_t>{1, 1});  // zero ignored despite the largest α; skip on edge 2
+  const auto derived = bilevel::methods::derive_architecture(specs, alpha);
+  // dense, tanh, [dense, tanh], [skip: nothing], dense
+  CHECK(derived.size() == 5);
 }
