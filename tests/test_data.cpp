@@ -177,8 +177,11 @@ TEST_CASE("batches: every row once per epoch without replacement; ids follow the
   const auto sub = d.subset(rows);
   CHECK(sub.ids == std::vector<std::size_t>{1007, 1002});
   CHECK(sub.features[0] == 7.0f);
-  batch_sampler w(10, 50, 7, true);
+  batch_sampler w(10, 8, 7, true);
   for (auto r : w.next()) CHECK(r < 10);
+  // A validation set smaller than its batch is an error even when drawing with replacement.
+  CHECK_THROWS_WITH_AS(batch_sampler(10, 50, 7, true), doctest::Contains("batch size 50 exceeds the 10 rows"),
+                       std::invalid_argument);
   CHECK_THROWS_WITH_AS(batch_sampler(0, 1, 1), doctest::Contains("empty"), std::invalid_argument);
   CHECK_THROWS_WITH_AS(batch_sampler(5, 8, 1), doctest::Contains("batch size 8 exceeds the 5 rows"), std::invalid_argument);
 }

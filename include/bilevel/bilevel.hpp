@@ -3,7 +3,9 @@
 /// \file
 /// Everything in bilevel that needs no optional dependency (Eigen is the default back end).
 
+#include "bilevel/core/checkpoint.hpp"
 #include "bilevel/core/errors.hpp"
+#include "bilevel/core/failure_policy.hpp"
 #include "bilevel/core/hypergradient_report.hpp"
 #include "bilevel/core/hypergradient_strategy.hpp"
 #include "bilevel/core/learner.hpp"

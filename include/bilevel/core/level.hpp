@@ -89,8 +89,9 @@ class level {
 /// The Level concept: what the solver needs of each stage. bilevel::level satisfies it; a
 /// user type that does (e.g. one that samples batches differently) can be handed to the
 /// solver as well. Requirements: the member types learner_type, optimizer_type, policy,
-/// batch_type and engine_type; the members name, learner, optimizer, engine, theta, state,
-/// reads, steps and second_order; and next_batch().
+/// batch_type, engine_type and sampler_type; the members name, learner, optimizer, sampler,
+/// engine, theta, state, reads, steps and second_order; and next_batch(). Checkpoints save
+/// the sampler when it is a checkpointable_sampler (core/checkpoint.hpp).
 template <class Lv>
 concept level_like = requires(Lv& lv) {
   typename Lv::learner_type;
@@ -98,6 +99,7 @@ concept level_like = requires(Lv& lv) {
   typename Lv::policy;
   typename Lv::batch_type;
   typename Lv::engine_type;
+  typename Lv::sampler_type;
   { lv.name } -> std::convertible_to<std::string>;
   { lv.theta } -> std::convertible_to<vector_t<typename Lv::policy>>;
   { lv.state } -> std::convertible_to<optimizer_state<typename Lv::policy>>;
@@ -107,6 +109,7 @@ concept level_like = requires(Lv& lv) {
   { lv.next_batch() } -> std::convertible_to<typename Lv::batch_type>;
   lv.learner;
   lv.optimizer;
+  lv.sampler;
   lv.engine;
 };
 

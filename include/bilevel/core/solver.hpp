@@ -26,7 +26,9 @@
 #include <algorithm>
 #include <array>
 #include <cstddef>
+#include <filesystem>
 #include <functional>
+#include <optional>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -35,7 +37,9 @@
 #include <utility>
 #include <vector>
 
+#include "bilevel/core/checkpoint.hpp"
 #include "bilevel/core/errors.hpp"
+#include "bilevel/core/failure_policy.hpp"
 #include "bilevel/core/hypergradient_report.hpp"
 #include "bilevel/core/level.hpp"
 
@@ -70,11 +74,15 @@ struct iteration_event {
 struct solver_callbacks {
   std::function<void(const step_event&)> on_step{};
   std::function<bool(const iteration_event&)> on_iteration{};
+  std::function<void(const failure_event&)> on_failure{};  ///< a failure the policy recovered from
 };
 
 struct run_summary {
   std::size_t iterations = 0;
   bool stopped_early = false;
+  std::size_t skipped_steps = 0;        ///< steps dropped by failure_action::skip_step
+  std::size_t rollbacks = 0;            ///< iterations undone by failure_action::roll_back
+  std::size_t checkpoints_written = 0;  ///< by checkpoint_every
 };
 
 template <class... Levels>
@@ -117,9 +125,16 @@ class solver {
   /// Runs `iterations` outer iterations (or until on_iteration returns false).
   run_summary run(std::size_t iterations, const solver_callbacks& callbacks = {}) {
     run_summary summary;
+    const auto skipped0 = skipped_steps_, rollbacks0 = rollbacks_;
     for (std::size_t it = 0; it < iterations; ++it) {
       iterate(callbacks);
       summary.iterations = it + 1;
+      summary.skipped_steps = skipped_steps_ - skipped0;
+      summary.rollbacks = rollbacks_ - rollbacks0;
+      if (checkpoint_every_ > 0 && iteration_ % checkpoint_every_ == 0) {
+        save_checkpoint(checkpoint_path_);
+        ++summary.checkpoints_written;
+      }
       if (callbacks.on_iteration && !callbacks.on_iteration({iteration_ - 1, iterations})) {
         summary.stopped_early = summary.iterations < iterations;
         break;
@@ -130,12 +145,138 @@ class solver {
 
   /// One outer iteration: every level's block, lowest first.
   void iterate(const solver_callbacks& callbacks = {}) {
-    for (std::size_t j = 0; j < N; ++j) step_level(j, callbacks);
+    const bool may_roll_back = policy_.non_finite == failure_action::roll_back ||
+                               policy_.unconverged_solve == failure_action::roll_back;
+    std::vector<std::pair<vector, optimizer_state<P>>> snapshot;
+    if (may_roll_back)
+      for (std::size_t j = 0; j < N; ++j) visit(j, [&](auto& lv) { snapshot.emplace_back(lv.theta, lv.state); });
+    try {
+      for (std::size_t j = 0; j < N; ++j) step_level(j, callbacks);
+    } catch (const numerical_error& e) {
+      if (action_for(e) != failure_action::roll_back) throw;
+      for (std::size_t j = 0; j < N; ++j)
+        visit(j, [&](auto& lv) {
+          P::copy(snapshot[j].first, lv.theta);
+          lv.state = snapshot[j].second;
+        });
+      ++rollbacks_;
+      recovered(e, failure_action::roll_back, callbacks);
+    }
     ++iteration_;
+  }
+
+  /// What to do when a step fails numerically (see core/failure_policy.hpp). Default: stop
+  /// on NaN/Inf, accept unconverged solves (their reports say so).
+  solver& on_failure(const failure_policy& policy) {
+    if (policy.non_finite == failure_action::accept)
+      throw std::invalid_argument("bilevel::solver: a NaN/Inf step cannot be accepted; choose stop, skip_step or roll_back");
+    policy_ = policy;
+    return *this;
+  }
+  [[nodiscard]] const failure_policy& failure_handling() const { return policy_; }
+
+  /// Saves the whole solver state after every `iterations` outer iterations of run() to
+  /// `path` (atomically: the previous file survives a crash mid-write). 0 turns it off.
+  solver& checkpoint_every(std::size_t iterations, std::filesystem::path path) {
+    if (iterations > 0 && path.empty()) throw std::invalid_argument("bilevel::solver: checkpoint path is empty");
+    checkpoint_every_ = iterations;
+    checkpoint_path_ = std::move(path);
+    return *this;
+  }
+
+  /// Saves every level's parameters and optimizer state, the samplers' generators and
+  /// positions, and the iteration counter. Resuming from it with load_checkpoint continues
+  /// bit-identically to a run that was never interrupted (same build, same back end).
+  void save_checkpoint(const std::filesystem::path& path) const {
+    checkpoint_writer w;
+    w.text("bilevel::solver");
+    w.u64(N);
+    w.u64(iteration_);
+    for (std::size_t j = 0; j < N; ++j)
+      visit(j, [&](const auto& lv) {
+        w.text(lv.name);
+        const auto theta = P::to_host(lv.theta);
+        w.values(std::span<const scalar_t<P>>(theta));
+        w.u64(lv.state.step);
+        w.u64(lv.state.buffers.size());
+        for (const auto& b : lv.state.buffers) {
+          const auto host = P::to_host(b);
+          w.values(std::span<const scalar_t<P>>(host));
+        }
+      });
+    // Samplers last, in level order, as load_checkpoint reads them.
+    for (std::size_t j = 0; j < N; ++j)
+      visit(j, [&](const auto& lv) {
+        using S = typename std::remove_cvref_t<decltype(lv)>::sampler_type;
+        if constexpr (checkpointable_sampler<S>) {
+          lv.sampler.save_state(w);
+        } else {
+          static_assert(std::is_empty_v<S>,
+                        "bilevel::solver::save_checkpoint: a level's sampler has state but no "
+                        "`save_state(checkpoint_writer&) const` / `load_state(checkpoint_reader&)`, so a resumed "
+                        "run could not draw the same batches (see bilevel/core/checkpoint.hpp)");
+        }
+      });
+    write_checkpoint_file(path, w.bytes(), sizeof(scalar_t<P>));
+  }
+
+  /// Restores what save_checkpoint wrote. The file is checked in full (magic, version, scalar
+  /// type, checksum, level names, parameter and buffer sizes, sampler shapes) before anything
+  /// changes: on checkpoint_error the solver is exactly as it was.
+  void load_checkpoint(const std::filesystem::path& path) {
+    const std::string payload = read_checkpoint_file(path, sizeof(scalar_t<P>));
+    checkpoint_reader r(payload);
+    const std::string where = "checkpoint '" + path.string() + "'";
+    if (r.text("kind") != "bilevel::solver") throw checkpoint_error("bilevel: " + where + " was not written by a solver");
+    if (const auto n = r.u64("level count"); n != N)
+      throw checkpoint_error("bilevel: " + where + " has " + std::to_string(n) + " levels, this solver " + std::to_string(N));
+    const std::size_t iteration = r.u64("iteration");
+    std::vector<vector> thetas(N);
+    std::vector<optimizer_state<P>> states(N);
+    auto samplers = std::apply([](const auto&... lv) { return std::make_tuple(lv.sampler...); }, levels_);
+    for (std::size_t j = 0; j < N; ++j)
+      visit(j, [&](auto& lv) {
+        const std::string name = r.text("level name");
+        if (name != lv.name)
+          throw checkpoint_error("bilevel: " + where + " level " + std::to_string(j) + " is '" + name +
+                                 "', this solver's is '" + lv.name + "'");
+        const auto theta = r.template values<scalar_t<P>>("parameters");
+        if (theta.size() != P::size(lv.theta))
+          throw checkpoint_error("bilevel: " + where + " level '" + name + "' has " + std::to_string(theta.size()) +
+                                 " parameters, this solver's has " + std::to_string(P::size(lv.theta)));
+        thetas[j] = P::from_host(theta);
+        states[j].step = r.u64("optimizer step");
+        const auto buffers = r.u64("optimizer buffer count");
+        if (buffers != lv.state.buffers.size())
+          throw checkpoint_error("bilevel: " + where + " level '" + name + "' has " + std::to_string(buffers) +
+                                 " optimizer buffers, this solver's optimizer has " +
+                                 std::to_string(lv.state.buffers.size()) + " (another optimizer?)");
+        for (std::size_t b = 0; b < buffers; ++b) {
+          const auto host = r.template values<scalar_t<P>>("optimizer buffer");
+          if (host.size() != P::size(lv.state.buffers[b]))
+            throw checkpoint_error("bilevel: " + where + " level '" + name + "' optimizer buffer " + std::to_string(b) +
+                                   " has the wrong size");
+          states[j].buffers.push_back(P::from_host(host));
+        }
+      });
+    load_samplers(r, samplers, std::make_index_sequence<N>{});
+    if (!r.at_end()) throw checkpoint_error("bilevel: " + where + " has trailing data (written by another solver?)");
+    // Everything parsed and checked: commit (nothing below throws).
+    for (std::size_t j = 0; j < N; ++j)
+      visit(j, [&](auto& lv) {
+        lv.theta = std::move(thetas[j]);
+        lv.state = std::move(states[j]);
+      });
+    [&]<std::size_t... I>(std::index_sequence<I...>) {
+      (commit_sampler(std::get<I>(levels_).sampler, std::get<I>(samplers)), ...);
+    }(std::make_index_sequence<N>{});
+    iteration_ = iteration;
   }
 
   /// Level j's block of steps (its `steps` optimizer steps).
   void step_level(std::size_t j, const solver_callbacks& callbacks = {}) {
+    const bool may_skip = policy_.non_finite == failure_action::skip_step ||
+                          policy_.unconverged_solve == failure_action::skip_step;
     visit(j, [&](auto& lv) {
       const auto in_ptrs = current_inputs(lv);
       const input_list<P> in(in_ptrs);
@@ -143,18 +284,36 @@ class solver {
       for (std::size_t t = 0; t < lv.steps; ++t) {
         const auto batch = lv.next_batch();
         hypergradient_result<P> hg;
-        if (plan_[j].below.empty()) {
-          hg.loss = lv.learner.gradient(lv.theta, in, batch, hg.gradient);
-        } else {
-          hg = hypergradient(j, batch);
+        try {
+          if (plan_[j].below.empty()) {
+            hg.loss = lv.learner.gradient(lv.theta, in, batch, hg.gradient);
+          } else {
+            hg = hypergradient(j, batch, t);
+          }
+          require_finite(j, t, hg);
+          require_converged(j, t, hg);
+          if (may_skip) {
+            // Take the step on copies, so a failure leaves the level (and its engine's
+            // record of steps) as if the step had never been tried.
+            vector theta = lv.theta;
+            auto state = lv.state;
+            lv.optimizer.step(theta, state, hg.gradient);
+            require_finite_parameters(j, t, theta);
+            lv.engine.on_step(lv, in, batch, hg.gradient);
+            lv.theta = std::move(theta);
+            lv.state = std::move(state);
+          } else {
+            lv.engine.on_step(lv, in, batch, hg.gradient);
+            lv.optimizer.step(lv.theta, lv.state, hg.gradient);
+            require_finite_parameters(j, t, lv.theta);
+          }
+        } catch (const numerical_error& e) {
+          if (action_for(e) != failure_action::skip_step) throw;
+          ++skipped_steps_;
+          recovered(e, failure_action::skip_step, callbacks);
+          continue;
         }
-        require_finite(j, hg, "gradient");
-        lv.engine.on_step(lv, in, batch, hg.gradient);
-        lv.optimizer.step(lv.theta, lv.state, hg.gradient);
-        if (!P::all_finite(lv.theta))
-          throw numerical_error("bilevel: level '" + lv.name + "' parameters became NaN/Inf at outer iteration " +
-                                    std::to_string(iteration_) + ", step " + std::to_string(t) +
-                                    " (learning rate too large?)", j, iteration_);
+        consecutive_failures_[j] = 0;
         if (callbacks.on_step)
           callbacks.on_step({iteration_, j, lv.name, t, hg.loss, P::norm(hg.gradient), hg.reports});
       }
@@ -165,11 +324,14 @@ class solver {
   /// the responses of the levels below it, on a fresh batch of level j's data.
   hypergradient_result<P> hypergradient(std::size_t j) {
     hypergradient_result<P> result;
-    visit(j, [&](auto& lv) { result = hypergradient(j, lv.next_batch()); });
+    visit(j, [&](auto& lv) { result = hypergradient(j, lv.next_batch(), numerical_error::no_step); });
     return result;
   }
 
   [[nodiscard]] std::size_t iteration() const { return iteration_; }
+  /// Steps skipped and iterations rolled back by the failure policy, over the solver's life.
+  [[nodiscard]] std::size_t skipped_steps() const { return skipped_steps_; }
+  [[nodiscard]] std::size_t rollbacks() const { return rollbacks_; }
 
  private:
   struct plan {
@@ -179,7 +341,7 @@ class solver {
   };
 
   template <class Batch>
-  hypergradient_result<P> hypergradient(std::size_t j, const Batch& batch_j) {
+  hypergradient_result<P> hypergradient(std::size_t j, const Batch& batch_j, std::size_t step) {
     const plan& pl = plan_[j];
     hypergradient_result<P> result;
     result.approximated = pl.cut_cycle;
@@ -197,6 +359,10 @@ class solver {
       const std::size_t i = *it;
       inputs[i] = input_ptrs(i);
       visit(i, [&](auto& lv) { response[i] = &lv.engine.response(lv, input_list<P>(inputs[i])); });
+      if (!P::all_finite(*response[i]))
+        throw numerical_error("bilevel: level '" + name_of(i) + "''s response has NaN/Inf (computing the hypergradient of '" +
+                                  name_of(j) + "' at outer iteration " + std::to_string(iteration_) + where(step) + ")",
+                              i, iteration_, step);
     }
     // Level j's own objective at those responses.
     std::vector<vector> adjoint(N);
@@ -246,15 +412,54 @@ class solver {
     else P::axpy(scalar_t<P>(1), v, into);
   }
 
-  void require_finite(std::size_t j, const hypergradient_result<P>& hg, const char* what) const {
+  static std::string where(std::size_t step) {
+    return step == numerical_error::no_step ? std::string() : ", step " + std::to_string(step);
+  }
+
+  void require_finite(std::size_t j, std::size_t step, const hypergradient_result<P>& hg) const {
     const bool loss_ok = hg.loss == hg.loss && hg.loss - hg.loss == 0.0;
     if (loss_ok && P::all_finite(hg.gradient)) return;
-    std::string detail = loss_ok ? std::string(what) + " has NaN/Inf" : "loss is " + std::to_string(hg.loss);
+    const std::string kind = plan_[j].below.empty() ? "gradient" : "hypergradient";
+    std::string detail = loss_ok ? kind + " has NaN/Inf" : "loss is " + std::to_string(hg.loss);
     std::string strategies;
     for (const auto& r : hg.reports) strategies += std::string(strategies.empty() ? "" : ", ") + std::string(r.strategy);
     throw numerical_error("bilevel: level '" + name_of(j) + "' at outer iteration " + std::to_string(iteration_) +
-                              ": " + detail + (strategies.empty() ? "" : " (strategies: " + strategies + ")"),
-                          j, iteration_);
+                              where(step) + ": " + detail + (strategies.empty() ? "" : " (strategies: " + strategies + ")"),
+                          j, iteration_, step);
+  }
+
+  void require_finite_parameters(std::size_t j, std::size_t step, const vector& theta) const {
+    if (P::all_finite(theta)) return;
+    throw numerical_error("bilevel: level '" + name_of(j) + "' parameters became NaN/Inf at outer iteration " +
+                              std::to_string(iteration_) + where(step) + " (learning rate too large?)",
+                          j, iteration_, step);
+  }
+
+  /// Unconverged solves are errors only when the policy says so; otherwise the report carries it.
+  void require_converged(std::size_t j, std::size_t step, const hypergradient_result<P>& hg) const {
+    if (policy_.unconverged_solve == failure_action::accept) return;
+    for (const auto& r : hg.reports) {
+      if (r.converged) continue;
+      throw convergence_error("bilevel: level '" + name_of(j) + "' at outer iteration " + std::to_string(iteration_) +
+                                  where(step) + ": the " + std::string(r.strategy) + " solve for level '" +
+                                  name_of(r.level) + "' did not converge: relative residual " +
+                                  std::to_string(r.residual) + " after " + std::to_string(r.iterations) + " iterations",
+                              j, iteration_, step, r.residual);
+    }
+  }
+
+  [[nodiscard]] failure_action action_for(const numerical_error& e) const {
+    return dynamic_cast<const convergence_error*>(&e) ? policy_.unconverged_solve : policy_.non_finite;
+  }
+
+  /// Counts a recovered failure, tells the callback, and gives up after too many in a row.
+  void recovered(const numerical_error& e, failure_action action, const solver_callbacks& callbacks) {
+    const std::size_t in_a_row = ++consecutive_failures_[e.level() < N ? e.level() : 0];
+    if (in_a_row > policy_.max_consecutive_failures)
+      throw numerical_error("bilevel: giving up after " + std::to_string(in_a_row) +
+                                " consecutive failures of level '" + name_of(e.level()) + "'; the last: " + e.what(),
+                            e.level(), e.iteration(), e.step());
+    if (callbacks.on_failure) callbacks.on_failure({e.iteration(), e.level(), e.step(), e.what(), action});
   }
 
   /// Learners that declare their inputs get their wiring checked here, once.
@@ -354,9 +559,27 @@ class solver {
     return ptrs;
   }
 
+  template <class Samplers, std::size_t... I>
+  static void load_samplers(checkpoint_reader& r, Samplers& samplers, std::index_sequence<I...>) {
+    (load_sampler(r, std::get<I>(samplers)), ...);
+  }
+  template <class S>
+  static void load_sampler(checkpoint_reader& r, S& s) {
+    if constexpr (checkpointable_sampler<S>) s.load_state(r);
+  }
+  template <class S>
+  static void commit_sampler(S& into, S& loaded) {
+    if constexpr (checkpointable_sampler<S>) into = std::move(loaded);
+  }
+
   std::tuple<Levels...> levels_;
   std::array<plan, N> plan_{};
   std::size_t iteration_ = 0;
+  failure_policy policy_{};
+  std::array<std::size_t, N> consecutive_failures_{};  ///< per level, reset by a good step
+  std::size_t skipped_steps_ = 0, rollbacks_ = 0;
+  std::size_t checkpoint_every_ = 0;
+  std::filesystem::path checkpoint_path_{};
 };
 
 }  // namespace bilevel

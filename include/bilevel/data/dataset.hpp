@@ -7,14 +7,18 @@
 /// batches, so that per-sample upper variables (a weight table keyed by sample id, as LFM's
 /// data-reweighting form needs) follow the sample, not its position in a batch.
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <numeric>
+#include <sstream>
 #include <random>
 #include <span>
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include "bilevel/core/checkpoint.hpp"
 
 namespace bilevel::data {
 
@@ -32,6 +36,13 @@ struct dataset {
     if (labels.size() != rows || ids.size() != rows)
       throw std::invalid_argument("bilevel::data: " + what + " has " + std::to_string(labels.size()) + " labels and " +
                                   std::to_string(ids.size()) + " ids for " + std::to_string(rows) + " rows");
+    if (rows == 0) throw std::invalid_argument("bilevel::data: " + what + " is empty");
+    if (num_classes == 0) throw std::invalid_argument("bilevel::data: " + what + " has no classes");
+    for (std::size_t i = 0; i < features.size(); ++i)
+      if (!std::isfinite(features[i]))
+        throw std::invalid_argument("bilevel::data: " + what + " row " + std::to_string(i / cols) + " column " +
+                                    std::to_string(i % cols) + " is " + std::to_string(features[i]) +
+                                    " (NaN/Inf in the inputs)");
     for (std::size_t i = 0; i < rows; ++i)
       if (labels[i] < 0 || std::size_t(labels[i]) >= num_classes)
         throw std::invalid_argument("bilevel::data: " + what + " row " + std::to_string(i) + " has label " +
@@ -102,9 +113,12 @@ class batch_sampler {
       : rows_(rows), batch_(batch_size), replacement_(with_replacement), drop_last_(drop_last), gen_(seed) {
     if (rows == 0) throw std::invalid_argument("bilevel::data::batch_sampler: the data set is empty");
     if (batch_size == 0) throw std::invalid_argument("bilevel::data::batch_sampler: batch size must be >= 1");
-    if (!with_replacement && drop_last && batch_size > rows)
+    // A batch larger than its data set is a configuration error in every mode: with
+    // replacement it would repeat rows within one batch (a validation set smaller than its
+    // batch), without it the batch would silently shrink.
+    if (batch_size > rows)
       throw std::invalid_argument("bilevel::data::batch_sampler: batch size " + std::to_string(batch_size) +
-                                  " exceeds the " + std::to_string(rows) + " rows available");
+                                  " exceeds the " + std::to_string(rows) + " rows of its data set");
     order_.resize(rows);
     std::iota(order_.begin(), order_.end(), std::size_t(0));
     position_ = rows;  // start a new epoch on the first call
@@ -134,6 +148,42 @@ class batch_sampler {
   }
   /// Completed-or-started epochs (without replacement).
   [[nodiscard]] std::size_t epoch() const { return epoch_; }
+
+  /// Saves the generator and the place in the current epoch (core/checkpoint.hpp).
+  void save_state(checkpoint_writer& w) const {
+    w.u64(rows_);
+    w.u64(batch_);
+    w.u64((replacement_ ? 1u : 0u) | (drop_last_ ? 2u : 0u));
+    std::ostringstream gen;
+    gen << gen_;
+    w.text(gen.str());
+    w.values(std::span<const std::size_t>(order_));
+    w.u64(position_);
+    w.u64(epoch_);
+  }
+  /// Restores what save_state wrote; a sampler of another shape is rejected, unchanged.
+  void load_state(checkpoint_reader& r) {
+    const auto rows = r.u64("sampler rows"), batch = r.u64("sampler batch"), flags = r.u64("sampler flags");
+    const std::uint64_t mine = (replacement_ ? 1u : 0u) | (drop_last_ ? 2u : 0u);
+    if (rows != rows_ || batch != batch_ || flags != mine)
+      throw checkpoint_error("bilevel: checkpoint sampler draws batches of " + std::to_string(batch) + " from " +
+                             std::to_string(rows) + " rows, this one " + std::to_string(batch_) + " from " +
+                             std::to_string(rows_) + (flags != mine ? " (and other replacement settings)" : ""));
+    std::istringstream text(r.text("sampler generator"));
+    std::mt19937_64 gen;
+    text >> gen;
+    if (text.fail()) throw checkpoint_error("bilevel: checkpoint sampler generator state is corrupted");
+    auto order = r.values<std::size_t>("sampler order");
+    const auto position = r.u64("sampler position"), epoch = r.u64("sampler epoch");
+    if (order.size() != rows_ || position > rows_)
+      throw checkpoint_error("bilevel: checkpoint sampler permutation is corrupted");
+    for (std::size_t i : order)
+      if (i >= rows_) throw checkpoint_error("bilevel: checkpoint sampler permutation is corrupted");
+    gen_ = gen;
+    order_ = std::move(order);
+    position_ = position;
+    epoch_ = epoch;
+  }
 
  private:
   std::size_t rows_, batch_;

@@ -60,15 +60,23 @@ class dataset_batches {
  public:
   dataset_batches(std::shared_ptr<const data::dataset> d, std::size_t batch_size, std::uint64_t seed,
                   bool with_replacement = false)
-      : data_(std::move(d)), sampler_(data_ ? data_->rows : 0, batch_size, seed, with_replacement) {}
+      : data_(checked(std::move(d))), sampler_(data_->rows, batch_size, seed, with_replacement) {}
   classification_batch<P> operator()() {
     const auto rows = sampler_.next();
     return make_batch<P>(*data_, rows);
   }
   [[nodiscard]] std::size_t batches_per_epoch() const { return sampler_.batches_per_epoch(); }
   [[nodiscard]] const data::dataset& data() const { return *data_; }
+  void save_state(checkpoint_writer& w) const { sampler_.save_state(w); }
+  void load_state(checkpoint_reader& r) { sampler_.load_state(r); }
 
  private:
+  static std::shared_ptr<const data::dataset> checked(std::shared_ptr<const data::dataset> d) {
+    if (!d) throw std::invalid_argument("bilevel::learners::dataset_batches: no data set (null pointer)");
+    d->validate("the data set of a batch sampler");
+    return d;
+  }
+
   std::shared_ptr<const data::dataset> data_;
   data::batch_sampler sampler_;
 };

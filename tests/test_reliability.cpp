@@ -1,0 +1,292 @@
+// SPDX-License-Identifier: MIT
+// Reliability: checkpoints that resume bit-identically and reject bad files without touching
+// the solver, determinism under a seed, and the failure policies (stop, skip, roll back) on
+// injected NaNs and unconverged solves.
+#include <doctest/doctest.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <memory>
+#include <random>
+#include <set>
+#include <unistd.h>
+#include <string>
+#include <vector>
+
+#include <bilevel/bilevel.hpp>
+#include <bilevel/methods/meta_weight_net.hpp>
+#include <bilevel/problems/ridge.hpp>
+
+#include "support.hpp"
+
+namespace {
+
+using P = test::P64;
+namespace hg = bilevel::hypergrad;
+using sgd = bilevel::optim::sgd<P>;
+
+/// A small noisy classification set: 8 features, 3 classes, labels from a random linear map.
+std::shared_ptr<const bilevel::data::dataset> toy_classes(std::size_t rows, std::uint64_t seed) {
+  std::mt19937_64 gen(seed);
+  std::normal_distribution<float> normal;
+  bilevel::data::dataset d;
+  d.rows = rows;
+  d.cols = 8;
+  d.num_classes = 3;
+  for (std::size_t r = 0; r < rows; ++r) {
+    float score[3] = {0, 0, 0};
+    for (std::size_t c = 0; c < d.cols; ++c) {
+      const float x = normal(gen);
+      d.features.push_back(x);
+      for (int k = 0; k < 3; ++k) score[k] += x * float((c * 7 + std::size_t(k) * 3) % 5) - 2.0f * float(k == 0);
+    }
+    d.labels.push_back(int(std::max_element(score, score + 3) - score));
+    d.ids.push_back(r);
+  }
+  return std::make_shared<const bilevel::data::dataset>(std::move(d));
+}
+
+const auto train_set = toy_classes(200, 1);
+const auto validation_set = toy_classes(30, 2);
+
+auto small_mwn(std::uint64_t seed = 3, std::vector<std::size_t> widths = {8, 6, 3}) {
+  return bilevel::methods::meta_weight_net<P>(
+      train_set, validation_set,
+      {.widths = std::move(widths), .batch = 10, .validation_batch = 10, .lr = 0.05, .hidden = 5, .seed = seed});
+}
+
+template <class Solver>
+std::vector<std::vector<double>> everything(const Solver& s) {
+  const auto& a = s.template level<0>();
+  const auto& b = s.template level<1>();
+  std::vector<std::vector<double>> out = {test::host<P>(a.theta), test::host<P>(b.theta)};
+  for (const auto& buf : a.state.buffers) out.push_back(test::host<P>(buf));
+  for (const auto& buf : b.state.buffers) out.push_back(test::host<P>(buf));
+  out.push_back({double(a.state.step), double(b.state.step), double(s.iteration())});
+  return out;
+}
+
+std::filesystem::path temp_file(const std::string& name) {
+  return std::filesystem::temp_directory_path() / ("bilevel_test_" + std::to_string(::getpid()) + "_" + name);
+}
+
+/// SGD that writes a NaN into θ on the calls listed (counting from 0), to inject failures.
+struct flaky_sgd {
+  using policy = P;
+  sgd inner;
+  std::shared_ptr<std::size_t> calls = std::make_shared<std::size_t>(0);
+  std::set<std::size_t> fail_at;
+  bilevel::optimizer_state<P> init(const P::vector& theta) const { return inner.init(theta); }
+  void step(P::vector& theta, bilevel::optimizer_state<P>& state, const P::vector& g) const {
+    inner.step(theta, state, g);
+    if (fail_at.count((*calls)++)) theta[0] = std::numeric_limits<double>::quiet_NaN();
+  }
+};
+
+constexpr std::size_t d = 6;
+const auto ridge = bilevel::problems::ridge_problem<P>::synthetic(30, 30, d, 2, 0.5, 5);
+
+template <class Strategy = hg::implicit_cg>
+auto ridge_with_flaky_outer(std::set<std::size_t> fail_at, Strategy cg = {}) {
+  auto inner = bilevel::make_level("theta", bilevel::problems::ridge_training_loss<P>(ridge.train), sgd{.lr = 0.1},
+                                   cg, P::zeros(d))
+                   .reading({1})
+                   .steps_per_iteration(5);
+  auto outer = bilevel::make_level("lambda", bilevel::problems::validation_least_squares<P>(ridge.validation, d),
+                                   flaky_sgd{sgd{.lr = 1.0}, std::make_shared<std::size_t>(0), std::move(fail_at)},
+                                   hg::first_order{}, P::zeros(d))
+                   .reading({0});
+  return bilevel::solver(std::move(inner), std::move(outer));
+}
+
+}  // namespace
+
+TEST_CASE("determinism: the same seed gives bit-identical runs, another seed does not") {
+  auto a = small_mwn(), b = small_mwn(), c = small_mwn(4);
+  a.run(6);
+  b.run(6);
+  c.run(6);
+  CHECK(everything(a) == everything(b));
+  CHECK(everything(a) != everything(c));
+}
+
+TEST_CASE("checkpoint: a resumed run continues bit-identically to one never interrupted") {
+  const auto path = temp_file("resume.ckpt");
+  auto uninterrupted = small_mwn();
+  uninterrupted.run(9);
+
+  auto first = small_mwn();
+  first.run(4);
+  first.save_checkpoint(path);
+  CHECK_FALSE(std::filesystem::exists(path.string() + ".tmp"));  // renamed into place
+  first.run(2);  // the first process goes on a little, then "crashes"
+
+  auto resumed = small_mwn();  // a fresh process builds the same solver and loads
+  resumed.load_checkpoint(path);
+  CHECK(resumed.iteration() == 4);
+  resumed.run(5);
+  CHECK(everything(resumed) == everything(uninterrupted));
+  std::filesystem::remove(path);
+}
+
+TEST_CASE("checkpoint: checkpoint_every writes during run() and the file resumes") {
+  const auto path = temp_file("every.ckpt");
+  auto s = small_mwn();
+  const auto summary = s.checkpoint_every(3, path).run(7);
+  CHECK(summary.checkpoints_written == 2);  // after iterations 3 and 6
+  auto resumed = small_mwn();
+  resumed.load_checkpoint(path);
+  CHECK(resumed.iteration() == 6);
+  resumed.run(1);
+  CHECK(everything(resumed) == everything(s));
+  std::filesystem::remove(path);
+}
+
+TEST_CASE("checkpoint: corrupted, truncated, foreign or mismatched files are rejected and nothing is loaded") {
+  const auto path = temp_file("bad.ckpt");
+  auto s = small_mwn();
+  s.run(2);
+  s.save_checkpoint(path);
+  std::string bytes;
+  {
+    std::ifstream in(path, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  auto write = [&](const std::string& b) {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out.write(b.data(), std::streamsize(b.size()));
+  };
+  auto target = small_mwn(9);
+  target.run(1);
+  const auto before = everything(target);
+  auto rejects = [&](const std::string& message) {
+    CHECK_THROWS_WITH_AS(target.load_checkpoint(path), doctest::Contains(message.c_str()), bilevel::checkpoint_error);
+    CHECK(everything(target) == before);  // never half-loaded
+  };
+
+  std::string flipped = bytes;
+  flipped[flipped.size() / 2] = char(flipped[flipped.size() / 2] ^ 0x10);
+  write(flipped);
+  rejects("checksum mismatch");
+
+  write(bytes.substr(0, bytes.size() - 100));
+  rejects("truncated");
+
+  std::string magic = bytes;
+  magic[0] = 'X';
+  write(magic);
+  rejects("not a bilevel checkpoint");
+
+  std::filesystem::remove(path);
+  rejects("cannot open");
+
+  // A solver of another shape (a wider hidden layer) reads a well-formed file and refuses it.
+  auto wider = small_mwn(3, {8, 7, 3});
+  wider.save_checkpoint(path);
+  rejects("level 'classifier' has 87 parameters, this solver's has 75");
+
+  // Another scalar type.
+  auto single = bilevel::methods::meta_weight_net<test::P32>(train_set, validation_set,
+                                                            {.widths = {8, 6, 3}, .batch = 10, .validation_batch = 10, .hidden = 5});
+  single.save_checkpoint(path);
+  rejects("4-byte scalars, this solver uses 8-byte scalars");
+  std::filesystem::remove(path);
+}
+
+TEST_CASE("failure policy: stop (the default) names level, iteration and step") {
+  auto s = ridge_with_flaky_outer({2});
+  try {
+    s.run(5);
+    FAIL("expected bilevel::numerical_error");
+  } catch (const bilevel::numerical_error& e) {
+    CHECK(std::string(e.what()).find("level 'lambda' parameters became NaN/Inf at outer iteration 2, step 0") !=
+          std::string::npos);
+    CHECK(e.level() == 1);
+    CHECK(e.iteration() == 2);
+    CHECK(e.step() == 0);
+  }
+}
+
+TEST_CASE("failure policy: skip_step drops the failing step and goes on") {
+  auto s = ridge_with_flaky_outer({1, 3});
+  s.on_failure({.non_finite = bilevel::failure_action::skip_step});
+  std::vector<bilevel::failure_event> events;
+  std::vector<std::vector<double>> lambda_after;
+  const auto summary = s.run(5, {.on_iteration = [&](const bilevel::iteration_event&) {
+                                   lambda_after.push_back(test::host<P>(s.level<1>().theta));
+                                   return true;
+                                 },
+                                 .on_failure = [&](const bilevel::failure_event& e) { events.push_back(e); }});
+  CHECK(summary.iterations == 5);
+  CHECK(summary.skipped_steps == 2);
+  REQUIRE(events.size() == 2);
+  CHECK(events[0].level == 1);
+  CHECK(events[0].iteration == 1);
+  CHECK(events[1].iteration == 3);
+  CHECK(events[0].action == bilevel::failure_action::skip_step);
+  CHECK(P::all_finite(s.level<1>().theta));
+  // The skipped iterations left λ exactly where the previous one put it; the others moved it.
+  CHECK(lambda_after[1] == lambda_after[0]);
+  CHECK(lambda_after[2] != lambda_after[1]);
+  CHECK(lambda_after[3] == lambda_after[2]);
+}
+
+TEST_CASE("failure policy: roll_back restores every level to the start of the failing iteration") {
+  auto s = ridge_with_flaky_outer({1});
+  s.on_failure({.non_finite = bilevel::failure_action::roll_back});
+  std::vector<std::vector<std::vector<double>>> after;
+  const auto summary = s.run(3, {.on_iteration = [&](const bilevel::iteration_event&) {
+    after.push_back({test::host<P>(s.level<0>().theta), test::host<P>(s.level<1>().theta)});
+    return true;
+  }});
+  CHECK(summary.rollbacks == 1);
+  CHECK(after[1] == after[0]);  // θ took 5 good steps in iteration 1, then was rolled back with λ
+  CHECK(after[2] != after[1]);
+}
+
+TEST_CASE("failure policy: recovery gives up after too many failures in a row") {
+  auto s = ridge_with_flaky_outer({0, 1, 2, 3, 4, 5});
+  s.on_failure({.non_finite = bilevel::failure_action::skip_step, .max_consecutive_failures = 3});
+  CHECK_THROWS_WITH_AS(s.run(10), doctest::Contains("giving up after 4 consecutive failures"), bilevel::numerical_error);
+  CHECK_THROWS_WITH_AS(s.on_failure({.non_finite = bilevel::failure_action::accept}),
+                       doctest::Contains("cannot be accepted"), std::invalid_argument);
+}
+
+TEST_CASE("failure policy: an unconverged CG solve is reported with its residual, or stops the run") {
+  // One CG iteration cannot solve a 6-dimensional system to 1e-10.
+  const hg::implicit_cg one_step{.max_iterations = 1};
+  auto accepting = ridge_with_flaky_outer({}, one_step);
+  bool saw_unconverged = false;
+  accepting.run(2, {.on_step = [&](const bilevel::step_event& e) {
+    for (const auto& r : e.reports) saw_unconverged |= !r.converged && r.residual > 1e-6;
+  }});
+  CHECK(saw_unconverged);
+
+  auto strict = ridge_with_flaky_outer({}, one_step);
+  strict.on_failure({.unconverged_solve = bilevel::failure_action::stop});
+  try {
+    strict.run(2);
+    FAIL("expected bilevel::convergence_error");
+  } catch (const bilevel::convergence_error& e) {
+    CHECK(std::string(e.what()).find("the implicit_cg solve for level 'theta' did not converge: relative residual") !=
+          std::string::npos);
+    CHECK(e.residual() > 1e-6);
+    CHECK(e.level() == 1);
+  }
+}
+
+TEST_CASE("bad input: data sets with NaN, bad labels or no rows are named before training") {
+  bilevel::data::dataset bad = *train_set;
+  bad.features[8 * 5 + 2] = std::numeric_limits<float>::quiet_NaN();
+  CHECK_THROWS_WITH_AS(bad.validate("train"), doctest::Contains("train row 5 column 2 is nan"), std::invalid_argument);
+  auto shared_bad = std::make_shared<const bilevel::data::dataset>(bad);
+  CHECK_THROWS_WITH_AS(bilevel::learners::dataset_batches<P>(shared_bad, 10, 1), doctest::Contains("NaN/Inf in the inputs"),
+                       std::invalid_argument);
+  bilevel::data::dataset empty;
+  empty.num_classes = 3;
+  CHECK_THROWS_WITH_AS(empty.validate("validation"), doctest::Contains("validation is empty"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(bilevel::methods::meta_weight_net<P>(train_set, validation_set, {.widths = {8, 6, 3}, .validation_batch = 100}),
+                       doctest::Contains("batch size 100 exceeds the 30 rows"), std::invalid_argument);
+}
