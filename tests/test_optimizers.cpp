@@ -159,7 +159,7 @@ TEST_CASE("optimizers refuse nonsensical settings by name") {
   using sgd = bilevel::optim::sgd<P>;
   using adam = bilevel::optim::adam<P>;
   const V theta = V::Zero(1);
-  CHECK_THROWS_WITH_AS(sgd{.lr = 0.0}.init(theta), doctest::Contains("learning rate must be > 0"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(sgd{.lr = 0.0}.init(theta), doctest::Contains("learning rate must be finite and > 0"), std::invalid_argument);
   CHECK_THROWS_WITH_AS((sgd{.lr = 0.1, .momentum = 1.0}.init(theta)), doctest::Contains("momentum must be in [0, 1)"),
                        std::invalid_argument);
   CHECK_THROWS_WITH_AS((sgd{.lr = 0.1, .weight_decay = -1.0}.init(theta)), doctest::Contains("weight decay must be >= 0"),

@@ -290,3 +290,24 @@ TEST_CASE("bad input: data sets with NaN, bad labels or no rows are named before
   CHECK_THROWS_WITH_AS(bilevel::methods::meta_weight_net<P>(train_set, validation_set, {.widths = {8, 6, 3}, .validation_batch = 100}),
                        doctest::Contains("batch size 100 exceeds the 30 rows"), std::invalid_argument);
 }
+
+TEST_CASE("bad input: strategy settings that make no sense are refused when the level is built") {
+  auto with = [](auto strategy) {
+    return bilevel::make_level("theta", bilevel::problems::ridge_training_loss<P>(ridge.train), sgd{.lr = 0.1}, strategy,
+                               P::zeros(d));
+  };
+  CHECK_THROWS_WITH_AS(with(hg::implicit_cg{.max_iterations = 0}), doctest::Contains("max_iterations 0"),
+                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS(with(hg::implicit_cg{.damping = -1.0}), doctest::Contains("damping -1"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(with(hg::neumann{.step = std::numeric_limits<double>::quiet_NaN()}),
+                       doctest::Contains("step nan"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(with(hg::fixed_point{.max_iterations = 0}), doctest::Contains("max_iterations >= 1"),
+                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS(with(hg::unrolled{.keep_last = 0}), doctest::Contains("keep_last must be >= 1"),
+                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS(with(hg::lookahead{.steps = 0}), doctest::Contains("steps must be >= 1"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(with(hg::finite_difference{.scale = -1e-3}), doctest::Contains("scale must be finite"),
+                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS(sgd{.lr = std::numeric_limits<double>::infinity()}.init(P::zeros(1)),
+                       doctest::Contains("learning rate"), std::invalid_argument);
+}

@@ -117,7 +117,7 @@ TEST_CASE("solver: wiring mistakes are named") {
                        doctest::Contains("input 0 expects 10 values but level 'lambda' has 9"), std::invalid_argument);
   CHECK_THROWS_WITH_AS(inner().steps_per_iteration(0), doctest::Contains("steps per iteration must be >= 1"),
                        std::invalid_argument);
-  CHECK_THROWS_WITH_AS(sgd{.lr = -1.0}.init(P::zeros(1)), doctest::Contains("learning rate must be > 0"),
+  CHECK_THROWS_WITH_AS(sgd{.lr = -1.0}.init(P::zeros(1)), doctest::Contains("learning rate must be finite and > 0"),
                        std::invalid_argument);
 }
 

@@ -15,7 +15,10 @@
 /// approximation, kept faithful. s defaults to 1e-2 in float (DARTS's value, about optimal
 /// there) and 1e-4 in double (1e-2 would waste eight digits); never forward differences.
 #include <cstddef>
+#include <stdexcept>
+#include <string>
 #include <deque>
+#include <limits>
 #include <span>
 
 #include "bilevel/hypergrad/detail/step_tape.hpp"
@@ -31,7 +34,11 @@ struct finite_difference {
     using P = typename L::policy;
 
    public:
-    explicit engine(const finite_difference& options) : scale_(options.scale) {}
+    explicit engine(const finite_difference& options) : scale_(options.scale) {
+      if (!(scale_ >= 0.0) || scale_ == std::numeric_limits<double>::infinity())
+        throw std::invalid_argument("bilevel::hypergrad::finite_difference: scale must be finite and >= 0 (0: the "
+                                    "default), got " + std::to_string(scale_));
+    }
     template <class Level> void begin_block(Level&, input_list<P>) {}
     template <class Level>
     void on_step(Level&, input_list<P>, const typename L::batch_type&, const vector_t<P>&) {}

@@ -13,6 +13,8 @@
 /// fixed point, which Neumann and CG cannot. Weight decay is part of the map, so the
 /// stationarity it differentiates is that of L + wd/2‖θ‖², what the optimizer really solves.
 #include <cstddef>
+#include <stdexcept>
+#include <string>
 #include <span>
 
 #include "bilevel/hypergrad/detail/implicit.hpp"
@@ -36,7 +38,11 @@ class fixed_point_engine {
   using P = typename L::policy;
 
  public:
-  explicit fixed_point_engine(const fixed_point& options) : opt_(options) {}
+  explicit fixed_point_engine(const fixed_point& options) : opt_(options) {
+    if (options.max_iterations == 0 || !(options.tolerance >= 0.0))
+      throw std::invalid_argument("bilevel::hypergrad::fixed_point: needs max_iterations >= 1 and tolerance >= 0; got " +
+                                  std::to_string(options.max_iterations) + " and " + std::to_string(options.tolerance));
+  }
   template <class Level> void begin_block(Level&, input_list<P>) {}
   template <class Level>
   void on_step(Level&, input_list<P>, const typename L::batch_type&, const vector_t<P>&) {}

@@ -15,6 +15,8 @@
 /// keeps the iterate it has, and reports `negative_curvature` rather than dividing by it.
 /// Scalars are accumulated in double (the policy's dot does).
 #include <cstddef>
+#include <stdexcept>
+#include <string>
 #include <span>
 
 #include "bilevel/hypergrad/detail/implicit.hpp"
@@ -39,7 +41,13 @@ class implicit_cg_engine {
   using P = typename L::policy;
 
  public:
-  explicit implicit_cg_engine(const implicit_cg& options) : opt_(options) {}
+  explicit implicit_cg_engine(const implicit_cg& options) : opt_(options) {
+    if (!(options.damping >= 0.0) || !(options.tolerance >= 0.0 && options.tolerance < 1.0) || options.max_iterations == 0)
+      throw std::invalid_argument("bilevel::hypergrad::implicit_cg: needs damping >= 0, tolerance in [0, 1) and "
+                                  "max_iterations >= 1; got damping " + std::to_string(options.damping) + ", tolerance " +
+                                  std::to_string(options.tolerance) + ", max_iterations " +
+                                  std::to_string(options.max_iterations));
+  }
   template <class Level> void begin_block(Level&, input_list<P>) {}
   template <class Level>
   void on_step(Level&, input_list<P>, const typename L::batch_type&, const vector_t<P>&) {}

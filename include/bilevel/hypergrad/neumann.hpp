@@ -11,6 +11,8 @@
 /// products: cheaper per iteration than CG but slower to converge (κ iterations, not √κ).
 /// The final relative residual is measured (one more HVP) and reported.
 #include <cstddef>
+#include <stdexcept>
+#include <string>
 #include <span>
 
 #include "bilevel/hypergrad/detail/implicit.hpp"
@@ -37,7 +39,14 @@ class neumann_engine {
   using P = typename L::policy;
 
  public:
-  explicit neumann_engine(const neumann& options) : opt_(options) {}
+  explicit neumann_engine(const neumann& options) : opt_(options) {
+    if (!(options.damping >= 0.0) || !(options.step >= 0.0) || !(options.tolerance >= 0.0) ||
+        (options.step == 0.0 && options.power_iterations == 0))
+      throw std::invalid_argument("bilevel::hypergrad::neumann: needs damping, step and tolerance >= 0 and, when the "
+                                  "step is estimated (step = 0), power_iterations >= 1; got damping " +
+                                  std::to_string(options.damping) + ", step " + std::to_string(options.step) +
+                                  ", power_iterations " + std::to_string(options.power_iterations));
+  }
   template <class Level> void begin_block(Level&, input_list<P>) {}
   template <class Level>
   void on_step(Level&, input_list<P>, const typename L::batch_type&, const vector_t<P>&) {}

@@ -12,6 +12,8 @@
 /// contraction of the dropped steps (Shaban et al., 2019). Each kept step costs one HVP and
 /// one mixed product per input in the reverse pass.
 #include <cstddef>
+#include <stdexcept>
+#include <string>
 #include <deque>
 #include <limits>
 #include <span>
@@ -29,7 +31,10 @@ struct unrolled {
     using P = typename L::policy;
 
    public:
-    explicit engine(const unrolled& options) : keep_last_(options.keep_last) {}
+    explicit engine(const unrolled& options) : keep_last_(options.keep_last) {
+      if (keep_last_ == 0)
+        throw std::invalid_argument("bilevel::hypergrad::unrolled: keep_last must be >= 1 (use first_order to keep none)");
+    }
 
     template <class Level>
     void begin_block(Level&, input_list<P> in) {
@@ -78,7 +83,10 @@ struct lookahead {
     using P = typename L::policy;
 
    public:
-    explicit engine(const lookahead& options) : steps_(options.steps) {}
+    explicit engine(const lookahead& options) : steps_(options.steps) {
+      if (steps_ == 0)
+        throw std::invalid_argument("bilevel::hypergrad::lookahead: steps must be >= 1 (use first_order for none)");
+    }
     template <class Level> void begin_block(Level&, input_list<P>) {}
     template <class Level>
     void on_step(Level&, input_list<P>, const typename L::batch_type&, const vector_t<P>&) {}

@@ -14,6 +14,7 @@
 /// 0 there, the limit along every direction that keeps m' = 0.
 #include <cmath>
 #include <cstddef>
+#include <limits>
 #include <functional>
 #include <stdexcept>
 #include <string>
@@ -124,7 +125,8 @@ struct adam {
 
   void validate() const {
     auto bad = [](const std::string& what) { throw std::invalid_argument("bilevel::optim::adam: " + what); };
-    if (!(lr > 0.0) && !schedule) bad("learning rate must be > 0, got " + std::to_string(lr));
+    if (!(lr > 0.0 && lr < std::numeric_limits<double>::infinity()) && !schedule)
+      bad("learning rate must be finite and > 0, got " + std::to_string(lr));
     if (!(beta1 >= 0.0 && beta1 < 1.0)) bad("beta1 must be in [0, 1), got " + std::to_string(beta1));
     if (!(beta2 >= 0.0 && beta2 < 1.0)) bad("beta2 must be in [0, 1), got " + std::to_string(beta2));
     if (!(eps > 0.0)) bad("eps must be > 0, got " + std::to_string(eps));

@@ -12,6 +12,7 @@
 /// The map is linear in (θ, m, g), so its vector-Jacobian and Jacobian-vector products are
 /// exact and cheap; DARTS and LFM unroll through exactly this step, momentum and decay included.
 #include <cstddef>
+#include <limits>
 #include <functional>
 #include <stdexcept>
 #include <string>
@@ -102,8 +103,8 @@ struct sgd {
   }
 
   void validate() const {
-    if (!(lr > 0.0) && !schedule)
-      throw std::invalid_argument("bilevel::optim::sgd: learning rate must be > 0, got " + std::to_string(lr));
+    if (!(lr > 0.0 && lr < std::numeric_limits<double>::infinity()) && !schedule)
+      throw std::invalid_argument("bilevel::optim::sgd: learning rate must be finite and > 0, got " + std::to_string(lr));
     if (!(momentum >= 0.0 && momentum < 1.0))
       throw std::invalid_argument("bilevel::optim::sgd: momentum must be in [0, 1), got " + std::to_string(momentum));
     if (!(weight_decay >= 0.0))
