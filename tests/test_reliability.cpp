@@ -20,6 +20,7 @@
 #include <bilevel/problems/ridge.hpp>
 
 #include "support.hpp"
+#include "toy_data.hpp"
 
 namespace {
 
@@ -27,29 +28,8 @@ using P = test::P64;
 namespace hg = bilevel::hypergrad;
 using sgd = bilevel::optim::sgd<P>;
 
-/// A small noisy classification set: 8 features, 3 classes, labels from a random linear map.
-std::shared_ptr<const bilevel::data::dataset> toy_classes(std::size_t rows, std::uint64_t seed) {
-  std::mt19937_64 gen(seed);
-  std::normal_distribution<float> normal;
-  bilevel::data::dataset d;
-  d.rows = rows;
-  d.cols = 8;
-  d.num_classes = 3;
-  for (std::size_t r = 0; r < rows; ++r) {
-    float score[3] = {0, 0, 0};
-    for (std::size_t c = 0; c < d.cols; ++c) {
-      const float x = normal(gen);
-      d.features.push_back(x);
-      for (int k = 0; k < 3; ++k) score[k] += x * float((c * 7 + std::size_t(k) * 3) % 5) - 2.0f * float(k == 0);
-    }
-    d.labels.push_back(int(std::max_element(score, score + 3) - score));
-    d.ids.push_back(r);
-  }
-  return std::make_shared<const bilevel::data::dataset>(std::move(d));
-}
-
-const auto train_set = toy_classes(200, 1);
-const auto validation_set = toy_classes(30, 2);
+const auto train_set = test::toy_classes(200, 1).data;
+const auto validation_set = test::toy_classes(30, 2).data;
 
 auto small_mwn(std::uint64_t seed = 3, std::vector<std::size_t> widths = {8, 6, 3}) {
   return bilevel::methods::meta_weight_net<P>(
@@ -310,4 +290,10 @@ TEST_CASE("bad input: strategy settings that make no sense are refused when the 
                        std::invalid_argument);
   CHECK_THROWS_WITH_AS(sgd{.lr = std::numeric_limits<double>::infinity()}.init(P::zeros(1)),
                        doctest::Contains("learning rate"), std::invalid_argument);
+}
+
+TEST_CASE("bad input: a schedule that is not a permutation of the levels is refused") {
+  auto s = small_mwn();
+  CHECK_THROWS_WITH_AS(s.schedule({0, 0}), doctest::Contains("not a permutation"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(s.schedule({0}), doctest::Contains("1 entries for 2 levels"), std::invalid_argument);
 }

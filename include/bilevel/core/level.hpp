@@ -11,6 +11,7 @@
 /// says how this level's best response is differentiated with respect to everything it reads.
 #include <cstddef>
 #include <initializer_list>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -72,7 +73,24 @@ class level {
     return *this;
   }
 
-  batch_type next_batch() { return sampler(); }
+  /// The next batch of this level's data: the one peek_batch() showed, if any, else a new one.
+  batch_type next_batch() {
+    if (peeked_) {
+      batch_type b = std::move(*peeked_);
+      peeked_.reset();
+      return b;
+    }
+    return sampler();
+  }
+  /// The batch the next call of next_batch() will return, drawn now if needed. A virtual step
+  /// that must see the same data as the real step after it (Meta-Weight-Net, L2RW, DARTS
+  /// with the upper level scheduled first) reads its batch this way.
+  const batch_type& peek_batch() {
+    if (!peeked_) peeked_ = sampler();
+    return *peeked_;
+  }
+  /// Whether a peeked batch is waiting (a checkpoint cannot be taken then).
+  [[nodiscard]] bool has_peeked_batch() const { return peeked_.has_value(); }
 
   std::string name;
   L learner;
@@ -84,6 +102,9 @@ class level {
   std::vector<std::size_t> reads;
   std::size_t steps = 1;
   second_order_options second_order{default_fd_scale<scalar_t<policy>>(), false};
+
+ private:
+  std::optional<batch_type> peeked_;
 };
 
 /// The Level concept: what the solver needs of each stage. bilevel::level satisfies it; a

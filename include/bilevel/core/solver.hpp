@@ -115,6 +115,7 @@ class solver {
     }
     for (std::size_t j = 0; j < N; ++j) check_input_shapes(j);
     for (std::size_t j = 0; j < N; ++j) plan_[j] = make_plan(j);
+    for (std::size_t j = 0; j < N; ++j) order_[j] = j;
   }
 
   /// Level i, typed.
@@ -143,7 +144,26 @@ class solver {
     return summary;
   }
 
-  /// One outer iteration: every level's block, lowest first.
+  /// The order in which the levels take their blocks within an outer iteration; by default
+  /// the lowest first. Meta-Weight-Net, L2RW and DARTS step the upper level first (with
+  /// lookahead{.on_next_batch = true} its virtual step sees the batch the real step takes);
+  /// LFM steps its top level, then W1, then W2. Must be a permutation of 0..N−1.
+  solver& schedule(std::vector<std::size_t> order) {
+    std::vector<char> seen(N, 0);
+    if (order.size() != N)
+      throw std::invalid_argument("bilevel::solver::schedule: " + std::to_string(order.size()) + " entries for " +
+                                  std::to_string(N) + " levels");
+    for (std::size_t j : order) {
+      if (j >= N || seen[j])
+        throw std::invalid_argument("bilevel::solver::schedule: not a permutation of the levels (entry " +
+                                    std::to_string(j) + ")");
+      seen[j] = 1;
+    }
+    std::copy(order.begin(), order.end(), order_.begin());
+    return *this;
+  }
+
+  /// One outer iteration: every level's block, in schedule order (lowest first by default).
   void iterate(const solver_callbacks& callbacks = {}) {
     const bool may_roll_back = policy_.non_finite == failure_action::roll_back ||
                                policy_.unconverged_solve == failure_action::roll_back;
@@ -151,7 +171,7 @@ class solver {
     if (may_roll_back)
       for (std::size_t j = 0; j < N; ++j) visit(j, [&](auto& lv) { snapshot.emplace_back(lv.theta, lv.state); });
     try {
-      for (std::size_t j = 0; j < N; ++j) step_level(j, callbacks);
+      for (std::size_t j : order_) step_level(j, callbacks);
     } catch (const numerical_error& e) {
       if (action_for(e) != failure_action::roll_back) throw;
       for (std::size_t j = 0; j < N; ++j)
@@ -188,6 +208,13 @@ class solver {
   /// positions, and the iteration counter. Resuming from it with load_checkpoint continues
   /// bit-identically to a run that was never interrupted (same build, same back end).
   void save_checkpoint(const std::filesystem::path& path) const {
+    for (std::size_t j = 0; j < N; ++j)
+      visit(j, [&](const auto& lv) {
+        if constexpr (requires { lv.has_peeked_batch(); })
+          if (lv.has_peeked_batch())
+            throw checkpoint_error("bilevel: level '" + lv.name + "' holds a peeked batch; save checkpoints between "
+                                   "outer iterations");
+      });
     checkpoint_writer w;
     w.text("bilevel::solver");
     w.u64(N);
@@ -574,6 +601,7 @@ class solver {
 
   std::tuple<Levels...> levels_;
   std::array<plan, N> plan_{};
+  std::array<std::size_t, N> order_{};
   std::size_t iteration_ = 0;
   failure_policy policy_{};
   std::array<std::size_t, N> consecutive_failures_{};  ///< per level, reset by a good step

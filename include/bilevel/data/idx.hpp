@@ -11,10 +11,14 @@
 /// the problem. Nothing partial is ever returned as data.
 #include <zlib.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <limits>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -55,33 +59,8 @@ struct idx_array {
 
 namespace detail {
 
-/// Reads a whole file, decompressing it if it starts with the gzip magic. zlib's gz* API
-/// reads plain files transparently; a gzip stream that ends early or fails its CRC sets an
-/// error that is turned into an exception here.
-inline std::vector<unsigned char> read_file(const std::string& path) {
-  gzFile f = gzopen(path.c_str(), "rb");
-  if (!f) throw idx_error("bilevel::data::read_idx: cannot open '" + path + "'");
-  std::vector<unsigned char> bytes;
-  unsigned char buffer[1 << 16];
-  for (;;) {
-    const int n = gzread(f, buffer, sizeof buffer);
-    if (n < 0) {
-      int code = 0;
-      const std::string msg = gzerror(f, &code);
-      gzclose(f);
-      throw idx_error("bilevel::data::read_idx: '" + path + "' is corrupt or truncated (zlib: " + msg + ")");
-    }
-    if (n == 0) break;
-    bytes.insert(bytes.end(), buffer, buffer + n);
-  }
-  // gzread returns 0 at a premature end of a gzip stream as well; gzclose_r reports it.
-  int code = 0;
-  const std::string msg = gzerror(f, &code);
-  const int closed = gzclose(f);
-  if (code != Z_OK || closed != Z_OK)
-    throw idx_error("bilevel::data::read_idx: '" + path + "' is corrupt or truncated (zlib: " +
-                    (msg.empty() ? "unexpected end of stream" : msg) + ")");
-  return bytes;
+[[noreturn]] inline void idx_fail(const std::string& name, const std::string& what) {
+  throw idx_error("bilevel::data::read_idx: '" + name + "': " + what);
 }
 
 inline std::uint64_t big_endian(const unsigned char* p, std::size_t n) {
@@ -90,40 +69,80 @@ inline std::uint64_t big_endian(const unsigned char* p, std::size_t n) {
   return v;
 }
 
-}  // namespace detail
+/// A checked IDX header: the type, the dimensions, the element count and the size in bytes
+/// the whole file must have.
+struct idx_header {
+  idx_type type = idx_type::u8;
+  std::size_t element = 0, header_bytes = 0, count = 0, total_bytes = 0;
+  std::vector<std::size_t> dims;
+  std::string shape;  // "60000x28x28", for messages
+};
 
-/// Parses IDX bytes (already decompressed). `name` is used in error messages.
-inline idx_array parse_idx(const std::vector<unsigned char>& bytes, const std::string& name) {
-  auto fail = [&](const std::string& what) { throw idx_error("bilevel::data::read_idx: '" + name + "': " + what); };
-  if (bytes.size() < 4) fail("file is " + std::to_string(bytes.size()) + " bytes, shorter than an IDX header");
+/// True once `bytes` hold the whole header (4 bytes, then 4 per dimension), so that it can
+/// be checked while the rest is still being decompressed.
+inline bool idx_header_available(std::span<const unsigned char> bytes) {
+  return bytes.size() >= 4 && bytes.size() >= 4 + 4 * std::size_t(bytes[3]);
+}
+
+/// Checks the header of (decompressed) IDX bytes. Nothing is allocated from the declared
+/// sizes: the dimensions are only multiplied, in checked arithmetic. The product of the
+/// non-zero dimensions times the element size must fit in size_t whatever the order of the
+/// dimensions (so no product of some of them a caller forms can overflow either).
+inline idx_header parse_idx_header(std::span<const unsigned char> bytes, const std::string& name) {
+  if (bytes.size() < 4) idx_fail(name, "file is " + std::to_string(bytes.size()) + " bytes, shorter than an IDX header");
   if (bytes[0] != 0 || bytes[1] != 0)
-    fail("wrong magic number (first two bytes must be 0, got " + std::to_string(bytes[0]) + ", " +
-         std::to_string(bytes[1]) + "): not an IDX file");
-  const std::size_t element = idx_element_size(bytes[2]);
-  if (element == 0) fail("unknown element type code " + std::to_string(bytes[2]));
+    idx_fail(name, "wrong magic number (first two bytes must be 0, got " + std::to_string(bytes[0]) + ", " +
+                       std::to_string(bytes[1]) + "): not an IDX file");
+  idx_header h;
+  h.element = idx_element_size(bytes[2]);
+  if (h.element == 0) idx_fail(name, "unknown element type code " + std::to_string(bytes[2]));
+  h.type = static_cast<idx_type>(bytes[2]);
   const std::size_t ndims = bytes[3];
-  if (ndims == 0) fail("zero dimensions");
-  const std::size_t header = 4 + 4 * ndims;
-  if (bytes.size() < header) fail("header declares " + std::to_string(ndims) + " dimensions but the file ends inside it");
-  idx_array a;
-  a.type = static_cast<idx_type>(bytes[2]);
-  std::size_t count = 1;
-  std::string shape;
+  if (ndims == 0) idx_fail(name, "zero dimensions");
+  h.header_bytes = 4 + 4 * ndims;
+  if (bytes.size() < h.header_bytes)
+    idx_fail(name, "header declares " + std::to_string(ndims) + " dimensions but the file ends inside it");
+  h.dims.reserve(ndims);
   for (std::size_t i = 0; i < ndims; ++i) {
-    const auto d = static_cast<std::size_t>(detail::big_endian(&bytes[4 + 4 * i], 4));
-    a.dims.push_back(d);
-    shape += (i ? "x" : "") + std::to_string(d);
-    if (d != 0 && count > std::numeric_limits<std::size_t>::max() / element / d) fail("dimensions " + shape + " overflow");
-    count *= d;
+    h.dims.push_back(static_cast<std::size_t>(big_endian(&bytes[4 + 4 * i], 4)));
+    h.shape += (i ? "x" : "") + std::to_string(h.dims.back());
   }
-  const std::size_t expected = header + count * element;
-  if (bytes.size() != expected)
-    fail("dimensions " + shape + " need " + std::to_string(expected) + " bytes but the file has " +
-         std::to_string(bytes.size()) + (bytes.size() < expected ? " (truncated)" : " (trailing data)"));
-  a.values.resize(count);
-  const unsigned char* p = bytes.data() + header;
-  for (std::size_t i = 0; i < count; ++i, p += element) {
-    const std::uint64_t raw = detail::big_endian(p, element);
+  constexpr std::size_t max = std::numeric_limits<std::size_t>::max();
+  std::size_t data_bytes = h.element;  // element size times the non-zero dimensions
+  bool empty = false;
+  for (auto d : h.dims) {
+    if (d == 0) {
+      empty = true;
+    } else if (data_bytes > max / d) {
+      idx_fail(name, "dimensions " + h.shape + " overflow: with " + std::to_string(h.element) +
+                         "-byte elements they exceed " + std::to_string(max) + " bytes");
+    } else {
+      data_bytes *= d;
+    }
+  }
+  if (empty) data_bytes = 0;
+  if (data_bytes > max - h.header_bytes)
+    idx_fail(name, "dimensions " + h.shape + " overflow: header and data exceed " + std::to_string(max) + " bytes");
+  h.count = data_bytes / h.element;
+  h.total_bytes = h.header_bytes + data_bytes;
+  return h;
+}
+
+/// Parses plain (already decompressed) IDX bytes.
+inline idx_array parse_idx_plain(std::span<const unsigned char> bytes, const std::string& name) {
+  const idx_header h = parse_idx_header(bytes, name);
+  // Checked before anything is allocated: the data must be exactly what the header declares.
+  if (bytes.size() != h.total_bytes)
+    idx_fail(name, "dimensions " + h.shape + " need " + std::to_string(h.total_bytes) + " bytes but the file has " +
+                       std::to_string(bytes.size()) + (bytes.size() < h.total_bytes ? " (truncated)" : " (trailing data)"));
+  idx_array a;
+  a.type = h.type;
+  a.dims = h.dims;
+  a.values.resize(h.count);
+  const std::size_t element = h.element;
+  const unsigned char* p = bytes.data() + h.header_bytes;
+  for (std::size_t i = 0; i < h.count; ++i, p += element) {
+    const std::uint64_t raw = big_endian(p, element);
     switch (a.type) {
       case idx_type::u8: a.values[i] = double(std::uint8_t(raw)); break;
       case idx_type::i8: a.values[i] = double(std::int8_t(std::uint8_t(raw))); break;
@@ -147,8 +166,103 @@ inline idx_array parse_idx(const std::vector<unsigned char>& bytes, const std::s
   return a;
 }
 
+inline bool is_gzip(std::span<const unsigned char> bytes) {
+  return bytes.size() >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b;
+}
+
+/// Inflates gzip data in memory: one member or several concatenated (as gzip(1) and zlib's
+/// gzread accept). A stream cut short, a damaged one, a failed CRC or length check, and
+/// bytes after the last member that are not another member each throw. The IDX header is
+/// checked as soon as it has been inflated, and inflating stops as soon as the output is
+/// longer than the header says the file is, so a small compressed file cannot make the
+/// reader allocate more than its header declares (plus one buffer).
+inline std::vector<unsigned char> gunzip_idx(std::span<const unsigned char> in, const std::string& name) {
+  auto corrupt = [&](const std::string& why) {
+    throw idx_error("bilevel::data::read_idx: '" + name + "' is corrupt or truncated (zlib: " + why + ")");
+  };
+  z_stream s{};
+  if (inflateInit2(&s, 15 + 16) != Z_OK) corrupt("cannot initialise the decompressor");
+  struct end_guard {
+    z_stream* s;
+    ~end_guard() { inflateEnd(s); }
+  } guard{&s};
+  std::vector<unsigned char> out;
+  std::size_t limit = 0;
+  std::string shape;
+  bool header_checked = false;
+  std::size_t fed = 0;  // bytes of `in` handed to zlib so far
+  unsigned char buffer[1 << 16];
+  for (;;) {
+    if (s.avail_in == 0 && fed < in.size()) {
+      const std::size_t n = std::min<std::size_t>(in.size() - fed, std::numeric_limits<uInt>::max());
+      s.next_in = const_cast<Bytef*>(in.data() + fed);
+      s.avail_in = static_cast<uInt>(n);
+      fed += n;
+    }
+    s.next_out = buffer;
+    s.avail_out = sizeof buffer;
+    const int rc = inflate(&s, Z_NO_FLUSH);
+    if (rc != Z_OK && rc != Z_STREAM_END && rc != Z_BUF_ERROR)
+      corrupt(s.msg ? s.msg : (rc == Z_MEM_ERROR ? "out of memory" : "error " + std::to_string(rc)));
+    out.insert(out.end(), buffer, buffer + (sizeof buffer - s.avail_out));
+    if (!header_checked && idx_header_available(out)) {
+      const idx_header h = parse_idx_header(out, name);
+      limit = h.total_bytes;
+      shape = h.shape;
+      header_checked = true;
+    }
+    if (header_checked && out.size() > limit)
+      idx_fail(name, "dimensions " + shape + " need " + std::to_string(limit) +
+                         " bytes but the file decompresses to more (trailing data)");
+    const std::size_t rest = s.avail_in + (in.size() - fed);  // compressed bytes not yet consumed
+    if (rc == Z_STREAM_END) {
+      if (rest == 0) break;
+      if (!is_gzip(in.subspan(in.size() - rest)))
+        idx_fail(name, std::to_string(rest) + " bytes after the end of the gzip stream that are not gzip data (trailing data)");
+      if (inflateReset(&s) != Z_OK) corrupt("cannot reset the decompressor");
+      continue;
+    }
+    // With room for output, no progress means zlib wants input that is not there.
+    if (rc == Z_BUF_ERROR) corrupt(rest == 0 ? "unexpected end of stream" : "no progress");
+  }
+  return out;
+}
+
+/// Reads a whole file into memory.
+inline std::vector<unsigned char> read_file(const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) throw idx_error("bilevel::data::read_idx: cannot open '" + path + "' (" + std::strerror(errno) + ")");
+  std::vector<unsigned char> bytes;
+  unsigned char buffer[1 << 16];
+  for (;;) {
+    const std::size_t n = std::fread(buffer, 1, sizeof buffer, f);
+    bytes.insert(bytes.end(), buffer, buffer + n);
+    if (n < sizeof buffer) break;
+  }
+  const bool failed = std::ferror(f) != 0;
+  const int error = errno;
+  std::fclose(f);
+  if (failed) throw idx_error("bilevel::data::read_idx: cannot read '" + path + "' (" + std::strerror(error) + ")");
+  return bytes;
+}
+
+}  // namespace detail
+
+/// Parses plain IDX bytes (already decompressed). `name` is used in error messages.
+inline idx_array parse_idx(const std::vector<unsigned char>& bytes, const std::string& name) {
+  return detail::parse_idx_plain(bytes, name);
+}
+
+/// Parses IDX bytes held in memory, plain or gzip-compressed (recognised by the gzip magic
+/// 1f 8b; an IDX file starts with two zero bytes). `name` is used in error messages. Throws
+/// idx_error, and only idx_error, for anything malformed.
+inline idx_array parse_idx_bytes(std::span<const unsigned char> bytes, const std::string& name) {
+  if (detail::is_gzip(bytes)) return detail::parse_idx_plain(detail::gunzip_idx(bytes, name), name);
+  return detail::parse_idx_plain(bytes, name);
+}
+
 /// Reads an IDX file, plain or gzip-compressed.
-inline idx_array read_idx(const std::string& path) { return parse_idx(detail::read_file(path), path); }
+inline idx_array read_idx(const std::string& path) { return parse_idx_bytes(detail::read_file(path), path); }
 
 /// Writes an IDX file (gzip-compressed when `gzip`), converting values to the array's type.
 inline void write_idx(const std::string& path, const idx_array& a, bool gzip = false) {

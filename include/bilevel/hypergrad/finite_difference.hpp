@@ -28,13 +28,15 @@ namespace bilevel::hypergrad {
 struct finite_difference {
   /// Central-difference scale s; 0 means the default for the level's scalar type.
   double scale = 0.0;
+  /// The virtual step takes the batch the level's next real step will take (see lookahead).
+  bool on_next_batch = false;
 
   template <class L, class O>
   class engine {
     using P = typename L::policy;
 
    public:
-    explicit engine(const finite_difference& options) : scale_(options.scale) {
+    explicit engine(const finite_difference& options) : scale_(options.scale), on_next_batch_(options.on_next_batch) {
       if (!(scale_ >= 0.0) || scale_ == std::numeric_limits<double>::infinity())
         throw std::invalid_argument("bilevel::hypergrad::finite_difference: scale must be finite and >= 0 (0: the "
                                     "default), got " + std::to_string(scale_));
@@ -45,7 +47,7 @@ struct finite_difference {
     template <class Level>
     const vector_t<P>& response(Level& lv, input_list<P> in) {
       hypergradient_report scratch;
-      ahead_ = detail::virtual_steps(lv, in, 1, tape_, scratch);
+      ahead_ = detail::virtual_steps(lv, in, 1, tape_, scratch, on_next_batch_);
       return ahead_;
     }
     template <class Level>
@@ -60,6 +62,7 @@ struct finite_difference {
 
    private:
     double scale_;
+    bool on_next_batch_;
     std::deque<detail::step_record<L>> tape_;
     vector_t<P> ahead_;
   };

@@ -77,13 +77,16 @@ struct unrolled {
 /// second-order products.
 struct lookahead {
   std::size_t steps = 1;
+  /// The first virtual step takes the batch the level's next real step will take (schedule
+  /// the upper level first, as the papers' code does); otherwise it draws its own.
+  bool on_next_batch = false;
 
   template <class L, class O>
   class engine {
     using P = typename L::policy;
 
    public:
-    explicit engine(const lookahead& options) : steps_(options.steps) {
+    explicit engine(const lookahead& options) : steps_(options.steps), on_next_batch_(options.on_next_batch) {
       if (steps_ == 0)
         throw std::invalid_argument("bilevel::hypergrad::lookahead: steps must be >= 1 (use first_order for none)");
     }
@@ -93,7 +96,7 @@ struct lookahead {
     template <class Level>
     const vector_t<P>& response(Level& lv, input_list<P> in) {
       hypergradient_report scratch;
-      ahead_ = detail::virtual_steps(lv, in, steps_, tape_, scratch);
+      ahead_ = detail::virtual_steps(lv, in, steps_, tape_, scratch, on_next_batch_);
       return ahead_;
     }
     template <class Level>
@@ -107,6 +110,7 @@ struct lookahead {
 
    private:
     std::size_t steps_;
+    bool on_next_batch_;
     std::deque<detail::step_record<L>> tape_;
     vector_t<P> ahead_;
   };

@@ -7,9 +7,10 @@
 ///     level 1 (weighting Θ):    min_Θ L_val(θ*(Θ))                          on clean validation batches
 ///
 /// V is a 1 → H → 1 network with a sigmoid output reading each sample's detached loss
-/// (learners/loss_weighting_net.hpp). Θ's hypergradient differentiates one virtual SGD step of
-/// the classifier exactly (hypergrad::lookahead, as the paper's `create_graph=True` unroll);
-/// the classifier then steps with the new weights. Defaults follow the official code: SGD
+/// (learners/loss_weighting_net.hpp). As in the official code, each outer iteration steps Θ
+/// first: its hypergradient differentiates one virtual step of the classifier exactly
+/// (hypergrad::lookahead, the paper's `create_graph=True` unroll) on the batch the
+/// classifier's real step then takes with the new weights (schedule {1, 0}). Defaults follow the official code: SGD
 /// with Nesterov momentum 0.9 and weight decay 5e-4 for θ, Adam (lr 1e-3, weight decay 1e-4)
 /// for Θ, H = 100, batches of 100, validation batches drawn with replacement.
 #include <cstddef>
@@ -53,7 +54,7 @@ auto meta_weight_net(std::shared_ptr<const data::dataset> train, std::shared_ptr
   auto model = make_level("classifier", std::move(classifier),
                           optim::sgd<P>{.lr = cfg.lr, .momentum = cfg.momentum, .weight_decay = cfg.weight_decay,
                                         .nesterov = cfg.nesterov},
-                          hypergrad::lookahead{.steps = 1}, std::move(theta0),
+                          hypergrad::lookahead{.steps = 1, .on_next_batch = true}, std::move(theta0),
                           dataset_batches<P>(std::move(train), cfg.batch, cfg.seed))
                    .reading({1});
   auto weighting = make_level("weighting_net", solution_loss<mlp<P>>(mlp<P>(cfg.widths), v.input_size(0)),
@@ -61,7 +62,9 @@ auto meta_weight_net(std::shared_ptr<const data::dataset> train, std::shared_ptr
                               hypergrad::first_order{}, v.initial_parameters<P>(cfg.seed + 1),
                               dataset_batches<P>(std::move(validation), cfg.validation_batch, cfg.seed + 2, true))
                        .reading({0});
-  return solver(std::move(model), std::move(weighting));
+  solver s(std::move(model), std::move(weighting));
+  s.schedule({1, 0});
+  return s;
 }
 
 }  // namespace bilevel::methods

@@ -91,16 +91,26 @@ void reverse_through_steps(Level& lv, input_list<typename Level::policy> in, con
 /// Takes `n` steps from the level's current state on a private copy, recording each:
 /// the virtual ("look-ahead") steps of DARTS, Meta-Weight-Net and L2RW. The level itself
 /// does not move. Returns the final iterate.
+///
+/// With `first_on_next_batch`, the first virtual step sees the batch the level's next real
+/// step will take (level::peek_batch), as the official Meta-Weight-Net, L2RW and DARTS code
+/// do when the upper level is scheduled before the lower one.
 template <class Level>
 vector_t<typename Level::policy> virtual_steps(Level& lv, input_list<typename Level::policy> in,
                                                std::size_t n,
                                                std::deque<step_record<typename Level::learner_type>>& tape,
-                                               hypergradient_report& r) {
+                                               hypergradient_report& r, bool first_on_next_batch = false) {
   tape.clear();
   auto theta = lv.theta;
   auto state = lv.state;
   for (std::size_t t = 0; t < n; ++t) {
-    step_record<typename Level::learner_type> rec{theta, state, {}, lv.next_batch()};
+    auto batch = [&] {
+      if constexpr (requires { lv.peek_batch(); }) {
+        if (t == 0 && first_on_next_batch) return lv.peek_batch();
+      }
+      return lv.next_batch();
+    }();
+    step_record<typename Level::learner_type> rec{theta, state, {}, std::move(batch)};
     lv.learner.gradient(theta, in, rec.batch, rec.gradient);
     ++r.gradient_evals;
     lv.optimizer.step(theta, state, rec.gradient);
