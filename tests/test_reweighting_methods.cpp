@@ -8,6 +8,7 @@
 #include <vector>
 
 #include <bilevel/bilevel.hpp>
+#include <bilevel/methods/deep_interactions.hpp>
 #include <bilevel/methods/l2rw.hpp>
 #include <bilevel/methods/meta_weight_net.hpp>
 
@@ -166,4 +167,58 @@ TEST_CASE("Meta-Weight-Net end to end: validation loss falls, flipped labels get
                                  << w_corrupt);
   CHECK(after < 0.7 * before);
   CHECK(w_corrupt < w_clean);
+}
+
+TEST_CASE("teacher (deep interactions): exact products of the teacher against central differences") {
+  // The Weighting's scatter and gather_tangent are the VJP and JVP of gather in φ.
+  const auto train = test::toy_classes(12, 3, 0.3);
+  const auto b = whole(*train.data);
+  const mlp<P> student({8, 6, 3});
+  const auto out = student.forward(student.initial_parameters(4), b);
+  const bilevel::learners::sample_signals<P> s{out.losses, &out.logits, &out.features};
+  const bilevel::learners::teacher_weighting_net teacher{6, 3, 7};
+  const auto phi = test::host<P>(teacher.initial_parameters<P>(9));
+  auto c_at = [&](const std::vector<double>& p) {
+    const P::vector v = test::device<P>(p);
+    const P::vector* in[] = {&v};
+    return test::host<P>(teacher.gather(bilevel::input_list<P>(in), b, s));
+  };
+  const auto r = test::random_vector(12, 5, 1.0), u = test::random_vector(phi.size(), 6, 1.0);
+  const P::vector phi_d = test::device<P>(phi);
+  const P::vector* in[] = {&phi_d};
+  const auto vjp = test::host<P>(teacher.scatter(bilevel::input_list<P>(in), b, s, test::device<P>(r)));
+  const auto jvp = test::host<P>(teacher.gather_tangent(bilevel::input_list<P>(in), b, s, test::device<P>(u)));
+  // ⟨r, J u⟩ = ⟨Jᵀ r, u⟩ exactly, and J u by central differences (h = 1e-6: O(h²) ≈ 1e-12).
+  double lhs = 0, rhs = 0;
+  for (std::size_t i = 0; i < r.size(); ++i) lhs += r[i] * jvp[i];
+  for (std::size_t k = 0; k < u.size(); ++k) rhs += vjp[k] * u[k];
+  CHECK(lhs == doctest::Approx(rhs).epsilon(1e-12));
+  std::vector<double> plus = phi, minus = phi;
+  for (std::size_t k = 0; k < phi.size(); ++k) plus[k] += 1e-6 * u[k], minus[k] -= 1e-6 * u[k];
+  const auto cp = c_at(plus), cm = c_at(minus);
+  std::vector<double> fd(cp.size());
+  for (std::size_t i = 0; i < fd.size(); ++i) fd[i] = (cp[i] - cm[i]) / 2e-6;
+  CHECK(test::relative_error(jvp, fd) <= 1e-7);
+}
+
+TEST_CASE("teacher (deep interactions): its hypergradient against central differences, and an end-to-end run") {
+  const auto train = test::toy_classes(60, 3, 0.3), val = test::toy_classes(20, 4, 0.0, 1000);
+  auto s = bilevel::methods::deep_interactions<P>(
+      train.data, val.data, {.widths = widths, .batch = 10, .validation_batch = 20, .hidden = 4, .seed = 5});
+  s.run(3);
+  std::vector<std::size_t> coords(s.level<1>().theta.size());
+  std::iota(coords.begin(), coords.end(), std::size_t(0));
+  check_lookahead_hypergradient(s, coords, 1e-6);
+
+  const auto big = test::toy_classes(300, 7, 0.3), bigval = test::toy_classes(60, 8, 0.0, 1000);
+  auto run = bilevel::methods::deep_interactions<P>(
+      big.data, bigval.data, {.widths = {8, 16, 3}, .batch = 20, .validation_batch = 30, .lr = 0.1, .meta_lr = 1e-2,
+                              .hidden = 10, .seed = 2});
+  const auto vb = whole(*bigval.data);
+  const mlp<P> net({8, 16, 3});
+  const double before = net.loss(run.level<0>().theta, {}, vb);
+  run.run(300);
+  const double after = net.loss(run.level<0>().theta, {}, vb);
+  MESSAGE("teacher validation loss " << before << " -> " << after);
+  CHECK(after < 0.7 * before);
 }

@@ -134,7 +134,8 @@ inline idx_array parse_idx_plain(std::span<const unsigned char> bytes, const std
   // Checked before anything is allocated: the data must be exactly what the header declares.
   if (bytes.size() != h.total_bytes)
     idx_fail(name, "dimensions " + h.shape + " need " + std::to_string(h.total_bytes) + " bytes but the file has " +
-                       std::to_string(bytes.size()) + (bytes.size() < h.total_bytes ? " (truncated)" : " (trailing data)"));
+                       std::to_string(bytes.size()) + " bytes" +
+                       (bytes.size() < h.total_bytes ? " (truncated)" : " (trailing data)"));
   idx_array a;
   a.type = h.type;
   a.dims = h.dims;

@@ -17,6 +17,7 @@
 
 #include "bilevel/core/learner.hpp"
 #include "bilevel/learners/classification_batch.hpp"
+#include "bilevel/learners/sample_weighting.hpp"
 
 namespace bilevel::learners {
 
@@ -38,19 +39,19 @@ struct loss_weighting_net {
   }
 
   template <tensor_policy P>
-  vector_t<P> gather(input_list<P> in, const classification_batch<P>&, const vector_t<P>& losses) const {
+  vector_t<P> gather(input_list<P> in, const classification_batch<P>&, const sample_signals<P>& s) const {
     const auto theta = host<P>(in);
-    const auto l = P::to_host(losses);
+    const auto l = P::to_host(s.losses);
     std::vector<scalar_t<P>> c(l.size());
     for (std::size_t i = 0; i < l.size(); ++i) c[i] = scalar_t<P>(weight(theta, double(l[i])));
     return P::from_host(c);
   }
   /// Σ_i r_i ∂c_i/∂Θ.
   template <tensor_policy P>
-  vector_t<P> scatter(input_list<P> in, const classification_batch<P>&, const vector_t<P>& losses,
+  vector_t<P> scatter(input_list<P> in, const classification_batch<P>&, const sample_signals<P>& s,
                       const vector_t<P>& r) const {
     const auto theta = host<P>(in);
-    const auto l = P::to_host(losses), rh = P::to_host(r);
+    const auto l = P::to_host(s.losses), rh = P::to_host(r);
     std::vector<double> g(theta.size(), 0.0);
     const std::size_t H = hidden;
     for (std::size_t i = 0; i < l.size(); ++i) {
@@ -71,10 +72,10 @@ struct loss_weighting_net {
   }
   /// ∂c/∂Θ · u.
   template <tensor_policy P>
-  vector_t<P> gather_tangent(input_list<P> in, const classification_batch<P>&, const vector_t<P>& losses,
+  vector_t<P> gather_tangent(input_list<P> in, const classification_batch<P>&, const sample_signals<P>& s,
                              const vector_t<P>& u) const {
     const auto theta = host<P>(in);
-    const auto l = P::to_host(losses), uh = P::to_host(u);
+    const auto l = P::to_host(s.losses), uh = P::to_host(u);
     const std::size_t H = hidden;
     std::vector<scalar_t<P>> out(l.size());
     for (std::size_t i = 0; i < l.size(); ++i) {

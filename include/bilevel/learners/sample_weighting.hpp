@@ -3,10 +3,12 @@
 /// \file
 /// How a classifier's loss reads per-sample weights from an upper level. The weighted loss
 /// is L = (1/B) Σ_i c_i ℓ_i, c a function of the upper variable w and (for weighting nets)
-/// of the detached per-sample losses ℓ. A Weighting provides
-///   gather(in, batch, ℓ) → c,     scatter(in, batch, ℓ, r) → Σ_i r_i ∂c_i/∂w,
-///   gather_tangent(in, batch, ℓ, u) → ∂c/∂w · u,
-/// from which every product with respect to w follows. For the linear weightings here
+/// of the network's detached per-sample signals s (its losses ℓ, logits, the features
+/// entering its last layer). A Weighting provides
+///   gather(in, batch, s) → c,     scatter(in, batch, s, r) → Σ_i r_i ∂c_i/∂w,
+///   gather_tangent(in, batch, s, u) → ∂c/∂w · u,
+/// from which every product with respect to w follows. The signals are constants to the
+/// classifier (detached, as in Meta-Weight-Net's code). For the linear weightings here
 /// gather_tangent(u) is gather at u and scatter does not depend on w.
 ///   - unweighted:      no input, c_i = 1;
 ///   - sample_weights:  input = a table with one weight per sample id, c_i = w[id_i]
@@ -22,21 +24,29 @@
 
 namespace bilevel::learners {
 
+/// What a network shows a weighting about each sample of a batch, detached.
+template <tensor_policy P>
+struct sample_signals {
+  const vector_t<P>& losses;                    ///< ℓ_i, unweighted
+  const typename P::matrix* logits = nullptr;    ///< B × classes, or null if the learner has none
+  const typename P::matrix* features = nullptr;  ///< B × F, the input of the last layer, or null
+};
+
 struct unweighted {
   static constexpr std::size_t num_inputs = 0;
   [[nodiscard]] std::size_t input_size(std::size_t) const { return 0; }
   template <tensor_policy P>
-  vector_t<P> gather(input_list<P>, const classification_batch<P>& b, const vector_t<P>&) const {
+  vector_t<P> gather(input_list<P>, const classification_batch<P>& b, const sample_signals<P>&) const {
     vector_t<P> c = P::zeros(b.size());
     P::fill(c, scalar_t<P>(1));
     return c;
   }
   template <tensor_policy P>
-  vector_t<P> scatter(input_list<P>, const classification_batch<P>&, const vector_t<P>&, const vector_t<P>&) const {
+  vector_t<P> scatter(input_list<P>, const classification_batch<P>&, const sample_signals<P>&, const vector_t<P>&) const {
     throw std::logic_error("bilevel::learners::unweighted has no input to differentiate");
   }
   template <tensor_policy P>
-  vector_t<P> gather_tangent(input_list<P>, const classification_batch<P>&, const vector_t<P>&,
+  vector_t<P> gather_tangent(input_list<P>, const classification_batch<P>&, const sample_signals<P>&,
                              const vector_t<P>&) const {
     throw std::logic_error("bilevel::learners::unweighted has no input to differentiate");
   }
@@ -51,20 +61,25 @@ struct table_weighting {
   static constexpr std::size_t num_inputs = 1;
 
   template <tensor_policy P>
-  vector_t<P> gather(input_list<P> in, const classification_batch<P>& b, const vector_t<P>& = {}) const {
+  vector_t<P> gather(input_list<P> in, const classification_batch<P>& b) const {
     const auto w = P::to_host(*in[0]);
     std::vector<scalar_t<P>> c(b.size());
     for (std::size_t i = 0; i < b.size(); ++i) c[i] = w[Key::entry(b, i, w.size())];
     return P::from_host(c);
   }
   template <tensor_policy P>
-  vector_t<P> gather_tangent(input_list<P>, const classification_batch<P>& b, const vector_t<P>& losses,
-                             const vector_t<P>& u) const {
-    const vector_t<P>* at[] = {&u};
-    return gather(input_list<P>(at), b, losses);
+  vector_t<P> gather(input_list<P> in, const classification_batch<P>& b, const sample_signals<P>&) const {
+    return gather(in, b);
   }
   template <tensor_policy P>
-  vector_t<P> scatter(input_list<P> in, const classification_batch<P>& b, const vector_t<P>&, const vector_t<P>& r) const {
+  vector_t<P> gather_tangent(input_list<P>, const classification_batch<P>& b, const sample_signals<P>&,
+                             const vector_t<P>& u) const {
+    const vector_t<P>* at[] = {&u};
+    return gather(input_list<P>(at), b);
+  }
+  template <tensor_policy P>
+  vector_t<P> scatter(input_list<P> in, const classification_batch<P>& b, const sample_signals<P>&,
+                      const vector_t<P>& r) const {
     std::vector<scalar_t<P>> out(P::size(*in[0]), scalar_t<P>(0));
     const auto rh = P::to_host(r);
     for (std::size_t i = 0; i < b.size(); ++i) out[Key::entry(b, i, out.size())] += rh[i];

@@ -151,7 +151,7 @@ class sequential {
     const auto& c = weighted_pass(theta, in, b);
     vector r = c.losses;
     P::scale(r, scalar(1.0 / double(b.size())));
-    out = weighting_.scatter(in, b, c.losses, r);
+    out = weighting_.scatter(in, b, signals(c), r);
   }
 
   /// (∂²L/∂θ²) v by the R-operator.
@@ -179,7 +179,7 @@ class sequential {
     vector ldot;
     P::row_dots(cache_.d, dots.back(), ldot);
     P::scale(ldot, scalar(1.0 / double(b.size())));
-    out = weighting_.scatter(in, b, cache_.losses, ldot);
+    out = weighting_.scatter(in, b, signals(cache_), ldot);
   }
 
   /// (∂²L/∂θ∂in) u: for the weighting's input the gradient with the weights replaced by their
@@ -197,10 +197,16 @@ class sequential {
       return;
     }
     vector ignored;
-    backward(weighting_.gather_tangent(in, b, c.losses, u), false, out, ignored);
+    backward(weighting_.gather_tangent(in, b, signals(c), u), false, out, ignored);
   }
 
  private:
+  struct value_cache;
+  /// The detached per-sample signals a weighting may read: losses, logits, last features.
+  static sample_signals<P> signals(const value_cache& c) {
+    return {c.losses, &c.acts.back(), &c.acts[c.acts.size() - 2]};
+  }
+
   struct value_cache {
     bool valid = false, backward_done = false;
     vector theta, alpha, weights, losses, gradient, arch_gradient, target_mass;
@@ -360,7 +366,7 @@ class sequential {
   const value_cache& weighted_pass(const vector& theta, input_list<P> in, const batch_type& b) const {
     value_cache& c = cache_;
     value_pass(theta, b, architecture(in));
-    vector w = weighting_.gather(in, b, c.losses);
+    vector w = weighting_.gather(in, b, signals(c));
     if (!P::equal(c.weights, w)) {
       c.weights = std::move(w);
       c.backward_done = false;

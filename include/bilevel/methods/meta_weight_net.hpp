@@ -10,9 +10,10 @@
 /// (learners/loss_weighting_net.hpp). As in the official code, each outer iteration steps Θ
 /// first: its hypergradient differentiates one virtual step of the classifier exactly
 /// (hypergrad::lookahead, the paper's `create_graph=True` unroll) on the batch the
-/// classifier's real step then takes with the new weights (schedule {1, 0}). Defaults follow the official code: SGD
-/// with Nesterov momentum 0.9 and weight decay 5e-4 for θ, Adam (lr 1e-3, weight decay 1e-4)
-/// for Θ, H = 100, batches of 100, validation batches drawn with replacement.
+/// classifier's real step then takes with the new weights (schedule {1, 0}). Defaults follow
+/// the official code: SGD with Nesterov momentum 0.9 and weight decay 5e-4 for θ, Adam
+/// (lr 1e-3, weight decay 1e-4) for Θ, H = 100, batches of 100, validation batches drawn
+/// with replacement.
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -42,14 +43,17 @@ struct meta_weight_net_config {
   std::uint64_t seed = 1;
 };
 
-/// The two levels, assembled; run with .run(iterations) like any solver. Level 0 holds the
-/// classifier (its learner evaluates with .forward), level 1 the weighting net's parameters.
-template <nn_tensor_policy P>
-auto meta_weight_net(std::shared_ptr<const data::dataset> train, std::shared_ptr<const data::dataset> validation,
-                     const meta_weight_net_config& cfg = {}) {
+namespace detail {
+/// The shape shared by every learned-weighting-net method: a classifier (an MLP) whose
+/// per-sample weights come from a net `Weighting` with parameters φ on the level above,
+/// stepped first with a one-step exact look-ahead on the batch the classifier then takes.
+template <nn_tensor_policy P, class Weighting>
+auto reweighting_with_net(Weighting weighting, vector_t<P> phi0, std::shared_ptr<const data::dataset> train,
+                          std::shared_ptr<const data::dataset> validation, const meta_weight_net_config& cfg,
+                          const char* weighting_name) {
   using namespace bilevel::learners;
-  const loss_weighting_net v{cfg.hidden};
-  mlp<P, loss_weighting_net> classifier(cfg.widths, activation::relu, loss_kind::cross_entropy, v);
+  const std::size_t phi_size = weighting.input_size(0);
+  mlp<P, Weighting> classifier(cfg.widths, activation::relu, loss_kind::cross_entropy, std::move(weighting));
   auto theta0 = classifier.initial_parameters(cfg.seed);
   auto model = make_level("classifier", std::move(classifier),
                           optim::sgd<P>{.lr = cfg.lr, .momentum = cfg.momentum, .weight_decay = cfg.weight_decay,
@@ -57,14 +61,25 @@ auto meta_weight_net(std::shared_ptr<const data::dataset> train, std::shared_ptr
                           hypergrad::lookahead{.steps = 1, .on_next_batch = true}, std::move(theta0),
                           dataset_batches<P>(std::move(train), cfg.batch, cfg.seed))
                    .reading({1});
-  auto weighting = make_level("weighting_net", solution_loss<mlp<P>>(mlp<P>(cfg.widths), v.input_size(0)),
-                              optim::adam<P>{.lr = cfg.meta_lr, .weight_decay = cfg.meta_weight_decay},
-                              hypergrad::first_order{}, v.initial_parameters<P>(cfg.seed + 1),
-                              dataset_batches<P>(std::move(validation), cfg.validation_batch, cfg.seed + 2, true))
-                       .reading({0});
-  solver s(std::move(model), std::move(weighting));
+  auto net = make_level(weighting_name, solution_loss<mlp<P>>(mlp<P>(cfg.widths), phi_size),
+                        optim::adam<P>{.lr = cfg.meta_lr, .weight_decay = cfg.meta_weight_decay},
+                        hypergrad::first_order{}, std::move(phi0),
+                        dataset_batches<P>(std::move(validation), cfg.validation_batch, cfg.seed + 2, true))
+                 .reading({0});
+  solver s(std::move(model), std::move(net));
   s.schedule({1, 0});
   return s;
+}
+}  // namespace detail
+
+/// The two levels, assembled; run with .run(iterations) like any solver. Level 0 holds the
+/// classifier (its learner evaluates with .forward), level 1 the weighting net's parameters.
+template <nn_tensor_policy P>
+auto meta_weight_net(std::shared_ptr<const data::dataset> train, std::shared_ptr<const data::dataset> validation,
+                     const meta_weight_net_config& cfg = {}) {
+  const learners::loss_weighting_net v{cfg.hidden};
+  return detail::reweighting_with_net<P>(v, v.initial_parameters<P>(cfg.seed + 1), std::move(train),
+                                         std::move(validation), cfg, "weighting_net");
 }
 
 }  // namespace bilevel::methods

@@ -1,0 +1,38 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+/// \file
+/// Reweighting with deep interactions (Fan et al., AAAI 2021) as an instantiation of the one
+/// solver: Meta-Weight-Net's two levels with a teacher that reads the student's internal
+/// states (penultimate features, logits, loss, label) instead of the loss alone:
+///
+///     level 0 (student θ):   min_θ (1/B) Σ_i φ(s_i(θ)⁻) ℓ_i(θ)     on training batches
+///     level 1 (teacher φ):   min_φ L_val(θ*(φ))                       on clean validation batches
+///
+/// The teacher is learners/teacher_weighting_net.hpp (a reconstruction: the paper's teacher
+/// network was not available; its header says what was assumed). Schedule, strategy and
+/// defaults are Meta-Weight-Net's (methods/meta_weight_net.hpp), with `hidden` the teacher's
+/// hidden width.
+#include <cstddef>
+#include <memory>
+#include <stdexcept>
+
+#include "bilevel/learners/teacher_weighting_net.hpp"
+#include "bilevel/methods/meta_weight_net.hpp"
+
+namespace bilevel::methods {
+
+using deep_interactions_config = meta_weight_net_config;
+
+/// The two levels, assembled; level 0 holds the student, level 1 the teacher's parameters.
+template <nn_tensor_policy P>
+auto deep_interactions(std::shared_ptr<const data::dataset> train, std::shared_ptr<const data::dataset> validation,
+                       const deep_interactions_config& cfg = {}) {
+  if (cfg.widths.size() < 3)
+    throw std::invalid_argument("bilevel::methods::deep_interactions: the student needs a hidden layer for the "
+                                "teacher to read (widths has " + std::to_string(cfg.widths.size()) + " entries)");
+  const learners::teacher_weighting_net teacher{cfg.widths[cfg.widths.size() - 2], cfg.widths.back(), cfg.hidden};
+  return detail::reweighting_with_net<P>(teacher, teacher.initial_parameters<P>(cfg.seed + 1), std::move(train),
+                                         std::move(validation), cfg, "teacher");
+}
+
+}  // namespace bilevel::methods
