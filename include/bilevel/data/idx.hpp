@@ -7,8 +7,15 @@
 /// 0x0E f64), the number of dimensions, each dimension as a big-endian u32, then the data,
 /// big-endian, row-major. A file is read whole and checked against its header: a wrong magic,
 /// an unknown type, a size that does not match the dimensions (too short *or* too long), a
-/// truncated or corrupt gzip stream each throw bilevel::data::idx_error naming the file and
-/// the problem. Nothing partial is ever returned as data.
+/// truncated or corrupt gzip stream (or bytes after it that are not another gzip member),
+/// dimensions whose product overflows each throw bilevel::data::idx_error naming the file and
+/// the problem; idx_error is the only exception malformed input raises (std::bad_alloc remains
+/// possible for a valid file too large for memory). Nothing partial is
+/// ever returned as data, and nothing is allocated from the declared dimensions before the
+/// data has been checked against them (a gzip stream is inflated no further than its header
+/// says the file is long). read_idx reads a file; parse_idx_bytes parses plain or gzip bytes
+/// held in memory; parse_idx parses plain bytes. fuzz/idx_fuzzer.cpp fuzzes all three
+/// (scripts/fuzz.sh), and tests/test_idx_corpus.cpp replays its corpus.
 #include <zlib.h>
 
 #include <algorithm>

@@ -49,7 +49,7 @@ struct loss_weighting_net {
   /// Σ_i r_i ∂c_i/∂Θ.
   template <tensor_policy P>
   vector_t<P> scatter(input_list<P> in, const classification_batch<P>&, const sample_signals<P>& s,
-                      const vector_t<P>& r) const {
+                      const vector_t<P>& r, std::size_t = 0) const {
     const auto theta = host<P>(in);
     const auto l = P::to_host(s.losses), rh = P::to_host(r);
     std::vector<double> g(theta.size(), 0.0);
@@ -73,7 +73,7 @@ struct loss_weighting_net {
   /// ∂c/∂Θ · u.
   template <tensor_policy P>
   vector_t<P> gather_tangent(input_list<P> in, const classification_batch<P>&, const sample_signals<P>& s,
-                             const vector_t<P>& u) const {
+                             const vector_t<P>& u, std::size_t = 0) const {
     const auto theta = host<P>(in);
     const auto l = P::to_host(s.losses), uh = P::to_host(u);
     const std::size_t H = hidden;

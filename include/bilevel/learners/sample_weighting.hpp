@@ -5,8 +5,9 @@
 /// is L = (1/B) Σ_i c_i ℓ_i, c a function of the upper variable w and (for weighting nets)
 /// of the network's detached per-sample signals s (its losses ℓ, logits, the features
 /// entering its last layer). A Weighting provides
-///   gather(in, batch, s) → c,     scatter(in, batch, s, r) → Σ_i r_i ∂c_i/∂w,
-///   gather_tangent(in, batch, s, u) → ∂c/∂w · u,
+///   gather(in, batch, s) → c,     scatter(in, batch, s, r, k) → Σ_i r_i ∂c_i/∂in_k,
+///   gather_tangent(in, batch, s, u, k) → ∂c/∂in_k · u,
+/// for each of its `num_inputs` input slots k (most weightings read one),
 /// from which every product with respect to w follows. The signals are constants to the
 /// classifier (detached, as in Meta-Weight-Net's code). For the linear weightings here
 /// gather_tangent(u) is gather at u and scatter does not depend on w.
@@ -42,12 +43,13 @@ struct unweighted {
     return c;
   }
   template <tensor_policy P>
-  vector_t<P> scatter(input_list<P>, const classification_batch<P>&, const sample_signals<P>&, const vector_t<P>&) const {
+  vector_t<P> scatter(input_list<P>, const classification_batch<P>&, const sample_signals<P>&, const vector_t<P>&,
+                      std::size_t) const {
     throw std::logic_error("bilevel::learners::unweighted has no input to differentiate");
   }
   template <tensor_policy P>
   vector_t<P> gather_tangent(input_list<P>, const classification_batch<P>&, const sample_signals<P>&,
-                             const vector_t<P>&) const {
+                             const vector_t<P>&, std::size_t) const {
     throw std::logic_error("bilevel::learners::unweighted has no input to differentiate");
   }
 };
@@ -73,13 +75,13 @@ struct table_weighting {
   }
   template <tensor_policy P>
   vector_t<P> gather_tangent(input_list<P>, const classification_batch<P>& b, const sample_signals<P>&,
-                             const vector_t<P>& u) const {
+                             const vector_t<P>& u, std::size_t = 0) const {
     const vector_t<P>* at[] = {&u};
     return gather(input_list<P>(at), b);
   }
   template <tensor_policy P>
   vector_t<P> scatter(input_list<P> in, const classification_batch<P>& b, const sample_signals<P>&,
-                      const vector_t<P>& r) const {
+                      const vector_t<P>& r, std::size_t = 0) const {
     std::vector<scalar_t<P>> out(P::size(*in[0]), scalar_t<P>(0));
     const auto rh = P::to_host(r);
     for (std::size_t i = 0; i < b.size(); ++i) out[Key::entry(b, i, out.size())] += rh[i];

@@ -107,6 +107,8 @@ class sequential {
   [[nodiscard]] std::size_t arch_size() const { return arch_size_; }
   [[nodiscard]] std::size_t classes() const { return classes_; }
   [[nodiscard]] const std::vector<any_layer>& layer_list() const { return layers_; }
+  /// How this network weights its samples (e.g. to read the learned weights of a data set).
+  [[nodiscard]] const Weighting& weighting() const { return weighting_; }
 
   /// Seeded initialisation: He-uniform for weights followed by a ReLU, Glorot-uniform
   /// otherwise; biases zero.
@@ -151,7 +153,7 @@ class sequential {
     const auto& c = weighted_pass(theta, in, b);
     vector r = c.losses;
     P::scale(r, scalar(1.0 / double(b.size())));
-    out = weighting_.scatter(in, b, signals(c), r);
+    out = weighting_.scatter(in, b, signals(c), r, slot);
   }
 
   /// (∂²L/∂θ²) v by the R-operator.
@@ -179,7 +181,7 @@ class sequential {
     vector ldot;
     P::row_dots(cache_.d, dots.back(), ldot);
     P::scale(ldot, scalar(1.0 / double(b.size())));
-    out = weighting_.scatter(in, b, signals(cache_), ldot);
+    out = weighting_.scatter(in, b, signals(cache_), ldot, slot);
   }
 
   /// (∂²L/∂θ∂in) u: for the weighting's input the gradient with the weights replaced by their
@@ -197,7 +199,7 @@ class sequential {
       return;
     }
     vector ignored;
-    backward(weighting_.gather_tangent(in, b, signals(c), u), false, out, ignored);
+    backward(weighting_.gather_tangent(in, b, signals(c), u, slot), false, out, ignored);
   }
 
  private:

@@ -61,7 +61,7 @@ struct teacher_weighting_net {
   /// Σ_i r_i ∂c_i/∂φ.
   template <tensor_policy P>
   vector_t<P> scatter(input_list<P> in, const classification_batch<P>& b, const sample_signals<P>& s,
-                      const vector_t<P>& r) const {
+                      const vector_t<P>& r, std::size_t = 0) const {
     const pass f = forward<P>(in, b, s);
     const auto rh = P::to_host(r);
     const std::size_t D = state_size(), H = hidden, B = f.c.size();
@@ -90,7 +90,7 @@ struct teacher_weighting_net {
   /// ∂c/∂φ · u.
   template <tensor_policy P>
   vector_t<P> gather_tangent(input_list<P> in, const classification_batch<P>& b, const sample_signals<P>& s,
-                             const vector_t<P>& u) const {
+                             const vector_t<P>& u, std::size_t = 0) const {
     const pass f = forward<P>(in, b, s);
     const auto uh = P::to_host(u);
     const std::size_t D = state_size(), H = hidden, B = f.c.size();
