@@ -1,0 +1,103 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+/// \file
+/// Learning from Mistakes (LFM; Zhang, Garg, Sridhara, Hosseini, Xie, TAI 2025), the
+/// data-reweighting form, as three levels of the one solver:
+///
+///     level 0 (W1, learner):      min_W1 (1/B) Σ_i B[id_i] ℓ_i(W1)                 training batches
+///     level 1 (W2, re-learner):   min_W2 (1/B) Σ_i a_i(W1*, V, r) ℓ_i(W2)          the same batches
+///     level 2 (B, V, r):          min L_val(W2*(W1*(B), V, r))                       validation batches
+///
+/// a_i the mistake-driven weights (learners/mistake_weighting.hpp): a training sample counts
+/// more when it resembles, and shares its label with, reference validation samples on which
+/// W1 does badly. Each outer iteration steps the top level first, then W1, then W2 (the
+/// official order); W1 and W2 take one exact look-ahead step each (lookahead, on the batch
+/// their real step then takes), so the top level's hypergradient is the chain rule through
+/// both, with exact second-order products, where the official code uses finite differences.
+///
+/// Fixed against the official code (algorithms.md §4.3, the mathematics, not the quirks):
+/// B is keyed by sample id, not (batch position, iteration); W2's look-ahead is virtual,
+/// W1 is not copied into W2; the hypergradient of B flows from the validation loss; the model
+/// reported is W2, the re-learner the top level optimises. Simplifications, stated: B, V and r
+/// share one optimizer (Adam), where the code uses SGD for B; the encoder V is linear
+/// (a CPU stand-in for the paper's pretrained ResNet).
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <vector>
+
+#include "bilevel/core/level.hpp"
+#include "bilevel/core/solver.hpp"
+#include "bilevel/data/dataset.hpp"
+#include "bilevel/hypergrad/first_order.hpp"
+#include "bilevel/hypergrad/unrolled.hpp"
+#include "bilevel/learners/classification_batch.hpp"
+#include "bilevel/learners/mistake_weighting.hpp"
+#include "bilevel/learners/mlp.hpp"
+#include "bilevel/learners/sample_weighting.hpp"
+#include "bilevel/learners/solution_loss.hpp"
+#include "bilevel/methods/l2rw.hpp"
+#include "bilevel/optim/adam.hpp"
+#include "bilevel/optim/sgd.hpp"
+
+namespace bilevel::methods {
+
+struct lfm_reweighting_config {
+  std::vector<std::size_t> widths = {784, 256, 128, 10};  ///< W1 and W2 (MLPs)
+  std::size_t batch = 100, validation_batch = 100;
+  double lr = 0.1, momentum = 0.9, weight_decay = 5e-4;  ///< W1 and W2
+  bool nesterov = true;
+  double meta_lr = 1e-3, meta_weight_decay = 0.0;  ///< B, V, r (Adam)
+  std::size_t encoder_dim = 32;                    ///< k, V's output dimension
+  std::size_t references_per_class = 10;           ///< reference validation samples for r and u
+  std::uint64_t seed = 1;
+};
+
+/// The first `per_class` validation rows of every class (in order), the reference samples.
+inline data::dataset reference_samples(const data::dataset& validation, std::size_t per_class) {
+  std::vector<std::size_t> taken(validation.num_classes, 0), rows;
+  for (std::size_t r = 0; r < validation.rows; ++r)
+    if (taken[std::size_t(validation.labels[r])]++ < per_class) rows.push_back(r);
+  if (rows.empty()) throw std::invalid_argument("bilevel::methods: no reference samples in the validation set");
+  return validation.subset(rows);
+}
+
+/// The three levels, assembled and scheduled (top, W1, W2). Level 0 is W1, level 1 W2 (the
+/// model to evaluate), level 2 the vector [B | V | r] (layout: learners/mistake_weighting.hpp).
+template <nn_tensor_policy P>
+auto learning_from_mistakes_reweighting(std::shared_ptr<const data::dataset> train,
+                                        std::shared_ptr<const data::dataset> validation,
+                                        const lfm_reweighting_config& cfg = {}) {
+  using namespace bilevel::learners;
+  if (!train || !validation) throw std::invalid_argument("bilevel::methods::learning_from_mistakes: missing data");
+  const std::size_t table = id_table_size(*train);
+  mistake_weighting<P> mistakes(cfg.widths, reference_samples(*validation, cfg.references_per_class), table,
+                                cfg.encoder_dim);
+  const std::size_t top = mistakes.top_size();
+  auto top0 = mistakes.initial_top(cfg.seed + 3);
+  const optim::sgd<P> sgd{.lr = cfg.lr, .momentum = cfg.momentum, .weight_decay = cfg.weight_decay,
+                          .nesterov = cfg.nesterov};
+  // B sits at the front of the top vector; W1's table weighting reads its first `table`
+  // entries by sample id (ids are < table), so it takes the whole vector as its input.
+  mlp<P, sample_weights> learner(cfg.widths, activation::relu, loss_kind::cross_entropy, sample_weights(top));
+  auto w1_0 = learner.initial_parameters(cfg.seed);
+  auto w1 = make_level("W1", std::move(learner), sgd, hypergrad::lookahead{.steps = 1, .on_next_batch = true},
+                       std::move(w1_0), dataset_batches<P>(train, cfg.batch, cfg.seed))
+                .reading({2});
+  mlp<P, mistake_weighting<P>> relearner(cfg.widths, activation::relu, loss_kind::cross_entropy, std::move(mistakes));
+  auto w2_0 = relearner.initial_parameters(cfg.seed + 1);
+  auto w2 = make_level("W2", std::move(relearner), sgd, hypergrad::lookahead{.steps = 1, .on_next_batch = true},
+                       std::move(w2_0), dataset_batches<P>(train, cfg.batch, cfg.seed))
+                .reading({0, 2});
+  auto upper = make_level("B_V_r", solution_loss<mlp<P>>(mlp<P>(cfg.widths), top),
+                          optim::adam<P>{.lr = cfg.meta_lr, .weight_decay = cfg.meta_weight_decay},
+                          hypergrad::first_order{}, std::move(top0),
+                          dataset_batches<P>(std::move(validation), cfg.validation_batch, cfg.seed + 2, true))
+                   .reading({1});
+  solver s(std::move(w1), std::move(w2), std::move(upper));
+  s.schedule({2, 0, 1});
+  return s;
+}
+
+}  // namespace bilevel::methods
