@@ -19,9 +19,11 @@
 /// B = 100, N = 59000). The look-ahead step is the classifier's own optimizer step
 /// (momentum and weight decay included); the paper's is a plain gradient step of size 1,
 /// which the normalisation makes scale-free; with momentum the point where the validation
-/// gradient is read moves by one step. Defaults follow the paper's MNIST setting (SGD,
-/// momentum 0.9, lr 1e-3 in the paper; here 0.1 with weight decay 5e-4 to match the other
-/// methods' recipe on Fashion-MNIST, batch 100).
+/// gradient is read moves by one step. Defaults: SGD with Nesterov momentum 0.9 and weight
+/// decay 5e-4 as the other methods, batch 100, lr 0.03 (the paper's MNIST run uses 1e-3):
+/// the rule concentrates the batch's total weight B on the aligned samples (up to ~20 on
+/// one sample measured), and at the other methods' lr 0.1 the MLP on Fashion-MNIST diverged
+/// to chance accuracy within the first epoch.
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -45,7 +47,7 @@ namespace bilevel::methods {
 struct l2rw_config {
   std::vector<std::size_t> widths = {784, 256, 128, 10};  ///< the classifier (an MLP)
   std::size_t batch = 100, validation_batch = 100;
-  double lr = 0.1, momentum = 0.9, weight_decay = 5e-4;
+  double lr = 0.03, momentum = 0.9, weight_decay = 5e-4;
   bool nesterov = true;
   std::uint64_t seed = 1;
 };
