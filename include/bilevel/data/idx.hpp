@@ -6,16 +6,18 @@
 /// Layout: two zero bytes, a type code (0x08 u8, 0x09 i8, 0x0B i16, 0x0C i32, 0x0D f32,
 /// 0x0E f64), the number of dimensions, each dimension as a big-endian u32, then the data,
 /// big-endian, row-major. A file is read whole and checked against its header: a wrong magic,
-/// an unknown type, a size that does not match the dimensions (too short *or* too long), a
-/// truncated or corrupt gzip stream (or bytes after it that are not another gzip member),
-/// dimensions whose product overflows each throw bilevel::data::idx_error naming the file and
-/// the problem; idx_error is the only exception malformed input raises (std::bad_alloc remains
-/// possible for a valid file too large for memory). Nothing partial is
-/// ever returned as data, and nothing is allocated from the declared dimensions before the
-/// data has been checked against them (a gzip stream is inflated no further than its header
-/// says the file is long). read_idx reads a file; parse_idx_bytes parses plain or gzip bytes
-/// held in memory; parse_idx parses plain bytes. fuzz/idx_fuzzer.cpp fuzzes all three
-/// (scripts/fuzz.sh), and tests/test_idx_corpus.cpp replays its corpus.
+/// an unknown type, dimensions whose product overflows, a size that does not match the
+/// dimensions (too short *or* too long), a truncated or corrupt gzip stream, or bytes after
+/// it that are not another gzip member each throw bilevel::data::idx_error naming the file
+/// and the problem. idx_error is the only exception malformed input raises (a valid file too
+/// large for memory can still raise std::bad_alloc). Nothing partial is ever returned as
+/// data, and nothing is allocated from the declared dimensions before the data has been
+/// checked against them; a gzip stream is inflated no further than its header says the file
+/// is long.
+///
+/// read_idx reads a file; parse_idx_bytes parses plain or gzip bytes held in memory;
+/// parse_idx parses plain bytes. fuzz/idx_fuzzer.cpp fuzzes them (scripts/fuzz.sh) and
+/// tests/test_idx_corpus.cpp replays the fuzz corpus.
 #include <zlib.h>
 
 #include <algorithm>

@@ -34,7 +34,7 @@
 
 #include "bilevel/core/learner.hpp"
 #include "bilevel/learners/classification_batch.hpp"
-#include "bilevel/learners/mlp.hpp"
+#include "bilevel/learners/reference_losses.hpp"
 #include "bilevel/learners/sample_weighting.hpp"
 
 namespace bilevel::learners {
@@ -50,25 +50,14 @@ class mistake_weighting {
   /// `table`: entries of B at the front of the top vector; `encoder_dim`: k.
   mistake_weighting(const std::vector<std::size_t>& first_learner_widths, const data::dataset& references,
                     std::size_t table, std::size_t encoder_dim)
-      : first_(first_learner_widths, activation::relu, loss_kind::cross_entropy, sample_weights(references.rows)),
-        table_(table),
-        k_(encoder_dim),
-        d_(references.cols) {
-    if (references.rows == 0) throw std::invalid_argument("bilevel::learners::mistake_weighting: no reference samples");
+      : refs_(first_learner_widths, references), table_(table), k_(encoder_dim), d_(references.cols) {
     if (encoder_dim == 0) throw std::invalid_argument("bilevel::learners::mistake_weighting: encoder dimension must be >= 1");
-    data::dataset renumbered = references;  // ids 0..n−1: W1's per-reference weights are a table over them
-    for (std::size_t j = 0; j < renumbered.rows; ++j) renumbered.ids[j] = j;
-    std::vector<std::size_t> all(renumbered.rows);
-    for (std::size_t j = 0; j < all.size(); ++j) all[j] = j;
-    reference_ = make_batch<P>(renumbered, all);
-    ones_ = P::zeros(renumbered.rows);
-    P::fill(ones_, scalar_t<P>(1));
   }
 
-  [[nodiscard]] std::size_t references() const { return reference_.size(); }
+  [[nodiscard]] std::size_t references() const { return refs_.size(); }
   [[nodiscard]] std::size_t top_size() const { return table_ + k_ * d_ + references(); }
   [[nodiscard]] std::size_t input_size(std::size_t slot) const {
-    return slot == 0 ? first_.num_parameters() : top_size();
+    return slot == 0 ? refs_.num_parameters() : top_size();
   }
   [[nodiscard]] std::size_t encoder_offset() const { return table_; }
   [[nodiscard]] std::size_t r_offset() const { return table_ + k_ * d_; }
@@ -77,7 +66,7 @@ class mistake_weighting {
   /// reference similarities f·g are O(1).
   [[nodiscard]] vector initial_top(std::uint64_t seed) const {
     std::vector<scalar_t<P>> t(top_size(), scalar_t<P>(1));
-    const auto xr = P::matrix_to_host(reference_.x);
+    const auto xr = P::matrix_to_host(refs_.batch().x);
     double sq = 0;
     for (auto v : xr) sq += double(v) * double(v);
     sq /= double(references());
@@ -100,16 +89,11 @@ class mistake_weighting {
     const std::size_t B = f.a.size(), n = references();
     std::vector<double> delta(B);
     for (std::size_t i = 0; i < B; ++i) delta[i] = double(rh[i]) * f.a[i] * (1.0 - f.a[i]);
-    if (slot == 0) {  // through u_j: Σ_j β_j ∇u_j(W1), as W1's gradient with weights n·β
-      std::vector<scalar_t<P>> w(n, scalar_t<P>(0));
+    if (slot == 0) {  // through u_j: Σ_j β_j ∇u_j(W1)
+      std::vector<double> beta(n, 0.0);
       for (std::size_t i = 0; i < B; ++i)
-        for (std::size_t j = 0; j < n; ++j)
-          w[j] += scalar_t<P>(delta[i] * f.x[i * n + j] * f.z(i, j) * f.r[j] * double(n));
-      const vector wv = P::from_host(w);
-      const vector* win[] = {&wv};
-      vector out;
-      first_.gradient(*in[0], input_list<P>(win), reference_, out);
-      return out;
+        for (std::size_t j = 0; j < n; ++j) beta[j] += delta[i] * f.x[i * n + j] * f.z(i, j) * f.r[j];
+      return refs_.vjp(*in[0], beta);
     }
     std::vector<scalar_t<P>> out(top_size(), scalar_t<P>(0));
     std::vector<scalar_t<P>> gamma(B * n);  // ∂/∂S_ij
@@ -124,7 +108,7 @@ class mistake_weighting {
     P::gemm(scalar_t<P>(1), gm, false, f.G, false, scalar_t<P>(0), dF);
     P::gemm(scalar_t<P>(1), gm, true, f.F, false, scalar_t<P>(0), dG);
     P::gemm(scalar_t<P>(1), dF, true, b.x, false, scalar_t<P>(0), dV);
-    P::gemm(scalar_t<P>(1), dG, true, reference_.x, false, scalar_t<P>(1), dV);
+    P::gemm(scalar_t<P>(1), dG, true, refs_.batch().x, false, scalar_t<P>(1), dV);
     vector result = P::from_host(out);
     P::flatten_into(dV, result, encoder_offset());
     return result;
@@ -136,19 +120,16 @@ class mistake_weighting {
     const pass f = forward(in, b);
     const std::size_t B = f.a.size(), n = references();
     std::vector<double> e_dot(B, 0.0);
-    if (slot == 0) {  // u̇_j = ⟨∇u_j, t⟩ = n · (∂²L/∂w∂W1 t)_j with L = (1/n) Σ w_j u_j
-      vector per;
-      const vector* win[] = {&ones_};
-      first_.mixed_vjp(*in[0], input_list<P>(win), reference_, 0, t, per);
-      const auto ud = P::to_host(per);
+    if (slot == 0) {  // through u̇_j = ⟨∇u_j, t⟩
+      const auto ud = refs_.jvp(*in[0], t);
       for (std::size_t i = 0; i < B; ++i)
-        for (std::size_t j = 0; j < n; ++j) e_dot[i] += f.x[i * n + j] * f.z(i, j) * f.r[j] * double(ud[j]) * double(n);
+        for (std::size_t j = 0; j < n; ++j) e_dot[i] += f.x[i * n + j] * f.z(i, j) * f.r[j] * ud[j];
     } else {
       const auto th = P::to_host(t);
       matrix Vd, Fd = P::matrix_zeros(B, k_), Gd = P::matrix_zeros(n, k_);
       P::unflatten(t, encoder_offset(), k_, d_, Vd);
       P::gemm(scalar_t<P>(1), b.x, false, Vd, true, scalar_t<P>(0), Fd);
-      P::gemm(scalar_t<P>(1), reference_.x, false, Vd, true, scalar_t<P>(0), Gd);
+      P::gemm(scalar_t<P>(1), refs_.batch().x, false, Vd, true, scalar_t<P>(0), Gd);
       const auto fd = P::matrix_to_host(Fd), gd = P::matrix_to_host(Gd);
       const auto fh = P::matrix_to_host(f.F), gh = P::matrix_to_host(f.G);
       for (std::size_t i = 0; i < B; ++i)
@@ -175,9 +156,9 @@ class mistake_weighting {
   };
 
   pass forward(input_list<P> in, const classification_batch<P>& b) const {
-    if (in.size() < 2 || P::size(*in[0]) != first_.num_parameters() || P::size(*in[1]) != top_size())
+    if (in.size() < 2 || P::size(*in[0]) != refs_.num_parameters() || P::size(*in[1]) != top_size())
       throw std::invalid_argument("bilevel::learners::mistake_weighting: expects W1's " +
-                                  std::to_string(first_.num_parameters()) + " parameters and a top vector of " +
+                                  std::to_string(refs_.num_parameters()) + " parameters and a top vector of " +
                                   std::to_string(top_size()));
     if (P::cols(b.x) != d_)
       throw std::invalid_argument("bilevel::learners::mistake_weighting: batch has " + std::to_string(P::cols(b.x)) +
@@ -186,9 +167,8 @@ class mistake_weighting {
     const std::size_t B = b.size(), n = references();
     f.n = n;
     f.labels = b.labels;
-    f.ref_labels = reference_.labels;
-    const auto u = P::to_host(first_.forward(*in[0], reference_).losses);
-    f.u.assign(u.begin(), u.end());
+    f.ref_labels = refs_.labels();
+    f.u = refs_.losses(*in[0]);
     const auto top = P::to_host(*in[1]);
     f.r.assign(top.begin() + std::ptrdiff_t(r_offset()), top.end());
     matrix V;
@@ -196,7 +176,7 @@ class mistake_weighting {
     f.F = P::matrix_zeros(B, k_);
     f.G = P::matrix_zeros(n, k_);
     P::gemm(scalar_t<P>(1), b.x, false, V, true, scalar_t<P>(0), f.F);
-    P::gemm(scalar_t<P>(1), reference_.x, false, V, true, scalar_t<P>(0), f.G);
+    P::gemm(scalar_t<P>(1), refs_.batch().x, false, V, true, scalar_t<P>(0), f.G);
     const auto fh = P::matrix_to_host(f.F), gh = P::matrix_to_host(f.G);
     f.x.assign(B * n, 0.0);
     f.e.assign(B, 0.0);
@@ -219,9 +199,7 @@ class mistake_weighting {
     return f;
   }
 
-  mlp<P, sample_weights> first_;
-  classification_batch<P> reference_;
-  vector ones_;
+  reference_losses<P> refs_;
   std::size_t table_, k_, d_;
 };
 
