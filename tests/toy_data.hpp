@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 // Small classification data sets for method tests: 8 features, 3 classes, labels from a fixed
-// nonlinear-free rule, optionally with a fraction of labels moved to another class.
+// linear rule (classes roughly balanced), optionally with a fraction of labels moved to another class.
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -34,7 +34,7 @@ inline toy_set toy_classes(std::size_t rows, std::uint64_t seed, double noise = 
     for (std::size_t c = 0; c < d.cols; ++c) {
       const float x = normal(gen);
       d.features.push_back(x);
-      for (int k = 0; k < 3; ++k) score[k] += x * float((c * 7 + std::size_t(k) * 3) % 5) - 2.0f * float(k == 0);
+      for (int k = 0; k < 3; ++k) score[k] += x * float((c * 7 + std::size_t(k) * 3) % 5);
     }
     int label = int(std::max_element(score, score + 3) - score);
     const bool flip = uniform(gen) < noise;

@@ -1,0 +1,88 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+/// \file
+/// Learning from Mistakes based on class weighting (LFM-CW; Gala & Xie, arXiv 2112.00275),
+/// data form, as three levels of the one solver (a reconstruction from the abstract and the
+/// LFM structure: algorithms.md §5):
+///
+///     level 0 (W1, learner):     min_W1 L(W1, D_tr)                                 training batches
+///     level 1 (W2, re-learner):  min_W2 (1/N) [Σ_real ℓ_i + γ Σ_synthetic c_{y_s}(W1*, ω) ℓ_s]
+///                                                       real batches + generator samples
+///     level 2 (ω):               min_ω L_val(W2*(W1*, ω))                            validation batches
+///
+/// c the class weights of learners/class_mistake_weighting.hpp, driven by W1's per-class
+/// validation errors. The synthetic data come from a class-conditional generator (the paper
+/// uses a pretrained GAN; data/generator.hpp's PCA-Gaussian stands in for it on a CPU).
+/// Schedule: ω, then W1, then W2; W2 takes an exact look-ahead step on the batch its real
+/// step then takes; W1 reads nothing from above, so first_order suffices for it (its
+/// solution enters c, not the other way round).
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <vector>
+
+#include "bilevel/core/level.hpp"
+#include "bilevel/core/solver.hpp"
+#include "bilevel/data/generator.hpp"
+#include "bilevel/hypergrad/first_order.hpp"
+#include "bilevel/hypergrad/unrolled.hpp"
+#include "bilevel/learners/class_mistake_weighting.hpp"
+#include "bilevel/learners/classification_batch.hpp"
+#include "bilevel/learners/mlp.hpp"
+#include "bilevel/learners/solution_loss.hpp"
+#include "bilevel/learners/synthetic_batches.hpp"
+#include "bilevel/methods/learning_from_mistakes.hpp"
+#include "bilevel/optim/adam.hpp"
+#include "bilevel/optim/sgd.hpp"
+
+namespace bilevel::methods {
+
+struct lfm_class_weighting_config {
+  std::vector<std::size_t> widths = {784, 256, 128, 10};  ///< W1 and W2 (MLPs)
+  std::size_t batch = 100, synthetic_per_batch = 50, validation_batch = 100;
+  double lr = 0.1, momentum = 0.9, weight_decay = 5e-4;  ///< W1 and W2
+  bool nesterov = true;
+  double meta_lr = 1e-2, meta_weight_decay = 0.0;  ///< ω (Adam)
+  double synthetic_weight = 1.0;                   ///< γ
+  std::size_t references_per_class = 10;
+  std::uint64_t seed = 1;
+};
+
+/// The three levels, assembled and scheduled (ω, W1, W2). Level 1 (W2) is the model to
+/// evaluate; level 2 holds ω, starting at 1.
+template <nn_tensor_policy P, data::class_conditional_generator G>
+auto lfm_class_weighting(std::shared_ptr<const data::dataset> train, std::shared_ptr<const data::dataset> validation,
+                         std::shared_ptr<const G> generator, const lfm_class_weighting_config& cfg = {}) {
+  using namespace bilevel::learners;
+  if (!train || !validation) throw std::invalid_argument("bilevel::methods::lfm_class_weighting: missing data");
+  const optim::sgd<P> sgd{.lr = cfg.lr, .momentum = cfg.momentum, .weight_decay = cfg.weight_decay,
+                          .nesterov = cfg.nesterov};
+  const std::size_t C = train->num_classes;
+  mlp<P> learner(cfg.widths);
+  auto w1_0 = learner.initial_parameters(cfg.seed);
+  auto w1 = make_level("W1", std::move(learner), sgd, hypergrad::first_order{}, std::move(w1_0),
+                       dataset_batches<P>(train, cfg.batch, cfg.seed));
+  mlp<P, class_mistake_weighting<P>> relearner(
+      cfg.widths, activation::relu, loss_kind::cross_entropy,
+      class_mistake_weighting<P>(cfg.widths, reference_samples(*validation, cfg.references_per_class),
+                                 cfg.synthetic_weight));
+  auto w2_0 = relearner.initial_parameters(cfg.seed + 1);
+  auto w2 = make_level("W2", std::move(relearner), sgd, hypergrad::lookahead{.steps = 1, .on_next_batch = true},
+                       std::move(w2_0),
+                       with_synthetic_batches<P, G>(train, std::move(generator), cfg.batch, cfg.synthetic_per_batch,
+                                                    cfg.seed + 5))
+                .reading({0, 2});
+  vector_t<P> omega0 = P::zeros(C);
+  P::fill(omega0, scalar_t<P>(1));
+  auto upper = make_level("omega", solution_loss<mlp<P>>(mlp<P>(cfg.widths), C),
+                          optim::adam<P>{.lr = cfg.meta_lr, .weight_decay = cfg.meta_weight_decay},
+                          hypergrad::first_order{}, std::move(omega0),
+                          dataset_batches<P>(std::move(validation), cfg.validation_batch, cfg.seed + 2, true))
+                   .reading({1});
+  solver s(std::move(w1), std::move(w2), std::move(upper));
+  s.schedule({2, 0, 1});
+  return s;
+}
+
+}  // namespace bilevel::methods

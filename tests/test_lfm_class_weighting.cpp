@@ -1,0 +1,139 @@
+// SPDX-License-Identifier: MIT
+// LFM-CW: the PCA-Gaussian generator (class-conditional, seeded), the class weights' exact
+// products in W1 and ω against central differences, the three-level hypergradient against
+// central differences of the method's look-ahead objective, and a short run.
+#include <doctest/doctest.h>
+
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include <bilevel/bilevel.hpp>
+#include <bilevel/data/generator.hpp>
+#include <bilevel/methods/lfm_class_weighting.hpp>
+
+#include "support.hpp"
+#include "toy_data.hpp"
+
+namespace {
+
+using P = test::P64;
+using bilevel::learners::make_batch;
+using bilevel::learners::mlp;
+const std::vector<std::size_t> widths = {8, 6, 3};
+
+bilevel::learners::classification_batch<P> whole(const bilevel::data::dataset& d) {
+  std::vector<std::size_t> rows(d.rows);
+  std::iota(rows.begin(), rows.end(), std::size_t(0));
+  return make_batch<P>(d, rows);
+}
+
+}  // namespace
+
+TEST_CASE("PCA-Gaussian generator: class means are reproduced, draws are seeded") {
+  const auto train = test::toy_classes(600, 3);
+  const bilevel::data::pca_gaussian_generator g(*train.data, 8, 1);  // full rank: exact per-class Gaussians
+  std::mt19937_64 a(5), b(5);
+  CHECK(g.sample(1, 4, a) == g.sample(1, 4, b));
+  // The mean of many draws of class k approaches the class mean of the data (clipping aside:
+  // the toy features are Gaussian with range ±4σ, so clipping is rare).
+  for (std::size_t k = 0; k < 3; ++k) {
+    std::vector<double> data_mean(8, 0.0), draw_mean(8, 0.0);
+    std::size_t n = 0;
+    for (std::size_t r = 0; r < train.data->rows; ++r)
+      if (std::size_t(train.data->labels[r]) == k) {
+        ++n;
+        for (std::size_t c = 0; c < 8; ++c) data_mean[c] += train.data->features[r * 8 + c];
+      }
+    const auto draws = g.sample(k, 4000, a);
+    for (std::size_t s = 0; s < 4000; ++s)
+      for (std::size_t c = 0; c < 8; ++c) draw_mean[c] += draws[s * 8 + c] / 4000.0;
+    for (auto& m : data_mean) m /= double(n);
+    // Standard error of a mean of 4000 unit-variance draws is 0.016; 0.1 is over 6σ.
+    for (std::size_t c = 0; c < 8; ++c) CHECK(std::abs(draw_mean[c] - data_mean[c]) < 0.1);
+  }
+  CHECK_THROWS_WITH_AS(g.sample(3, 1, a), doctest::Contains("class 3 of 3"), std::out_of_range);
+}
+
+TEST_CASE("LFM-CW class weights: VJP and JVP in W1 and ω are exact") {
+  const auto train = test::toy_classes(30, 3), refs = test::toy_classes(30, 4, 0.0, 500);
+  auto gen = std::make_shared<const bilevel::data::pca_gaussian_generator>(*train.data, 4, 1);
+  bilevel::learners::with_synthetic_batches<P, bilevel::data::pca_gaussian_generator> batches(train.data, gen, 6, 6, 2);
+  const auto b = batches();
+  REQUIRE(b.size() == 12);
+  const bilevel::learners::class_mistake_weighting<P> cw(widths, *refs.data, 0.7);
+  std::vector<std::vector<double>> point = {test::host<P>(mlp<P>(widths).initial_parameters(5)), {0.8, 1.5, -0.4}};
+  const P::vector dummy = P::zeros(12);
+  const bilevel::learners::sample_signals<P> s{dummy};
+  auto weights_at = [&](const std::vector<std::vector<double>>& pt) {
+    const P::vector v0 = test::device<P>(pt[0]), v1 = test::device<P>(pt[1]);
+    const P::vector* in[] = {&v0, &v1};
+    return test::host<P>(cw.gather(bilevel::input_list<P>(in), b, s));
+  };
+  const auto w = weights_at(point);
+  for (std::size_t i = 0; i < 6; ++i) CHECK(w[i] == 1.0);  // real rows
+  const P::vector v0 = test::device<P>(point[0]), v1 = test::device<P>(point[1]);
+  const P::vector* in[] = {&v0, &v1};
+  const auto rho = test::random_vector(12, 7, 1.0);
+  for (std::size_t slot = 0; slot < 2; ++slot) {
+    const auto t = test::random_vector(point[slot].size(), 8 + unsigned(slot), 1.0);
+    const auto vjp = test::host<P>(cw.scatter(bilevel::input_list<P>(in), b, s, test::device<P>(rho), slot));
+    const auto jvp = test::host<P>(cw.gather_tangent(bilevel::input_list<P>(in), b, s, test::device<P>(t), slot));
+    double lhs = 0, rhs = 0;
+    for (std::size_t i = 0; i < rho.size(); ++i) lhs += rho[i] * jvp[i];
+    for (std::size_t k = 0; k < t.size(); ++k) rhs += vjp[k] * t[k];
+    CHECK(lhs == doctest::Approx(rhs).epsilon(1e-12));
+    auto plus = point, minus = point;
+    for (std::size_t k = 0; k < t.size(); ++k) plus[slot][k] += 1e-6 * t[k], minus[slot][k] -= 1e-6 * t[k];
+    const auto wp = weights_at(plus), wm = weights_at(minus);
+    std::vector<double> fd(wp.size());
+    for (std::size_t i = 0; i < fd.size(); ++i) fd[i] = (wp[i] - wm[i]) / 2e-6;
+    // h = 1e-6 in double: O(h²) truncation and 1e-10 round-off relative to weights of O(1).
+    MESSAGE("slot " << slot << ": JVP vs central differences " << test::relative_error(jvp, fd));
+    CHECK(test::relative_error(jvp, fd) <= 1e-7);
+  }
+}
+
+TEST_CASE("LFM-CW: ω's hypergradient against central differences, and a short run") {
+  const auto train = test::toy_classes(60, 3), val = test::toy_classes(30, 4, 0.0, 1000);
+  auto gen = std::make_shared<const bilevel::data::pca_gaussian_generator>(*train.data, 4, 1);
+  auto s = bilevel::methods::lfm_class_weighting<P>(
+      train.data, val.data, gen,
+      {.widths = widths, .batch = 10, .synthetic_per_batch = 6, .validation_batch = 15, .references_per_class = 3,
+       .seed = 4});
+  s.run(3);
+  auto& w2 = s.level<1>();
+  auto val_sampler = s.level<2>().sampler;
+  const auto vb = val_sampler();
+  const auto b2 = w2.peek_batch();
+  const auto hg = s.hypergradient(2);
+  const auto exact = test::host<P>(hg.gradient);
+  const auto w1 = s.level<0>().theta;
+  auto objective = [&](const std::vector<double>& omega_host) {
+    const P::vector omega = test::device<P>(omega_host);
+    const P::vector* in[] = {&w1, &omega};
+    P::vector theta = w2.theta, g;
+    auto st = w2.state;
+    w2.learner.gradient(theta, in, b2, g);
+    w2.optimizer.step(theta, st, g);
+    return mlp<P>(widths).loss(theta, {}, vb);
+  };
+  const auto omega0 = test::host<P>(s.level<2>().theta);
+  const auto fd = test::central_gradient(objective, omega0, 1e-5);
+  MESSAGE("LFM-CW hypergradient vs central differences: " << test::relative_error(exact, fd));
+  CHECK(test::relative_error(exact, fd) <= 1e-6);  // h = 1e-5 in double, as for the other methods
+
+  const auto big = test::toy_classes(300, 7), bigval = test::toy_classes(60, 8, 0.0, 1000);
+  auto big_gen = std::make_shared<const bilevel::data::pca_gaussian_generator>(*big.data, 6, 1);
+  auto run = bilevel::methods::lfm_class_weighting<P>(
+      big.data, bigval.data, big_gen, {.widths = {8, 16, 3}, .batch = 20, .synthetic_per_batch = 10,
+                                       .validation_batch = 30, .seed = 2});
+  const auto vball = whole(*bigval.data);
+  const mlp<P> net({8, 16, 3});
+  const double before = net.loss(run.level<1>().theta, {}, vball);
+  run.run(300);
+  const double after = net.loss(run.level<1>().theta, {}, vball);
+  MESSAGE("LFM-CW W2 validation loss " << before << " -> " << after);
+  CHECK(after < 0.7 * before);
+  CHECK(P::all_finite(run.level<2>().theta));
+}
