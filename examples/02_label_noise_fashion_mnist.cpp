@@ -28,76 +28,29 @@
 #include <bilevel/methods/learning_from_mistakes.hpp>
 #include <bilevel/methods/meta_weight_net.hpp>
 
-#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <functional>
 #include <map>
 #include <memory>
-#include <numeric>
-#include <sstream>
 #include <string>
 #include <vector>
 
-using P = bilevel::policy::eigen<float>;
+#include "support/experiment.hpp"
+
 using namespace bilevel;
+using example::P;
 using seconds = std::chrono::duration<double>;
 
 namespace {
-
-struct options {
-  std::string data, out = "results";
-  std::vector<unsigned> seeds = {1};
-  std::vector<std::string> methods = {"plain", "mwn"};
-  std::size_t epochs = 15;
-  double noise = 0.4;
-  bool quick = false;
-};
 
 const std::map<std::string, std::string> method_names = {{"plain", "plain"},
                                                          {"l2rw", "L2RW"},
                                                          {"mwn", "Meta-Weight-Net"},
                                                          {"teacher", "deep interactions"},
                                                          {"lfm", "LFM (reweighting)"}};
-
-std::vector<std::string> split_list(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream in(s);
-  for (std::string item; std::getline(in, item, ',');)
-    if (!item.empty()) out.push_back(item);
-  return out;
-}
-
-/// Rows [start, start + n) of a data set, in chunks of 1000, as batches.
-template <class F>
-void for_chunks(const data::dataset& d, F&& f) {
-  for (std::size_t start = 0; start < d.rows; start += 1000) {
-    std::vector<std::size_t> rows(std::min<std::size_t>(1000, d.rows - start));
-    std::iota(rows.begin(), rows.end(), start);
-    f(rows, learners::make_batch<P>(d, rows));
-  }
-}
-
-double accuracy(const learners::mlp<P>& net, const P::vector& theta, const data::dataset& d) {
-  std::size_t correct = 0;
-  for_chunks(d, [&](const auto&, const auto& b) {
-    const auto logits = net.forward(theta, b).logits;
-    for (long i = 0; i < logits.rows(); ++i) {
-      long k;
-      logits.row(i).maxCoeff(&k);
-      correct += k == b.labels[std::size_t(i)];
-    }
-  });
-  return 100.0 * double(correct) / double(d.rows);
-}
-
-/// lr, ×0.1 at 2/3 and at 5/6 of training (Meta-Weight-Net's 80 and 100 of 120 epochs).
-double scheduled_lr(double lr, std::size_t step, std::size_t total) {
-  return lr * (step >= total * 2 / 3 ? 0.1 : 1.0) * (step >= total * 5 / 6 ? 0.1 : 1.0);
-}
 
 struct epoch_record {
   double accuracy, weight_clean, weight_corrupted;
@@ -107,80 +60,29 @@ struct run_result {
   double seconds = 0;
 };
 
-/// Mean weight of clean and of corrupted samples, from per-sample weights.
-struct weight_means {
-  double clean = 0, corrupted = 0;
-  std::size_t n_clean = 0, n_corrupted = 0;
-  void add(double w, bool corrupt) {
-    if (corrupt) corrupted += w, ++n_corrupted;
-    else clean += w, ++n_clean;
-  }
-  [[nodiscard]] std::pair<double, double> means() const {
-    return {n_clean ? clean / double(n_clean) : NAN, n_corrupted ? corrupted / double(n_corrupted) : NAN};
-  }
-};
-
-/// The weights a network's Weighting gives every training sample, with inputs `in`.
-template <class Net>
-std::pair<double, double> learned_weights(const Net& net, const P::vector& theta, input_list<P> in,
-                                          const data::dataset& train, const std::vector<bool>& corrupted) {
-  weight_means m;
-  for_chunks(train, [&](const auto& rows, const auto& b) {
-    const auto out = net.forward(theta, b);
-    const learners::sample_signals<P> s{out.losses, &out.logits, &out.features};
-    const auto c = P::to_host(net.weighting().gather(in, b, s));
-    for (std::size_t i = 0; i < rows.size(); ++i) m.add(double(c[i]), corrupted[rows[i]]);
-  });
-  return m.means();
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
-  options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto next = [&]() -> std::string {
-      if (i + 1 >= argc) throw std::invalid_argument(a + " needs a value");
-      return argv[++i];
-    };
-    if (a == "--help") {
-      std::puts(
-          "usage: 02_label_noise_fashion_mnist [--data DIR] [--seed N | --seeds A,B,C] [--epochs N]\n"
-          "                                    [--methods LIST|all] [--noise R] [--out DIR] [--quick]\n"
-          "Reweighting methods against plain training on Fashion-MNIST with symmetric label noise.\n"
-          "--data: directory of the IDX files (default: the Debian package's, or $BILEVEL_FASHION_MNIST_DIR)\n"
-          "--methods: comma-separated from plain,l2rw,mwn,teacher,lfm (default plain,mwn); all = every one\n"
-          "--out: directory for label_noise_epochs.csv and label_noise_runs.csv (default results)\n"
-          "--quick: 6000 training images, 2 epochs (a smoke test, not a result)");
+  example::options o;
+  o.methods = {"plain", "mwn"};
+  o.setting = 0.4;
+  try {
+    if (!example::parse(argc, argv, o, method_names, "--noise",
+                        "usage: 02_label_noise_fashion_mnist [--data DIR] [--seed N | --seeds A,B,C] [--epochs N]\n"
+                        "                                    [--methods LIST|all] [--noise R] [--out DIR] [--quick]\n"
+                        "Reweighting methods against plain training on Fashion-MNIST with symmetric label noise.\n"
+                        "--data: directory of the IDX files (default: the Debian package's, or "
+                        "$BILEVEL_FASHION_MNIST_DIR)\n"
+                        "--methods: comma-separated from plain,l2rw,mwn,teacher,lfm (default plain,mwn); all = every one\n"
+                        "--noise: fraction of training labels moved to another class (default 0.4)\n"
+                        "--out: directory for label_noise_epochs.csv and label_noise_runs.csv (default results)\n"
+                        "--quick: 6000 training images, 2 epochs (a smoke test, not a result)"))
       return 0;
-    }
-    if (a == "--data") o.data = next();
-    else if (a == "--seed") o.seeds = {unsigned(std::stoul(next()))};
-    else if (a == "--seeds") {
-      o.seeds.clear();
-      for (const auto& s : split_list(next())) o.seeds.push_back(unsigned(std::stoul(s)));
-    } else if (a == "--epochs") o.epochs = std::stoul(next());
-    else if (a == "--methods") {
-      const auto list = next();
-      o.methods = list == "all" ? std::vector<std::string>{"plain", "l2rw", "mwn", "teacher", "lfm"} : split_list(list);
-    } else if (a == "--noise") o.noise = std::stod(next());
-    else if (a == "--out") o.out = next();
-    else if (a == "--quick") o.quick = true, o.epochs = 2;
-    else {
-      std::fprintf(stderr, "unknown argument %s (try --help)\n", a.c_str());
-      return 2;
-    }
-  }
-  for (const auto& m : o.methods)
-    if (!method_names.count(m)) {
-      std::fprintf(stderr, "unknown method %s (try --help)\n", m.c_str());
-      return 2;
-    }
-  if (o.seeds.empty() || o.epochs == 0) {
-    std::fputs("need at least one seed and one epoch\n", stderr);
+  } catch (const std::invalid_argument& e) {
+    std::fprintf(stderr, "%s\n", e.what());
     return 2;
   }
+  const double noise = o.setting;
   if (!data::fashion_mnist_available(o.data)) {
     std::printf("SKIPPED: Fashion-MNIST not found in %s (apt-get install dataset-fashion-mnist, or --data DIR)\n",
                 data::fashion_mnist_dir(o.data).c_str());
@@ -204,20 +106,20 @@ int main(int argc, char** argv) {
       std::iota(rows.begin(), rows.end(), std::size_t(0));
       split.train = split.train.subset(rows);
     }
-    const auto corruption = data::symmetric_label_noise(split.train, o.noise, seed + 10);
+    const auto corruption = data::symmetric_label_noise(split.train, noise, seed + 10);
     std::printf("seed %u: %zu training images (%zu labels corrupted, %.0f%%), %zu clean validation, %zu test\n", seed,
                 split.train.rows, corruption.count(), 100.0 * double(corruption.count()) / double(split.train.rows),
                 split.validation.rows, fm.test.rows);
     const auto train = std::make_shared<const data::dataset>(split.train);
     const auto validation = std::make_shared<const data::dataset>(split.validation);
     const std::size_t per_epoch = train->rows / 100, total = per_epoch * o.epochs;
-    const auto schedule = [total](std::size_t t) { return scheduled_lr(0.1, t, total); };
+    const auto schedule = [total](std::size_t t) { return example::scheduled_lr(0.1, t, total); };
 
     for (const auto& method : o.methods) {
       run_result r;
       const auto t0 = std::chrono::steady_clock::now();
       auto report = [&](const P::vector& theta, std::pair<double, double> w) {
-        r.epochs.push_back({accuracy(net, theta, fm.test), w.first, w.second});
+        r.epochs.push_back({example::accuracy(net, theta, fm.test).plain, w.first, w.second});
         std::printf("  %-18s seed %u epoch %2zu/%zu  test accuracy %.2f%%  mean weight clean %.3f corrupted %.3f\n",
                     method_names.at(method).c_str(), seed, r.epochs.size(), o.epochs, r.epochs.back().accuracy,
                     w.first, w.second);
@@ -252,7 +154,7 @@ int main(int argc, char** argv) {
           auto& lv1 = s.template level<1>();
           run_solver(s, [&] { return lv0.theta; }, [&] {
             const P::vector* in[] = {&lv1.theta};
-            return learned_weights(lv0.learner, lv0.theta, input_list<P>(in), *train, corruption.corrupted);
+            return example::learned_weights(lv0.learner, lv0.theta, input_list<P>(in), *train, corruption.corrupted);
           });
         };
         if (method == "mwn") go(methods::meta_weight_net<P>(train, validation, {.seed = seed}));
@@ -262,8 +164,8 @@ int main(int argc, char** argv) {
         std::vector<bool> corrupted_by_id(methods::id_table_size(*train), false);  // ids are file rows
         for (std::size_t row = 0; row < train->rows; ++row) corrupted_by_id[train->ids[row]] = corruption.corrupted[row];
         const double base = s.level<0>().optimizer.lr;  // L2RW's own default (methods/l2rw.hpp)
-        s.level<0>().optimizer.schedule = [total, base](std::size_t t) { return scheduled_lr(base, t, total); };
-        weight_means epoch_weights;  // the weights each batch got, over the epoch
+        s.level<0>().optimizer.schedule = [total, base](std::size_t t) { return example::scheduled_lr(base, t, total); };
+        example::weight_means epoch_weights;  // the weights each batch got, over the epoch
         run_solver(
             s, [&] { return s.level<0>().theta; },
             [&] {
@@ -286,7 +188,7 @@ int main(int argc, char** argv) {
         auto& top = s.level<2>();
         run_solver(s, [&] { return w2.theta; }, [&] {
           const P::vector* in[] = {&w1.theta, &top.theta};
-          return learned_weights(w2.learner, w2.theta, input_list<P>(in), *train, corruption.corrupted);
+          return example::learned_weights(w2.learner, w2.theta, input_list<P>(in), *train, corruption.corrupted);
         });
       }
       r.seconds = seconds(std::chrono::steady_clock::now() - t0).count();
@@ -308,15 +210,10 @@ int main(int argc, char** argv) {
     }
   }
 
-  auto mean_std = [](const std::vector<double>& v) {
-    const double m = std::accumulate(v.begin(), v.end(), 0.0) / double(v.size());
-    double ss = 0;
-    for (double x : v) ss += (x - m) * (x - m);
-    return std::pair{m, v.size() > 1 ? std::sqrt(ss / double(v.size() - 1)) : 0.0};
-  };
+  using example::mean_std;
   std::printf("\n%-18s %16s %16s %10s %10s %9s   (%zu seed%s, %zu epochs, %.0f%% noise)\n", "method", "last (%)",
               "best (%)", "w clean", "w corrupt", "time (s)", o.seeds.size(), o.seeds.size() > 1 ? "s" : "", o.epochs,
-              100 * o.noise);
+              100 * noise);
   for (const auto& method : o.methods) {
     std::vector<double> last, best, wc, wx, sec;
     for (const auto& r : results[method]) {
