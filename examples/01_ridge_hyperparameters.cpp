@@ -11,16 +11,27 @@
 // the upper level learns λ to minimise the validation loss. Both the inner solution and the
 // hypergradient have closed forms (bilevel/problems/ridge.hpp), so every number is checked.
 //
-// What it prints: each strategy's hypergradient error against the closed form, then the
-// validation loss falling as λ is learned, and the learned penalties (uninformative features
-// end with larger ones). Exits non-zero if any exact strategy is off or the loss did not fall.
+// Options (--help lists them): --seed N picks the synthetic data set (default 1); --epochs N
+// the outer iterations of the learning run in part 2 (default 60; each is 200 weight steps,
+// then one penalty step); --quick makes that 15 unless --epochs is given (ctest runs
+// `01_ridge_hyperparameters --quick`); --data DIR is accepted like the other examples' but
+// nothing is read: the data are synthetic, and the program says so.
+//
+// What it prints: the seed and number of outer iterations; each strategy's hypergradient
+// error against the closed form; then the validation loss falling as λ is learned (every 5
+// outer iterations and after the last), and the learned penalties (uninformative features end
+// with larger ones). Exits non-zero if any exact strategy is off, if the loss did not fall or
+// the uninformative features did not end with larger penalties; exits 2 on a bad argument.
 #include <bilevel/bilevel.hpp>
 #include <bilevel/problems/ridge.hpp>
 
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
+#include <limits>
+#include <stdexcept>
+#include <system_error>
 #include <string>
 #include <vector>
 
@@ -52,25 +63,58 @@ double relative_error(const std::vector<double>& a, const std::vector<double>& b
   return std::sqrt(d / n);
 }
 
+constexpr const char* usage =
+    "usage: 01_ridge_hyperparameters [--seed N] [--epochs N] [--data DIR] [--quick] [--help]\n"
+    "Learns one ridge penalty per feature by bilevel optimization and checks every\n"
+    "hypergradient strategy against the closed form.\n"
+    "--seed N:   seed of the synthetic data set (default 1)\n"
+    "--epochs N: outer iterations of the solver, each 200 weight steps then one penalty step\n"
+    "            (default 60)\n"
+    "--data DIR: accepted like the other examples' but read nothing: this example's data are\n"
+    "            synthetic, generated from --seed\n"
+    "--quick:    15 outer iterations unless --epochs says otherwise (what ctest runs)";
+
 int main(int argc, char** argv) {
   unsigned seed = 1;
-  std::size_t epochs = 60;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "--help") {
-      std::puts("usage: 01_ridge_hyperparameters [--seed N] [--epochs N] [--quick]\n"
-                "Learns one ridge penalty per feature by bilevel optimization and checks every\n"
-                "hypergradient strategy against the closed form.");
-      return 0;
+  std::size_t epochs = 0;  // 0: not given; 60, or 15 with --quick
+  bool quick = false;
+  std::string data;
+  try {
+    for (int i = 1; i < argc; ++i) {
+      const std::string a = argv[i];
+      auto value = [&]() -> std::string {
+        if (i + 1 >= argc) throw std::invalid_argument(a + " needs a value");
+        return argv[++i];
+      };
+      auto count = [&](unsigned long long most) {  // a whole number in [0, most], nothing after it
+        const std::string v = value();
+        unsigned long long n = 0;
+        const auto [end, error] = std::from_chars(v.data(), v.data() + v.size(), n);
+        if (v.empty() || error != std::errc{} || end != v.data() + v.size() || n > most)
+          throw std::invalid_argument(a + " needs a whole number up to " + std::to_string(most) + ", not '" + v + "'");
+        return n;
+      };
+      if (a == "--help" || a == "-h") {
+        std::puts(usage);
+        return 0;
+      }
+      if (a == "--quick") quick = true;
+      else if (a == "--seed") seed = unsigned(count(std::numeric_limits<unsigned>::max()));
+      else if (a == "--epochs") {
+        epochs = std::size_t(count(1'000'000));
+        if (epochs == 0) throw std::invalid_argument("--epochs must be at least 1");
+      } else if (a == "--data") data = value();
+      else throw std::invalid_argument("unknown argument " + a);
     }
-    if (a == "--quick") epochs = 15;
-    else if (a == "--seed" && i + 1 < argc) seed = unsigned(std::stoul(argv[++i]));
-    else if (a == "--epochs" && i + 1 < argc) epochs = std::stoul(argv[++i]);
-    else if (a != "--data") {  // --data is accepted for uniformity with the other examples
-      std::fprintf(stderr, "unknown argument %s (try --help)\n", a.c_str());
-      return 2;
-    }
+  } catch (const std::invalid_argument& e) {
+    std::fprintf(stderr, "01_ridge_hyperparameters: %s (try --help)\n", e.what());
+    return 2;
   }
+  if (epochs == 0) epochs = quick ? 15 : 60;
+  std::printf("seed %u, %zu outer iterations%s\n", seed, epochs, quick ? " (--quick)" : "");
+  if (!data.empty()) std::printf("--data %s ignored: this example's data are synthetic\n", data.c_str());
+  std::puts("");
+
   const auto prob = ridge_problem<P>::synthetic(100, 100, features, informative, 0.5, seed);
   const std::vector<double> lam0(features, -2.0);
   const P::vector lambda0 = P::from_host(lam0);
@@ -106,7 +150,8 @@ int main(int argc, char** argv) {
   std::printf("   epoch  0  validation loss %.4f\n", first);
   s.step_level(1);
   s.run(epochs, {.on_iteration = [&](const bilevel::iteration_event& e) {
-                   if ((e.iteration + 1) % 5 == 0) std::printf("   epoch %2zu  validation loss %.4f\n", e.iteration + 1, validation());
+                   if ((e.iteration + 1) % 5 == 0 || e.iteration + 1 == epochs)
+                     std::printf("   epoch %2zu  validation loss %.4f\n", e.iteration + 1, validation());
                    return true;
                  }});
   const double last = validation();

@@ -52,14 +52,6 @@ const std::map<std::string, std::string> method_names = {{"plain", "plain"},
                                                          {"teacher", "deep interactions"},
                                                          {"lfm", "LFM (reweighting)"}};
 
-struct epoch_record {
-  double accuracy, weight_clean, weight_corrupted;
-};
-struct run_result {
-  std::vector<epoch_record> epochs;
-  double seconds = 0;
-};
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -90,13 +82,8 @@ int main(int argc, char** argv) {
   }
   const auto fm = data::load_fashion_mnist(o.data);
   const learners::mlp<P> net({784, 256, 128, 10});
-  std::filesystem::create_directories(o.out);
-  const auto epochs_path = std::filesystem::path(o.out) / "label_noise_epochs.csv";
-  const auto runs_path = std::filesystem::path(o.out) / "label_noise_runs.csv";
-  std::ofstream epochs_csv(epochs_path), runs_csv(runs_path);
-  epochs_csv << "method,seed,epoch,test_accuracy,weight_clean,weight_corrupted\n";
-  runs_csv << "method,seed,last_accuracy,best_accuracy,weight_clean,weight_corrupted,seconds\n";
-  std::map<std::string, std::vector<run_result>> results;
+  example::result_files files(o.out, "label_noise", "test_accuracy", "weight_clean", "weight_corrupted");
+  std::map<std::string, std::vector<example::run_result>> results;
   bool ok = true;
 
   for (unsigned seed : o.seeds) {
@@ -116,7 +103,7 @@ int main(int argc, char** argv) {
     const auto schedule = [total](std::size_t t) { return example::scheduled_lr(0.1, t, total); };
 
     for (const auto& method : o.methods) {
-      run_result r;
+      example::run_result r;
       const auto t0 = std::chrono::steady_clock::now();
       auto report = [&](const P::vector& theta, std::pair<double, double> w) {
         r.epochs.push_back({example::accuracy(net, theta, fm.test).plain, w.first, w.second});
@@ -135,18 +122,7 @@ int main(int argc, char** argv) {
         s.run(total, callbacks);
       };
       if (method == "plain") {
-        auto theta = net.initial_parameters(seed);
-        const optim::sgd<P> opt{.lr = 0.1, .momentum = 0.9, .weight_decay = 5e-4, .nesterov = true, .schedule = schedule};
-        auto state = opt.init(theta);
-        learners::dataset_batches<P> batches(train, 100, seed);
-        P::vector g;
-        for (std::size_t e = 0; e < o.epochs; ++e) {
-          for (std::size_t t = 0; t < per_epoch; ++t) {
-            net.gradient(theta, {}, batches(), g);
-            opt.step(theta, state, g);
-          }
-          report(theta, {1.0, 1.0});
-        }
+        example::train_plain(net, train, seed, o.epochs, schedule, [&](const P::vector& theta) { report(theta, {1.0, 1.0}); });
       } else if (method == "mwn" || method == "teacher") {
         auto go = [&](auto s) {
           s.template level<0>().optimizer.schedule = schedule;
@@ -192,46 +168,17 @@ int main(int argc, char** argv) {
         });
       }
       r.seconds = seconds(std::chrono::steady_clock::now() - t0).count();
-      double best = 0;
-      for (std::size_t e = 0; e < r.epochs.size(); ++e) {
-        const auto& ep = r.epochs[e];
-        best = std::max(best, ep.accuracy);
-        epochs_csv << method << ',' << seed << ',' << e + 1 << ',' << ep.accuracy << ',' << ep.weight_clean << ','
-                   << ep.weight_corrupted << '\n';
-      }
+      files.write(method, seed, r);
       const auto& last = r.epochs.back();
-      runs_csv << method << ',' << seed << ',' << last.accuracy << ',' << best << ',' << last.weight_clean << ','
-               << last.weight_corrupted << ',' << r.seconds << '\n';
-      epochs_csv.flush();
-      runs_csv.flush();
       ok &= std::isfinite(last.accuracy) && last.accuracy > 20;
-      if (!o.quick && method != "plain") ok &= last.weight_corrupted < last.weight_clean;
+      if (!o.quick && method != "plain") ok &= last.weight_b < last.weight_a;
       results[method].push_back(std::move(r));
     }
   }
-
-  using example::mean_std;
-  std::printf("\n%-18s %16s %16s %10s %10s %9s   (%zu seed%s, %zu epochs, %.0f%% noise)\n", "method", "last (%)",
-              "best (%)", "w clean", "w corrupt", "time (s)", o.seeds.size(), o.seeds.size() > 1 ? "s" : "", o.epochs,
-              100 * noise);
-  for (const auto& method : o.methods) {
-    std::vector<double> last, best, wc, wx, sec;
-    for (const auto& r : results[method]) {
-      last.push_back(r.epochs.back().accuracy);
-      double b = 0;
-      for (const auto& e : r.epochs) b = std::max(b, e.accuracy);
-      best.push_back(b);
-      wc.push_back(r.epochs.back().weight_clean);
-      wx.push_back(r.epochs.back().weight_corrupted);
-      sec.push_back(r.seconds);
-    }
-    const auto [lm, ls] = mean_std(last);
-    const auto [bm, bs] = mean_std(best);
-    std::printf("%-18s %8.2f ± %5.2f %8.2f ± %5.2f %10.3f %10.3f %9.1f\n", method_names.at(method).c_str(), lm, ls, bm,
-                bs, mean_std(wc).first, mean_std(wx).first, mean_std(sec).first);
-  }
-  std::printf("per-epoch results: %s\nper-run results:   %s\n", std::filesystem::absolute(epochs_path).string().c_str(),
-              std::filesystem::absolute(runs_path).string().c_str());
+  example::print_summary(o.methods, method_names, results, "w clean", "w corrupt",
+                         std::to_string(o.seeds.size()) + " seed(s), " + std::to_string(o.epochs) + " epochs, " +
+                             std::to_string(int(100 * noise)) + "% noise");
+  files.print_paths();
   if (!ok) {
     std::puts("FAILED: non-finite result, accuracy at chance, or corrupted samples not down-weighted");
     return 1;

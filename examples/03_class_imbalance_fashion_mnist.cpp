@@ -49,14 +49,6 @@ namespace {
 const std::map<std::string, std::string> method_names = {
     {"plain", "plain"}, {"lfm_cw", "LFM-CW"}, {"mwn", "Meta-Weight-Net"}, {"lfm", "LFM (reweighting)"}};
 
-struct epoch_record {
-  double balanced, weight_head, weight_tail;
-};
-struct run_result {
-  std::vector<epoch_record> epochs;
-  double seconds = 0;
-};
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -87,13 +79,8 @@ int main(int argc, char** argv) {
   }
   const auto fm = data::load_fashion_mnist(o.data);
   const learners::mlp<P> net({784, 256, 128, 10});
-  std::filesystem::create_directories(o.out);
-  const auto epochs_path = std::filesystem::path(o.out) / "imbalance_epochs.csv";
-  const auto runs_path = std::filesystem::path(o.out) / "imbalance_runs.csv";
-  std::ofstream epochs_csv(epochs_path), runs_csv(runs_path);
-  epochs_csv << "method,seed,epoch,balanced_accuracy,weight_head,weight_tail\n";
-  runs_csv << "method,seed,last_balanced_accuracy,best_balanced_accuracy,weight_head,weight_tail,seconds\n";
-  std::map<std::string, std::vector<run_result>> results;
+  example::result_files files(o.out, "imbalance", "balanced_accuracy", "weight_head", "weight_tail");
+  std::map<std::string, std::vector<example::run_result>> results;
   bool ok = true;
 
   for (unsigned seed : o.seeds) {
@@ -115,12 +102,12 @@ int main(int argc, char** argv) {
     const auto schedule = [total](std::size_t t) { return example::scheduled_lr(0.1, t, total); };
 
     for (const auto& method : o.methods) {
-      run_result r;
+      example::run_result r;
       const auto t0 = std::chrono::steady_clock::now();
       auto report = [&](const P::vector& theta, std::pair<double, double> w) {
         r.epochs.push_back({example::accuracy(net, theta, fm.test).balanced, w.first, w.second});
         std::printf("  %-18s seed %u epoch %2zu/%zu  balanced test accuracy %.2f%%  mean weight head %.3f tail %.3f\n",
-                    method_names.at(method).c_str(), seed, r.epochs.size(), o.epochs, r.epochs.back().balanced,
+                    method_names.at(method).c_str(), seed, r.epochs.size(), o.epochs, r.epochs.back().accuracy,
                     w.first, w.second);
         std::fflush(stdout);
       };
@@ -131,18 +118,7 @@ int main(int argc, char** argv) {
                       }});
       };
       if (method == "plain") {
-        auto theta = net.initial_parameters(seed);
-        const optim::sgd<P> opt{.lr = 0.1, .momentum = 0.9, .weight_decay = 5e-4, .nesterov = true, .schedule = schedule};
-        auto state = opt.init(theta);
-        learners::dataset_batches<P> batches(train, 100, seed);
-        P::vector g;
-        for (std::size_t e = 0; e < o.epochs; ++e) {
-          for (std::size_t t = 0; t < per_epoch; ++t) {
-            net.gradient(theta, {}, batches(), g);
-            opt.step(theta, state, g);
-          }
-          report(theta, {1.0, 1.0});
-        }
+        example::train_plain(net, train, seed, o.epochs, schedule, [&](const P::vector& theta) { report(theta, {1.0, 1.0}); });
       } else if (method == "lfm_cw") {
         const auto generator = std::make_shared<const data::pca_gaussian_generator>(*train, 50, seed);
         auto s = methods::lfm_class_weighting<P>(train, validation, generator, {.seed = seed});
@@ -171,44 +147,15 @@ int main(int argc, char** argv) {
         });
       }
       r.seconds = seconds(std::chrono::steady_clock::now() - t0).count();
-      double best = 0;
-      for (std::size_t e = 0; e < r.epochs.size(); ++e) {
-        const auto& ep = r.epochs[e];
-        best = std::max(best, ep.balanced);
-        epochs_csv << method << ',' << seed << ',' << e + 1 << ',' << ep.balanced << ',' << ep.weight_head << ','
-                   << ep.weight_tail << '\n';
-      }
-      const auto& last = r.epochs.back();
-      runs_csv << method << ',' << seed << ',' << last.balanced << ',' << best << ',' << last.weight_head << ','
-               << last.weight_tail << ',' << r.seconds << '\n';
-      epochs_csv.flush();
-      runs_csv.flush();
-      ok &= std::isfinite(last.balanced) && last.balanced > 20;
+      files.write(method, seed, r);
+      ok &= std::isfinite(r.epochs.back().accuracy) && r.epochs.back().accuracy > 20;
       results[method].push_back(std::move(r));
     }
   }
-
-  std::printf("\n%-18s %16s %16s %10s %10s %9s   (balanced accuracy, %zu seed%s, %zu epochs, IF %.0f)\n", "method",
-              "last (%)", "best (%)", "w head", "w tail", "time (s)", o.seeds.size(), o.seeds.size() > 1 ? "s" : "",
-              o.epochs, o.setting);
-  for (const auto& method : o.methods) {
-    std::vector<double> last, best, wh, wt, sec;
-    for (const auto& r : results[method]) {
-      last.push_back(r.epochs.back().balanced);
-      double b = 0;
-      for (const auto& e : r.epochs) b = std::max(b, e.balanced);
-      best.push_back(b);
-      wh.push_back(r.epochs.back().weight_head);
-      wt.push_back(r.epochs.back().weight_tail);
-      sec.push_back(r.seconds);
-    }
-    const auto [lm, ls] = example::mean_std(last);
-    const auto [bm, bs] = example::mean_std(best);
-    std::printf("%-18s %8.2f ± %5.2f %8.2f ± %5.2f %10.3f %10.3f %9.1f\n", method_names.at(method).c_str(), lm, ls, bm,
-                bs, example::mean_std(wh).first, example::mean_std(wt).first, example::mean_std(sec).first);
-  }
-  std::printf("per-epoch results: %s\nper-run results:   %s\n", std::filesystem::absolute(epochs_path).string().c_str(),
-              std::filesystem::absolute(runs_path).string().c_str());
+  example::print_summary(o.methods, method_names, results, "w head", "w tail",
+                         "balanced accuracy, " + std::to_string(o.seeds.size()) + " seed(s), " +
+                             std::to_string(o.epochs) + " epochs, IF " + std::to_string(int(o.setting)));
+  files.print_paths();
   if (!ok) {
     std::puts("FAILED: non-finite result or accuracy at chance");
     return 1;

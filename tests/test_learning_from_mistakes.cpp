@@ -22,18 +22,12 @@ using bilevel::learners::mlp;
 
 const std::vector<std::size_t> widths = {8, 6, 3};
 
-bilevel::learners::classification_batch<P> whole(const bilevel::data::dataset& d) {
-  std::vector<std::size_t> rows(d.rows);
-  std::iota(rows.begin(), rows.end(), std::size_t(0));
-  return make_batch<P>(d, rows);
-}
-
 }  // namespace
 
 TEST_CASE("LFM mistake weights: VJP and JVP in both inputs are exact (adjoint identity, central differences)") {
   const auto train = test::toy_classes(12, 3, 0.3), refs = test::toy_classes(9, 4, 0.0, 500);
   const bilevel::learners::mistake_weighting<P> mw(widths, *refs.data, 20, 4);
-  const auto b = whole(*train.data);
+  const auto b = test::whole<P>(*train.data);
   const mlp<P> w1net(widths);
   std::vector<std::vector<double>> point = {test::host<P>(w1net.initial_parameters(5)),
                                             test::host<P>(mw.initial_top(6))};
@@ -124,7 +118,7 @@ TEST_CASE("LFM end to end: the re-learner's validation loss falls") {
   auto s = bilevel::methods::learning_from_mistakes_reweighting<P>(
       train.data, val.data,
       {.widths = {8, 16, 3}, .batch = 20, .validation_batch = 30, .meta_lr = 1e-2, .encoder_dim = 4, .seed = 2});
-  const auto vb = whole(*val.data);
+  const auto vb = test::whole<P>(*val.data);
   const mlp<P> net({8, 16, 3});
   const double before = net.loss(s.level<1>().theta, {}, vb);
   s.run(300);

@@ -22,12 +22,6 @@ using bilevel::learners::make_batch;
 using bilevel::learners::mlp;
 const std::vector<std::size_t> widths = {8, 6, 3};
 
-bilevel::learners::classification_batch<P> whole(const bilevel::data::dataset& d) {
-  std::vector<std::size_t> rows(d.rows);
-  std::iota(rows.begin(), rows.end(), std::size_t(0));
-  return make_batch<P>(d, rows);
-}
-
 }  // namespace
 
 TEST_CASE("PCA-Gaussian generator: class means are reproduced, draws are seeded") {
@@ -128,7 +122,7 @@ TEST_CASE("LFM-CW: ω's hypergradient against central differences, and a short r
   auto run = bilevel::methods::lfm_class_weighting<P>(
       big.data, bigval.data, big_gen, {.widths = {8, 16, 3}, .batch = 20, .synthetic_per_batch = 10,
                                        .validation_batch = 30, .seed = 2});
-  const auto vball = whole(*bigval.data);
+  const auto vball = test::whole<P>(*bigval.data);
   const mlp<P> net({8, 16, 3});
   const double before = net.loss(run.level<1>().theta, {}, vball);
   run.run(300);

@@ -23,12 +23,6 @@ using bilevel::learners::mlp;
 
 const std::vector<std::size_t> widths = {8, 6, 3};
 
-bilevel::learners::classification_batch<P> whole(const bilevel::data::dataset& d) {
-  std::vector<std::size_t> rows(d.rows);
-  std::iota(rows.begin(), rows.end(), std::size_t(0));
-  return make_batch<P>(d, rows);
-}
-
 /// F(u) = L_val(θ'(u)): the validation loss after the classifier's optimizer step from its
 /// current state on batch b, with its upper input set to u. What a look-ahead hypergradient
 /// differentiates.
@@ -106,7 +100,7 @@ TEST_CASE("L2RW end to end: validation loss falls and flipped labels get less we
   const auto train = test::toy_classes(300, 7, 0.3), val = test::toy_classes(60, 8, 0.0, 1000);
   auto s = bilevel::methods::l2rw<P>(train.data, val.data,
                                      {.widths = {8, 16, 3}, .batch = 20, .validation_batch = 30, .lr = 0.1, .seed = 2});
-  const auto vb = whole(*val.data);
+  const auto vb = test::whole<P>(*val.data);
   const mlp<P> net({8, 16, 3});
   const double before = net.loss(s.level<0>().theta, {}, vb);
   double w_clean = 0, w_corrupt = 0;
@@ -146,7 +140,7 @@ TEST_CASE("Meta-Weight-Net end to end: validation loss falls, flipped labels get
   auto s = bilevel::methods::meta_weight_net<P>(
       train.data, val.data, {.widths = {8, 16, 3}, .batch = 20, .validation_batch = 30, .lr = 0.1, .meta_lr = 1e-2,
                              .hidden = 10, .seed = 2});
-  const auto vb = whole(*val.data), tb = whole(*train.data);
+  const auto vb = test::whole<P>(*val.data), tb = test::whole<P>(*train.data);
   const mlp<P> net({8, 16, 3});
   const double before = net.loss(s.level<0>().theta, {}, vb);
   s.run(300);
@@ -172,7 +166,7 @@ TEST_CASE("Meta-Weight-Net end to end: validation loss falls, flipped labels get
 TEST_CASE("teacher (deep interactions): exact products of the teacher against central differences") {
   // The Weighting's scatter and gather_tangent are the VJP and JVP of gather in φ.
   const auto train = test::toy_classes(12, 3, 0.3);
-  const auto b = whole(*train.data);
+  const auto b = test::whole<P>(*train.data);
   const mlp<P> student({8, 6, 3});
   const auto out = student.forward(student.initial_parameters(4), b);
   const bilevel::learners::sample_signals<P> s{out.losses, &out.logits, &out.features};
@@ -214,7 +208,7 @@ TEST_CASE("teacher (deep interactions): its hypergradient against central differ
   auto run = bilevel::methods::deep_interactions<P>(
       big.data, bigval.data, {.widths = {8, 16, 3}, .batch = 20, .validation_batch = 30, .lr = 0.1, .meta_lr = 1e-2,
                               .hidden = 10, .seed = 2});
-  const auto vb = whole(*bigval.data);
+  const auto vb = test::whole<P>(*bigval.data);
   const mlp<P> net({8, 16, 3});
   const double before = net.loss(run.level<0>().theta, {}, vb);
   run.run(300);

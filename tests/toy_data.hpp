@@ -10,6 +10,7 @@
 #include <vector>
 
 #include <bilevel/data/dataset.hpp>
+#include <bilevel/learners/classification_batch.hpp>
 
 namespace test {
 
@@ -45,6 +46,14 @@ inline toy_set toy_classes(std::size_t rows, std::uint64_t seed, double noise = 
   }
   out.data = std::make_shared<const bilevel::data::dataset>(std::move(d));
   return out;
+}
+
+/// Every row of a data set as one batch.
+template <class P>
+bilevel::learners::classification_batch<P> whole(const bilevel::data::dataset& d) {
+  std::vector<std::size_t> rows(d.rows);
+  for (std::size_t r = 0; r < d.rows; ++r) rows[r] = r;
+  return bilevel::learners::make_batch<P>(d, rows);
 }
 
 }  // namespace test

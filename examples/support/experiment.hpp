@@ -9,7 +9,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
 #include <map>
+#include <memory>
 #include <numeric>
 #include <sstream>
 #include <stdexcept>
@@ -151,6 +155,101 @@ std::pair<double, double> learned_weights(const Net& net, const P::vector& theta
     for (std::size_t i = 0; i < rows.size(); ++i) m.add(double(c[i]), in_b[rows[i]]);
   });
   return m.means();
+}
+
+/// One epoch of a run: the test accuracy it reports and the mean learned weights of the two
+/// groups of samples (clean / corrupted, head / tail).
+struct epoch_record {
+  double accuracy, weight_a, weight_b;
+};
+struct run_result {
+  std::vector<epoch_record> epochs;
+  double seconds = 0;
+  [[nodiscard]] double best() const {
+    double b = 0;
+    for (const auto& e : epochs) b = std::max(b, e.accuracy);
+    return b;
+  }
+};
+
+/// Writes <out>/<stem>_epochs.csv and <out>/<stem>_runs.csv as runs finish (flushed, so an
+/// interrupted experiment keeps what it measured).
+class result_files {
+ public:
+  result_files(const std::string& out, const std::string& stem, const std::string& accuracy, const std::string& a,
+               const std::string& b)
+      : epochs_path_(std::filesystem::path(out) / (stem + "_epochs.csv")),
+        runs_path_(std::filesystem::path(out) / (stem + "_runs.csv")) {
+    std::filesystem::create_directories(out);
+    epochs_.open(epochs_path_);
+    runs_.open(runs_path_);
+    epochs_ << "method,seed,epoch," << accuracy << ',' << a << ',' << b << '\n';
+    runs_ << "method,seed,last_" << accuracy << ",best_" << accuracy << ',' << a << ',' << b << ",seconds\n";
+  }
+  void write(const std::string& method, unsigned seed, const run_result& r) {
+    for (std::size_t e = 0; e < r.epochs.size(); ++e)
+      epochs_ << method << ',' << seed << ',' << e + 1 << ',' << r.epochs[e].accuracy << ',' << r.epochs[e].weight_a
+              << ',' << r.epochs[e].weight_b << '\n';
+    const auto& last = r.epochs.back();
+    runs_ << method << ',' << seed << ',' << last.accuracy << ',' << r.best() << ',' << last.weight_a << ','
+          << last.weight_b << ',' << r.seconds << '\n';
+    epochs_.flush();
+    runs_.flush();
+  }
+  void print_paths() const {
+    std::printf("per-epoch results: %s\nper-run results:   %s\n",
+                std::filesystem::absolute(epochs_path_).string().c_str(),
+                std::filesystem::absolute(runs_path_).string().c_str());
+  }
+
+ private:
+  std::filesystem::path epochs_path_, runs_path_;
+  std::ofstream epochs_, runs_;
+};
+
+/// The table at the end: last and best accuracy (mean ± std over seeds), the two mean
+/// weights and wall time, one row per method.
+inline void print_summary(const std::vector<std::string>& methods, const std::map<std::string, std::string>& names,
+                          const std::map<std::string, std::vector<run_result>>& results, const char* a,
+                          const char* b, const std::string& context) {
+  std::printf("\n%-18s %16s %16s %10s %10s %9s   (%s)\n", "method", "last (%)", "best (%)", a, b, "time (s)",
+              context.c_str());
+  for (const auto& method : methods) {
+    std::vector<double> last, best, wa, wb, sec;
+    for (const auto& r : results.at(method)) {
+      last.push_back(r.epochs.back().accuracy);
+      best.push_back(r.best());
+      wa.push_back(r.epochs.back().weight_a);
+      wb.push_back(r.epochs.back().weight_b);
+      sec.push_back(r.seconds);
+    }
+    const auto [lm, ls] = mean_std(last);
+    const auto [bm, bs] = mean_std(best);
+    std::printf("%-18s %8.2f ± %5.2f %8.2f ± %5.2f %10.3f %10.3f %9.1f\n", names.at(method).c_str(), lm, ls, bm, bs,
+                mean_std(wa).first, mean_std(wb).first, mean_std(sec).first);
+  }
+}
+
+/// Plain training, the baseline of every experiment: the same MLP, SGD with Nesterov
+/// momentum 0.9 and weight decay 5e-4, `schedule` for the learning rate, batches of 100;
+/// `on_epoch(θ)` after each epoch.
+inline void train_plain(const bilevel::learners::mlp<P>& net, std::shared_ptr<const bilevel::data::dataset> train,
+                        unsigned seed, std::size_t epochs, std::function<double(std::size_t)> schedule,
+                        const std::function<void(const P::vector&)>& on_epoch) {
+  auto theta = net.initial_parameters(seed);
+  const bilevel::optim::sgd<P> opt{.lr = 0.1, .momentum = 0.9, .weight_decay = 5e-4, .nesterov = true,
+                                   .schedule = std::move(schedule)};
+  auto state = opt.init(theta);
+  bilevel::learners::dataset_batches<P> batches(train, 100, seed);
+  const std::size_t per_epoch = train->rows / 100;
+  P::vector g;
+  for (std::size_t e = 0; e < epochs; ++e) {
+    for (std::size_t t = 0; t < per_epoch; ++t) {
+      net.gradient(theta, {}, batches(), g);
+      opt.step(theta, state, g);
+    }
+    on_epoch(theta);
+  }
 }
 
 }  // namespace example

@@ -30,17 +30,11 @@
 #include <stdexcept>
 #include <vector>
 
-#include "bilevel/core/level.hpp"
 #include "bilevel/core/solver.hpp"
 #include "bilevel/data/dataset.hpp"
-#include "bilevel/hypergrad/first_order.hpp"
-#include "bilevel/hypergrad/unrolled.hpp"
-#include "bilevel/learners/classification_batch.hpp"
-#include "bilevel/learners/mlp.hpp"
 #include "bilevel/learners/sample_weighting.hpp"
-#include "bilevel/learners/solution_loss.hpp"
+#include "bilevel/methods/detail/levels.hpp"
 #include "bilevel/optim/l2rw.hpp"
-#include "bilevel/optim/sgd.hpp"
 
 namespace bilevel::methods {
 
@@ -64,20 +58,15 @@ inline std::size_t id_table_size(const data::dataset& d) {
 template <nn_tensor_policy P>
 auto l2rw(std::shared_ptr<const data::dataset> train, std::shared_ptr<const data::dataset> validation,
           const l2rw_config& cfg = {}) {
-  using namespace bilevel::learners;
   if (!train) throw std::invalid_argument("bilevel::methods::l2rw: no training set");
   const std::size_t table = id_table_size(*train);
-  mlp<P, sample_weights> classifier(cfg.widths, activation::relu, loss_kind::cross_entropy, sample_weights(table));
-  auto theta0 = classifier.initial_parameters(cfg.seed);
-  auto model = make_level("classifier", std::move(classifier),
-                          optim::sgd<P>{.lr = cfg.lr, .momentum = cfg.momentum, .weight_decay = cfg.weight_decay,
-                                        .nesterov = cfg.nesterov},
-                          hypergrad::lookahead{.steps = 1, .on_next_batch = true}, std::move(theta0),
-                          dataset_batches<P>(std::move(train), cfg.batch, cfg.seed))
+  auto model = detail::classifier_level<P>("classifier", cfg.widths, learners::sample_weights(table),
+                                           {cfg.lr, cfg.momentum, cfg.weight_decay, cfg.nesterov}, cfg.seed,
+                                           learners::dataset_batches<P>(std::move(train), cfg.batch, cfg.seed))
                    .reading({1});
-  auto weights = make_level("weights", solution_loss<mlp<P>>(mlp<P>(cfg.widths), table),
-                            optim::l2rw_rule<P>{.scale = double(cfg.batch)}, hypergrad::first_order{}, P::zeros(table),
-                            dataset_batches<P>(std::move(validation), cfg.validation_batch, cfg.seed + 2, true))
+  auto weights = detail::validation_level<P>("weights", cfg.widths, optim::l2rw_rule<P>{.scale = double(cfg.batch)},
+                                             P::zeros(table), std::move(validation), cfg.validation_batch,
+                                             cfg.seed + 2)
                      .reading({0});
   solver s(std::move(model), std::move(weights));
   s.schedule({1, 0});

@@ -27,19 +27,13 @@
 #include <stdexcept>
 #include <vector>
 
-#include "bilevel/core/level.hpp"
 #include "bilevel/core/solver.hpp"
 #include "bilevel/data/dataset.hpp"
-#include "bilevel/hypergrad/first_order.hpp"
-#include "bilevel/hypergrad/unrolled.hpp"
-#include "bilevel/learners/classification_batch.hpp"
 #include "bilevel/learners/mistake_weighting.hpp"
-#include "bilevel/learners/mlp.hpp"
 #include "bilevel/learners/sample_weighting.hpp"
-#include "bilevel/learners/solution_loss.hpp"
+#include "bilevel/methods/detail/levels.hpp"
 #include "bilevel/methods/l2rw.hpp"
 #include "bilevel/optim/adam.hpp"
-#include "bilevel/optim/sgd.hpp"
 
 namespace bilevel::methods {
 
@@ -74,26 +68,20 @@ auto learning_from_mistakes_reweighting(std::shared_ptr<const data::dataset> tra
   const std::size_t table = id_table_size(*train);
   mistake_weighting<P> mistakes(cfg.widths, reference_samples(*validation, cfg.references_per_class), table,
                                 cfg.encoder_dim);
-  const std::size_t top = mistakes.top_size();
-  auto top0 = mistakes.initial_top(cfg.seed + 3);
-  const optim::sgd<P> sgd{.lr = cfg.lr, .momentum = cfg.momentum, .weight_decay = cfg.weight_decay,
-                          .nesterov = cfg.nesterov};
   // B sits at the front of the top vector; W1's table weighting reads its first `table`
   // entries by sample id (ids are < table), so it takes the whole vector as its input.
-  mlp<P, sample_weights> learner(cfg.widths, activation::relu, loss_kind::cross_entropy, sample_weights(top));
-  auto w1_0 = learner.initial_parameters(cfg.seed);
-  auto w1 = make_level("W1", std::move(learner), sgd, hypergrad::lookahead{.steps = 1, .on_next_batch = true},
-                       std::move(w1_0), dataset_batches<P>(train, cfg.batch, cfg.seed))
+  const sample_weights b_table(mistakes.top_size());
+  auto top0 = mistakes.initial_top(cfg.seed + 3);
+  const detail::sgd_settings sgd{cfg.lr, cfg.momentum, cfg.weight_decay, cfg.nesterov};
+  auto w1 = detail::classifier_level<P>("W1", cfg.widths, b_table, sgd, cfg.seed,
+                                        dataset_batches<P>(train, cfg.batch, cfg.seed))
                 .reading({2});
-  mlp<P, mistake_weighting<P>> relearner(cfg.widths, activation::relu, loss_kind::cross_entropy, std::move(mistakes));
-  auto w2_0 = relearner.initial_parameters(cfg.seed + 1);
-  auto w2 = make_level("W2", std::move(relearner), sgd, hypergrad::lookahead{.steps = 1, .on_next_batch = true},
-                       std::move(w2_0), dataset_batches<P>(train, cfg.batch, cfg.seed))
+  auto w2 = detail::classifier_level<P>("W2", cfg.widths, std::move(mistakes), sgd, cfg.seed + 1,
+                                        dataset_batches<P>(train, cfg.batch, cfg.seed))
                 .reading({0, 2});
-  auto upper = make_level("B_V_r", solution_loss<mlp<P>>(mlp<P>(cfg.widths), top),
-                          optim::adam<P>{.lr = cfg.meta_lr, .weight_decay = cfg.meta_weight_decay},
-                          hypergrad::first_order{}, std::move(top0),
-                          dataset_batches<P>(std::move(validation), cfg.validation_batch, cfg.seed + 2, true))
+  auto upper = detail::validation_level<P>("B_V_r", cfg.widths,
+                                           optim::adam<P>{.lr = cfg.meta_lr, .weight_decay = cfg.meta_weight_decay},
+                                           std::move(top0), std::move(validation), cfg.validation_batch, cfg.seed + 2)
                    .reading({1});
   solver s(std::move(w1), std::move(w2), std::move(upper));
   s.schedule({2, 0, 1});

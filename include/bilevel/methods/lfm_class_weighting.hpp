@@ -32,6 +32,7 @@
 #include "bilevel/learners/mlp.hpp"
 #include "bilevel/learners/solution_loss.hpp"
 #include "bilevel/learners/synthetic_batches.hpp"
+#include "bilevel/methods/detail/levels.hpp"
 #include "bilevel/methods/learning_from_mistakes.hpp"
 #include "bilevel/optim/adam.hpp"
 #include "bilevel/optim/sgd.hpp"
@@ -63,22 +64,19 @@ auto lfm_class_weighting(std::shared_ptr<const data::dataset> train, std::shared
   auto w1_0 = learner.initial_parameters(cfg.seed);
   auto w1 = make_level("W1", std::move(learner), sgd, hypergrad::first_order{}, std::move(w1_0),
                        dataset_batches<P>(train, cfg.batch, cfg.seed));
-  mlp<P, class_mistake_weighting<P>> relearner(
-      cfg.widths, activation::relu, loss_kind::cross_entropy,
-      class_mistake_weighting<P>(cfg.widths, reference_samples(*validation, cfg.references_per_class),
-                                 cfg.synthetic_weight));
-  auto w2_0 = relearner.initial_parameters(cfg.seed + 1);
-  auto w2 = make_level("W2", std::move(relearner), sgd, hypergrad::lookahead{.steps = 1, .on_next_batch = true},
-                       std::move(w2_0),
-                       with_synthetic_batches<P, G>(train, std::move(generator), cfg.batch, cfg.synthetic_per_batch,
-                                                    cfg.seed + 5))
+  auto w2 = detail::classifier_level<P>(
+                "W2", cfg.widths,
+                class_mistake_weighting<P>(cfg.widths, reference_samples(*validation, cfg.references_per_class),
+                                           cfg.synthetic_weight),
+                {cfg.lr, cfg.momentum, cfg.weight_decay, cfg.nesterov}, cfg.seed + 1,
+                with_synthetic_batches<P, G>(train, std::move(generator), cfg.batch, cfg.synthetic_per_batch,
+                                             cfg.seed + 5))
                 .reading({0, 2});
   vector_t<P> omega0 = P::zeros(C);
   P::fill(omega0, scalar_t<P>(1));
-  auto upper = make_level("omega", solution_loss<mlp<P>>(mlp<P>(cfg.widths), C),
-                          optim::adam<P>{.lr = cfg.meta_lr, .weight_decay = cfg.meta_weight_decay},
-                          hypergrad::first_order{}, std::move(omega0),
-                          dataset_batches<P>(std::move(validation), cfg.validation_batch, cfg.seed + 2, true))
+  auto upper = detail::validation_level<P>("omega", cfg.widths,
+                                           optim::adam<P>{.lr = cfg.meta_lr, .weight_decay = cfg.meta_weight_decay},
+                                           std::move(omega0), std::move(validation), cfg.validation_batch, cfg.seed + 2)
                    .reading({1});
   solver s(std::move(w1), std::move(w2), std::move(upper));
   s.schedule({2, 0, 1});

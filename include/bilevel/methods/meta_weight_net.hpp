@@ -19,17 +19,11 @@
 #include <memory>
 #include <vector>
 
-#include "bilevel/core/level.hpp"
 #include "bilevel/core/solver.hpp"
 #include "bilevel/data/dataset.hpp"
-#include "bilevel/hypergrad/first_order.hpp"
-#include "bilevel/hypergrad/unrolled.hpp"
-#include "bilevel/learners/classification_batch.hpp"
 #include "bilevel/learners/loss_weighting_net.hpp"
-#include "bilevel/learners/mlp.hpp"
-#include "bilevel/learners/solution_loss.hpp"
+#include "bilevel/methods/detail/levels.hpp"
 #include "bilevel/optim/adam.hpp"
-#include "bilevel/optim/sgd.hpp"
 
 namespace bilevel::methods {
 
@@ -51,20 +45,13 @@ template <nn_tensor_policy P, class Weighting>
 auto reweighting_with_net(Weighting weighting, vector_t<P> phi0, std::shared_ptr<const data::dataset> train,
                           std::shared_ptr<const data::dataset> validation, const meta_weight_net_config& cfg,
                           const char* weighting_name) {
-  using namespace bilevel::learners;
-  const std::size_t phi_size = weighting.input_size(0);
-  mlp<P, Weighting> classifier(cfg.widths, activation::relu, loss_kind::cross_entropy, std::move(weighting));
-  auto theta0 = classifier.initial_parameters(cfg.seed);
-  auto model = make_level("classifier", std::move(classifier),
-                          optim::sgd<P>{.lr = cfg.lr, .momentum = cfg.momentum, .weight_decay = cfg.weight_decay,
-                                        .nesterov = cfg.nesterov},
-                          hypergrad::lookahead{.steps = 1, .on_next_batch = true}, std::move(theta0),
-                          dataset_batches<P>(std::move(train), cfg.batch, cfg.seed))
+  auto model = classifier_level<P>("classifier", cfg.widths, std::move(weighting),
+                                   {cfg.lr, cfg.momentum, cfg.weight_decay, cfg.nesterov}, cfg.seed,
+                                   learners::dataset_batches<P>(std::move(train), cfg.batch, cfg.seed))
                    .reading({1});
-  auto net = make_level(weighting_name, solution_loss<mlp<P>>(mlp<P>(cfg.widths), phi_size),
-                        optim::adam<P>{.lr = cfg.meta_lr, .weight_decay = cfg.meta_weight_decay},
-                        hypergrad::first_order{}, std::move(phi0),
-                        dataset_batches<P>(std::move(validation), cfg.validation_batch, cfg.seed + 2, true))
+  auto net = validation_level<P>(weighting_name, cfg.widths,
+                                 optim::adam<P>{.lr = cfg.meta_lr, .weight_decay = cfg.meta_weight_decay},
+                                 std::move(phi0), std::move(validation), cfg.validation_batch, cfg.seed + 2)
                  .reading({0});
   solver s(std::move(model), std::move(net));
   s.schedule({1, 0});

@@ -1,0 +1,55 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+/// \file
+/// The two kinds of level every reweighting method here is built from: a classifier (an MLP
+/// with a Weighting) trained with SGD on training batches and differentiated by a one-step
+/// look-ahead on the batch its real step takes; and an upper level whose objective is the
+/// validation loss of a classifier below it (solution_loss), on validation batches drawn with
+/// replacement.
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "bilevel/core/level.hpp"
+#include "bilevel/data/dataset.hpp"
+#include "bilevel/hypergrad/first_order.hpp"
+#include "bilevel/hypergrad/unrolled.hpp"
+#include "bilevel/learners/classification_batch.hpp"
+#include "bilevel/learners/mlp.hpp"
+#include "bilevel/learners/solution_loss.hpp"
+#include "bilevel/optim/sgd.hpp"
+
+namespace bilevel::methods::detail {
+
+/// SGD settings shared by the methods' configurations.
+struct sgd_settings {
+  double lr, momentum, weight_decay;
+  bool nesterov;
+};
+
+template <nn_tensor_policy P, class Weighting, class Sampler>
+auto classifier_level(std::string name, const std::vector<std::size_t>& widths, Weighting weighting,
+                      const sgd_settings& sgd, std::uint64_t init_seed, Sampler sampler) {
+  learners::mlp<P, Weighting> net(widths, learners::activation::relu, learners::loss_kind::cross_entropy,
+                                  std::move(weighting));
+  auto theta0 = net.initial_parameters(init_seed);
+  return make_level(std::move(name), std::move(net),
+                    optim::sgd<P>{.lr = sgd.lr, .momentum = sgd.momentum, .weight_decay = sgd.weight_decay,
+                                  .nesterov = sgd.nesterov},
+                    hypergrad::lookahead{.steps = 1, .on_next_batch = true}, std::move(theta0), std::move(sampler));
+}
+
+template <nn_tensor_policy P, class Optimizer>
+auto validation_level(std::string name, const std::vector<std::size_t>& widths, Optimizer optimizer,
+                      vector_t<P> theta0, std::shared_ptr<const data::dataset> validation, std::size_t batch,
+                      std::uint64_t seed) {
+  const std::size_t own = P::size(theta0);
+  return make_level(std::move(name), learners::solution_loss<learners::mlp<P>>(learners::mlp<P>(widths), own),
+                    std::move(optimizer), hypergrad::first_order{}, std::move(theta0),
+                    learners::dataset_batches<P>(std::move(validation), batch, seed, true));
+}
+
+}  // namespace bilevel::methods::detail

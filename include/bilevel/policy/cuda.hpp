@@ -1,0 +1,646 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+/// \file
+/// The CUDA tensor policy: device arrays, cuBLAS for BLAS-1/2/3, small kernels for the rest.
+///
+/// Opt-in: include this header from a CUDA translation unit (.cu, nvcc -std=c++20) and link
+/// bilevel::cuda (cuBLAS and the CUDA runtime; the target also passes --extended-lambda and
+/// --expt-relaxed-constexpr). Everything above the policy layer runs on it unchanged, with
+/// the results the Eigen policy gives up to the rounding of a different summation order.
+/// Eigen is not needed here, and should stay out of .cu files: compute host references in a
+/// separate .cpp.
+///
+///   - `vector` and `matrix` own plain device memory (matrix: rows, cols, row-major data);
+///     copies are deep, moves are cheap; default-constructed ones are empty and touch no
+///     device.
+///   - One stream per host thread (cudaStreamPerThread) and one cuBLAS handle per thread
+///     (cuda/context.cuh). Calls return as soon as their work is queued, except those whose
+///     result is a host value (to_host, matrix_to_host, dot, norm, sum, all_finite, equal,
+///     row_max's indices), which wait for it.
+///   - gemm, gemv, axpy, scale and, for double, dot and norm go to cuBLAS; row-major matrices
+///     are passed as their column-major transposes. dot, norm and sum accumulate in double
+///     whatever the scalar (float: double-accumulating kernels, deterministic).
+///   - Host transfers happen in to_host, from_host, matrix_from_host, matrix_to_host, and
+///     where the concept itself speaks host types: gather/scatter_add's index maps (cached
+///     on the device, cuda/index_plans.cuh) and row_max's indices; and in `transform` with a
+///     functor that cannot run on the device (cuda/functors.cuh).
+///   - Errors: shape errors throw std::invalid_argument with the Eigen policy's messages;
+///     every CUDA and cuBLAS call is checked and a failure throws bilevel::cuda_error naming
+///     the call; the first call that needs the device throws "no CUDA device" when there is
+///     none.
+#if !defined(__CUDACC__)
+#error "bilevel/policy/cuda.hpp contains CUDA kernels: include it from a .cu file compiled by nvcc (link bilevel::cuda)"
+#endif
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "bilevel/core/tensor_policy.hpp"
+#include "bilevel/policy/cuda/context.cuh"
+#include "bilevel/policy/cuda/error.cuh"
+#include "bilevel/policy/cuda/functors.cuh"
+#include "bilevel/policy/cuda/index_plans.cuh"
+#include "bilevel/policy/cuda/kernels.cuh"
+
+namespace bilevel::policy {
+
+namespace cuda_detail {
+
+/// A flat, contiguous, owning device vector.
+template <class S>
+class device_vector {
+ public:
+  device_vector() = default;
+  explicit device_vector(std::size_t n) : buf_(n) {}
+  [[nodiscard]] std::size_t size() const noexcept { return buf_.size(); }
+  [[nodiscard]] bool empty() const noexcept { return buf_.empty(); }
+  /// Device pointers: for kernels and libraries, never to dereference on the host.
+  [[nodiscard]] S* data() noexcept { return buf_.data(); }
+  [[nodiscard]] const S* data() const noexcept { return buf_.data(); }
+  /// n elements; the old contents are kept only when the size does not change.
+  void resize(std::size_t n) { buf_.resize(n); }
+
+ private:
+  device_buffer<S> buf_;
+};
+
+/// A dense row-major device matrix.
+template <class S>
+class device_matrix {
+ public:
+  device_matrix() = default;
+  device_matrix(std::size_t rows, std::size_t cols) : rows_(rows), cols_(cols), buf_(rows * cols) {}
+  [[nodiscard]] std::size_t rows() const noexcept { return rows_; }
+  [[nodiscard]] std::size_t cols() const noexcept { return cols_; }
+  [[nodiscard]] std::size_t size() const noexcept { return buf_.size(); }
+  [[nodiscard]] S* data() noexcept { return buf_.data(); }
+  [[nodiscard]] const S* data() const noexcept { return buf_.data(); }
+  /// rows × cols; the old contents are kept only when the number of elements does not change
+  /// (then this is a reshape).
+  void resize(std::size_t rows, std::size_t cols) {
+    buf_.resize(rows * cols);
+    rows_ = rows;
+    cols_ = cols;
+  }
+
+ private:
+  std::size_t rows_ = 0, cols_ = 0;
+  device_buffer<S> buf_;
+};
+
+}  // namespace cuda_detail
+
+/// CUDA back end (see the file comment). `Scalar` is float or double.
+template <std::floating_point Scalar>
+  requires std::same_as<Scalar, float> || std::same_as<Scalar, double>
+struct cuda {
+  using scalar = Scalar;
+  using vector = cuda_detail::device_vector<Scalar>;
+  using matrix = cuda_detail::device_matrix<Scalar>;
+
+  // ---- allocation and shape ----
+
+  static vector zeros(std::size_t n) {
+    vector v(n);
+    zero(v.data(), n);
+    return v;
+  }
+  static void resize(vector& v, std::size_t n) { v.resize(n); }
+  static std::size_t size(const vector& v) { return v.size(); }
+  static std::size_t rows(const matrix& m) { return m.rows(); }
+  static std::size_t cols(const matrix& m) { return m.cols(); }
+
+  // ---- BLAS-1 and reductions ----
+
+  static void copy(const vector& src, vector& dst) {
+    if (&src == &dst) return;
+    dst.resize(src.size());
+    device_copy(dst.data(), src.data(), src.size());
+  }
+  static void fill(vector& v, scalar s) { fill(v.data(), v.size(), s); }
+  static void axpy(scalar a, const vector& x, vector& y) {
+    require_same_size(x, y, "axpy");
+    blas_axpy(x.size(), a, x.data(), y.data());
+  }
+  static void scale(vector& v, scalar s) { blas_scal(v.size(), s, v.data()); }
+
+  /// Accumulated in double: cuBLAS ddot for double, a double-accumulating kernel for float
+  /// (each float product is exact in double).
+  static double dot(const vector& x, const vector& y) {
+    require_same_size(x, y, "dot");
+    if (x.size() == 0) return 0.0;
+    if constexpr (std::is_same_v<scalar, double>) {
+      double r = 0.0;
+      BILEVEL_CUDA_CHECK(cublasDdot_64(blas(), std::int64_t(x.size()), x.data(), 1, y.data(), 1, &r));
+      return r;
+    } else {
+      return reduce(x.size(), cuda_detail::dot_term<scalar>{x.data(), y.data()});
+    }
+  }
+  static double norm(const vector& x) {
+    if (x.size() == 0) return 0.0;
+    if constexpr (std::is_same_v<scalar, double>) {
+      double r = 0.0;
+      BILEVEL_CUDA_CHECK(cublasDnrm2_64(blas(), std::int64_t(x.size()), x.data(), 1, &r));
+      return r;
+    } else {
+      return std::sqrt(dot(x, x));
+    }
+  }
+  static double sum(const vector& x) {
+    if (x.size() == 0) return 0.0;
+    return reduce(x.size(), cuda_detail::sum_term<scalar>{x.data()});
+  }
+  static bool all_finite(const vector& x) {
+    if (x.size() == 0) return true;
+    return !flag_kernel([&](int* flag) {
+      cuda_detail::nonfinite_kernel<<<cuda_detail::blocks_for(x.size()), cuda_detail::threads_per_block, 0,
+                                      cuda_detail::stream()>>>(x.size(), x.data(), flag);
+    }, "nonfinite_kernel");
+  }
+
+  // ---- element-wise ----
+
+  /// out = x ⊙ y, for vectors and matrices alike.
+  template <class T>
+    requires std::same_as<T, vector> || std::same_as<T, matrix>
+  static void hadamard(const T& x, const T& y, T& out) {
+    require_same_shape(x, y, "hadamard");
+    shape_like(x, out);
+    launch_map2(x.size(), x.data(), y.data(), out.data(), cuda_detail::multiplies{});
+  }
+  /// out_i = f(x_i): in a kernel when f can run on the device (cuda/functors.cuh), on the
+  /// host otherwise.
+  template <class T, class F>
+    requires std::same_as<T, vector> || std::same_as<T, matrix>
+  static void transform(const T& x, T& out, F f) {
+    using map = cuda_detail::device_map<F>;
+    if constexpr (map::on_device) {
+      shape_like(x, out);
+      if (x.size() == 0) return;
+      cuda_detail::map_kernel<<<cuda_detail::blocks_for(x.size()), cuda_detail::threads_per_block, 0,
+                                cuda_detail::stream()>>>(x.size(), x.data(), out.data(), map::get(f));
+      cuda_detail::check_launch("map_kernel");
+    } else {
+#ifdef BILEVEL_CUDA_STRICT_TRANSFORM
+      static_assert(map::on_device, "bilevel::policy::cuda::transform: this functor cannot run on the device "
+                                    "(make it an extended __host__ __device__ lambda, or tag a functor struct "
+                                    "with `using bilevel_device_callable = void;`)");
+#endif
+      auto h = download(x.data(), x.size());
+      for (auto& e : h) e = scalar(f(e));
+      shape_like(x, out);
+      upload(h, out.data());
+      ++cuda_detail::host_transform_counter();
+    }
+  }
+  /// out_i = f(x_i, y_i).
+  template <class T, class F>
+    requires std::same_as<T, vector> || std::same_as<T, matrix>
+  static void transform(const T& x, const T& y, T& out, F f) {
+    require_same_shape(x, y, "transform");
+    using map = cuda_detail::device_map<F>;
+    if constexpr (map::on_device) {
+      shape_like(x, out);
+      launch_map2(x.size(), x.data(), y.data(), out.data(), map::get(f));
+    } else {
+#ifdef BILEVEL_CUDA_STRICT_TRANSFORM
+      static_assert(map::on_device, "bilevel::policy::cuda::transform: this functor cannot run on the device "
+                                    "(make it an extended __host__ __device__ lambda, or tag a functor struct "
+                                    "with `using bilevel_device_callable = void;`)");
+#endif
+      auto hx = download(x.data(), x.size());
+      const auto hy = download(y.data(), y.size());
+      for (std::size_t i = 0; i < hx.size(); ++i) hx[i] = scalar(f(hx[i], hy[i]));
+      shape_like(x, out);
+      upload(hx, out.data());
+      ++cuda_detail::host_transform_counter();
+    }
+  }
+  /// How many transform calls so far (all threads, both scalars) mapped on the host because
+  /// their functor cannot run on the device.
+  static std::size_t host_transforms() { return cuda_detail::host_transform_counter().load(); }
+
+  // ---- BLAS-2/3 ----
+
+  /// y = alpha op(A) x + beta y. With beta == 0, y is resized and its old contents ignored.
+  static void gemv(scalar alpha, const matrix& a, bool transpose, const vector& x, scalar beta, vector& y) {
+    const std::size_t in = transpose ? a.rows() : a.cols();
+    const std::size_t out = transpose ? a.cols() : a.rows();
+    if (x.size() != in)
+      throw std::invalid_argument("bilevel::policy::cuda::gemv: matrix is " + shape(a) +
+                                  (transpose ? " (transposed)" : "") + " but x has " + std::to_string(x.size()) +
+                                  " elements");
+    if (beta == scalar(0)) y.resize(out);
+    else if (y.size() != out)
+      throw std::invalid_argument("bilevel::policy::cuda::gemv: y has " + std::to_string(y.size()) +
+                                  " elements, expected " + std::to_string(out));
+    if (out == 0) return;
+    if (in == 0) {  // an empty product: y = beta y
+      if (beta == scalar(0)) zero(y.data(), out);
+      else blas_scal(out, beta, y.data());
+      return;
+    }
+    // Row-major A is the column-major a.cols × a.rows matrix Aᵀ: A x is its transpose's product.
+    const auto op = transpose ? CUBLAS_OP_N : CUBLAS_OP_T;
+    const auto m = std::int64_t(a.cols()), n = std::int64_t(a.rows());
+    if constexpr (std::is_same_v<scalar, float>)
+      BILEVEL_CUDA_CHECK(cublasSgemv_64(blas(), op, m, n, &alpha, a.data(), m, x.data(), 1, &beta, y.data(), 1));
+    else
+      BILEVEL_CUDA_CHECK(cublasDgemv_64(blas(), op, m, n, &alpha, a.data(), m, x.data(), 1, &beta, y.data(), 1));
+  }
+
+  /// C = alpha op(A) op(B) + beta C. With beta == 0, C is resized and its old contents ignored.
+  static void gemm(scalar alpha, const matrix& a, bool trans_a, const matrix& b, bool trans_b, scalar beta,
+                   matrix& c) {
+    const std::size_t inner_a = trans_a ? a.rows() : a.cols();
+    const std::size_t inner_b = trans_b ? b.cols() : b.rows();
+    if (inner_a != inner_b)
+      throw std::invalid_argument("bilevel::policy::cuda::gemm: inner dimensions differ: A is " + shape(a) +
+                                  (trans_a ? "ᵀ" : "") + ", B is " + shape(b) + (trans_b ? "ᵀ" : ""));
+    const std::size_t m = trans_a ? a.cols() : a.rows();
+    const std::size_t n = trans_b ? b.rows() : b.cols();
+    if (beta == scalar(0)) c.resize(m, n);
+    else if (c.rows() != m || c.cols() != n)
+      throw std::invalid_argument("bilevel::policy::cuda::gemm: C is " + shape(c) + ", expected " + std::to_string(m) +
+                                  "x" + std::to_string(n));
+    product(alpha, a, trans_a, b, trans_b, beta, c.data());
+  }
+
+  // ---- matrix operations for layers (nn_tensor_policy) ----
+
+  static matrix matrix_zeros(std::size_t r, std::size_t c) {
+    matrix m(r, c);
+    zero(m.data(), m.size());
+    return m;
+  }
+  /// out = the r × c matrix stored row-major in theta[offset, offset + r·c).
+  static void unflatten(const vector& theta, std::size_t offset, std::size_t r, std::size_t c, matrix& out) {
+    require_range(theta, offset, r * c, "unflatten");
+    out.resize(r, c);
+    device_copy(out.data(), theta.data() + offset, r * c);
+  }
+  /// out = theta[offset, offset + n).
+  static void segment(const vector& theta, std::size_t offset, std::size_t n, vector& out) {
+    require_range(theta, offset, n, "segment");
+    if (&theta == &out) {  // a segment of itself: through a temporary
+      vector tmp(n);
+      device_copy(tmp.data(), theta.data() + offset, n);
+      out = std::move(tmp);
+      return;
+    }
+    out.resize(n);
+    device_copy(out.data(), theta.data() + offset, n);
+  }
+  /// dst[offset, ...) = m, row-major.
+  static void flatten_into(const matrix& m, vector& dst, std::size_t offset) {
+    require_range(dst, offset, m.size(), "flatten_into");
+    device_copy(dst.data() + offset, m.data(), m.size());
+  }
+  /// dst[offset, offset + m·n) = alpha op(A) op(B) (+ beta · what is there), row-major m × n.
+  static void gemm_into_segment(scalar alpha, const matrix& a, bool trans_a, const matrix& b, bool trans_b,
+                                scalar beta, vector& dst, std::size_t offset) {
+    const std::size_t m = trans_a ? a.cols() : a.rows();
+    const std::size_t n = trans_b ? b.rows() : b.cols();
+    if ((trans_a ? a.rows() : a.cols()) != (trans_b ? b.cols() : b.rows()))
+      throw std::invalid_argument("bilevel::policy::cuda::gemm_into_segment: inner dimensions differ: A is " +
+                                  shape(a) + ", B is " + shape(b));
+    require_range(dst, offset, m * n, "gemm_into_segment");
+    product(alpha, a, trans_a, b, trans_b, beta, dst.data() + offset);
+  }
+  /// dst[offset, offset + |v|) = v.
+  static void set_segment(const vector& v, vector& dst, std::size_t offset) {
+    require_range(dst, offset, v.size(), "set_segment");
+    device_copy(dst.data() + offset, v.data(), v.size());
+  }
+  static void axpy(scalar a, const matrix& x, matrix& y) {
+    require_same_shape(x, y, "axpy");
+    blas_axpy(x.size(), a, x.data(), y.data());
+  }
+  static void scale(matrix& m, scalar s) { blas_scal(m.size(), s, m.data()); }
+  /// m_ij += b_j.
+  static void add_row(matrix& m, const vector& b) {
+    if (b.size() != m.cols())
+      throw std::invalid_argument("bilevel::policy::cuda::add_row: matrix is " + shape(m) + " but the row has " +
+                                  std::to_string(b.size()) + " elements");
+    if (m.size() == 0) return;
+    cuda_detail::add_row_kernel<<<cuda_detail::blocks_for(m.size()), cuda_detail::threads_per_block, 0,
+                                  cuda_detail::stream()>>>(m.size(), m.cols(), m.data(), b.data());
+    cuda_detail::check_launch("add_row_kernel");
+  }
+  /// out_j = Σ_i m_ij.
+  static void column_sums(const matrix& m, vector& out) {
+    out.resize(m.cols());
+    if (m.cols() == 0) return;
+    cuda_detail::column_sums_kernel<<<cuda_detail::blocks_for(m.cols()), cuda_detail::threads_per_block, 0,
+                                      cuda_detail::stream()>>>(m.rows(), m.cols(), m.data(), out.data());
+    cuda_detail::check_launch("column_sums_kernel");
+  }
+  /// out_i = Σ_j a_ij b_ij.
+  static void row_dots(const matrix& a, const matrix& b, vector& out) {
+    require_same_shape(a, b, "row_dots");
+    out.resize(a.rows());
+    if (a.rows() == 0) return;
+    cuda_detail::row_dots_kernel<<<cuda_detail::row_blocks_for(a.rows()), cuda_detail::threads_per_block, 0,
+                                   cuda_detail::stream()>>>(a.rows(), a.cols(), a.data(), b.data(), out.data());
+    cuda_detail::check_launch("row_dots_kernel");
+  }
+  /// m_ij *= c_i.
+  static void scale_rows(matrix& m, const vector& c) {
+    if (c.size() != m.rows())
+      throw std::invalid_argument("bilevel::policy::cuda::scale_rows: matrix is " + shape(m) + " but there are " +
+                                  std::to_string(c.size()) + " factors");
+    if (m.size() == 0) return;
+    cuda_detail::scale_rows_kernel<<<cuda_detail::blocks_for(m.size()), cuda_detail::threads_per_block, 0,
+                                     cuda_detail::stream()>>>(m.size(), m.cols(), m.data(), c.data());
+    cuda_detail::check_launch("scale_rows_kernel");
+  }
+  /// Row-wise softmax, stable (the row maximum is subtracted first).
+  static void row_softmax(const matrix& z, matrix& p) {
+    if (&z == &p) {
+      matrix tmp;
+      row_softmax(z, tmp);
+      p = std::move(tmp);
+      return;
+    }
+    p.resize(z.rows(), z.cols());
+    if (z.size() == 0) return;
+    cuda_detail::row_softmax_kernel<<<cuda_detail::row_blocks_for(z.rows()), cuda_detail::threads_per_block, 0,
+                                      cuda_detail::stream()>>>(z.rows(), z.cols(), z.data(), p.data());
+    cuda_detail::check_launch("row_softmax_kernel");
+  }
+  /// Row-wise log-sum-exp.
+  static void row_logsumexp(const matrix& z, vector& out) {
+    out.resize(z.rows());
+    if (z.rows() == 0) return;
+    cuda_detail::row_logsumexp_kernel<<<cuda_detail::row_blocks_for(z.rows()), cuda_detail::threads_per_block, 0,
+                                        cuda_detail::stream()>>>(z.rows(), z.cols(), z.data(), out.data());
+    cuda_detail::check_launch("row_logsumexp_kernel");
+  }
+  /// out (r × c) with out_flat[i] = src_flat[index[i]], or 0 where index[i] < 0.
+  static void gather(const matrix& src, const std::vector<std::int64_t>& index, std::size_t r, std::size_t c,
+                     matrix& out) {
+    if (index.size() != r * c)
+      throw std::invalid_argument("bilevel::policy::cuda::gather: " + std::to_string(index.size()) +
+                                  " indices for a " + std::to_string(r) + "x" + std::to_string(c) + " result");
+    auto& plan = cuda_detail::plan_cache::get().find(index);
+    if (plan.max_index >= std::int64_t(src.size()))
+      throw std::invalid_argument("bilevel::policy::cuda::gather: index " + std::to_string(plan.max_index) +
+                                  " is out of range for a source of " + std::to_string(src.size()) + " elements");
+    if (&src == &out) {
+      matrix tmp;
+      gather(src, index, r, c, tmp);
+      out = std::move(tmp);
+      return;
+    }
+    out.resize(r, c);
+    if (index.empty()) return;
+    cuda_detail::gather_kernel<<<cuda_detail::blocks_for(index.size()), cuda_detail::threads_per_block, 0,
+                                 cuda_detail::stream()>>>(index.size(), plan.index.data(), src.data(), out.data());
+    cuda_detail::check_launch("gather_kernel");
+  }
+  /// out_flat[index[i]] += src_flat[i] for index[i] >= 0 (the adjoint of gather). Each
+  /// destination adds its sources in ascending i, as the Eigen policy's loop does.
+  static void scatter_add(const matrix& src, const std::vector<std::int64_t>& index, matrix& out) {
+    if (index.size() != src.size())
+      throw std::invalid_argument("bilevel::policy::cuda::scatter_add: " + std::to_string(index.size()) +
+                                  " indices for " + std::to_string(src.size()) + " values");
+    auto& cache = cuda_detail::plan_cache::get();
+    auto& plan = cache.find(index);
+    if (plan.max_index >= std::int64_t(out.size()))
+      throw std::invalid_argument("bilevel::policy::cuda::scatter_add: index " + std::to_string(plan.max_index) +
+                                  " is out of range for a destination of " + std::to_string(out.size()) +
+                                  " elements");
+    cache.ensure_inverse(plan);
+    if (plan.targets == 0) return;
+    cuda_detail::scatter_add_kernel<<<cuda_detail::blocks_for(plan.targets), cuda_detail::threads_per_block, 0,
+                                      cuda_detail::stream()>>>(plan.targets, plan.target.data(), plan.offsets.data(),
+                                                               plan.sources.data(), src.data(), out.data());
+    cuda_detail::check_launch("scatter_add_kernel");
+  }
+  /// The same elements, row-major, as an r × c matrix.
+  static void reshape(const matrix& in, std::size_t r, std::size_t c, matrix& out) {
+    if (in.size() != r * c)
+      throw std::invalid_argument("bilevel::policy::cuda::reshape: " + shape(in) + " cannot become " +
+                                  std::to_string(r) + "x" + std::to_string(c));
+    if (&in == &out) {
+      out.resize(r, c);  // same number of elements: the data stay
+      return;
+    }
+    out.resize(r, c);
+    device_copy(out.data(), in.data(), in.size());
+  }
+  /// A vector's elements as an r × c matrix, row-major.
+  static void reshape(const vector& in, std::size_t r, std::size_t c, matrix& out) {
+    if (in.size() != r * c)
+      throw std::invalid_argument("bilevel::policy::cuda::reshape: " + std::to_string(in.size()) +
+                                  " elements cannot become " + std::to_string(r) + "x" + std::to_string(c));
+    out.resize(r, c);
+    device_copy(out.data(), in.data(), in.size());
+  }
+  /// max_i = max_j m_ij and arg_i = the first j attaining it (arg comes back to the host).
+  static void row_max(const matrix& m, vector& max, std::vector<std::int64_t>& arg) {
+    max.resize(m.rows());
+    arg.resize(m.rows());
+    if (m.rows() == 0) return;
+    cuda_detail::device_buffer<std::int64_t> args(m.rows());
+    cuda_detail::row_max_kernel<<<cuda_detail::row_blocks_for(m.rows()), cuda_detail::threads_per_block, 0,
+                                  cuda_detail::stream()>>>(m.rows(), m.cols(), m.data(), max.data(), args.data());
+    cuda_detail::check_launch("row_max_kernel");
+    BILEVEL_CUDA_CHECK(cudaMemcpyAsync(arg.data(), args.data(), m.rows() * sizeof(std::int64_t),
+                                       cudaMemcpyDeviceToHost, cuda_detail::stream()));
+    BILEVEL_CUDA_CHECK(cudaStreamSynchronize(cuda_detail::stream()));
+  }
+  /// out_i = Σ_j m_ij.
+  static void row_sums(const matrix& m, vector& out) {
+    out.resize(m.rows());
+    if (m.rows() == 0) return;
+    cuda_detail::row_sums_kernel<<<cuda_detail::row_blocks_for(m.rows()), cuda_detail::threads_per_block, 0,
+                                   cuda_detail::stream()>>>(m.rows(), m.cols(), m.data(), out.data());
+    cuda_detail::check_launch("row_sums_kernel");
+  }
+
+  /// Exact equality (shape and every element; NaN equals nothing).
+  static bool equal(const vector& a, const vector& b) {
+    return a.size() == b.size() && same_elements(a.data(), b.data(), a.size());
+  }
+  static bool equal(const matrix& a, const matrix& b) {
+    return a.rows() == b.rows() && a.cols() == b.cols() && same_elements(a.data(), b.data(), a.size());
+  }
+
+  // ---- host transfer ----
+
+  static std::vector<scalar> to_host(const vector& v) { return download(v.data(), v.size()); }
+  static std::vector<scalar> matrix_to_host(const matrix& m) { return download(m.data(), m.size()); }
+  static vector from_host(std::span<const scalar> host) {
+    vector v(host.size());
+    upload(host, v.data());
+    return v;
+  }
+  static matrix matrix_from_host(std::size_t r, std::size_t c, std::span<const scalar> host) {
+    if (host.size() != r * c)
+      throw std::invalid_argument("bilevel::policy::cuda::matrix_from_host: " + std::to_string(host.size()) +
+                                  " values cannot fill a " + std::to_string(r) + "x" + std::to_string(c) + " matrix");
+    matrix m(r, c);
+    upload(host, m.data());
+    return m;
+  }
+
+  /// Waits for all work this thread has queued (e.g. before timing); reports asynchronous
+  /// faults as cuda_error.
+  static void synchronize() { BILEVEL_CUDA_CHECK(cudaStreamSynchronize(cuda_detail::stream())); }
+
+ private:
+  static cublasHandle_t blas() { return cuda_detail::context::get().blas(); }
+
+  static void zero(scalar* p, std::size_t n) {
+    if (n) BILEVEL_CUDA_CHECK(cudaMemsetAsync(p, 0, n * sizeof(scalar), cuda_detail::stream()));
+  }
+  static void device_copy(scalar* dst, const scalar* src, std::size_t n) {
+    if (n && dst != src)
+      BILEVEL_CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(scalar), cudaMemcpyDeviceToDevice, cuda_detail::stream()));
+  }
+  static void fill(scalar* p, std::size_t n, scalar s) {
+    if (n == 0) return;
+    cuda_detail::fill_kernel<<<cuda_detail::blocks_for(n), cuda_detail::threads_per_block, 0, cuda_detail::stream()>>>(
+        n, p, s);
+    cuda_detail::check_launch("fill_kernel");
+  }
+  static std::vector<scalar> download(const scalar* p, std::size_t n) {
+    std::vector<scalar> h(n);
+    if (n == 0) return h;
+    BILEVEL_CUDA_CHECK(cudaMemcpyAsync(h.data(), p, n * sizeof(scalar), cudaMemcpyDeviceToHost, cuda_detail::stream()));
+    BILEVEL_CUDA_CHECK(cudaStreamSynchronize(cuda_detail::stream()));
+    return h;
+  }
+  /// Pageable host memory: cudaMemcpyAsync returns once the data are staged, so `host` may go
+  /// away right after.
+  static void upload(std::span<const scalar> host, scalar* p) {
+    if (host.empty()) return;
+    BILEVEL_CUDA_CHECK(
+        cudaMemcpyAsync(p, host.data(), host.size() * sizeof(scalar), cudaMemcpyHostToDevice, cuda_detail::stream()));
+  }
+  template <class F>
+  static void launch_map2(std::size_t n, const scalar* x, const scalar* y, scalar* out, F f) {
+    if (n == 0) return;
+    cuda_detail::map2_kernel<<<cuda_detail::blocks_for(n), cuda_detail::threads_per_block, 0, cuda_detail::stream()>>>(
+        n, x, y, out, f);
+    cuda_detail::check_launch("map2_kernel");
+  }
+
+  static void blas_axpy(std::size_t n, scalar a, const scalar* x, scalar* y) {
+    if (n == 0) return;
+    if constexpr (std::is_same_v<scalar, float>)
+      BILEVEL_CUDA_CHECK(cublasSaxpy_64(blas(), std::int64_t(n), &a, x, 1, y, 1));
+    else
+      BILEVEL_CUDA_CHECK(cublasDaxpy_64(blas(), std::int64_t(n), &a, x, 1, y, 1));
+  }
+  static void blas_scal(std::size_t n, scalar s, scalar* x) {
+    if (n == 0) return;
+    if constexpr (std::is_same_v<scalar, float>)
+      BILEVEL_CUDA_CHECK(cublasSscal_64(blas(), std::int64_t(n), &s, x, 1));
+    else
+      BILEVEL_CUDA_CHECK(cublasDscal_64(blas(), std::int64_t(n), &s, x, 1));
+  }
+
+  /// C (row-major m × n at c) = alpha op(A) op(B) + beta C. Row-major storage read
+  /// column-major is the transpose, so cuBLAS computes Cᵀ = op(B)ᵀ op(A)ᵀ: B first, the
+  /// transpose flags as given. With beta == 0 cuBLAS does not read C (no 0·NaN).
+  static void product(scalar alpha, const matrix& a, bool trans_a, const matrix& b, bool trans_b, scalar beta,
+                      scalar* c) {
+    const std::size_t m = trans_a ? a.cols() : a.rows(), k = trans_a ? a.rows() : a.cols();
+    const std::size_t n = trans_b ? b.rows() : b.cols();
+    if (m == 0 || n == 0) return;
+    if (k == 0) {
+      if (beta == scalar(0)) zero(c, m * n);
+      else blas_scal(m * n, beta, c);
+      return;
+    }
+    const auto op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, op_b = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+    const auto M = std::int64_t(n), N = std::int64_t(m), K = std::int64_t(k);
+    const auto ldb = std::int64_t(b.cols()), lda = std::int64_t(a.cols()), ldc = std::int64_t(n);
+    if constexpr (std::is_same_v<scalar, float>)
+      BILEVEL_CUDA_CHECK(
+          cublasSgemm_64(blas(), op_b, op_a, M, N, K, &alpha, b.data(), ldb, a.data(), lda, &beta, c, ldc));
+    else
+      BILEVEL_CUDA_CHECK(
+          cublasDgemm_64(blas(), op_b, op_a, M, N, K, &alpha, b.data(), ldb, a.data(), lda, &beta, c, ldc));
+  }
+
+  /// Σ term(i) for i < n in double: per-block partials, then one block; fixed order.
+  template <class Term>
+  static double reduce(std::size_t n, Term term) {
+    auto& ctx = cuda_detail::context::get();
+    const unsigned blocks = std::min(cuda_detail::blocks_for(n), cuda_detail::context::max_reduce_blocks);
+    double* partials = ctx.partials();
+    cuda_detail::reduce_partials_kernel<<<blocks, cuda_detail::threads_per_block, 0, cuda_detail::stream()>>>(
+        n, term, partials);
+    cuda_detail::check_launch("reduce_partials_kernel");
+    double* result = partials + cuda_detail::context::max_reduce_blocks;
+    cuda_detail::reduce_final_kernel<<<1, cuda_detail::threads_per_block, 0, cuda_detail::stream()>>>(partials, blocks,
+                                                                                                     result);
+    cuda_detail::check_launch("reduce_final_kernel");
+    double r = 0.0;
+    BILEVEL_CUDA_CHECK(cudaMemcpyAsync(&r, result, sizeof(double), cudaMemcpyDeviceToHost, cuda_detail::stream()));
+    BILEVEL_CUDA_CHECK(cudaStreamSynchronize(cuda_detail::stream()));
+    return r;
+  }
+  /// Clears the context's flag, runs `launch(flag)`, returns whether a kernel set it.
+  template <class Launch>
+  static bool flag_kernel(Launch launch, const char* name) {
+    int* flag = cuda_detail::context::get().flag();
+    BILEVEL_CUDA_CHECK(cudaMemsetAsync(flag, 0, sizeof(int), cuda_detail::stream()));
+    launch(flag);
+    cuda_detail::check_launch(name);
+    int h = 0;
+    BILEVEL_CUDA_CHECK(cudaMemcpyAsync(&h, flag, sizeof(int), cudaMemcpyDeviceToHost, cuda_detail::stream()));
+    BILEVEL_CUDA_CHECK(cudaStreamSynchronize(cuda_detail::stream()));
+    return h != 0;
+  }
+  static bool same_elements(const scalar* a, const scalar* b, std::size_t n) {
+    if (n == 0) return true;
+    return !flag_kernel([&](int* flag) {
+      cuda_detail::differ_kernel<<<cuda_detail::blocks_for(n), cuda_detail::threads_per_block, 0,
+                                   cuda_detail::stream()>>>(n, a, b, flag);
+    }, "differ_kernel");
+  }
+
+  /// out takes x's shape (its contents are then overwritten).
+  static void shape_like(const vector& x, vector& out) { out.resize(x.size()); }
+  static void shape_like(const matrix& x, matrix& out) { out.resize(x.rows(), x.cols()); }
+
+  static std::string shape(const matrix& m) { return std::to_string(m.rows()) + "x" + std::to_string(m.cols()); }
+  static void require_same_shape(const matrix& x, const matrix& y, const char* op) {
+    if (x.rows() != y.rows() || x.cols() != y.cols())
+      throw std::invalid_argument(std::string("bilevel::policy::cuda::") + op + ": matrix shapes differ (" + shape(x) +
+                                  " vs " + shape(y) + ")");
+  }
+  static void require_same_shape(const vector& x, const vector& y, const char* op) { require_same_size(x, y, op); }
+  static void require_range(const vector& v, std::size_t offset, std::size_t n, const char* op) {
+    if (offset + n > v.size())
+      throw std::invalid_argument(std::string("bilevel::policy::cuda::") + op + ": range [" + std::to_string(offset) +
+                                  ", " + std::to_string(offset + n) + ") exceeds a vector of " +
+                                  std::to_string(v.size()) + " elements");
+  }
+  static void require_same_size(const vector& x, const vector& y, const char* op) {
+    if (x.size() != y.size())
+      throw std::invalid_argument(std::string("bilevel::policy::cuda::") + op + ": vector sizes differ (" +
+                                  std::to_string(x.size()) + " vs " + std::to_string(y.size()) + ")");
+  }
+};
+
+static_assert(nn_tensor_policy<cuda<double>>);
+static_assert(nn_tensor_policy<cuda<float>>);
+
+}  // namespace bilevel::policy

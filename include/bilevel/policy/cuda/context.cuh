@@ -1,0 +1,200 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+/// \file
+/// The CUDA policy's per-thread state and device memory.
+///
+/// Every host thread that uses the policy gets, at its first call that touches the device,
+/// a context: the device current on that thread, a cuBLAS handle bound to the thread's
+/// per-thread default stream (cudaStreamPerThread), and scratch for reductions. All work of
+/// the thread is ordered on that one stream, so results are ready whenever a value comes back
+/// to the host (to_host, dot, norm, sum, all_finite, equal synchronise the stream). Device
+/// arrays are therefore owned by the thread that made them: share policy objects between
+/// threads only with your own synchronisation (as with the learners' caches).
+///
+/// Memory is plain device memory (never managed): stream-ordered cudaMallocAsync /
+/// cudaFreeAsync on the thread's stream where the device supports memory pools (every GPU
+/// since Pascal on Linux), so that the many short-lived temporaries of a forward or backward
+/// pass neither synchronise the device nor go back to the driver each time; cudaMalloc /
+/// cudaFree otherwise, or everywhere when BILEVEL_CUDA_PLAIN_MALLOC is defined.
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <utility>
+
+#include "bilevel/policy/cuda/error.cuh"
+
+namespace bilevel::policy {
+
+/// Number of CUDA devices the runtime sees; 0 when there is none or the driver cannot be
+/// used (the reason is then in `why`, when given). Never throws.
+inline int cuda_device_count(std::string* why = nullptr) {
+  int n = 0;
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess) {
+    if (why) *why = std::string(cudaGetErrorName(e)) + ": " + cudaGetErrorString(e);
+    (void)cudaGetLastError();  // not sticky, but do not leave it for the next check
+    return 0;
+  }
+  if (n == 0 && why) *why = "the runtime reports 0 devices";
+  return n;
+}
+
+}  // namespace bilevel::policy
+
+namespace bilevel::policy::cuda_detail {
+
+/// The stream every operation of this thread is ordered on.
+inline cudaStream_t stream() noexcept { return cudaStreamPerThread; }
+
+/// 1: stream-ordered allocation, 0: cudaMalloc/cudaFree, -1: not decided yet (no context).
+inline std::atomic<int>& allocation_mode() {
+  static std::atomic<int> mode{-1};
+  return mode;
+}
+
+class context {
+ public:
+  /// This thread's context; the first call checks for a device and throws cuda_error
+  /// ("no CUDA device ...") when there is none.
+  static context& get() {
+    thread_local context c;
+    return c;
+  }
+  context(const context&) = delete;
+  context& operator=(const context&) = delete;
+
+  [[nodiscard]] cublasHandle_t blas() const noexcept { return blas_; }
+  [[nodiscard]] int device() const noexcept { return device_; }
+  /// Device scratch for the second stage of reductions (partial sums) and flags.
+  [[nodiscard]] double* partials() const noexcept { return partials_; }
+  [[nodiscard]] int* flag() const noexcept { return flag_; }
+  static constexpr unsigned max_reduce_blocks = 1024;
+
+  ~context() {
+    // Errors are ignored here: at process exit the runtime may already be shutting down.
+    if (partials_) (void)cudaFree(partials_);
+    if (flag_) (void)cudaFree(flag_);
+    if (blas_) (void)cublasDestroy(blas_);
+  }
+
+ private:
+  context() {
+    std::string why;
+    if (cuda_device_count(&why) == 0)
+      throw cuda_error("bilevel::cuda: no CUDA device (cudaGetDeviceCount: " + why +
+                           "); the CUDA tensor policy needs a GPU and a working driver",
+                       int(cudaErrorNoDevice));
+    BILEVEL_CUDA_CHECK(cudaGetDevice(&device_));
+    int pools = 0;
+    BILEVEL_CUDA_CHECK(cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, device_));
+#ifdef BILEVEL_CUDA_PLAIN_MALLOC
+    pools = 0;
+#endif
+    if (pools) {
+      // Keep freed blocks in the pool across synchronisations instead of returning them to
+      // the driver at each one (the default threshold 0 would).
+      cudaMemPool_t pool;
+      BILEVEL_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device_));
+      std::uint64_t keep = ~std::uint64_t(0);
+      BILEVEL_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
+    }
+    int expected = -1;
+    allocation_mode().compare_exchange_strong(expected, pools ? 1 : 0);
+    BILEVEL_CUDA_CHECK(cublasCreate(&blas_));
+    BILEVEL_CUDA_CHECK(cublasSetStream(blas_, stream()));
+    BILEVEL_CUDA_CHECK(cublasSetPointerMode(blas_, CUBLAS_POINTER_MODE_HOST));
+    // Full FP32/FP64 arithmetic: no TF32 tensor-core rounding of float GEMMs.
+    BILEVEL_CUDA_CHECK(cublasSetMathMode(blas_, CUBLAS_DEFAULT_MATH));
+    BILEVEL_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&partials_), (max_reduce_blocks + 1) * sizeof(double)));
+    BILEVEL_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&flag_), sizeof(int)));
+  }
+
+  cublasHandle_t blas_ = nullptr;
+  int device_ = 0;
+  double* partials_ = nullptr;
+  int* flag_ = nullptr;
+};
+
+/// `bytes` of device memory (nullptr for 0 bytes, without touching the device).
+inline void* allocate(std::size_t bytes) {
+  if (bytes == 0) return nullptr;
+  context::get();  // the device check, and the allocation mode
+  void* p = nullptr;
+  const bool async = allocation_mode().load() == 1;
+  const cudaError_t e = async ? cudaMallocAsync(&p, bytes, stream()) : cudaMalloc(&p, bytes);
+  if (e == cudaErrorMemoryAllocation) {
+    (void)cudaGetLastError();
+    throw cuda_error("bilevel::cuda: out of device memory allocating " + std::to_string(bytes) + " bytes (" +
+                         (async ? "cudaMallocAsync" : "cudaMalloc") + ": " + cudaGetErrorString(e) + ")",
+                     int(e));
+  }
+  if (e != cudaSuccess) throw_cuda(e, async ? "cudaMallocAsync" : "cudaMalloc");
+  return p;
+}
+/// Frees what allocate() returned. Stream-ordered: work already queued on this thread's
+/// stream that reads the block runs first. Never throws (destructors call it).
+inline void release(void* p) noexcept {
+  if (!p) return;
+  if (allocation_mode().load() == 1) (void)cudaFreeAsync(p, stream());
+  else (void)cudaFree(p);
+}
+
+/// An owning, uninitialised device array of n T's. Copies are deep (device to device, on
+/// the stream); moves steal.
+template <class T>
+class device_buffer {
+ public:
+  device_buffer() = default;
+  explicit device_buffer(std::size_t n) : p_(static_cast<T*>(allocate(n * sizeof(T)))), n_(n) {}
+  device_buffer(const device_buffer& o) : device_buffer(o.n_) { copy_from(o.p_, n_); }
+  device_buffer(device_buffer&& o) noexcept : p_(std::exchange(o.p_, nullptr)), n_(std::exchange(o.n_, 0)) {}
+  device_buffer& operator=(const device_buffer& o) {
+    if (this == &o) return *this;
+    if (n_ != o.n_) {
+      device_buffer fresh(o.n_);
+      swap(fresh);
+    }
+    copy_from(o.p_, n_);
+    return *this;
+  }
+  device_buffer& operator=(device_buffer&& o) noexcept {
+    if (this != &o) {
+      release(p_);
+      p_ = std::exchange(o.p_, nullptr);
+      n_ = std::exchange(o.n_, 0);
+    }
+    return *this;
+  }
+  ~device_buffer() { release(p_); }
+
+  void swap(device_buffer& o) noexcept {
+    std::swap(p_, o.p_);
+    std::swap(n_, o.n_);
+  }
+  /// Reallocates (contents lost) when the size changes; keeps the block otherwise.
+  void resize(std::size_t n) {
+    if (n == n_) return;
+    device_buffer fresh(n);
+    swap(fresh);
+  }
+  [[nodiscard]] T* data() noexcept { return p_; }
+  [[nodiscard]] const T* data() const noexcept { return p_; }
+  [[nodiscard]] std::size_t size() const noexcept { return n_; }
+  [[nodiscard]] bool empty() const noexcept { return n_ == 0; }
+
+  /// this[0, n) = the device array src[0, n).
+  void copy_from(const T* src, std::size_t n) {
+    if (n == 0 || src == p_) return;
+    BILEVEL_CUDA_CHECK(cudaMemcpyAsync(p_, src, n * sizeof(T), cudaMemcpyDeviceToDevice, stream()));
+  }
+
+ private:
+  T* p_ = nullptr;
+  std::size_t n_ = 0;
+};
+
+}  // namespace bilevel::policy::cuda_detail

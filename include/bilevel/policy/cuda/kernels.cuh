@@ -1,0 +1,265 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+/// \file
+/// The CUDA policy's own kernels: element-wise maps, deterministic reductions accumulated in
+/// double, warp-per-row reductions (softmax, log-sum-exp, max, dots, sums), column sums, bias
+/// rows, row scaling, and the gather / scatter-add pair behind convolution and pooling.
+///
+/// Every kernel is a template (so that this header can be included by many translation
+/// units of one program) and loops grid-stride, so any size runs with a bounded grid. The
+/// reductions use a grid fixed by n and a fixed combination order: the same input gives the
+/// same bits on the same GPU, run after run. Scatter-add is a gather over the inverse index
+/// (one thread per destination, sources in ascending order), not atomics: deterministic, and
+/// the same order of additions as the Eigen policy's loop.
+#include <cuda_runtime.h>
+
+#include <cuda/std/cmath>
+#include <cuda/std/limits>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+
+namespace bilevel::policy::cuda_detail {
+
+inline constexpr unsigned threads_per_block = 256;
+inline constexpr unsigned warps_per_block = threads_per_block / 32;
+
+/// Blocks for a grid-stride loop over n elements (at least 1, at most 65535).
+inline unsigned blocks_for(std::size_t n) {
+  return unsigned(std::clamp<std::size_t>((n + threads_per_block - 1) / threads_per_block, 1, 65535));
+}
+/// Blocks for a warp-per-row loop over `rows` rows.
+inline unsigned row_blocks_for(std::size_t rows) {
+  return unsigned(std::clamp<std::size_t>((rows + warps_per_block - 1) / warps_per_block, 1, 65535));
+}
+
+__device__ inline std::size_t global_thread() { return std::size_t(blockIdx.x) * blockDim.x + threadIdx.x; }
+__device__ inline std::size_t grid_threads() { return std::size_t(gridDim.x) * blockDim.x; }
+
+// ---- element-wise ----
+
+template <class S>
+__global__ void fill_kernel(std::size_t n, S* out, S value) {
+  for (std::size_t i = global_thread(); i < n; i += grid_threads()) out[i] = value;
+}
+/// out_i = f(x_i); out may be x.
+template <class S, class F>
+__global__ void map_kernel(std::size_t n, const S* x, S* out, F f) {
+  for (std::size_t i = global_thread(); i < n; i += grid_threads()) out[i] = S(f(x[i]));
+}
+/// out_i = f(x_i, y_i); out may be x or y.
+template <class S, class F>
+__global__ void map2_kernel(std::size_t n, const S* x, const S* y, S* out, F f) {
+  for (std::size_t i = global_thread(); i < n; i += grid_threads()) out[i] = S(f(x[i], y[i]));
+}
+/// m_ij += b_j for a rows × cols row-major m (n = rows·cols).
+template <class S>
+__global__ void add_row_kernel(std::size_t n, std::size_t cols, S* m, const S* b) {
+  for (std::size_t i = global_thread(); i < n; i += grid_threads()) m[i] += b[i % cols];
+}
+/// m_ij *= c_i.
+template <class S>
+__global__ void scale_rows_kernel(std::size_t n, std::size_t cols, S* m, const S* c) {
+  for (std::size_t i = global_thread(); i < n; i += grid_threads()) m[i] *= c[i / cols];
+}
+/// out_j = Σ_i m_ij, one thread per column, rows in order.
+template <class S>
+__global__ void column_sums_kernel(std::size_t rows, std::size_t cols, const S* m, S* out) {
+  for (std::size_t j = global_thread(); j < cols; j += grid_threads()) {
+    S acc = S(0);
+    for (std::size_t i = 0; i < rows; ++i) acc += m[i * cols + j];
+    out[j] = acc;
+  }
+}
+
+// ---- reductions to one double ----
+
+/// Sum over a block of one double per thread; the result is valid in thread 0.
+__device__ inline double block_sum(double v) {
+  __shared__ double warp_sums[32];
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+  const unsigned lane = threadIdx.x & 31u, warp = threadIdx.x >> 5;
+  if (lane == 0) warp_sums[warp] = v;
+  __syncthreads();
+  v = threadIdx.x < (blockDim.x + 31) / 32 ? warp_sums[lane] : 0.0;
+  if (warp == 0)
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+  return v;
+}
+
+/// Σ_i double(x_i).
+template <class S>
+struct sum_term {
+  const S* x;
+  __device__ double operator()(std::size_t i) const { return double(x[i]); }
+};
+/// Σ_i double(x_i)·double(y_i): for float each product is exact in double.
+template <class S>
+struct dot_term {
+  const S* x;
+  const S* y;
+  __device__ double operator()(std::size_t i) const { return double(x[i]) * double(y[i]); }
+};
+
+/// partials[block] = Σ over the block's grid-stride share of term(i), in double.
+template <class Term>
+__global__ void reduce_partials_kernel(std::size_t n, Term term, double* partials) {
+  double acc = 0.0;
+  for (std::size_t i = global_thread(); i < n; i += grid_threads()) acc += term(i);
+  acc = block_sum(acc);
+  if (threadIdx.x == 0) partials[blockIdx.x] = acc;
+}
+/// *out = Σ partials[0, count), one block, fixed order.
+template <int = 0>
+__global__ void reduce_final_kernel(const double* partials, unsigned count, double* out) {
+  double acc = 0.0;
+  for (unsigned i = threadIdx.x; i < count; i += blockDim.x) acc += partials[i];
+  acc = block_sum(acc);
+  if (threadIdx.x == 0) *out = acc;
+}
+
+/// *flag = 1 if some x_i is NaN or ±Inf.
+template <class S>
+__global__ void nonfinite_kernel(std::size_t n, const S* x, int* flag) {
+  for (std::size_t i = global_thread(); i < n; i += grid_threads())
+    if (!::cuda::std::isfinite(x[i])) {
+      *flag = 1;
+      return;
+    }
+}
+/// *flag = 1 if some a_i != b_i (NaN differs from everything, as with ==).
+template <class S>
+__global__ void differ_kernel(std::size_t n, const S* a, const S* b, int* flag) {
+  for (std::size_t i = global_thread(); i < n; i += grid_threads())
+    if (!(a[i] == b[i])) {
+      *flag = 1;
+      return;
+    }
+}
+
+// ---- warp-per-row reductions over a rows × cols row-major matrix ----
+
+template <class S>
+__device__ inline S warp_sum(S v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+template <class S>
+__device__ inline S warp_max(S v) {
+  for (int o = 16; o > 0; o >>= 1) {
+    const S w = __shfl_xor_sync(0xffffffffu, v, o);
+    v = w > v ? w : v;
+  }
+  return v;
+}
+__device__ inline std::size_t first_warp() { return global_thread() / 32; }
+__device__ inline std::size_t grid_warps() { return grid_threads() / 32; }
+
+/// Row maximum (each lane's share, then the warp's); −inf for an empty row.
+template <class S>
+__device__ inline S row_maximum(const S* zr, std::size_t cols, unsigned lane) {
+  S mx = -::cuda::std::numeric_limits<S>::infinity();
+  for (std::size_t j = lane; j < cols; j += 32) mx = zr[j] > mx ? zr[j] : mx;
+  return warp_max(mx);
+}
+
+/// p_i = exp(z_i − max z_i) / Σ exp(z_i − max z_i), row by row.
+template <class S>
+__global__ void row_softmax_kernel(std::size_t rows, std::size_t cols, const S* z, S* p) {
+  const unsigned lane = threadIdx.x & 31u;
+  for (std::size_t r = first_warp(); r < rows; r += grid_warps()) {
+    const S* zr = z + r * cols;
+    S* pr = p + r * cols;
+    const S mx = row_maximum(zr, cols, lane);
+    S s = S(0);
+    for (std::size_t j = lane; j < cols; j += 32) {
+      const S e = ::cuda::std::exp(zr[j] - mx);
+      pr[j] = e;
+      s += e;
+    }
+    s = warp_sum(s);
+    for (std::size_t j = lane; j < cols; j += 32) pr[j] /= s;
+  }
+}
+/// out_i = max z_i + log Σ exp(z_i − max z_i).
+template <class S>
+__global__ void row_logsumexp_kernel(std::size_t rows, std::size_t cols, const S* z, S* out) {
+  const unsigned lane = threadIdx.x & 31u;
+  for (std::size_t r = first_warp(); r < rows; r += grid_warps()) {
+    const S* zr = z + r * cols;
+    const S mx = row_maximum(zr, cols, lane);
+    S s = S(0);
+    for (std::size_t j = lane; j < cols; j += 32) s += ::cuda::std::exp(zr[j] - mx);
+    s = warp_sum(s);
+    if (lane == 0) out[r] = ::cuda::std::log(s) + mx;
+  }
+}
+/// max_i and the first j attaining it.
+template <class S>
+__global__ void row_max_kernel(std::size_t rows, std::size_t cols, const S* m, S* max, std::int64_t* arg) {
+  const unsigned lane = threadIdx.x & 31u;
+  for (std::size_t r = first_warp(); r < rows; r += grid_warps()) {
+    const S* mr = m + r * cols;
+    S best = -::cuda::std::numeric_limits<S>::infinity();
+    std::int64_t at = std::int64_t(cols);  // "none" sorts after every real index
+    for (std::size_t j = lane; j < cols; j += 32)
+      if (at == std::int64_t(cols) || mr[j] > best) best = mr[j], at = std::int64_t(j);
+    for (int o = 16; o > 0; o >>= 1) {
+      const S b = __shfl_xor_sync(0xffffffffu, best, o);
+      const std::int64_t a = __shfl_xor_sync(0xffffffffu, at, o);
+      const bool real_b = a < std::int64_t(cols), real_mine = at < std::int64_t(cols);
+      if (real_b && (!real_mine || b > best || (b == best && a < at))) best = b, at = a;
+    }
+    if (lane == 0) {
+      max[r] = best;
+      arg[r] = at;
+    }
+  }
+}
+/// out_i = Σ_j a_ij b_ij.
+template <class S>
+__global__ void row_dots_kernel(std::size_t rows, std::size_t cols, const S* a, const S* b, S* out) {
+  const unsigned lane = threadIdx.x & 31u;
+  for (std::size_t r = first_warp(); r < rows; r += grid_warps()) {
+    S s = S(0);
+    for (std::size_t j = lane; j < cols; j += 32) s += a[r * cols + j] * b[r * cols + j];
+    s = warp_sum(s);
+    if (lane == 0) out[r] = s;
+  }
+}
+/// out_i = Σ_j m_ij.
+template <class S>
+__global__ void row_sums_kernel(std::size_t rows, std::size_t cols, const S* m, S* out) {
+  const unsigned lane = threadIdx.x & 31u;
+  for (std::size_t r = first_warp(); r < rows; r += grid_warps()) {
+    S s = S(0);
+    for (std::size_t j = lane; j < cols; j += 32) s += m[r * cols + j];
+    s = warp_sum(s);
+    if (lane == 0) out[r] = s;
+  }
+}
+
+// ---- gather / scatter-add ----
+
+/// out_i = index_i >= 0 ? src[index_i] : 0.
+template <class S>
+__global__ void gather_kernel(std::size_t n, const std::int64_t* index, const S* src, S* out) {
+  for (std::size_t i = global_thread(); i < n; i += grid_threads()) {
+    const std::int64_t k = index[i];
+    out[i] = k >= 0 ? src[k] : S(0);
+  }
+}
+/// out[target_t] += Σ_{k in [offsets_t, offsets_t+1)} src[sources_k], sources ascending:
+/// the inverse of an index map, so every destination is written by one thread.
+template <class S>
+__global__ void scatter_add_kernel(std::size_t targets, const std::int64_t* target, const std::int64_t* offsets,
+                                   const std::int64_t* sources, const S* src, S* out) {
+  for (std::size_t t = global_thread(); t < targets; t += grid_threads()) {
+    S acc = out[target[t]];
+    for (std::int64_t k = offsets[t]; k < offsets[t + 1]; ++k) acc += src[sources[k]];
+    out[target[t]] = acc;
+  }
+}
+
+}  // namespace bilevel::policy::cuda_detail
