@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets everything up and runs the whole test suite: unit tests, compile-fail tests, examples,
-# the installed-package consumer; then the same suite built with AddressSanitizer and
+# the package consumers (find_package, add_subdirectory, FetchContent, Conan); then the same
+# suite built with AddressSanitizer and
 # UndefinedBehaviorSanitizer (set BILEVEL_SANITIZERS=0 to skip that second pass locally).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -10,6 +11,9 @@ built=$(date +%s)
 echo "bilevel: build took $((built - start)) s"
 ctest --test-dir build --output-on-failure -j"$(nproc)"
 echo "bilevel: tests took $(($(date +%s) - built)) s"
+
+# The Conan 2 package, created offline from Debian's packages (pip fetches Conan itself).
+./scripts/conan_check.sh
 
 if [ "${BILEVEL_SANITIZERS:-1}" != "0" ]; then
   start=$(date +%s)
