@@ -13,6 +13,7 @@
 
 #include "support.hpp"
 #include "toy_data.hpp"
+#include "weighting_checks.hpp"
 
 namespace {
 
@@ -35,34 +36,14 @@ TEST_CASE("LFM mistake weights: VJP and JVP in both inputs are exact (adjoint id
   for (std::size_t j = 0; j < 9; ++j) point[1][mw.r_offset() + j] = 0.5 + 0.3 * double(j);
   const P::vector dummy_losses = P::zeros(12);
   const bilevel::learners::sample_signals<P> s{dummy_losses};
-  auto a_at = [&](const std::vector<std::vector<double>>& pt) {
-    const P::vector v0 = test::device<P>(pt[0]), v1 = test::device<P>(pt[1]);
-    const P::vector* in[] = {&v0, &v1};
-    return test::host<P>(mw.gather(bilevel::input_list<P>(in), b, s));
-  };
-  const P::vector v0 = test::device<P>(point[0]), v1 = test::device<P>(point[1]);
-  const P::vector* in[] = {&v0, &v1};
-  const auto rho = test::random_vector(12, 7, 1.0);
-  for (std::size_t slot = 0; slot < 2; ++slot) {
-    auto t = test::random_vector(point[slot].size(), 8 + unsigned(slot), 1.0);
-    if (slot == 1)
-      for (std::size_t k = 0; k < 20; ++k) t[k] = 0.0;  // B does not enter a
-    const auto vjp = test::host<P>(mw.scatter(bilevel::input_list<P>(in), b, s, test::device<P>(rho), slot));
-    const auto jvp = test::host<P>(mw.gather_tangent(bilevel::input_list<P>(in), b, s, test::device<P>(t), slot));
-    double lhs = 0, rhs = 0;
-    for (std::size_t i = 0; i < rho.size(); ++i) lhs += rho[i] * jvp[i];
-    for (std::size_t k = 0; k < t.size(); ++k) rhs += vjp[k] * t[k];
-    CHECK(lhs == doctest::Approx(rhs).epsilon(1e-12));
-    for (std::size_t k = 0; k < 20 && slot == 1; ++k) CHECK(vjp[k] == 0.0);
-    auto plus = point, minus = point;
-    for (std::size_t k = 0; k < t.size(); ++k) plus[slot][k] += 1e-6 * t[k], minus[slot][k] -= 1e-6 * t[k];
-    const auto ap = a_at(plus), am = a_at(minus);
-    std::vector<double> fd(ap.size());
-    for (std::size_t i = 0; i < fd.size(); ++i) fd[i] = (ap[i] - am[i]) / 2e-6;
-    // h = 1e-6 in double: O(h²) truncation, 1e-10 round-off relative to |a| ≈ 0.5.
-    MESSAGE("slot " << slot << ": JVP vs central differences " << test::relative_error(jvp, fd));
-    CHECK(test::relative_error(jvp, fd) <= 1e-7);
-  }
+  test::check_weighting_products(mw, b, s, point, 0, test::random_vector(point[0].size(), 8, 1.0), 7);
+  auto t = test::random_vector(point[1].size(), 9, 1.0);
+  for (std::size_t k = 0; k < 20; ++k) t[k] = 0.0;  // B does not enter a
+  test::check_weighting_products(mw, b, s, point, 1, t, 7);
+  // ... and its part of the VJP is zero.
+  const test::weighting_at<P, bilevel::learners::mistake_weighting<P>> at(mw, point);
+  const auto vjp = test::host<P>(mw.scatter(at.in(), b, s, test::device<P>(test::random_vector(12, 7, 1.0)), 1));
+  for (std::size_t k = 0; k < 20; ++k) CHECK(vjp[k] == 0.0);
 }
 
 TEST_CASE("LFM: the top level's hypergradient through W2 and W1 against central differences") {

@@ -14,6 +14,7 @@
 
 #include "support.hpp"
 #include "toy_data.hpp"
+#include "weighting_checks.hpp"
 
 namespace {
 
@@ -59,33 +60,12 @@ TEST_CASE("LFM-CW class weights: VJP and JVP in W1 and ω are exact") {
   std::vector<std::vector<double>> point = {test::host<P>(mlp<P>(widths).initial_parameters(5)), {0.8, 1.5, -0.4}};
   const P::vector dummy = P::zeros(12);
   const bilevel::learners::sample_signals<P> s{dummy};
-  auto weights_at = [&](const std::vector<std::vector<double>>& pt) {
-    const P::vector v0 = test::device<P>(pt[0]), v1 = test::device<P>(pt[1]);
-    const P::vector* in[] = {&v0, &v1};
-    return test::host<P>(cw.gather(bilevel::input_list<P>(in), b, s));
-  };
-  const auto w = weights_at(point);
+  const test::weighting_at<P, bilevel::learners::class_mistake_weighting<P>> at(cw, point);
+  const auto w = test::host<P>(cw.gather(at.in(), b, s));
   for (std::size_t i = 0; i < 6; ++i) CHECK(w[i] == 1.0);  // real rows
-  const P::vector v0 = test::device<P>(point[0]), v1 = test::device<P>(point[1]);
-  const P::vector* in[] = {&v0, &v1};
-  const auto rho = test::random_vector(12, 7, 1.0);
-  for (std::size_t slot = 0; slot < 2; ++slot) {
-    const auto t = test::random_vector(point[slot].size(), 8 + unsigned(slot), 1.0);
-    const auto vjp = test::host<P>(cw.scatter(bilevel::input_list<P>(in), b, s, test::device<P>(rho), slot));
-    const auto jvp = test::host<P>(cw.gather_tangent(bilevel::input_list<P>(in), b, s, test::device<P>(t), slot));
-    double lhs = 0, rhs = 0;
-    for (std::size_t i = 0; i < rho.size(); ++i) lhs += rho[i] * jvp[i];
-    for (std::size_t k = 0; k < t.size(); ++k) rhs += vjp[k] * t[k];
-    CHECK(lhs == doctest::Approx(rhs).epsilon(1e-12));
-    auto plus = point, minus = point;
-    for (std::size_t k = 0; k < t.size(); ++k) plus[slot][k] += 1e-6 * t[k], minus[slot][k] -= 1e-6 * t[k];
-    const auto wp = weights_at(plus), wm = weights_at(minus);
-    std::vector<double> fd(wp.size());
-    for (std::size_t i = 0; i < fd.size(); ++i) fd[i] = (wp[i] - wm[i]) / 2e-6;
-    // h = 1e-6 in double: O(h²) truncation and 1e-10 round-off relative to weights of O(1).
-    MESSAGE("slot " << slot << ": JVP vs central differences " << test::relative_error(jvp, fd));
-    CHECK(test::relative_error(jvp, fd) <= 1e-7);
-  }
+  for (std::size_t slot = 0; slot < 2; ++slot)
+    test::check_weighting_products(cw, b, s, point, slot, test::random_vector(point[slot].size(), 8 + unsigned(slot), 1.0),
+                                   7);
 }
 
 TEST_CASE("LFM-CW: ω's hypergradient against central differences, and a short run") {
