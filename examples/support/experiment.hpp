@@ -5,6 +5,9 @@
 // mean ± std summary. Not part of the library: a convenience of the examples.
 #include <bilevel/bilevel.hpp>
 #include <bilevel/data/fashion_mnist.hpp>
+#include <bilevel/learners/classification_batch.hpp>
+#include <bilevel/learners/mlp.hpp>
+#include <bilevel/learners/sample_weighting.hpp>
 
 #include <algorithm>
 #include <cmath>
