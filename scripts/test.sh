@@ -18,7 +18,7 @@ echo "bilevel: tests took $(($(date +%s) - built)) s"
 if [ "${BILEVEL_SANITIZERS:-1}" != "0" ]; then
   start=$(date +%s)
   cmake -S . -B build-sanitize -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBILEVEL_SANITIZE=ON \
-        -DBILEVEL_BUILD_BENCHMARKS=OFF >/dev/null
+        -DBILEVEL_BUILD_BENCHMARKS=OFF -DBILEVEL_WITH_CUDA=OFF >/dev/null
   cmake --build build-sanitize -j"$(nproc)"
   built=$(date +%s)
   echo "bilevel: sanitizer build took $((built - start)) s"

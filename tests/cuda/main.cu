@@ -19,8 +19,9 @@ bool is_query(std::string_view a) {
   for (std::string_view q : {"-h", "--help", "-?", "-v", "--version", "-c", "--count", "-ltc", "--list-test-cases",
                              "-lts", "--list-test-suites", "-lr", "--list-reporters"})
     if (a == q || (a.size() > q.size() && a.substr(0, q.size()) == q && a[q.size()] == '=')) return true;
-  for (std::string_view q : {"-dt-", "--dt-"})  // doctest's prefixed spellings
-    if (a.substr(0, q.size()) == q) return is_query(std::string("-").append(a.substr(q.size())));
+  // doctest's prefixed spellings: -dt-ltc, --dt-list-test-cases
+  if (a.substr(0, 4) == "-dt-") return is_query(std::string("-").append(a.substr(4)));
+  if (a.substr(0, 5) == "--dt-") return is_query(std::string("--").append(a.substr(5)));
   return false;
 }
 }  // namespace

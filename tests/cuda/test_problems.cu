@@ -1,0 +1,126 @@
+// SPDX-License-Identifier: MIT
+// Bilevel problems on the CUDA policy: the problem learners' products against central
+// differences; ridge regression's hypergradient by every strategy against its closed form
+// (bilevel/problems/ridge.hpp) and against the Eigen run; and a few Meta-Weight-Net
+// iterations (bilevel/methods/meta_weight_net.hpp) against the same iterations on the Eigen
+// policy.
+#include <doctest/doctest.h>
+
+#include <bilevel/policy/cuda.hpp>
+#include <bilevel/problems/quadratic.hpp>
+#include <bilevel/problems/weighted_logistic.hpp>
+
+#include <vector>
+
+#include "cases.hpp"
+#include "derivatives.hpp"
+#include "host_reference.hpp"
+
+namespace {
+using namespace cuda_test;
+namespace hg = bilevel::hypergrad;
+using C64 = bilevel::policy::cuda<double>;
+using C32 = bilevel::policy::cuda<float>;
+}  // namespace
+
+TEST_CASE("cuda problems<double>: the problem learners' products against central differences") {
+  // As tests/test_backends.cpp. These learners map element-wise with plain host lambdas
+  // (ridge.hpp's e^λ, weighted_logistic.hpp's sigmoid and softplus), which the policy runs on
+  // the host: correct, counted by host_transforms().
+  using P = C64;
+  using namespace bilevel::problems;
+  const std::size_t host_maps = P::host_transforms();
+  const auto r = ridge_problem<P>::synthetic(20, 10, 5, 2, 0.5, 4);
+  check_learner_derivatives(ridge_training_loss<P>(r.train), random_vector(5, 1), {random_vector(5, 2)}, {});
+  check_learner_derivatives(quadratic_objective<P>(quadratic_spec::random(4, {3, 2}, 9)), random_vector(4, 1),
+                            {random_vector(3, 2), random_vector(2, 3)}, {});
+  const auto logistic = logistic_problem<P>::synthetic(20, 10, 4, 0.2, 6);
+  auto w = random_vector(20, 2, 0.5);
+  for (auto& x : w) x += 1.0;
+  check_learner_derivatives(weighted_logistic_loss<P>(logistic.train, 0.05), random_vector(4, 1), {w}, {});
+  MESSAGE("transforms mapped on the host: " << P::host_transforms() - host_maps);
+  CHECK(P::host_transforms() > host_maps);
+}
+
+TEST_CASE("cuda ridge<double>: implicit CG at the exact inner solution matches the closed form to 1e-8") {
+  const auto prob = ridge<C64>();
+  const auto lam = ridge_log_penalty();
+  const auto closed = prob.hypergradient(lam);
+  const auto [g, report] = ridge_hypergradient<C64>(prob, hg::implicit_cg{}, prob.solution(lam), 1);
+  const double err = relative_error(g, closed);
+  MESSAGE("cuda implicit_cg relative error vs closed form: " << err << "; " << report);
+  // As tests/test_ridge_hypergradients.cpp: residual 1e-10 and κ ≈ 20 give ≤ 2e-9.
+  CHECK(err <= 1e-8);
+  CHECK(report.converged);
+  CHECK(report.residual <= 1e-9);
+  CHECK(report.exact_second_order);
+  CHECK(report.iterations <= 8);
+  // The Eigen run takes the same CG steps and differs by summation order; each stops at a
+  // relative residual ≤ 1e-10, so with κ ≈ 20 each is within 2e-9 of the exact solve.
+  CHECK(relative_error(g, eigen_reference::ridge_implicit_cg()) <= 5e-9);
+}
+
+TEST_CASE("cuda ridge<double>: every strategy against the closed form") {
+  // Same setups and bounds as tests/test_backends.cpp.
+  const auto prob = ridge<C64>();
+  const auto lam = ridge_log_penalty();
+  const auto closed = prob.hypergradient(lam);
+  CHECK(relative_error(ridge_hypergradient<C64>(prob, hg::neumann{.iterations = 64}, prob.solution(lam), 1).first,
+                       closed) <= 1e-8);
+  CHECK(relative_error(ridge_hypergradient<C64>(prob, hg::fixed_point{}, prob.solution(lam), 1).first, closed) <= 1e-8);
+  CHECK(relative_error(ridge_hypergradient<C64>(prob, hg::unrolled{}, std::vector<double>(8, 0.0), 640).first,
+                       closed) <= 1e-8);
+  CHECK(relative_error(ridge_hypergradient<C64>(prob, hg::forward_mode{}, std::vector<double>(8, 0.0), 640).first,
+                       closed) <= 1e-8);
+}
+
+TEST_CASE("cuda ridge<float>: CG with exact products reaches float accuracy") {
+  const auto prob = ridge<C32>();
+  const auto lam = ridge_log_penalty();
+  const auto [g, report] = ridge_hypergradient<C32>(prob, hg::implicit_cg{}, prob.solution(lam), 1);
+  const double err = relative_error(g, prob.hypergradient(lam));
+  MESSAGE("cuda<float> implicit_cg error: " << err << "; " << report);
+  // As the CPU suite: κ·ε ≈ 1.2e-6 plus a few ε from the products.
+  CHECK(err <= 1e-5);
+}
+
+TEST_CASE("cuda Meta-Weight-Net: five iterations agree with the Eigen policy's") {
+  constexpr std::size_t iterations = 5;
+  const auto e64 = eigen_reference::meta_weight_net(iterations, false);
+  const auto c64 = meta_weight_net_run<C64>(iterations);
+  const auto e32 = eigen_reference::meta_weight_net(iterations, true);
+  const auto c32 = meta_weight_net_run<C32>(iterations);
+  REQUIRE(c64.hypergradients.size() == iterations);
+  REQUIRE(c32.hypergradients.size() == iterations);
+  for (std::size_t t = 0; t < iterations; ++t) {
+    CAPTURE(t);
+    MESSAGE("iteration " << t << ": hypergradient cuda<double> vs eigen<double> "
+                         << relative_error(c64.hypergradients[t], e64.hypergradients[t]) << ", cuda<float> vs eigen<float> "
+                         << relative_error(c32.hypergradients[t], e32.hypergradients[t]) << ", cuda<float> vs eigen<double> "
+                         << relative_error(c32.hypergradients[t], e64.hypergradients[t]) << ", eigen<float> vs eigen<double> "
+                         << relative_error(e32.hypergradients[t], e64.hypergradients[t]));
+    // double: the same arithmetic up to summation order, through t steps of SGD and Adam
+    // (contractive at these rates): round-off, ≲ 1e-13; 1e-9 leaves room for Adam's division
+    // by √v on small components.
+    CHECK(relative_error(c64.hypergradients[t], e64.hypergradients[t]) <= 1e-9);
+    // float: eigen<float> stays within 1e-6 of eigen<double> over these iterations
+    // (measured: 5e-8 to 9e-7 relative, the largest where the hypergradient is smallest);
+    // the device rounds differently but as finely. 1e-4 leaves a factor 100 and is far below
+    // any wrong term.
+    CHECK(relative_error(c32.hypergradients[t], e32.hypergradients[t]) <= 1e-4);
+  }
+  CHECK(relative_error(c64.theta, e64.theta) <= 1e-9);
+  CHECK(relative_error(c64.phi, e64.phi) <= 1e-9);
+  CHECK(c64.validation_loss_after == doctest::Approx(e64.validation_loss_after).epsilon(1e-10));
+  // float after five steps: the classifier's and the net's parameters (eigen<float> vs
+  // eigen<double>: 7e-8 and 6e-8 relative, measured) and the validation loss. Adam's step is
+  // ±lr where a gradient component's sign flips, but the smallest component here is 1e-2 of
+  // the norm, far above float noise.
+  MESSAGE("after " << iterations << " iterations: theta cuda<float> vs eigen<float> " << relative_error(c32.theta, e32.theta)
+                   << ", phi " << relative_error(c32.phi, e32.phi) << "; validation loss " << c32.validation_loss_before
+                   << " -> " << c32.validation_loss_after << " (eigen<float> " << e32.validation_loss_after << ")");
+  CHECK(relative_error(c32.theta, e32.theta) <= 1e-4);
+  CHECK(relative_error(c32.phi, e32.phi) <= 1e-4);
+  CHECK(c32.validation_loss_after == doctest::Approx(e32.validation_loss_after).epsilon(1e-5));
+  CHECK(c32.validation_loss_after < c32.validation_loss_before);  // five iterations already help
+}
