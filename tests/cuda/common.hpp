@@ -2,9 +2,8 @@
 #pragma once
 // Helpers shared by the CUDA tests (.cu, compiled by nvcc) and their host reference
 // (host_reference.cpp, compiled by the host compiler with Eigen). Neither Eigen nor CUDA
-// here: only the policy-generic parts of the library. random_vector and random_batch are the
-// CPU suite's (tests/support.hpp, tests/batches.hpp), repeated here because those headers
-// include bilevel.hpp and with it Eigen, which stays out of .cu files.
+// here: only the policy-generic parts of the library, and tests/host_math.hpp's helpers
+// (shared with the CPU suite).
 #include <cmath>
 #include <cstddef>
 #include <functional>
@@ -13,31 +12,17 @@
 #include <bilevel/core/tensor_policy.hpp>
 #include <bilevel/learners/classification_batch.hpp>
 
+#include "../host_math.hpp"
+
 namespace cuda_test {
 
-template <class P>
-std::vector<double> host(const bilevel::vector_t<P>& v) {
-  const auto h = P::to_host(v);
-  return {h.begin(), h.end()};
-}
-template <class P>
-bilevel::vector_t<P> device(const std::vector<double>& v) {
-  std::vector<bilevel::scalar_t<P>> s(v.begin(), v.end());
-  return P::from_host(s);
-}
+using test::central_gradient;
+using test::device;
+using test::host;
+using test::norm;
+using test::random_vector;
+using test::relative_error;
 
-inline double norm(const std::vector<double>& a) {
-  double s = 0.0;
-  for (double x : a) s += x * x;
-  return std::sqrt(s);
-}
-/// ‖a − b‖ / ‖b‖ (‖a − b‖ when b is zero).
-inline double relative_error(const std::vector<double>& a, const std::vector<double>& b) {
-  double d = 0.0;
-  for (std::size_t i = 0; i < a.size(); ++i) d += (a[i] - b.at(i)) * (a[i] - b[i]);
-  const double nb = norm(b);
-  return nb == 0.0 ? std::sqrt(d) : std::sqrt(d) / nb;
-}
 /// max_i |a_i − b_i|.
 inline double max_abs_difference(const std::vector<double>& a, const std::vector<double>& b) {
   double m = 0.0;
@@ -45,31 +30,6 @@ inline double max_abs_difference(const std::vector<double>& a, const std::vector
   return m;
 }
 
-inline std::vector<double> random_vector(std::size_t n, unsigned seed, double scale = 1.0) {
-  std::vector<double> v(n);
-  unsigned s = seed * 2654435761u + 12345u;
-  for (auto& x : v) {
-    s = s * 1664525u + 1013904223u;
-    x = scale * ((s >> 8) / double(1u << 24) - 0.5) * 2.0;
-  }
-  return v;
-}
-
-/// Central differences of a scalar function, step h per component.
-inline std::vector<double> central_gradient(const std::function<double(const std::vector<double>&)>& f,
-                                            std::vector<double> x, double h) {
-  std::vector<double> g(x.size());
-  for (std::size_t i = 0; i < x.size(); ++i) {
-    const double xi = x[i];
-    x[i] = xi + h;
-    const double fp = f(x);
-    x[i] = xi - h;
-    const double fm = f(x);
-    x[i] = xi;
-    g[i] = (fp - fm) / (2.0 * h);
-  }
-  return g;
-}
 /// Directional derivative of a vector function along dir, by central differences.
 inline std::vector<double> central_directional(const std::function<std::vector<double>(const std::vector<double>&)>& f,
                                                const std::vector<double>& x, const std::vector<double>& dir, double h) {
