@@ -72,13 +72,12 @@ w("## Machine and versions\n")
 w(f"- CPU: {meta['cpu']}, {meta['cpus']} logical CPUs ({meta['threads_per_core']} thread(s) per core), "
   f"AVX-512: {'yes' if meta.get('flags_avx512') else 'no'}; Debian 12; no GPU.")
 if meta.get("loaded"):
-    w(f"- **The machine was loaded**: other processes (long experiments, other sessions' compiles) were still using "
-      f"the CPUs after waiting {meta['waited_minutes']} min, so they shared the {meta['cpus']} CPUs with the "
-      f"measurements below "
-      f"(load average at start {' '.join(meta['loadavg_at_start'])}): "
-      + "; ".join(f"`{b}`" for b in meta.get("busy", [])[:4])
-      + ". Absolute times are inflated and noisier than on an idle machine; all implementations ran under the "
-        "same conditions, one after another.")
+    w(f"- **The machine was not quiet when measuring started**: after waiting {meta['waited_minutes']} min, other "
+      f"processes (long experiments or other sessions' builds and runs) were still using the {meta['cpus']} CPUs "
+      f"(load average at start {' '.join(meta['loadavg_at_start'])}"
+      + ("; busiest then: " + "; ".join(f"`{b.strip()}`" for b in meta.get("busy", [])[:4]) if meta.get("busy") else "")
+      + "). How much each run shared the machine is in the next line and in results.jsonl; all implementations ran "
+        "under the same conditions, one after another, and the timing-only runs in interleaved rounds.")
 else:
     w(f"- The machine was otherwise idle (waited {meta['waited_minutes']} min for other experiments to end; "
       f"load average at start {' '.join(meta['loadavg_at_start'])}).")
@@ -268,11 +267,14 @@ if len(widths) > 1:
         ax.set_yscale("log")
         ax.set_xticks(widths)
         ax.set_xticklabels([str(W) for W in widths])
+        lo_y = min(g["lo"] for W in widths for g in sweep[W].values())
+        hi_y = max(g["hi"] for W in widths for g in sweep[W].values())
+        ax.set_yticks([t for t in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000) if lo_y / 1.5 <= t <= hi_y * 1.5])
         ax.yaxis.set_major_formatter(ScalarFormatter())
         ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("first hidden width W (MLP 784-W-128-10)")
         ax.set_ylabel("ms per outer step (1 thread; bars: min–max over runs)")
-        ax.set_title("Meta-Weight-Net step, batch 128" + (" (machine loaded)" if meta.get("loaded") else ""))
+        ax.set_title("Meta-Weight-Net step, batch 128" + (" (shared machine)" if meta.get("loaded") else ""))
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
@@ -336,6 +338,9 @@ if b1 and peers1:
           f"against Betty's std {ts:.2f}. With {len(tacc)} seeds the std itself is rough, and Betty optimises V "
           f"along a different (finite-difference, classifier-first) hypergradient.")
 w("")
+notes = os.path.join(here, "notes.md")
+if os.path.exists(notes):
+    w(open(notes).read().rstrip() + "\n")
 prof = os.path.join(here, "profile.md")
 if os.path.exists(prof):
     w(open(prof).read().rstrip() + "\n")
