@@ -26,17 +26,13 @@ if(BILEVEL_WITH_CUDA)
       set(CMAKE_CUDA_ARCHITECTURES 80 90)
     endif()
     enable_language(CUDA)
-    # CMake learned nvcc's C++20 flag only after 3.25: where it does not know it, the target
-    # below passes -std=c++20 itself instead (a CUDA standard CMake cannot honour would be a
-    # generate-time error).
+    # Where CMake knows nvcc's C++20 flag, make it this project's default CUDA standard too;
+    # otherwise bilevel::cuda passes -std=c++20 itself (cmake/bilevelCudaInterface.cmake).
     if("cuda_std_20" IN_LIST CMAKE_CUDA_COMPILE_FEATURES)
-      set(BILEVEL_CUDA_STD_FEATURE ON)
       if(NOT DEFINED CMAKE_CUDA_STANDARD)
         set(CMAKE_CUDA_STANDARD 20)
       endif()
       set(CMAKE_CUDA_STANDARD_REQUIRED ON)
-    else()
-      set(BILEVEL_CUDA_STD_FEATURE OFF)
     endif()
     find_package(CUDAToolkit)
   endif()
@@ -45,17 +41,8 @@ if(BILEVEL_WITH_CUDA)
     add_library(bilevel_cuda INTERFACE)
     add_library(bilevel::cuda ALIAS bilevel_cuda)
     set_target_properties(bilevel_cuda PROPERTIES EXPORT_NAME cuda)
-    target_link_libraries(bilevel_cuda INTERFACE bilevel CUDA::cublas CUDA::cudart)
-    if(BILEVEL_CUDA_STD_FEATURE)
-      target_compile_features(bilevel_cuda INTERFACE cuda_std_20)
-    else()
-      target_compile_options(bilevel_cuda INTERFACE $<$<COMPILE_LANGUAGE:CUDA>:-std=c++20>)
-    endif()
-    # Extended lambdas let callers pass `[] __host__ __device__ (...) {...}` to
-    # cuda<S>::transform (run in a kernel); relaxed constexpr lets device code call constexpr
-    # host functions (std::min, std::numeric_limits, ...).
-    target_compile_options(bilevel_cuda INTERFACE
-                           $<$<COMPILE_LANGUAGE:CUDA>:--extended-lambda --expt-relaxed-constexpr>)
+    include(${CMAKE_CURRENT_LIST_DIR}/bilevelCudaInterface.cmake)
+    bilevel_cuda_interface(bilevel_cuda bilevel)
     message(STATUS "bilevel: CUDA policy enabled (CUDA ${CUDAToolkit_VERSION}, architectures ${CMAKE_CUDA_ARCHITECTURES})")
     if(BILEVEL_BUILD_TESTS)
       enable_testing()  # in case this file is included before the top level enables it

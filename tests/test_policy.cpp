@@ -17,6 +17,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "per_sample_checks.hpp"
 #include "policies.hpp"
 #include "support.hpp"
 
@@ -317,4 +318,9 @@ TEST_CASE_TEMPLATE("policy: all_finite detects NaN and +-Inf anywhere", P, BILEV
     }
   v[5] = std::numeric_limits<S>::max();  // large but finite
   CHECK(P::all_finite(v));
+}
+
+TEST_CASE_TEMPLATE("policy: per-sample gather and scatter-add, row_max_onehot, against host loops", P,
+                   BILEVEL_FLOAT_POLICIES, BILEVEL_DOUBLE_POLICIES) {
+  test::check_per_sample_maps<P>();
 }

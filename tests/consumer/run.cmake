@@ -4,6 +4,7 @@
 #   cmake -DNAME=<test> -DPROJECT_DIR=<consumer project> -DWORK_DIR=<scratch dir>
 #         [-DINSTALL_FROM=<bilevel build dir>] [-DBILEVEL_SOURCE_DIR=<bilevel sources>]
 #         [-DCXX_COMPILER=...] [-DGENERATOR=...] [-DLAUNCHER=<ccache>] [-DPREFIX_PATH=a|b]
+#         [-DCUDA_COMPILER=<nvcc>] [-DCUDA_ARCHITECTURES=a|b]
 #         -P run.cmake
 # INSTALL_FROM: `cmake --install` that build tree into WORK_DIR/prefix first and put the
 # prefix first on CMAKE_PREFIX_PATH (the find_package consumers). BILEVEL_SOURCE_DIR is
@@ -55,6 +56,16 @@ if(CXX_COMPILER)
 endif()
 if(LAUNCHER)
   cache(CMAKE_CXX_COMPILER_LAUNCHER "${LAUNCHER}")
+endif()
+if(CUDA_COMPILER)  # a CUDA consumer: the same nvcc and architectures as the main build
+  cache(CMAKE_CUDA_COMPILER "${CUDA_COMPILER}")
+  if(CUDA_ARCHITECTURES)
+    string(REPLACE "|" ";" archs "${CUDA_ARCHITECTURES}")
+    cache(CMAKE_CUDA_ARCHITECTURES "${archs}")
+  endif()
+  if(LAUNCHER)
+    cache(CMAKE_CUDA_COMPILER_LAUNCHER "${LAUNCHER}")
+  endif()
 endif()
 if(BILEVEL_SOURCE_DIR)
   cache(BILEVEL_SOURCE_DIR "${BILEVEL_SOURCE_DIR}")

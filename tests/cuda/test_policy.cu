@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "common.hpp"
+#include "../per_sample_checks.hpp"
 
 static_assert(bilevel::tensor_policy<bilevel::policy::cuda<float>>);
 static_assert(bilevel::tensor_policy<bilevel::policy::cuda<double>>);
@@ -596,4 +597,9 @@ TEST_CASE("cuda policy: a failed allocation throws cuda_error naming the bytes")
                        bilevel::cuda_error);
   // The failure is not sticky: the device works on.
   CHECK(P::sum(device<P>({1.0, 2.0})) == 3.0);
+}
+
+TEST_CASE_TEMPLATE("cuda policy: per-sample gather and scatter-add, row_max_onehot, against host loops", P,
+                   BILEVEL_CUDA_POLICIES) {
+  test::check_per_sample_maps<P>();
 }

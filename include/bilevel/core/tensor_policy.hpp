@@ -77,6 +77,9 @@ concept nn_tensor_policy =
       { P::equal(cv, cv) } -> std::same_as<bool>;
       P::gather(cm, std::declval<const std::vector<std::int64_t>&>(), n, n, m);
       P::scatter_add(cm, std::declval<const std::vector<std::int64_t>&>(), m);
+      P::gather_per_sample(cm, std::declval<const std::vector<std::int64_t>&>(), n, n, n, m);
+      P::scatter_add_per_sample(cm, std::declval<const std::vector<std::int64_t>&>(), n, m);
+      P::row_max_onehot(cm, v, m);
       P::reshape(cm, n, n, m);
       P::reshape(cv, n, n, m);
       P::row_max(cm, v, std::declval<std::vector<std::int64_t>&>());

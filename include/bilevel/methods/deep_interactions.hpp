@@ -27,6 +27,9 @@ using deep_interactions_config = meta_weight_net_config;
 template <nn_tensor_policy P>
 auto deep_interactions(std::shared_ptr<const data::dataset> train, std::shared_ptr<const data::dataset> validation,
                        const deep_interactions_config& cfg = {}) {
+  if (!cfg.layers.empty())
+    throw std::invalid_argument("bilevel::methods::deep_interactions: the teacher reads an MLP student's penultimate "
+                                "features, sized from `widths`; a student given by `layers` is not supported");
   if (cfg.widths.size() < 3)
     throw std::invalid_argument("bilevel::methods::deep_interactions: the student needs a hidden layer for the "
                                 "teacher to read (widths has " + std::to_string(cfg.widths.size()) + " entries)");

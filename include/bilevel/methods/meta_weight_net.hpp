@@ -28,7 +28,11 @@
 namespace bilevel::methods {
 
 struct meta_weight_net_config {
-  std::vector<std::size_t> widths = {784, 256, 128, 10};  ///< the classifier (an MLP)
+  std::vector<std::size_t> widths = {784, 256, 128, 10};  ///< the classifier: an MLP, unless `layers` is set
+  /// Another classifier: a sequential network of these layers on `input`-shaped samples (a
+  /// CNN, say); `widths` is then unused.
+  std::vector<learners::layer::spec> layers{};
+  learners::geometry input{};
   std::size_t batch = 100, validation_batch = 100;
   double lr = 0.1, momentum = 0.9, weight_decay = 5e-4;
   bool nesterov = true;
@@ -38,18 +42,20 @@ struct meta_weight_net_config {
 };
 
 namespace detail {
-/// The shape shared by every learned-weighting-net method: a classifier (an MLP) whose
+/// The shape shared by every learned-weighting-net method: a classifier (an MLP, or the
+/// network of cfg.layers) whose
 /// per-sample weights come from a net `Weighting` with parameters φ on the level above,
 /// stepped first with a one-step exact look-ahead on the batch the classifier then takes.
 template <nn_tensor_policy P, class Weighting>
 auto reweighting_with_net(Weighting weighting, vector_t<P> phi0, std::shared_ptr<const data::dataset> train,
                           std::shared_ptr<const data::dataset> validation, const meta_weight_net_config& cfg,
                           const char* weighting_name) {
-  auto model = classifier_level<P>("classifier", cfg.widths, std::move(weighting),
+  const classifier_shape shape(cfg.widths, cfg.input, cfg.layers);
+  auto model = classifier_level<P>("classifier", shape, std::move(weighting),
                                    {cfg.lr, cfg.momentum, cfg.weight_decay, cfg.nesterov}, cfg.seed,
                                    learners::dataset_batches<P>(std::move(train), cfg.batch, cfg.seed))
                    .reading({1});
-  auto net = validation_level<P>(weighting_name, cfg.widths,
+  auto net = validation_level<P>(weighting_name, shape,
                                  optim::adam<P>{.lr = cfg.meta_lr, .weight_decay = cfg.meta_weight_decay},
                                  std::move(phi0), std::move(validation), cfg.validation_batch, cfg.seed + 2)
                  .reading({0});

@@ -19,9 +19,42 @@
 #include <stdexcept>
 #include <string>
 
+#include "bilevel/core/elementwise.hpp"
 #include "bilevel/core/optimizer.hpp"
 
 namespace bilevel::optim {
+
+namespace detail {
+// Adam's element-wise maps of (m', v'), named so that the CUDA policy runs them on the
+// device (core/elementwise.hpp). m̂ = m_hat·m', v̂ = v_hat·v'.
+
+/// u = m̂ / (√v̂ + ε).
+struct adam_update {
+  using bilevel_device_callable = void;
+  double m_hat, v_hat, eps;
+  template <class S>
+  BILEVEL_HOST_DEVICE S operator()(S m, S v) const { return S(m_hat * double(m) / (::sqrt(v_hat * double(v)) + eps)); }
+};
+/// ∂u/∂m'.
+struct adam_update_slope_m {
+  using bilevel_device_callable = void;
+  double m_hat, v_hat, eps;
+  template <class S>
+  BILEVEL_HOST_DEVICE S operator()(S, S v) const { return S(m_hat / (::sqrt(v_hat * double(v)) + eps)); }
+};
+/// ∂u/∂v', 0 where v' = 0 (see the file comment).
+struct adam_update_slope_v {
+  using bilevel_device_callable = void;
+  double m_hat, v_hat, eps;
+  template <class S>
+  BILEVEL_HOST_DEVICE S operator()(S m, S v) const {
+    const double r = ::sqrt(v_hat * double(v));
+    if (r == 0.0) return S(0);
+    const double den = r + eps;
+    return S(-m_hat * double(m) / (den * den) * v_hat / (2.0 * r));
+  }
+};
+}  // namespace detail
 
 template <tensor_policy P>
 struct adam {
@@ -58,7 +91,7 @@ struct adam {
     P::scale(v, scalar(beta2));
     P::axpy(scalar(1 - beta2), d2, v);
     vector u;
-    P::transform(m, v, u, [c](scalar mi, scalar vi) { return scalar(c.m_hat * mi / (std::sqrt(c.v_hat * vi) + c.eps)); });
+    P::transform(m, v, u, detail::adam_update{c.m_hat, c.v_hat, c.eps});
     if (decoupled && weight_decay != 0.0) P::scale(theta, scalar(1 - c.lr * weight_decay));
     P::axpy(scalar(-c.lr), u, theta);
     ++s.step;
@@ -147,13 +180,8 @@ struct adam {
   }
   /// ∂u/∂m' and ∂u/∂v', element-wise (0 where v' = 0, see the file comment).
   static void sensitivities(const coeffs& c, const vector& m1, const vector& v1, vector& du_dm, vector& du_dv) {
-    P::transform(m1, v1, du_dm, [c](scalar, scalar vi) { return scalar(c.m_hat / (std::sqrt(c.v_hat * vi) + c.eps)); });
-    P::transform(m1, v1, du_dv, [c](scalar mi, scalar vi) {
-      const double r = std::sqrt(c.v_hat * vi);
-      if (r == 0.0) return scalar(0);
-      const double den = r + c.eps;
-      return scalar(-c.m_hat * mi / (den * den) * c.v_hat / (2.0 * r));
-    });
+    P::transform(m1, v1, du_dm, detail::adam_update_slope_m{c.m_hat, c.v_hat, c.eps});
+    P::transform(m1, v1, du_dv, detail::adam_update_slope_v{c.m_hat, c.v_hat, c.eps});
   }
   /// d, m' and v' at (θ, state, g): what the products linearise around.
   void forward_moments(const vector& theta, const optimizer_state<P>& s, const vector& g, vector& d, vector& m1,

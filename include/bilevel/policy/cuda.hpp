@@ -52,6 +52,7 @@
 #include "bilevel/policy/cuda/functors.cuh"
 #include "bilevel/policy/cuda/index_plans.cuh"
 #include "bilevel/policy/cuda/kernels.cuh"
+#include "bilevel/policy/detail/per_sample_maps.hpp"
 
 namespace bilevel::policy {
 
@@ -340,12 +341,24 @@ struct cuda {
     cuda_detail::check_launch("add_row_kernel");
   }
   /// out_j = Σ_i m_ij.
+  /// As mᵀ·1 by cuBLAS: a kernel with a thread per column would add a tall matrix's rows (a
+  /// convolution's bias gradient sums batch · pixels of them) one after another.
   static void column_sums(const matrix& m, vector& out) {
     out.resize(m.cols());
     if (m.cols() == 0) return;
-    cuda_detail::column_sums_kernel<<<cuda_detail::blocks_for(m.cols()), cuda_detail::threads_per_block, 0,
-                                      cuda_detail::stream()>>>(m.rows(), m.cols(), m.data(), out.data());
-    cuda_detail::check_launch("column_sums_kernel");
+    if (m.rows() == 0) {
+      zero(out.data(), m.cols());
+      return;
+    }
+    const scalar one = 1, nothing = 0;
+    const auto cols = std::int64_t(m.cols()), rows = std::int64_t(m.rows());
+    const scalar* all_ones = ones(m.rows());
+    if constexpr (std::is_same_v<scalar, float>)
+      BILEVEL_CUDA_CHECK(
+          cublasSgemv_64(blas(), CUBLAS_OP_N, cols, rows, &one, m.data(), cols, all_ones, 1, &nothing, out.data(), 1));
+    else
+      BILEVEL_CUDA_CHECK(
+          cublasDgemv_64(blas(), CUBLAS_OP_N, cols, rows, &one, m.data(), cols, all_ones, 1, &nothing, out.data(), 1));
   }
   /// out_i = Σ_j a_ij b_ij.
   static void row_dots(const matrix& a, const matrix& b, vector& out) {
@@ -462,6 +475,58 @@ struct cuda {
                                        cudaMemcpyDeviceToHost, cuda_detail::stream()));
     BILEVEL_CUDA_CHECK(cudaStreamSynchronize(cuda_detail::stream()));
   }
+  /// max_i = max_j m_ij and onehot (m's shape) = 1 at each row's first maximum, 0 elsewhere:
+  /// row_max with the choice kept on the device.
+  static void row_max_onehot(const matrix& m, vector& max, matrix& onehot) {
+    max.resize(m.rows());
+    onehot.resize(m.rows(), m.cols());
+    if (m.rows() == 0 || m.cols() == 0) return;
+    cuda_detail::device_buffer<std::int64_t> args(m.rows());
+    cuda_detail::row_max_kernel<<<cuda_detail::row_blocks_for(m.rows()), cuda_detail::threads_per_block, 0,
+                                  cuda_detail::stream()>>>(m.rows(), m.cols(), m.data(), max.data(), args.data());
+    cuda_detail::check_launch("row_max_kernel");
+    cuda_detail::onehot_kernel<<<cuda_detail::blocks_for(m.size()), cuda_detail::threads_per_block, 0,
+                                 cuda_detail::stream()>>>(m.rows(), m.cols(), args.data(), onehot.data());
+    cuda_detail::check_launch("onehot_kernel");
+  }
+  /// The per-sample gather (see the Eigen policy): one sample's map, cached on the device as
+  /// gather's are, serves the whole batch.
+  static void gather_per_sample(const matrix& src, const std::vector<std::int64_t>& index, std::size_t batch,
+                                std::size_t r, std::size_t c, matrix& out) {
+    const std::size_t block = detail::per_sample_block("cuda", "gather_per_sample", src.size(), index, batch, r * c);
+    auto& plan = cuda_detail::plan_cache::get().find(index);
+    detail::require_inside_sample("cuda", "gather_per_sample", plan.max_index, block);
+    if (&src == &out) {
+      matrix tmp;
+      gather_per_sample(src, index, batch, r, c, tmp);
+      out = std::move(tmp);
+      return;
+    }
+    out.resize(batch * r, c);
+    if (out.size() == 0) return;
+    cuda_detail::gather_per_sample_kernel<<<cuda_detail::blocks_for(out.size()), cuda_detail::threads_per_block, 0,
+                                            cuda_detail::stream()>>>(out.size(), index.size(), block,
+                                                                     plan.index.data(), src.data(), out.data());
+    cuda_detail::check_launch("gather_per_sample_kernel");
+  }
+  /// Its adjoint: block b of out += block b of src scattered through the map.
+  static void scatter_add_per_sample(const matrix& src, const std::vector<std::int64_t>& index, std::size_t batch,
+                                     matrix& out) {
+    detail::require_samples_of("cuda", "scatter_add_per_sample", src.size(), batch, index.size());
+    const std::size_t block =
+        detail::per_sample_block("cuda", "scatter_add_per_sample", out.size(), index, batch, index.size());
+    auto& cache = cuda_detail::plan_cache::get();
+    auto& plan = cache.find(index);
+    detail::require_inside_sample("cuda", "scatter_add_per_sample", plan.max_index, block);
+    cache.ensure_inverse(plan);
+    if (plan.targets == 0) return;
+    const std::size_t total = batch * plan.targets;
+    cuda_detail::scatter_add_per_sample_kernel<<<cuda_detail::blocks_for(total), cuda_detail::threads_per_block, 0,
+                                                 cuda_detail::stream()>>>(
+        total, plan.targets, index.size(), block, plan.target.data(), plan.offsets.data(), plan.sources.data(),
+        src.data(), out.data());
+    cuda_detail::check_launch("scatter_add_per_sample_kernel");
+  }
   /// out_i = Σ_j m_ij.
   static void row_sums(const matrix& m, vector& out) {
     out.resize(m.rows());
@@ -481,8 +546,18 @@ struct cuda {
 
   // ---- host transfer ----
 
-  static std::vector<scalar> to_host(const vector& v) { return download(v.data(), v.size()); }
-  static std::vector<scalar> matrix_to_host(const matrix& m) { return download(m.data(), m.size()); }
+  static std::vector<scalar> to_host(const vector& v) {
+    ++cuda_detail::array_download_counter();
+    return download(v.data(), v.size());
+  }
+  static std::vector<scalar> matrix_to_host(const matrix& m) {
+    ++cuda_detail::array_download_counter();
+    return download(m.data(), m.size());
+  }
+  /// How many to_host / matrix_to_host calls so far (all threads, both scalars): the
+  /// device-to-host copies of whole arrays, which a training step should not need (its
+  /// scalar results, losses and dot products, are not counted).
+  static std::size_t array_downloads() { return cuda_detail::array_download_counter().load(); }
   static vector from_host(std::span<const scalar> host) {
     vector v(host.size());
     upload(host, v.data());
@@ -504,6 +579,15 @@ struct cuda {
  private:
   static cublasHandle_t blas() { return cuda_detail::context::get().blas(); }
 
+  /// At least n ones on the device: a per-thread buffer, grown (and refilled) on demand.
+  static const scalar* ones(std::size_t n) {
+    thread_local cuda_detail::device_buffer<scalar> buffer;
+    if (buffer.size() < n) {
+      buffer.resize(n);
+      fill(buffer.data(), n, scalar(1));
+    }
+    return buffer.data();
+  }
   static void zero(scalar* p, std::size_t n) {
     if (n) BILEVEL_CUDA_CHECK(cudaMemsetAsync(p, 0, n * sizeof(scalar), cuda_detail::stream()));
   }

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "bilevel/core/tensor_policy.hpp"
+#include "bilevel/policy/detail/per_sample_maps.hpp"
 
 namespace bilevel::policy {
 
@@ -250,6 +251,39 @@ struct eigen {
       max[i] = m.row(i).maxCoeff(&j);
       arg[std::size_t(i)] = j;
     }
+  }
+  /// The per-sample gather, for maps that are the same for every sample (convolution
+  /// patches, pooling windows; policy/detail/per_sample_maps.hpp): src's elements fall into
+  /// `batch` equal blocks, and block b of out ((batch·r) × c, r·c elements a block) is block b
+  /// of src read through one sample's index (−1: 0).
+  static void gather_per_sample(const matrix& src, const std::vector<std::int64_t>& index, std::size_t batch,
+                                std::size_t r, std::size_t c, matrix& out) {
+    const std::size_t block =
+        detail::per_sample_block("eigen", "gather_per_sample", std::size_t(src.size()), index, batch, r * c);
+    detail::require_inside_sample("eigen", "gather_per_sample", detail::largest_entry(index), block);
+    if (&src == &out) {
+      matrix tmp;
+      gather_per_sample(src, index, batch, r, c, tmp);
+      out.swap(tmp);
+      return;
+    }
+    out.resize(static_cast<Eigen::Index>(batch * r), static_cast<Eigen::Index>(c));
+    detail::gather_per_sample(src.data(), block, index, batch, out.data());
+  }
+  /// Its adjoint: block b of out += block b of src scattered through the map.
+  static void scatter_add_per_sample(const matrix& src, const std::vector<std::int64_t>& index, std::size_t batch,
+                                     matrix& out) {
+    detail::require_samples_of("eigen", "scatter_add_per_sample", std::size_t(src.size()), batch, index.size());
+    const std::size_t block =
+        detail::per_sample_block("eigen", "scatter_add_per_sample", std::size_t(out.size()), index, batch, index.size());
+    detail::require_inside_sample("eigen", "scatter_add_per_sample", detail::largest_entry(index), block);
+    detail::scatter_add_per_sample(src.data(), index, batch, out.data(), block);
+  }
+  /// max_i = max_j m_ij and onehot (m's shape) = 1 at each row's first maximum, else 0.
+  static void row_max_onehot(const matrix& m, vector& max, matrix& onehot) {
+    max.resize(m.rows());
+    onehot.resize(m.rows(), m.cols());
+    detail::row_max_onehot(m.data(), std::size_t(m.rows()), std::size_t(m.cols()), max.data(), onehot.data());
   }
   /// out (r × 1) = row sums of m.
   static void row_sums(const matrix& m, vector& out) { out = m.rowwise().sum(); }

@@ -20,6 +20,7 @@
 #include <xtensor/xtensor.hpp>
 
 #include "bilevel/core/tensor_policy.hpp"
+#include "bilevel/policy/detail/per_sample_maps.hpp"
 
 namespace bilevel::policy {
 
@@ -182,6 +183,27 @@ struct xtensor {
     out = zeros(cols(m));
     for (std::size_t i = 0; i < rows(m); ++i)
       for (std::size_t j = 0; j < cols(m); ++j) out(j) += m(i, j);
+  }
+  static void gather_per_sample(const matrix& src, const std::vector<std::int64_t>& index, std::size_t batch,
+                                std::size_t r, std::size_t c, matrix& out) {
+    const std::size_t block = detail::per_sample_block("xtensor", "gather_per_sample", src.size(), index, batch, r * c);
+    detail::require_inside_sample("xtensor", "gather_per_sample", detail::largest_entry(index), block);
+    matrix tmp = matrix_zeros(batch * r, c);
+    detail::gather_per_sample(src.data(), block, index, batch, tmp.data());
+    out = std::move(tmp);
+  }
+  static void scatter_add_per_sample(const matrix& src, const std::vector<std::int64_t>& index, std::size_t batch,
+                                     matrix& out) {
+    detail::require_samples_of("xtensor", "scatter_add_per_sample", src.size(), batch, index.size());
+    const std::size_t block =
+        detail::per_sample_block("xtensor", "scatter_add_per_sample", out.size(), index, batch, index.size());
+    detail::require_inside_sample("xtensor", "scatter_add_per_sample", detail::largest_entry(index), block);
+    detail::scatter_add_per_sample(src.data(), index, batch, out.data(), block);
+  }
+  static void row_max_onehot(const matrix& m, vector& max, matrix& onehot) {
+    max = zeros(rows(m));
+    onehot = matrix_zeros(rows(m), cols(m));
+    detail::row_max_onehot(m.data(), rows(m), cols(m), max.data(), onehot.data());
   }
   static void row_sums(const matrix& m, vector& out) {
     out = zeros(rows(m));

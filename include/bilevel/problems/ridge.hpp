@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "bilevel/core/elementwise.hpp"
 #include "bilevel/core/learner.hpp"
 #include "bilevel/detail/dense_solve.hpp"
 
@@ -196,7 +197,7 @@ class ridge_training_loss {
     P::axpy(scalar(-1), d_.y, r);
   }
   static void penalty(const vector& log_penalty, vector& out) {
-    P::transform(log_penalty, out, [](scalar l) { return std::exp(l); });
+    P::transform(log_penalty, out, elementwise::exponential{});
   }
   labelled_data<P> d_;
 };

@@ -16,15 +16,13 @@
 #include <random>
 #include <vector>
 
+#include "bilevel/core/elementwise.hpp"
 #include "bilevel/core/learner.hpp"
 #include "bilevel/problems/ridge.hpp"
 
 namespace bilevel::problems {
 
 namespace detail {
-/// log(1 + e^{−m}) without overflow for large |m|.
-inline double softplus_neg(double m) { return m > 0 ? std::log1p(std::exp(-m)) : -m + std::log1p(std::exp(m)); }
-inline double sigmoid(double z) { return z >= 0 ? 1.0 / (1.0 + std::exp(-z)) : std::exp(z) / (1.0 + std::exp(z)); }
 
 /// Margins m = y ⊙ Xθ.
 template <tensor_policy P>
@@ -37,7 +35,7 @@ void margins(const labelled_data<P>& d, const vector_t<P>& theta, vector_t<P>& m
 template <tensor_policy P>
 void loss_slopes(const labelled_data<P>& d, const vector_t<P>& m, vector_t<P>& r) {
   vector_t<P> s;
-  P::transform(m, s, [](scalar_t<P> v) { return scalar_t<P>(-sigmoid(-double(v))); });
+  P::transform(m, s, elementwise::negative_logistic_of_negative{});
   P::hadamard(d.y, s, r);
 }
 }  // namespace detail
@@ -108,10 +106,7 @@ class weighted_logistic_loss {
   void hvp(const vector& theta, input_list<P> in, const batch_type&, const vector& v, vector& out) const {
     vector m, curv, xv, t;
     detail::margins(d_, theta, m);
-    P::transform(m, curv, [](scalar z) {
-      const double s = detail::sigmoid(double(z));
-      return scalar(s * (1.0 - s));
-    });
+    P::transform(m, curv, elementwise::logistic_slope{});
     P::gemv(scalar(1), d_.x, false, v, scalar(0), xv);
     P::hadamard(curv, xv, t);
     P::hadamard(*in[0], t, xv);
@@ -138,7 +133,7 @@ class weighted_logistic_loss {
   void losses(const vector& theta, vector& out) const {
     vector m;
     detail::margins(d_, theta, m);
-    P::transform(m, out, [](scalar z) { return scalar(detail::softplus_neg(double(z))); });
+    P::transform(m, out, elementwise::softplus_of_negative{});
   }
   labelled_data<P> d_;
   double l2_;
@@ -163,7 +158,7 @@ class validation_logistic_loss {
   double loss(const vector&, input_list<P> in, const batch_type&) const {
     vector m, l;
     detail::margins(d_, *in[0], m);
-    P::transform(m, l, [](scalar z) { return scalar(detail::softplus_neg(double(z))); });
+    P::transform(m, l, elementwise::softplus_of_negative{});
     return P::sum(l) / d_.rows;
   }
   double gradient(const vector& own, input_list<P> in, const batch_type& b, vector& out) const {

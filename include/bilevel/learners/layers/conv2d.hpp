@@ -2,7 +2,8 @@
 #pragma once
 /// \file
 /// 2-D convolution with stride and zero padding, by im2col: the patches of every output
-/// pixel are gathered into a (batch · H_out · W_out) × (k · k · C_in) matrix (zeros where the
+/// pixel are gathered (through one sample's index map, the same for every sample) into a
+/// (batch · H_out · W_out) × (k · k · C_in) matrix (zeros where the
 /// window overhangs the padding), and the layer is then the affine map of a dense layer on
 /// them, W being (k · k · C_in) × C_out. Gather and its adjoint scatter-add are linear, so
 /// the R-operator passes through them unchanged.
@@ -33,11 +34,12 @@ struct conv2d_layer {
                                   std::to_string(input.width) + " input padded by " + std::to_string(pad));
     out = {(input.height + 2 * pad - k) / s + 1, (input.width + 2 * pad - k) / s + 1, channels};
     map = {k * k * input.channels, channels, offset};
+    index_ = patch_index();
   }
   [[nodiscard]] std::size_t num_parameters() const { return map.num_parameters(); }
 
   void forward(const vector& theta, const matrix& x, std::size_t batch, matrix& y, layer_cache<P>& c) const {
-    P::gather(x, index(batch), batch * out.pixels(), map.fan_in, c.cols);
+    P::gather_per_sample(x, index_, batch, out.pixels(), map.fan_in, c.cols);
     map.forward(theta, c.cols, y, c.weights);
   }
   void backward(const vector&, const matrix& x, const matrix& g, std::size_t batch, const layer_cache<P>& c,
@@ -49,14 +51,14 @@ struct conv2d_layer {
   void tangent_forward(const vector&, const vector& v, const matrix&, const matrix* x_dot, std::size_t batch,
                        const layer_cache<P>& c, matrix& y_dot) const {
     matrix cols_dot;
-    if (x_dot) P::gather(*x_dot, index(batch), batch * out.pixels(), map.fan_in, cols_dot);
+    if (x_dot) P::gather_per_sample(*x_dot, index_, batch, out.pixels(), map.fan_in, cols_dot);
     map.tangent_forward(v, c.cols, x_dot ? &cols_dot : nullptr, c.weights, y_dot);
   }
   void tangent_backward(const vector&, const vector& v, const matrix& x, const matrix* x_dot, const matrix& g,
                         const matrix& g_dot, std::size_t batch, const layer_cache<P>& c, matrix* gx_dot,
                         vector& grad_dot) const {
     matrix cols_dot, dcols_dot;
-    if (x_dot) P::gather(*x_dot, index(batch), batch * out.pixels(), map.fan_in, cols_dot);
+    if (x_dot) P::gather_per_sample(*x_dot, index_, batch, out.pixels(), map.fan_in, cols_dot);
     map.tangent_backward(v, c.cols, x_dot ? &cols_dot : nullptr, g, g_dot, c.weights, gx_dot ? &dcols_dot : nullptr,
                          grad_dot);
     if (gx_dot) col2im(dcols_dot, x, batch, *gx_dot);
@@ -65,30 +67,27 @@ struct conv2d_layer {
  private:
   void col2im(const matrix& dcols, const matrix& x, std::size_t batch, matrix& gx) const {
     gx = P::matrix_zeros(P::rows(x), P::cols(x));
-    P::scatter_add(dcols, index(batch), gx);
+    P::scatter_add_per_sample(dcols, index_, batch, gx);
   }
-  /// im2col index for a batch size, computed once and kept.
-  const std::vector<std::int64_t>& index(std::size_t batch) const {
-    if (index_batch_ == batch) return index_;
-    index_.assign(batch * out.pixels() * map.fan_in, -1);
+  /// One sample's im2col index (the same for every sample, so for any batch size): patch row
+  /// oh·W_out + ow, column (kh·k + kw)·C_in + ci reads the sample's element
+  /// (ih·W_in + iw)·C_in + ci, or −1 (zero padding).
+  [[nodiscard]] std::vector<std::int64_t> patch_index() const {
+    std::vector<std::int64_t> idx(out.pixels() * map.fan_in, -1);
     std::size_t i = 0;
-    for (std::size_t b = 0; b < batch; ++b)
-      for (std::size_t oh = 0; oh < out.height; ++oh)
-        for (std::size_t ow = 0; ow < out.width; ++ow)
-          for (std::size_t kh = 0; kh < kernel; ++kh)
-            for (std::size_t kw = 0; kw < kernel; ++kw)
-              for (std::size_t ci = 0; ci < in.channels; ++ci, ++i) {
-                const auto ih = std::int64_t(oh * stride + kh) - std::int64_t(padding);
-                const auto iw = std::int64_t(ow * stride + kw) - std::int64_t(padding);
-                if (ih < 0 || iw < 0 || ih >= std::int64_t(in.height) || iw >= std::int64_t(in.width)) continue;
-                index_[i] = ((std::int64_t(b) * std::int64_t(in.height) + ih) * std::int64_t(in.width) + iw) *
-                                std::int64_t(in.channels) + std::int64_t(ci);
-              }
-    index_batch_ = batch;
-    return index_;
+    for (std::size_t oh = 0; oh < out.height; ++oh)
+      for (std::size_t ow = 0; ow < out.width; ++ow)
+        for (std::size_t kh = 0; kh < kernel; ++kh)
+          for (std::size_t kw = 0; kw < kernel; ++kw)
+            for (std::size_t ci = 0; ci < in.channels; ++ci, ++i) {
+              const auto ih = std::int64_t(oh * stride + kh) - std::int64_t(padding);
+              const auto iw = std::int64_t(ow * stride + kw) - std::int64_t(padding);
+              if (ih < 0 || iw < 0 || ih >= std::int64_t(in.height) || iw >= std::int64_t(in.width)) continue;
+              idx[i] = (ih * std::int64_t(in.width) + iw) * std::int64_t(in.channels) + std::int64_t(ci);
+            }
+    return idx;
   }
-  mutable std::vector<std::int64_t> index_;
-  mutable std::size_t index_batch_ = 0;
+  std::vector<std::int64_t> index_;  ///< patch_index(), computed at construction
 };
 
 }  // namespace bilevel::learners

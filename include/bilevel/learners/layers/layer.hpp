@@ -37,7 +37,7 @@ template <tensor_policy P>
 struct layer_cache {
   typename P::matrix cols;            ///< im2col patches (convolution) or window contents (pooling)
   typename P::matrix weights;         ///< the layer's weights, unflattened once per θ
-  std::vector<std::int64_t> selected; ///< max-pooling: the input element each output took
+  typename P::matrix choice;          ///< max-pooling: one-hot rows, the window element each output took
   // A mixed operation's candidates, each a little network of its own:
   vector_t<P> mix;                                   ///< softmax(α) of this edge
   std::vector<std::vector<typename P::matrix>> sub;  ///< per candidate: its activations

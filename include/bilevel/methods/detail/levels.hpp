@@ -2,7 +2,7 @@
 #pragma once
 /// \file
 /// The two kinds of level every reweighting method here is built from: a classifier (an MLP
-/// with a Weighting) trained with SGD on training batches and differentiated by a one-step
+/// or any sequential network, with a Weighting) trained with SGD on training batches and differentiated by a one-step
 /// look-ahead on the batch its real step takes; and an upper level whose objective is the
 /// validation loss of a classifier below it (solution_loss), on validation batches drawn with
 /// replacement.
@@ -19,6 +19,7 @@
 #include "bilevel/hypergrad/unrolled.hpp"
 #include "bilevel/learners/classification_batch.hpp"
 #include "bilevel/learners/mlp.hpp"
+#include "bilevel/learners/sequential.hpp"
 #include "bilevel/learners/solution_loss.hpp"
 #include "bilevel/optim/sgd.hpp"
 
@@ -30,11 +31,31 @@ struct sgd_settings {
   bool nesterov;
 };
 
+/// The classifier's network: an MLP of `widths` (ReLU, cross-entropy), or, given layers, any
+/// sequential network (a CNN, say) on `input`-shaped samples. Converts from a widths list, so
+/// a method's configuration can keep `widths` as its common case.
+struct classifier_shape {
+  std::vector<std::size_t> widths;
+  learners::geometry input{};
+  std::vector<learners::layer::spec> layers{};
+
+  classifier_shape(std::vector<std::size_t> w) : widths(std::move(w)) {}  // NOLINT(google-explicit-constructor)
+  classifier_shape(std::vector<std::size_t> w, learners::geometry in, std::vector<learners::layer::spec> l)
+      : widths(std::move(w)), input(in), layers(std::move(l)) {}
+
+  template <nn_tensor_policy P, class Weighting = learners::unweighted>
+  [[nodiscard]] learners::sequential<P, Weighting> network(Weighting weighting = {}) const {
+    if (layers.empty())
+      return learners::mlp<P, Weighting>(widths, learners::activation::relu, learners::loss_kind::cross_entropy,
+                                         std::move(weighting));
+    return learners::sequential<P, Weighting>(input, layers, learners::loss_kind::cross_entropy, std::move(weighting));
+  }
+};
+
 template <nn_tensor_policy P, class Weighting, class Sampler>
-auto classifier_level(std::string name, const std::vector<std::size_t>& widths, Weighting weighting,
-                      const sgd_settings& sgd, std::uint64_t init_seed, Sampler sampler) {
-  learners::mlp<P, Weighting> net(widths, learners::activation::relu, learners::loss_kind::cross_entropy,
-                                  std::move(weighting));
+auto classifier_level(std::string name, const classifier_shape& shape, Weighting weighting, const sgd_settings& sgd,
+                      std::uint64_t init_seed, Sampler sampler) {
+  auto net = shape.network<P>(std::move(weighting));
   auto theta0 = net.initial_parameters(init_seed);
   return make_level(std::move(name), std::move(net),
                     optim::sgd<P>{.lr = sgd.lr, .momentum = sgd.momentum, .weight_decay = sgd.weight_decay,
@@ -43,11 +64,11 @@ auto classifier_level(std::string name, const std::vector<std::size_t>& widths, 
 }
 
 template <nn_tensor_policy P, class Optimizer>
-auto validation_level(std::string name, const std::vector<std::size_t>& widths, Optimizer optimizer,
-                      vector_t<P> theta0, std::shared_ptr<const data::dataset> validation, std::size_t batch,
-                      std::uint64_t seed) {
+auto validation_level(std::string name, const classifier_shape& shape, Optimizer optimizer, vector_t<P> theta0,
+                      std::shared_ptr<const data::dataset> validation, std::size_t batch, std::uint64_t seed) {
   const std::size_t own = P::size(theta0);
-  return make_level(std::move(name), learners::solution_loss<learners::mlp<P>>(learners::mlp<P>(widths), own),
+  using network = learners::sequential<P>;
+  return make_level(std::move(name), learners::solution_loss<network>(shape.network<P>(), own),
                     std::move(optimizer), hypergrad::first_order{}, std::move(theta0),
                     learners::dataset_batches<P>(std::move(validation), batch, seed, true));
 }

@@ -123,5 +123,10 @@ inline std::atomic<std::size_t>& host_transform_counter() {
   static std::atomic<std::size_t> n{0};
   return n;
 }
+/// Behind cuda<S>::array_downloads().
+inline std::atomic<std::size_t>& array_download_counter() {
+  static std::atomic<std::size_t> n{0};
+  return n;
+}
 
 }  // namespace bilevel::policy::cuda_detail

@@ -63,15 +63,6 @@ template <class S>
 __global__ void scale_rows_kernel(std::size_t n, std::size_t cols, S* m, const S* c) {
   for (std::size_t i = global_thread(); i < n; i += grid_threads()) m[i] *= c[i / cols];
 }
-/// out_j = Σ_i m_ij, one thread per column, rows in order.
-template <class S>
-__global__ void column_sums_kernel(std::size_t rows, std::size_t cols, const S* m, S* out) {
-  for (std::size_t j = global_thread(); j < cols; j += grid_threads()) {
-    S acc = S(0);
-    for (std::size_t i = 0; i < rows; ++i) acc += m[i * cols + j];
-    out[j] = acc;
-  }
-}
 
 // ---- reductions to one double ----
 
@@ -259,6 +250,42 @@ __global__ void scatter_add_kernel(std::size_t targets, const std::int64_t* targ
     S acc = out[target[t]];
     for (std::int64_t k = offsets[t]; k < offsets[t + 1]; ++k) acc += src[sources[k]];
     out[target[t]] = acc;
+  }
+}
+
+/// The per-sample gather: out block b (n elements) = src block b (block elements) read
+/// through one sample's index (−1: 0).
+template <class S>
+__global__ void gather_per_sample_kernel(std::size_t total, std::size_t n, std::size_t block, const std::int64_t* index,
+                                         const S* src, S* out) {
+  for (std::size_t i = global_thread(); i < total; i += grid_threads()) {
+    const std::size_t b = i / n;
+    const std::int64_t k = index[i - b * n];
+    out[i] = k >= 0 ? src[b * block + std::size_t(k)] : S(0);
+  }
+}
+/// Its adjoint, through the inverse of one sample's map: thread (b, t) owns destination
+/// target_t of sample b, so every destination is written by one thread, in ascending source
+/// order.
+template <class S>
+__global__ void scatter_add_per_sample_kernel(std::size_t total, std::size_t targets, std::size_t n, std::size_t block,
+                                              const std::int64_t* target, const std::int64_t* offsets,
+                                              const std::int64_t* sources, const S* src, S* out) {
+  for (std::size_t i = global_thread(); i < total; i += grid_threads()) {
+    const std::size_t b = i / targets, t = i - b * targets;
+    S* dst = out + b * block + std::size_t(target[t]);
+    const S* from = src + b * n;
+    S acc = *dst;
+    for (std::int64_t k = offsets[t]; k < offsets[t + 1]; ++k) acc += from[sources[k]];
+    *dst = acc;
+  }
+}
+/// onehot_ij = 1 where j = arg_i, else 0.
+template <class S>
+__global__ void onehot_kernel(std::size_t rows, std::size_t cols, const std::int64_t* arg, S* onehot) {
+  for (std::size_t i = global_thread(); i < rows * cols; i += grid_threads()) {
+    const std::size_t r = i / cols;
+    onehot[i] = std::int64_t(i - r * cols) == arg[r] ? S(1) : S(0);
   }
 }
 

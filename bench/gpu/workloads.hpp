@@ -1,0 +1,139 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// The work the GPU benchmark times, written once against the policy concept and instantiated
+// with cuda<float> (learners_gpu.cu) and eigen<float> (cpu_side.cpp, the only translation
+// unit that sees Eigen): a gradient, a Hessian-vector product and one Meta-Weight-Net
+// look-ahead step (the hypergradient through one virtual SGD step, then the real step) of the
+// MLP 784-256-128-10 and of the small CNN (LeNet-5's shape), on random 28x28 images.
+#include <algorithm>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <bilevel/core/solver.hpp>
+#include <bilevel/data/dataset.hpp>
+#include <bilevel/learners/classification_batch.hpp>
+#include <bilevel/learners/loss_weighting_net.hpp>
+#include <bilevel/learners/sequential.hpp>
+#include <bilevel/methods/meta_weight_net.hpp>
+
+namespace gpu_bench {
+
+enum class model { mlp, cnn };
+inline const char* name(model m) { return m == model::mlp ? "MLP 784-256-128-10" : "CNN (LeNet-5 shape)"; }
+
+/// The samples' shape: 784 features for the MLP, a 28×28 single-channel image for the CNN.
+inline bilevel::learners::geometry input(model m) {
+  return m == model::mlp ? bilevel::learners::geometry{1, 1, 784} : bilevel::learners::geometry{28, 28, 1};
+}
+inline std::vector<bilevel::learners::layer::spec> layers(model m) {
+  using namespace bilevel::learners;
+  if (m == model::mlp)
+    return {layer::dense{256}, layer::act{activation::relu}, layer::dense{128}, layer::act{activation::relu},
+            layer::dense{10}};
+  return {layer::conv{6, 5, 1, 2}, layer::act{activation::relu}, layer::max_pool{2}, layer::conv{16, 5},
+          layer::act{activation::relu}, layer::max_pool{2}, layer::flatten{}, layer::dense{120},
+          layer::act{activation::relu}, layer::dense{84}, layer::act{activation::relu}, layer::dense{10}};
+}
+
+/// The forward pass's GEMMs as (m, n, k): C (m×n) = A (m×k) B (k×n), a convolution as its
+/// im2col product. A gradient runs these, the weight gradients (k×n = (k×m)(m×n)) and the
+/// input adjoints of every layer but the first ((m×k) = (m×n)(n×k)).
+struct gemm_shape {
+  std::size_t m, n, k;
+};
+inline std::vector<gemm_shape> forward_gemms(model m, std::size_t batch) {
+  if (m == model::mlp) return {{batch, 256, 784}, {batch, 128, 256}, {batch, 10, 128}};
+  return {{batch * 28 * 28, 6, 25}, {batch * 10 * 10, 16, 150}, {batch, 120, 400}, {batch, 84, 120}, {batch, 10, 84}};
+}
+/// 2·m·n·k for each GEMM of a gradient: the arithmetic no implementation can skip.
+inline double gradient_flops(model m, std::size_t batch) {
+  const auto g = forward_gemms(m, batch);
+  double f = 0;
+  for (std::size_t l = 0; l < g.size(); ++l) f += 2.0 * double(g[l].m * g[l].n * g[l].k) * (l == 0 ? 2 : 3);
+  return f;
+}
+
+/// Random images in [0, 1) with random labels: timing does not depend on the values.
+inline std::shared_ptr<const bilevel::data::dataset> random_images(std::size_t rows, std::uint64_t seed,
+                                                                   std::size_t first_id) {
+  std::mt19937_64 gen(seed);
+  std::uniform_real_distribution<float> u(0, 1);
+  bilevel::data::dataset d;
+  d.rows = rows;
+  d.cols = 784;
+  d.num_classes = 10;
+  d.features.resize(rows * 784);
+  for (auto& x : d.features) x = u(gen);
+  for (std::size_t r = 0; r < rows; ++r) {
+    d.labels.push_back(int(gen() % 10));
+    d.ids.push_back(first_id + r);
+  }
+  return std::make_shared<const bilevel::data::dataset>(std::move(d));
+}
+
+struct timing {
+  double median_ms = 0, p10_ms = 0, p90_ms = 0;
+  std::size_t reps = 0;
+};
+/// Median wall time of f() (with sync() inside the clock, so that queued device work counts)
+/// after `warmup` calls, over at least `min_reps` calls and at most `budget_s` seconds.
+template <class F, class Sync>
+timing time_calls(F&& f, Sync&& sync, double budget_s = 1.5, std::size_t min_reps = 5, std::size_t max_reps = 200,
+                  std::size_t warmup = 3) {
+  using clock = std::chrono::steady_clock;
+  for (std::size_t i = 0; i < warmup; ++i) f();
+  sync();
+  std::vector<double> ms;
+  const auto start = clock::now();
+  while (ms.size() < max_reps &&
+         (ms.size() < min_reps || std::chrono::duration<double>(clock::now() - start).count() < budget_s)) {
+    const auto t0 = clock::now();
+    f();
+    sync();
+    ms.push_back(std::chrono::duration<double, std::milli>(clock::now() - t0).count());
+  }
+  std::sort(ms.begin(), ms.end());
+  return {ms[ms.size() / 2], ms[ms.size() / 10], ms[(ms.size() * 9) / 10], ms.size()};
+}
+
+/// One model at one batch size: the three timings.
+struct workload_times {
+  timing gradient, hvp, lookahead_step;
+  double check = 0;  ///< a loss, printed so that both back ends can be seen to compute the same thing
+};
+
+template <class P, class Sync>
+workload_times measure(model m, std::size_t batch, Sync sync) {
+  using namespace bilevel::learners;
+  using V = bilevel::vector_t<P>;
+  workload_times out;
+  const std::size_t hidden = 100;  // Meta-Weight-Net's V: 1-100-1
+  const sequential<P, loss_weighting_net> net(input(m), layers(m), loss_kind::cross_entropy, loss_weighting_net{hidden});
+  const auto train = random_images(4 * batch, 1, 0), validation = random_images(2 * batch, 2, 1u << 20);
+  std::vector<std::size_t> rows(batch);
+  for (std::size_t i = 0; i < batch; ++i) rows[i] = i;
+  const auto b = make_batch<P>(*train, rows);
+  const V theta[2] = {net.initial_parameters(1), net.initial_parameters(2)};
+  const V v = net.initial_parameters(3);
+  const V phi = loss_weighting_net{hidden}.initial_parameters<P>(4);
+  const V* in[] = {&phi};
+  V g, hv;
+  int k = 0;
+  // Alternate θ so that no gradient is served from the learner's forward cache.
+  out.gradient = time_calls([&] { net.gradient(theta[k ^= 1], in, b, g); }, sync);
+  out.check = net.gradient(theta[0], in, b, g);
+  // A fixed θ and a new direction: what CG and Neumann iterations do.
+  out.hvp = time_calls([&] { net.hvp(theta[0], in, b, v, hv); }, sync);
+  auto s = bilevel::methods::meta_weight_net<P>(
+      train, validation,
+      {.layers = layers(m), .input = input(m), .batch = batch, .validation_batch = batch, .hidden = hidden, .seed = 1});
+  out.lookahead_step = time_calls([&] { s.iterate(); }, sync, 2.0, 5, 100, 2);
+  return out;
+}
+
+}  // namespace gpu_bench

@@ -1,0 +1,75 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+/// \file
+/// Element-wise maps that every policy can run where its data live.
+///
+/// `P::transform(x, out, f)` runs f in a kernel on the CUDA policy only when f's call operator
+/// is compiled for the device, which nvcc cannot see in a plain lambda: such a map would
+/// bring the operand to the host and back on every call (policy/cuda/functors.cuh). The
+/// library's own maps are therefore named functors, marked `BILEVEL_HOST_DEVICE` and tagged
+/// `bilevel_device_callable`; with any other compiler the macro is empty and they are
+/// ordinary functors. A user functor is made device-callable the same way.
+///
+/// They compute in double whatever the scalar, as the host lambdas they replace did, and use
+/// the C library's global math functions (::exp, ::sqrt, ::log1p), which both the host and
+/// CUDA's device math library provide.
+#include <math.h>  // NOLINT(modernize-deprecated-headers): the global ::exp/::sqrt/::log1p, host and device
+
+#if defined(__CUDACC__)
+#define BILEVEL_HOST_DEVICE __host__ __device__
+#else
+#define BILEVEL_HOST_DEVICE
+#endif
+
+namespace bilevel::elementwise {
+
+/// σ(z), without overflow of e^{±z}.
+BILEVEL_HOST_DEVICE inline double sigmoid(double z) {
+  return z >= 0 ? 1.0 / (1.0 + ::exp(-z)) : ::exp(z) / (1.0 + ::exp(z));
+}
+/// log(1 + e^{−m}), without overflow for large |m|.
+BILEVEL_HOST_DEVICE inline double softplus_neg(double m) {
+  return m > 0 ? ::log1p(::exp(-m)) : -m + ::log1p(::exp(m));
+}
+
+/// x ↦ e^x.
+struct exponential {
+  using bilevel_device_callable = void;
+  template <class S>
+  BILEVEL_HOST_DEVICE S operator()(S x) const { return S(::exp(double(x))); }
+};
+/// x ↦ σ(x).
+struct logistic {
+  using bilevel_device_callable = void;
+  template <class S>
+  BILEVEL_HOST_DEVICE S operator()(S x) const { return S(sigmoid(double(x))); }
+};
+/// x ↦ −σ(−x): the derivative of log(1 + e^{−x}).
+struct negative_logistic_of_negative {
+  using bilevel_device_callable = void;
+  template <class S>
+  BILEVEL_HOST_DEVICE S operator()(S x) const { return S(-sigmoid(-double(x))); }
+};
+/// x ↦ σ(x)(1 − σ(x)): the logistic's slope.
+struct logistic_slope {
+  using bilevel_device_callable = void;
+  template <class S>
+  BILEVEL_HOST_DEVICE S operator()(S x) const {
+    const double s = sigmoid(double(x));
+    return S(s * (1.0 - s));
+  }
+};
+/// σ ↦ σ(1 − σ): the logistic's slope from its value.
+struct logistic_slope_from_value {
+  using bilevel_device_callable = void;
+  template <class S>
+  BILEVEL_HOST_DEVICE S operator()(S s) const { return s * (S(1) - s); }
+};
+/// x ↦ log(1 + e^{−x}).
+struct softplus_of_negative {
+  using bilevel_device_callable = void;
+  template <class S>
+  BILEVEL_HOST_DEVICE S operator()(S x) const { return S(softplus_neg(double(x))); }
+};
+
+}  // namespace bilevel::elementwise

@@ -1,0 +1,83 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+/// \file
+/// The host policies' (Eigen, xtensor) per-sample index maps and row maximum with a one-hot
+/// choice, on raw row-major storage, written once for both.
+///
+/// A per-sample map is one sample's: convolution patches and pooling windows read the same
+/// positions of every sample, so the map has the size of one sample's output, whatever the
+/// batch (a whole-batch map grows with the batch, and a device back end would have to compare
+/// and upload it at every call). Storage falls into `batch` equal blocks, one per sample.
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace bilevel::policy::detail {
+
+/// One sample's share of `elements`, after checking that the batch divides it and that the
+/// map has `n` entries.
+inline std::size_t per_sample_block(const char* policy, const char* op, std::size_t elements,
+                                    const std::vector<std::int64_t>& index, std::size_t batch, std::size_t n) {
+  if (batch == 0 || elements % batch != 0 || index.size() != n)
+    throw std::invalid_argument(std::string("bilevel::policy::") + policy + "::" + op + ": " +
+                                std::to_string(elements) + " elements in " + std::to_string(batch) +
+                                " samples, a map of " + std::to_string(index.size()) + " entries for " +
+                                std::to_string(n) + " per sample");
+  return elements / batch;
+}
+/// Throws unless `elements` are `batch` samples of n (a scatter's source: one map's worth each).
+inline void require_samples_of(const char* policy, const char* op, std::size_t elements, std::size_t batch,
+                               std::size_t n) {
+  if (batch == 0 || elements != batch * n)
+    throw std::invalid_argument(std::string("bilevel::policy::") + policy + "::" + op + ": " +
+                                std::to_string(elements) + " elements are not " + std::to_string(batch) +
+                                " samples of " + std::to_string(n));
+}
+/// Throws unless the map's largest entry points inside a sample of `block` elements.
+inline void require_inside_sample(const char* policy, const char* op, std::int64_t max_index, std::size_t block) {
+  if (max_index >= std::int64_t(block))
+    throw std::invalid_argument(std::string("bilevel::policy::") + policy + "::" + op + ": index " +
+                                std::to_string(max_index) + " is out of range for samples of " +
+                                std::to_string(block) + " elements");
+}
+inline std::int64_t largest_entry(const std::vector<std::int64_t>& index) {
+  std::int64_t m = -1;
+  for (std::int64_t k : index) m = k > m ? k : m;
+  return m;
+}
+
+/// out block b (index.size() elements) = src block b read through index (−1: 0).
+template <class S>
+void gather_per_sample(const S* src, std::size_t block, const std::vector<std::int64_t>& index, std::size_t batch,
+                       S* out) {
+  const std::size_t n = index.size();
+  for (std::size_t b = 0; b < batch; ++b, src += block, out += n)
+    for (std::size_t i = 0; i < n; ++i) out[i] = index[i] >= 0 ? src[index[i]] : S(0);
+}
+
+/// out block b (block elements) += src block b (index.size() elements) scattered through index.
+template <class S>
+void scatter_add_per_sample(const S* src, const std::vector<std::int64_t>& index, std::size_t batch, S* out,
+                            std::size_t block) {
+  const std::size_t n = index.size();
+  for (std::size_t b = 0; b < batch; ++b, src += n, out += block)
+    for (std::size_t i = 0; i < n; ++i)
+      if (index[i] >= 0) out[index[i]] += src[i];
+}
+
+/// max_i = max_j m_ij; onehot_ij = 1 at each row's first maximum, 0 elsewhere. A row's first
+/// element is taken unless a later one is strictly larger (as row_max does).
+template <class S>
+void row_max_onehot(const S* m, std::size_t rows, std::size_t cols, S* max, S* onehot) {
+  for (std::size_t i = 0; i < rows; ++i, m += cols, onehot += cols) {
+    std::size_t best = 0;
+    for (std::size_t j = 1; j < cols; ++j)
+      if (m[j] > m[best]) best = j;
+    for (std::size_t j = 0; j < cols; ++j) onehot[j] = S(j == best ? 1 : 0);
+    if (cols) max[i] = m[best];
+  }
+}
+
+}  // namespace bilevel::policy::detail
