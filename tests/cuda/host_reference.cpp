@@ -22,4 +22,8 @@ mwn_trace meta_weight_net(std::size_t iterations, bool single) {
   return single ? meta_weight_net_run<E32>(iterations) : meta_weight_net_run<E64>(iterations);
 }
 
+std::vector<std::vector<double>> method_parameters(method_kind k, std::size_t iterations) {
+  return method_run<E64>(k, iterations);
+}
+
 }  // namespace cuda_test::eigen_reference

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "cases.hpp"
+#include "method_cases.hpp"
 
 namespace cuda_test::eigen_reference {
 
@@ -16,5 +17,7 @@ products learner_products(net_kind k, bool single);
 std::vector<double> ridge_implicit_cg();
 /// meta_weight_net_run<eigen<double>> or <eigen<float>>.
 mwn_trace meta_weight_net(std::size_t iterations, bool single);
+/// method_run<eigen<double>>.
+std::vector<std::vector<double>> method_parameters(method_kind k, std::size_t iterations);
 
 }  // namespace cuda_test::eigen_reference

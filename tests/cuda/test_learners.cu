@@ -40,7 +40,7 @@ TEST_CASE("cuda learners<double>: every product against central differences on t
   // networks (ReLU kinks and max-pool ties are not within h of these random points; one
   // crossed would give an O(1) error).
   for (auto k : all_networks) {
-    CAPTURE(name(k));
+    CAPTURE(std::string(name(k)));
     const auto net = make_network<P>(k);
     auto w = random_vector(batch_rows, 5, 0.5);
     for (auto& x : w) x += 1.0;
@@ -64,7 +64,7 @@ TEST_CASE("cuda learners<double>: every product against central differences on t
 
 TEST_CASE("cuda learners: the same products as the Eigen policy") {
   for (auto k : all_networks) {
-    CAPTURE(name(k));
+    CAPTURE(std::string(name(k)));
     // double: only the order of summation differs (cuBLAS vs Eigen kernels, warp vs serial
     // row reductions): agreement to round-off, ~1e-15 relative; 1e-12 as between the CPU back
     // ends (tests/test_backends.cpp).
