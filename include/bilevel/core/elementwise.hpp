@@ -65,6 +65,18 @@ struct logistic_slope_from_value {
   template <class S>
   BILEVEL_HOST_DEVICE S operator()(S s) const { return s * (S(1) - s); }
 };
+/// x ↦ 1/√x for x > 0, else 0 (a row's inverse norm from its squared norm; 0 for a zero row).
+struct inverse_sqrt_or_zero {
+  using bilevel_device_callable = void;
+  template <class S>
+  BILEVEL_HOST_DEVICE S operator()(S x) const { return x > S(0) ? S(1.0 / ::sqrt(double(x))) : S(0); }
+};
+/// x ↦ max(−x, 0).
+struct negative_part {
+  using bilevel_device_callable = void;
+  template <class S>
+  BILEVEL_HOST_DEVICE S operator()(S x) const { return -x > S(0) ? -x : S(0); }
+};
 /// x ↦ log(1 + e^{−x}).
 struct softplus_of_negative {
   using bilevel_device_callable = void;

@@ -16,6 +16,7 @@
 ///                      (LFM's data-reweighting form, keyed by id, not batch position);
 ///   - class_weights:   input = one weight per class, c_i = w[label_i] (LFM-CW's weights).
 #include <cstddef>
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -62,30 +63,46 @@ template <class Key>
 struct table_weighting {
   static constexpr std::size_t num_inputs = 1;
 
-  template <tensor_policy P>
+  template <nn_tensor_policy P>
   vector_t<P> gather(input_list<P> in, const classification_batch<P>& b) const {
-    const auto w = P::to_host(*in[0]);
-    std::vector<scalar_t<P>> c(b.size());
-    for (std::size_t i = 0; i < b.size(); ++i) c[i] = w[Key::entry(b, i, w.size())];
-    return P::from_host(c);
+    const std::size_t n = P::size(*in[0]);
+    typename P::matrix table, picked;
+    P::reshape(*in[0], n, 1, table);
+    P::gather(table, entries(b, n), b.size(), 1, picked);
+    vector_t<P> c;
+    P::row_sums(picked, c);  // the B × 1 result as a vector
+    return c;
   }
-  template <tensor_policy P>
+  template <nn_tensor_policy P>
   vector_t<P> gather(input_list<P> in, const classification_batch<P>& b, const sample_signals<P>&) const {
     return gather(in, b);
   }
-  template <tensor_policy P>
+  template <nn_tensor_policy P>
   vector_t<P> gather_tangent(input_list<P>, const classification_batch<P>& b, const sample_signals<P>&,
                              const vector_t<P>& u, std::size_t = 0) const {
     const vector_t<P>* at[] = {&u};
     return gather(input_list<P>(at), b);
   }
-  template <tensor_policy P>
+  template <nn_tensor_policy P>
   vector_t<P> scatter(input_list<P> in, const classification_batch<P>& b, const sample_signals<P>&,
                       const vector_t<P>& r, std::size_t = 0) const {
-    std::vector<scalar_t<P>> out(P::size(*in[0]), scalar_t<P>(0));
-    const auto rh = P::to_host(r);
-    for (std::size_t i = 0; i < b.size(); ++i) out[Key::entry(b, i, out.size())] += rh[i];
-    return P::from_host(out);
+    const std::size_t n = P::size(*in[0]);
+    typename P::matrix table = P::matrix_zeros(n, 1), adjoints;
+    P::reshape(r, P::size(r), 1, adjoints);
+    P::scatter_add(adjoints, entries(b, n), table);
+    vector_t<P> out;
+    P::row_sums(table, out);
+    return out;
+  }
+
+ private:
+  /// The table entry of every sample of the batch (host data: the batch's ids or labels), as
+  /// an index map for the policy's gather and scatter-add, so the table stays where it is.
+  template <class B>
+  static std::vector<std::int64_t> entries(const B& b, std::size_t n) {
+    std::vector<std::int64_t> e(b.size());
+    for (std::size_t i = 0; i < b.size(); ++i) e[i] = std::int64_t(Key::entry(b, i, n));
+    return e;
   }
 };
 

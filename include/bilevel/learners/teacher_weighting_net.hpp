@@ -14,8 +14,9 @@
 /// its abstract and introduction (penultimate states, logits, loss, label) and normalises h
 /// and z so the teacher's input has a fixed scale whatever the student's.
 ///
-/// As a Weighting (sample_weighting.hpp) it gives c, Σ r_i ∂c_i/∂φ and ∂c/∂φ · u exactly,
-/// computed on the host (B × D times D × H per call).
+/// As a Weighting (sample_weighting.hpp) it gives c, Σ r_i ∂c_i/∂φ and ∂c/∂φ · u exactly:
+/// the weighting head (weighting_head.hpp) on these states, all with the policy's operations
+/// (on the CUDA policy only the batch's labels go up, as one-hot rows).
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -25,9 +26,11 @@
 #include <string>
 #include <vector>
 
+#include "bilevel/core/elementwise.hpp"
 #include "bilevel/core/learner.hpp"
 #include "bilevel/learners/classification_batch.hpp"
 #include "bilevel/learners/sample_weighting.hpp"
+#include "bilevel/learners/weighting_head.hpp"
 
 namespace bilevel::learners {
 
@@ -52,124 +55,80 @@ struct teacher_weighting_net {
     return P::from_host(t);
   }
 
-  template <tensor_policy P>
+  template <nn_tensor_policy P>
   vector_t<P> gather(input_list<P> in, const classification_batch<P>& b, const sample_signals<P>& s) const {
-    const pass f = forward<P>(in, b, s);
-    return P::from_host(std::vector<scalar_t<P>>(f.c.begin(), f.c.end()));
+    const auto states = state_matrix<P>(b, s);
+    return head<P>(*in[0], states).weights();
   }
-
   /// Σ_i r_i ∂c_i/∂φ.
-  template <tensor_policy P>
+  template <nn_tensor_policy P>
   vector_t<P> scatter(input_list<P> in, const classification_batch<P>& b, const sample_signals<P>& s,
                       const vector_t<P>& r, std::size_t = 0) const {
-    const pass f = forward<P>(in, b, s);
-    const auto rh = P::to_host(r);
-    const std::size_t D = state_size(), H = hidden, B = f.c.size();
-    std::vector<double> g(input_size(0), 0.0);
-    double* gW1 = g.data();
-    double* gb1 = gW1 + H * D;
-    double* gw2 = gb1 + H;
-    double& gb2 = g[H * (D + 2)];
-    for (std::size_t i = 0; i < B; ++i) {
-      const double delta = double(rh[i]) * f.c[i] * (1.0 - f.c[i]);
-      gb2 += delta;
-      const double* si = &f.states[i * D];
-      for (std::size_t j = 0; j < H; ++j) {
-        const double a = f.pre[i * H + j];
-        if (a <= 0) continue;
-        gw2[j] += delta * a;
-        const double dh = delta * f.theta[H * (D + 1) + j];
-        gb1[j] += dh;
-        double* row = gW1 + j * D;
-        for (std::size_t k = 0; k < D; ++k) row[k] += dh * si[k];
-      }
-    }
-    return P::from_host(std::vector<scalar_t<P>>(g.begin(), g.end()));
+    const auto states = state_matrix<P>(b, s);
+    return head<P>(*in[0], states).vjp(r);
   }
-
   /// ∂c/∂φ · u.
-  template <tensor_policy P>
+  template <nn_tensor_policy P>
   vector_t<P> gather_tangent(input_list<P> in, const classification_batch<P>& b, const sample_signals<P>& s,
                              const vector_t<P>& u, std::size_t = 0) const {
-    const pass f = forward<P>(in, b, s);
-    const auto uh = P::to_host(u);
-    const std::size_t D = state_size(), H = hidden, B = f.c.size();
-    std::vector<scalar_t<P>> out(B);
-    for (std::size_t i = 0; i < B; ++i) {
-      const double* si = &f.states[i * D];
-      double z_dot = double(uh[H * (D + 2)]);
-      for (std::size_t j = 0; j < H; ++j) {
-        const double a = f.pre[i * H + j];
-        if (a <= 0) continue;
-        double a_dot = double(uh[H * D + j]);
-        for (std::size_t k = 0; k < D; ++k) a_dot += double(uh[j * D + k]) * si[k];
-        z_dot += double(uh[H * (D + 1) + j]) * a + f.theta[H * (D + 1) + j] * a_dot;
-      }
-      out[i] = scalar_t<P>(f.c[i] * (1.0 - f.c[i]) * z_dot);
-    }
-    return P::from_host(out);
+    const auto states = state_matrix<P>(b, s);
+    return head<P>(*in[0], states).jvp(u);
   }
 
-  /// The state vectors of a batch (B × D, row-major), as the teacher sees them.
-  template <tensor_policy P>
-  [[nodiscard]] std::vector<double> states(const classification_batch<P>& b, const sample_signals<P>& s) const {
+  /// The state vectors of a batch (B × D), as the teacher sees them, built where the policy
+  /// computes: the four parts are computed as matrices, laid one after another in a vector,
+  /// and read back row by row through an index map (the policy has no column concatenation).
+  template <nn_tensor_policy P>
+  [[nodiscard]] typename P::matrix state_matrix(const classification_batch<P>& b, const sample_signals<P>& s) const {
+    using matrix = typename P::matrix;
     if (!s.features || !s.logits)
       throw std::invalid_argument("bilevel::learners::teacher_weighting_net: the student shows no features/logits");
-    const std::size_t B = b.size(), D = state_size();
-    if (P::rows(*s.features) != B || P::cols(*s.features) != features || P::cols(*s.logits) != classes)
-      throw std::invalid_argument("bilevel::learners::teacher_weighting_net: built for " + std::to_string(features) +
-                                  " features and " + std::to_string(classes) + " classes, the student shows " +
+    const std::size_t B = b.size(), F = features, C = classes, D = state_size();
+    if (P::rows(*s.features) != B || P::cols(*s.features) != F || P::cols(*s.logits) != C)
+      throw std::invalid_argument("bilevel::learners::teacher_weighting_net: built for " + std::to_string(F) +
+                                  " features and " + std::to_string(C) + " classes, the student shows " +
                                   std::to_string(P::cols(*s.features)) + " and " + std::to_string(P::cols(*s.logits)));
-    const auto h = P::matrix_to_host(*s.features), z = P::matrix_to_host(*s.logits);
-    const auto l = P::to_host(s.losses);
-    std::vector<double> out(B * D, 0.0);
+    matrix h = *s.features, p, y;
+    vector_t<P> scale;
+    P::row_dots(h, h, scale);
+    P::transform(scale, scale, elementwise::inverse_sqrt_or_zero{});
+    P::scale_rows(h, scale);  // h/‖h‖ (0 for a zero row)
+    P::row_softmax(*s.logits, p);
+    std::vector<scalar_t<P>> onehot(B * C, scalar_t<P>(0));  // from the labels: host data of the batch
     for (std::size_t i = 0; i < B; ++i) {
-      double* row = &out[i * D];
-      double norm = 0;
-      for (std::size_t k = 0; k < features; ++k) norm += double(h[i * features + k]) * double(h[i * features + k]);
-      norm = norm > 0 ? 1.0 / std::sqrt(norm) : 0.0;
-      for (std::size_t k = 0; k < features; ++k) row[k] = double(h[i * features + k]) * norm;
-      double zmax = -std::numeric_limits<double>::infinity(), total = 0;
-      for (std::size_t k = 0; k < classes; ++k) zmax = std::max(zmax, double(z[i * classes + k]));
-      for (std::size_t k = 0; k < classes; ++k) total += (row[features + k] = std::exp(double(z[i * classes + k]) - zmax));
-      for (std::size_t k = 0; k < classes; ++k) row[features + k] /= total;
-      row[features + classes] = double(l[i]);
-      const int y = b.labels.at(i);
-      if (y >= 0 && std::size_t(y) < classes) row[features + classes + 1 + std::size_t(y)] = 1.0;
+      const int label = b.labels.at(i);
+      if (label >= 0 && std::size_t(label) < C) onehot[i * C + std::size_t(label)] = scalar_t<P>(1);
     }
-    return out;
+    y = P::matrix_from_host(B, C, onehot);
+    vector_t<P> parts = P::zeros(B * D);
+    P::flatten_into(h, parts, 0);
+    P::flatten_into(p, parts, B * F);
+    P::set_segment(s.losses, parts, B * (F + C));
+    P::flatten_into(y, parts, B * (F + C + 1));
+    matrix column, states;
+    P::reshape(parts, B * D, 1, column);
+    P::gather(column, interleaving(B), B, D, states);
+    return states;
   }
 
  private:
-  struct pass {
-    std::vector<double> theta, states, pre, c;  // pre: B × H pre-activations
-  };
-
-  template <tensor_policy P>
-  pass forward(input_list<P> in, const classification_batch<P>& b, const sample_signals<P>& s) const {
-    pass f;
-    const auto t = P::to_host(*in[0]);
-    if (t.size() != input_size(0))
-      throw std::invalid_argument("bilevel::learners::teacher_weighting_net: parameters have " + std::to_string(t.size()) +
-                                  " entries, this teacher has " + std::to_string(input_size(0)));
-    f.theta.assign(t.begin(), t.end());
-    f.states = states<P>(b, s);
-    const std::size_t D = state_size(), H = hidden, B = b.size();
-    f.pre.assign(B * H, 0.0);
-    f.c.assign(B, 0.0);
+  template <nn_tensor_policy P>
+  weighting_head_pass<P> head(const vector_t<P>& phi, const typename P::matrix& states) const {
+    return weighting_head_pass<P>(phi, states, hidden, "teacher_weighting_net");
+  }
+  /// Row i of the states reads h_i (B·F values at 0), softmax(z_i) (B·C at B·F), ℓ_i (B at
+  /// B·(F + C)) and onehot(y_i) (B·C at B·(F + C + 1)) from the parts vector.
+  [[nodiscard]] std::vector<std::int64_t> interleaving(std::size_t B) const {
+    const std::size_t F = features, C = classes;
+    std::vector<std::int64_t> index;
+    index.reserve(B * state_size());
     for (std::size_t i = 0; i < B; ++i) {
-      const double* si = &f.states[i * D];
-      double z = f.theta[H * (D + 2)];
-      for (std::size_t j = 0; j < H; ++j) {
-        const double* w = &f.theta[j * D];
-        double a = f.theta[H * D + j];
-        for (std::size_t k = 0; k < D; ++k) a += w[k] * si[k];
-        f.pre[i * H + j] = a;
-        if (a > 0) z += f.theta[H * (D + 1) + j] * a;
-      }
-      f.c[i] = z >= 0 ? 1.0 / (1.0 + std::exp(-z)) : std::exp(z) / (1.0 + std::exp(z));
+      for (std::size_t k = 0; k < F; ++k) index.push_back(std::int64_t(i * F + k));
+      for (std::size_t k = 0; k < C; ++k) index.push_back(std::int64_t(B * F + i * C + k));
+      index.push_back(std::int64_t(B * (F + C) + i));
+      for (std::size_t k = 0; k < C; ++k) index.push_back(std::int64_t(B * (F + C + 1) + i * C + k));
     }
-    return f;
+    return index;
   }
 };
 

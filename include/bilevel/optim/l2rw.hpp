@@ -9,13 +9,13 @@
 /// sample i's training gradient with the validation gradient. `scale` converts the paper's
 /// weights (summing to 1 over the batch, loss Σ w_i ℓ_i) to a learner that averages
 /// (1/B) Σ c_i ℓ_i: scale = B. It has no state and no VJP: nothing differentiates through it.
-#include <algorithm>
 #include <cstddef>
 #include <limits>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "bilevel/core/elementwise.hpp"
 #include "bilevel/core/optimizer.hpp"
 
 namespace bilevel::optim {
@@ -31,15 +31,12 @@ struct l2rw_rule {
     return {};
   }
   void step(vector_t<P>& theta, optimizer_state<P>& state, const vector_t<P>& g) const {
-    auto host = P::to_host(g);
-    double total = 0.0;
-    for (auto& x : host) {
-      x = std::max(-x, scalar_t<P>(0));
-      total += double(x);
-    }
-    const double factor = total > 0.0 ? scale / total : 0.0;
-    for (auto& x : host) x = scalar_t<P>(double(x) * factor);
-    theta = P::from_host(host);
+    // Where the policy computes: on the CUDA policy only the sum comes to the host.
+    vector_t<P> w;
+    P::transform(g, w, elementwise::negative_part{});
+    const double total = P::sum(w);
+    P::scale(w, scalar_t<P>(total > 0.0 ? scale / total : 0.0));
+    theta = std::move(w);
     ++state.step;
   }
 };
