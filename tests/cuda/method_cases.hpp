@@ -6,6 +6,7 @@
 // cases.hpp: instantiated with cuda<double> in test_methods.cu and with eigen<double> in
 // host_reference.cpp. Each returns every level's parameters afterwards.
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <utility>
 #include <vector>
@@ -45,14 +46,20 @@ template <class P, class Solver, std::size_t... L>
 std::vector<std::vector<double>> level_parameters(const Solver& s, std::index_sequence<L...>) {
   return {host<P>(s.template level<L>().theta)...};
 }
+/// Runs the solver and reads every level's parameters; `mark` (if given) is called after the
+/// first iteration (set-up behind it) and again after the last, before anything is read.
 template <class P, std::size_t Levels, class Solver>
-std::vector<std::vector<double>> run_and_read(Solver s, std::size_t iterations) {
-  s.run(iterations);
+std::vector<std::vector<double>> run_and_read(Solver s, std::size_t iterations, const std::function<void()>& mark) {
+  s.run(1);
+  if (mark) mark();
+  s.run(iterations - 1);
+  if (mark) mark();
   return level_parameters<P>(s, std::make_index_sequence<Levels>{});
 }
 
 template <class P>
-std::vector<std::vector<double>> method_run(method_kind k, std::size_t iterations) {
+std::vector<std::vector<double>> method_run(method_kind k, std::size_t iterations,
+                                            const std::function<void()>& mark = {}) {
   namespace m = bilevel::methods;
   using namespace bilevel::learners;
   const auto train = test::toy_classes(60, 3, 0.3), val = test::toy_classes(30, 4, 0.0, 1000);
@@ -61,25 +68,25 @@ std::vector<std::vector<double>> method_run(method_kind k, std::size_t iteration
     case method_kind::l2rw:
       return run_and_read<P, 2>(
           m::l2rw<P>(train.data, val.data, {.widths = widths, .batch = 10, .validation_batch = 20, .seed = 5}),
-          iterations);
+          iterations, mark);
     case method_kind::teacher:
       return run_and_read<P, 2>(
           m::deep_interactions<P>(train.data, val.data,
                                   {.widths = widths, .batch = 10, .validation_batch = 20, .hidden = 4, .seed = 5}),
-          iterations);
+          iterations, mark);
     case method_kind::lfm:
       return run_and_read<P, 3>(
           m::learning_from_mistakes_reweighting<P>(train.data, val.data,
                                                    {.widths = widths, .batch = 10, .validation_batch = 15,
                                                     .encoder_dim = 3, .references_per_class = 3, .seed = 4}),
-          iterations);
+          iterations, mark);
     case method_kind::lfm_class_weighting: {
       auto generator = std::make_shared<const bilevel::data::pca_gaussian_generator>(*train.data, 4, 1);
       return run_and_read<P, 3>(
           m::lfm_class_weighting<P>(train.data, val.data, generator,
                                     {.widths = widths, .batch = 10, .synthetic_per_batch = 6, .validation_batch = 15,
                                      .references_per_class = 3, .seed = 4}),
-          iterations);
+          iterations, mark);
     }
     case method_kind::darts_first_order:
     case method_kind::darts_second_order:
@@ -95,8 +102,8 @@ std::vector<std::vector<double>> method_run(method_kind k, std::size_t iteration
   const m::darts_config cfg{.batch = 10, .validation_batch = 20, .lr = 0.1, .arch_lr = 3e-2};
   if (k == method_kind::darts_first_order)
     return run_and_read<P, 2>(
-        m::darts<P>({1, 1, 8}, cell, train.data, val.data, cfg, bilevel::hypergrad::first_order{}), iterations);
-  return run_and_read<P, 2>(m::darts<P>({1, 1, 8}, cell, train.data, val.data, cfg), iterations);
+        m::darts<P>({1, 1, 8}, cell, train.data, val.data, cfg, bilevel::hypergrad::first_order{}), iterations, mark);
+  return run_and_read<P, 2>(m::darts<P>({1, 1, 8}, cell, train.data, val.data, cfg), iterations, mark);
 }
 
 }  // namespace cuda_test
