@@ -88,6 +88,49 @@ TEST_CASE("mlp: the forward cache never serves stale values") {
   }
 }
 
+TEST_CASE("mlp: the caches follow θ and the batch changed in place, through every product") {
+  // The caches key on values, not on objects: an optimizer steps θ where it lies, and a batch
+  // may be refilled in place. Every product, first or served again from the caches and
+  // scratch buffers, must equal a fresh learner's, bit for bit.
+  using net_t = mlp<P, sample_weights>;
+  auto make = [] { return net_t({5, 4, 3}, activation::relu, loss_kind::cross_entropy, sample_weights{6}); };
+  const net_t net = make();
+  auto b = random_batch(6, 5, 3, 1);
+  P::vector theta = net.initial_parameters(1);
+  const P::vector w = P::vector::LinSpaced(6, 0.5, 1.5);
+  const P::vector v = test::device<P>(test::random_vector(net.num_parameters(), 9));
+  const P::vector u = test::device<P>(test::random_vector(6, 10));
+  const P::vector* in[] = {&w};
+  struct products {
+    double loss = 0;
+    P::vector g, hv, mv, mj;
+  };
+  auto all = [&](const net_t& n) {
+    products p;
+    p.loss = n.gradient(theta, in, b, p.g);
+    n.hvp(theta, in, b, v, p.hv);
+    n.mixed_vjp(theta, in, b, 0, v, p.mv);  // the tangent pass of the HVP, kept
+    n.mixed_jvp(theta, in, b, 0, u, p.mj);
+    return p;
+  };
+  auto check_same = [](const products& a, const products& c) {
+    CHECK(a.loss == c.loss);
+    CHECK(P::equal(a.g, c.g));
+    CHECK(P::equal(a.hv, c.hv));
+    CHECK(P::equal(a.mv, c.mv));
+    CHECK(P::equal(a.mj, c.mj));
+  };
+  for (int round = 0; round < 4; ++round) {
+    CAPTURE(round);
+    const auto expected = all(make());
+    check_same(all(net), expected);
+    check_same(all(net), expected);  // all served from the caches
+    if (round == 0) theta[3] += 0.25;  // the same object, moved in place
+    if (round == 1) b.x(2, 1) += 0.5;
+    if (round == 2) b.targets.row(0) = b.targets.row(1);  // a relabelled sample, same inputs
+  }
+}
+
 TEST_CASE("mlp: outputs expose logits, penultimate features and per-sample losses") {
   const mlp<P> net({5, 4, 3}, activation::relu);
   const auto b = random_batch(6, 5, 3, 4);

@@ -324,3 +324,82 @@ TEST_CASE_TEMPLATE("policy: per-sample gather and scatter-add, row_max_onehot, a
                    BILEVEL_FLOAT_POLICIES, BILEVEL_DOUBLE_POLICIES) {
   test::check_per_sample_maps<P>();
 }
+
+TEST_CASE_TEMPLATE("policy: gemm_by_segment reads a segment of θ in place, as gemm reads it unflattened", P,
+                   BILEVEL_FLOAT_POLICIES, BILEVEL_DOUBLE_POLICIES) {
+  using S = typename P::scalar;
+  const std::size_t m = 4, k = 3, n = 5, offset = 7;  // the segment starts off any alignment boundary
+  const auto theta = test::device<P>(test::random_vector(offset + k * n + 2, 11));
+  const auto c0 = test::random_vector(m * n, 12);
+  const std::vector<S> c0s(c0.begin(), c0.end());
+  const S alpha = S(0.75), beta = S(2);
+  for (bool ta : {false, true})
+    for (bool tb : {false, true})
+      for (bool with_beta : {false, true}) {
+        CAPTURE(ta);
+        CAPTURE(tb);
+        CAPTURE(with_beta);
+        const auto ah = test::random_vector(m * k, 13);
+        const auto a = P::matrix_from_host(ta ? k : m, ta ? m : k, std::vector<S>(ah.begin(), ah.end()));
+        const std::size_t r = tb ? n : k, c = tb ? k : n;  // the segment as stored: op(S) is k × n
+        typename P::matrix w, expected, got;
+        P::unflatten(theta, offset, r, c, w);
+        expected = P::matrix_from_host(m, n, c0s);
+        if (with_beta) {
+          got = expected;
+        } else {  // wrong shape and NaN: beta = 0 resizes and never reads them
+          got = P::matrix_zeros(2, 2);
+          got(0, 0) = std::numeric_limits<S>::quiet_NaN();
+        }
+        P::gemm(alpha, a, ta, w, tb, with_beta ? beta : S(0), expected);
+        P::gemm_by_segment(alpha, a, ta, theta, offset, r, c, tb, with_beta ? beta : S(0), got);
+        CHECK(P::equal(got, expected));  // the same product, bit for bit
+      }
+  typename P::matrix out;
+  const auto a = P::matrix_zeros(m, k);
+  CHECK_THROWS_WITH_AS(P::gemm_by_segment(S(1), a, false, theta, offset + 3, k, n, false, S(0), out),
+                       doctest::Contains("exceeds"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(P::gemm_by_segment(S(1), a, false, theta, offset, n, k, false, S(0), out),
+                       doctest::Contains("inner dimensions differ"), std::invalid_argument);
+}
+
+TEST_CASE_TEMPLATE("policy: equal is exact equality of shape and every element, and NaN equals nothing", P,
+                   BILEVEL_FLOAT_POLICIES, BILEVEL_DOUBLE_POLICIES) {
+  using S = typename P::scalar;
+  const std::size_t n = 1300;  // several blocks of the Eigen policy's blocked comparison, and a tail
+  const auto a = test::device<P>(test::random_vector(n, 14));
+  CHECK(P::equal(a, a));
+  CHECK(P::equal(P::zeros(0), P::zeros(0)));
+  CHECK_FALSE(P::equal(P::zeros(3), P::zeros(4)));
+  for (std::size_t i : {std::size_t(0), std::size_t(511), std::size_t(512), std::size_t(1024), n - 1}) {
+    CAPTURE(i);
+    auto b = a;
+    b[long(i)] = std::nextafter(b[long(i)], S(10));  // one ulp
+    CHECK_FALSE(P::equal(a, b));
+    auto c = a, d = a;
+    c[long(i)] = d[long(i)] = std::numeric_limits<S>::quiet_NaN();
+    CHECK_FALSE(P::equal(c, d));
+    c[long(i)] = S(0);
+    d[long(i)] = -S(0);
+    CHECK(P::equal(c, d));  // +0 == −0, as the scalars compare
+  }
+  const std::vector<S> six = {1, 2, 3, 4, 5, 6};
+  CHECK(P::equal(P::matrix_from_host(2, 3, six), P::matrix_from_host(2, 3, six)));
+  CHECK_FALSE(P::equal(P::matrix_from_host(2, 3, six), P::matrix_from_host(3, 2, six)));
+}
+
+TEST_CASE_TEMPLATE("policy: transform may write over an operand", P, BILEVEL_FLOAT_POLICIES, BILEVEL_DOUBLE_POLICIES) {
+  using S = typename P::scalar;
+  const auto xh = test::random_vector(301, 15), yh = test::random_vector(301, 16);
+  auto x = test::device<P>(xh);
+  auto y = test::device<P>(yh);
+  P::transform(x, y, y, [](S p, S q) { return p - q; });
+  P::transform(x, x, [](S p) { return p > S(0) ? p : S(0); });
+  const auto xs = test::host<P>(x), ys = test::host<P>(y);
+  for (std::size_t i = 0; i < xh.size(); ++i) {
+    CAPTURE(i);
+    const S p = S(xh[i]), q = S(yh[i]);
+    CHECK(xs[i] == double(p > S(0) ? p : S(0)));
+    CHECK(ys[i] == double(S(p - q)));
+  }
+}

@@ -223,7 +223,8 @@ TEST_CASE_TEMPLATE("cuda policy: gemv, both transposes, beta zero and non-zero",
   }
 }
 
-TEST_CASE_TEMPLATE("cuda policy: gemm and gemm_into_segment, all four transpose combinations, beta zero and non-zero",
+TEST_CASE_TEMPLATE("cuda policy: gemm, gemm_into_segment and gemm_by_segment, all four transpose combinations, beta zero "
+                   "and non-zero",
                    P, BILEVEL_CUDA_POLICIES) {
   using S = typename P::scalar;
   const double u = unit_roundoff<S>;
@@ -280,6 +281,19 @@ TEST_CASE_TEMPLATE("cuda policy: gemm and gemm_into_segment, all four transpose 
         CHECK(got[3 + m * n] == 7.0);
         CHECK(got[4 + m * n] == 7.0);
         check(std::vector<double>(got.begin() + 3, got.begin() + 3 + std::ptrdiff_t(m * n)));
+
+        // B read in place from the middle of a flat vector (a layer's weights in θ).
+        const auto bh = host_matrix<P>(b);
+        std::vector<double> theta_h(3 + k * n + 2, 9.0);
+        std::copy(bh.begin(), bh.end(), theta_h.begin() + 3);
+        const auto theta = device<P>(theta_h);
+        typename P::matrix cs;
+        if (with_beta) cs = matrix<P>(m, n, c0h);
+        else cs = matrix<P>(2, 2, {std::numeric_limits<double>::quiet_NaN(), 0, 0, 0});
+        P::gemm_by_segment(alpha, a, ta, theta, 3, P::rows(b), P::cols(b), tb, with_beta ? beta : S(0), cs);
+        REQUIRE(P::rows(cs) == m);
+        REQUIRE(P::cols(cs) == n);
+        check(host_matrix<P>(cs));
       }
 }
 

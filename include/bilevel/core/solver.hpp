@@ -404,7 +404,7 @@ class solver {
           const std::size_t k = lv.reads[s];
           if (!in_d[k]) continue;
           lv.learner.input_gradient(lv.theta, in, batch_j, s, g);
-          accumulate(adjoint[k], g);
+          accumulate(adjoint[k], std::move(g));
         }
       }
     });
@@ -421,8 +421,8 @@ class solver {
           result.reports.push_back(report);
           for (std::size_t s = 0; s < out.size(); ++s) {
             const std::size_t k = lv.reads[s];
-            if (k == j) accumulate(result.gradient, out[s]);
-            else if (in_d[k] && !done[k]) accumulate(adjoint[k], out[s]);
+            if (k == j) accumulate(result.gradient, std::move(out[s]));
+            else if (in_d[k] && !done[k]) accumulate(adjoint[k], std::move(out[s]));
             else if (in_d[k]) result.approximated = true;
           }
         } else {
@@ -434,8 +434,9 @@ class solver {
     return result;
   }
 
-  static void accumulate(vector& into, const vector& v) {
-    if (P::size(into) == 0) P::copy(v, into);
+  /// into += v; the first contribution is taken over rather than copied (v is spent either way).
+  static void accumulate(vector& into, vector&& v) {
+    if (P::size(into) == 0) into = std::move(v);
     else P::axpy(scalar_t<P>(1), v, into);
   }
 

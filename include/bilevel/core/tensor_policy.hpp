@@ -53,8 +53,9 @@ concept tensor_policy = requires(typename P::vector& v, const typename P::vector
 };
 
 /// What layers need beyond tensor_policy: matrix views of segments of the flat parameter
-/// vector, matrix BLAS-1 and element-wise maps, bias rows, row reductions and a stable
-/// row-wise softmax. Learners that are networks require this refinement.
+/// vector (copied out by `unflatten`, or used in place as a GEMM operand by
+/// `gemm_by_segment`), matrix BLAS-1 and element-wise maps, bias rows, row reductions and a
+/// stable row-wise softmax. Learners that are networks require this refinement.
 template <class P>
 concept nn_tensor_policy =
     tensor_policy<P> && requires(typename P::vector& v, const typename P::vector& cv, typename P::matrix& m,
@@ -64,6 +65,7 @@ concept nn_tensor_policy =
       P::segment(cv, n, n, v);
       P::flatten_into(cm, v, n);
       P::gemm_into_segment(s, cm, true, cm, false, s, v, n);
+      P::gemm_by_segment(s, cm, false, cv, n, n, n, true, s, m);
       P::set_segment(cv, v, n);
       P::axpy(s, cm, m);
       P::scale(m, s);

@@ -3,9 +3,14 @@
 /// \file
 /// Element-wise activations with the first and second derivatives that exact
 /// Hessian-vector products need (σ'' enters the R-op through the backward pass).
+#include <bit>
 #include <cmath>
+#include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
+
+#include "bilevel/core/elementwise.hpp"
 
 namespace bilevel::learners {
 
@@ -52,6 +57,29 @@ struct activation_curvature {
       case activation::sigmoid: { const S s = S(1) / (S(1) + std::exp(-z)); return s * (S(1) - s) * (S(1) - S(2) * s); }
       default: return S(0);  // piecewise linear: zero almost everywhere
     }
+  }
+};
+
+/// The ReLU's maps on their own, for layers that know their kind before the loop: without
+/// activation_value's per-element switch the policy's loop is a branch-free select the
+/// compiler vectorises. Same formulas as the relu cases above, so the same results; the
+/// products fold σ'(z) ∈ {0, 1} into the one multiplication hadamard(a, σ'(z)) would do.
+struct relu_value {
+  using bilevel_device_callable = void;
+  template <class S>
+  BILEVEL_HOST_DEVICE S operator()(S z) const { return z > S(0) ? z : S(0); }
+};
+/// (a, z) ↦ a · σ'(z): the backward pass's g ⊙ σ'(z) and both tangent passes' products.
+struct relu_slope_product {
+  using bilevel_device_callable = void;
+  template <class S>
+  BILEVEL_HOST_DEVICE S operator()(S a, S z) const {
+    // σ'(z) ∈ {0, 1} assembled from bits: written as `z > 0 ? 1 : 0` (or S(z > 0)) the compiler
+    // folds a·1 = a, is left with a multiplication on one branch only, and (floating-point
+    // operations may trap) keeps the branch, so the loop does not vectorise.
+    using bits = std::conditional_t<sizeof(S) == 8, std::uint64_t, std::uint32_t>;
+    const bits mask = bits(0) - bits(z > S(0));
+    return a * std::bit_cast<S>(bits(std::bit_cast<bits>(S(1)) & mask));
   }
 };
 

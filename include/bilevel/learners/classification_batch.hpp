@@ -4,6 +4,7 @@
 /// A batch for classifiers: inputs on the back end, targets as rows (one-hot for hard labels,
 /// distributions for soft labels such as SGL's pseudo-labels), and each sample's id, so that
 /// per-sample upper variables follow the sample, not its position in the batch.
+#include <algorithm>
 #include <cstddef>
 #include <span>
 #include <stdexcept>
@@ -25,25 +26,40 @@ struct classification_batch {
   [[nodiscard]] std::size_t size() const { return ids.size(); }
 };
 
-/// The rows `which` of a host data set as a batch with one-hot targets.
+/// The rows `which` of a host data set as a batch with one-hot targets, gathered on the host
+/// in `staging` (resized as needed; a sampler passes the same buffer each time, so drawing a
+/// batch does not allocate and fault in a batch-sized host array afresh).
 template <tensor_policy P>
-classification_batch<P> make_batch(const data::dataset& d, std::span<const std::size_t> which) {
+classification_batch<P> make_batch(const data::dataset& d, std::span<const std::size_t> which,
+                                   std::vector<scalar_t<P>>& staging) {
   if (which.empty()) throw std::invalid_argument("bilevel::learners::make_batch: empty batch");
   classification_batch<P> b;
-  std::vector<scalar_t<P>> x, t(which.size() * d.num_classes, scalar_t<P>(0));
-  x.reserve(which.size() * d.cols);
+  b.labels.reserve(which.size());
+  b.ids.reserve(which.size());
+  const std::size_t nx = which.size() * d.cols, nt = which.size() * d.num_classes;
+  staging.resize(nx + nt);  // the inputs are all written below, the targets zeroed first
+  scalar_t<P>* x = staging.data();
+  scalar_t<P>* t = x + nx;
+  std::fill_n(t, nt, scalar_t<P>(0));
   for (std::size_t i = 0; i < which.size(); ++i) {
     const std::size_t r = which[i];
     if (r >= d.rows)
       throw std::out_of_range("bilevel::learners::make_batch: row " + std::to_string(r) + " of " + std::to_string(d.rows));
-    x.insert(x.end(), d.features.begin() + std::ptrdiff_t(r * d.cols), d.features.begin() + std::ptrdiff_t((r + 1) * d.cols));
+    std::copy_n(d.features.begin() + std::ptrdiff_t(r * d.cols), d.cols, x + i * d.cols);
     t[i * d.num_classes + std::size_t(d.labels[r])] = scalar_t<P>(1);
     b.labels.push_back(d.labels[r]);
     b.ids.push_back(d.ids[r]);
   }
-  b.x = P::matrix_from_host(which.size(), d.cols, x);
-  b.targets = P::matrix_from_host(which.size(), d.num_classes, t);
+  const std::span<const scalar_t<P>> host(staging);
+  b.x = P::matrix_from_host(which.size(), d.cols, host.first(nx));
+  b.targets = P::matrix_from_host(which.size(), d.num_classes, host.subspan(nx));
   return b;
+}
+/// The same with a staging buffer of its own.
+template <tensor_policy P>
+classification_batch<P> make_batch(const data::dataset& d, std::span<const std::size_t> which) {
+  std::vector<scalar_t<P>> staging;
+  return make_batch<P>(d, which, staging);
 }
 
 }  // namespace bilevel::learners
@@ -63,7 +79,7 @@ class dataset_batches {
       : data_(checked(std::move(d))), sampler_(data_->rows, batch_size, seed, with_replacement) {}
   classification_batch<P> operator()() {
     const auto rows = sampler_.next();
-    return make_batch<P>(*data_, rows);
+    return make_batch<P>(*data_, rows, staging_);
   }
   [[nodiscard]] std::size_t batches_per_epoch() const { return sampler_.batches_per_epoch(); }
   [[nodiscard]] const data::dataset& data() const { return *data_; }
@@ -79,6 +95,7 @@ class dataset_batches {
 
   std::shared_ptr<const data::dataset> data_;
   data::batch_sampler sampler_;
+  std::vector<scalar_t<P>> staging_;  ///< make_batch's host buffer, kept between draws
 };
 
 }  // namespace bilevel::learners

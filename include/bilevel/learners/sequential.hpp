@@ -14,13 +14,23 @@
 /// pass pushes a direction v through the value pass and then through the backward pass,
 /// whose tangent is the HVP. The value and backward passes are cached, keyed on exact
 /// equality of θ, the batch and the weights, so the repeated HVPs of a CG or Neumann solve at
-/// a fixed point pay only the tangent passes. The cache makes a network object unsafe to
-/// share between threads.
+/// a fixed point pay only the tangent passes. The cache (and the scratch buffers the passes
+/// reuse from call to call) makes a network object unsafe to share between threads.
+///
+/// Why the key compares contents rather than the identity of θ: the learner sees θ as a
+/// `const vector&` that its owner may change in place between calls (an optimizer steps
+/// θ where it is), and equal values reach it through different objects (a look-ahead step's
+/// copy of θ, then the level's own θ: the real step reuses the virtual step's value pass).
+/// An address, or an address and a size, would serve stale values after an in-place step;
+/// nothing outside the vector's owner can count its modifications. So the key is the cache's
+/// own copy of θ, the targets and the inputs, compared element by element (the policy's
+/// equal(), a vectorised pass that stops at the first block that differs).
 #include <cstddef>
 #include <cstdint>
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -137,7 +147,7 @@ class sequential {
 
   double gradient(const vector& theta, input_list<P> in, const batch_type& b, vector& out) const {
     const auto& c = backward_pass(theta, in, b);
-    P::copy(c.gradient, out);
+    P::copy(c.gradient, out);  // the cache keeps its own: a gradient at the same point is served from it
     return P::dot(c.weights, c.losses) / double(b.size());
   }
 
@@ -159,8 +169,7 @@ class sequential {
   /// (∂²L/∂θ²) v by the R-operator.
   void hvp(const vector& theta, input_list<P> in, const batch_type& b, const vector& v, vector& out) const {
     backward_pass(theta, in, b);
-    std::vector<matrix> dots;
-    tangent_forward(v, nullptr, dots);
+    const auto& dots = tangent_forward(v, nullptr);
     tangent_backward(v, nullptr, dots, out, nullptr);
   }
 
@@ -170,8 +179,7 @@ class sequential {
                  vector& out) const {
     check_slot(slot);
     backward_pass(theta, in, b);
-    std::vector<matrix> dots;
-    tangent_forward(v, nullptr, dots);
+    const auto& dots = tangent_forward(v, nullptr);
     if (slot == arch_slot()) {
       vector hv;
       out = P::zeros(arch_size_);
@@ -193,8 +201,7 @@ class sequential {
     const auto& c = backward_pass(theta, in, b);
     if (slot == arch_slot()) {
       const vector zero = P::zeros(num_parameters_);
-      std::vector<matrix> dots;
-      tangent_forward(zero, &u, dots);
+      const auto& dots = tangent_forward(zero, &u);
       tangent_backward(zero, &u, dots, out, nullptr);
       return;
     }
@@ -217,6 +224,14 @@ class sequential {
     std::vector<layer_cache<P>> layers;
     matrix d;                            // ∂ℓ_i/∂z_i, row i
     std::vector<matrix> g;               // g[l] = ∂L/∂acts[l+1] at the cached weights
+  };
+  /// Buffers the passes overwrite on every call, kept so that a step does not allocate (and
+  /// fault in) its batch-sized temporaries afresh; nothing in them outlives a call.
+  struct scratch_buffers {
+    std::vector<matrix> g;     // backward without storing: two adjoints, used in turn
+    std::vector<matrix> dots;  // tangent pass along an architecture direction u
+    matrix g_dot, g_in_dot, p, pz;
+    vector scaled, pdz;
   };
 
   template <class Spec>
@@ -318,8 +333,9 @@ class sequential {
   const value_cache& value_pass(const vector& theta, const batch_type& b, const vector* alpha) const {
     value_cache& c = cache_;
     const std::size_t batch = P::rows(b.x);
-    if (c.valid && P::equal(c.theta, theta) && (!alpha || P::equal(c.alpha, *alpha)) &&
-        P::rows(c.acts[0]) == batch * input_.pixels() && P::equal(c.targets, b.targets) && same_input(c.acts[0], b.x))
+    // Cheapest first: the targets are small, and a moved θ differs in its first block.
+    if (c.valid && P::rows(c.acts[0]) == batch * input_.pixels() && P::equal(c.targets, b.targets) &&
+        P::equal(c.theta, theta) && (!alpha || P::equal(c.alpha, *alpha)) && same_input(c.acts[0], b.x))
       return c;
     if (P::size(theta) != num_parameters_)
       throw std::invalid_argument("bilevel::learners::sequential: parameters have " + std::to_string(P::size(theta)) +
@@ -379,61 +395,65 @@ class sequential {
   /// Value and backward passes at the inputs' weights, reused when cached.
   const value_cache& backward_pass(const vector& theta, input_list<P> in, const batch_type& b) const {
     const auto& c = weighted_pass(theta, in, b);
-    if (!c.backward_done) {
-      vector g;
-      backward(c.weights, true, g, cache_.arch_gradient);
-    }
+    if (!c.backward_done) backward(c.weights, true, cache_.gradient, cache_.arch_gradient);
     return c;
   }
 
-  /// The batch's inputs equal the cached first activation (same elements, row-major).
-  static bool same_input(const matrix& cached, const matrix& x) {
+  /// The batch's inputs equal the cached first activation (same elements, row-major). Flat
+  /// samples (one pixel) keep the batch's shape there, so no reshaped copy is needed.
+  bool same_input(const matrix& cached, const matrix& x) const {
+    if (input_.pixels() == 1) return P::equal(cached, x);
     matrix reshaped;
     P::reshape(cached, P::rows(x), P::cols(x), reshaped);
     return P::equal(reshaped, x);
   }
 
   /// Backpropagation of L = (1/B) Σ c_i ℓ_i for the given c, writing ∂L/∂θ to out and ∂L/∂α
-  /// to arch_grad. With `store`, keeps each layer's output adjoint and the gradient in the
-  /// cache (the HVP's tangent pass needs them).
+  /// to arch_grad. With `store` (out is then the cache's gradient), keeps each layer's output
+  /// adjoint in the cache (the HVP's tangent pass needs them); without, the adjoints go
+  /// through two scratch buffers in turn. Layers overwrite the buffers they are given, so the
+  /// buffers of the last call are reused as they are.
   void backward(const vector& weights, bool store, vector& out, vector& arch_grad) const {
     value_cache& c = cache_;
     const std::size_t batch = P::rows(c.targets), L = layers_.size();
+    if (store) c.backward_done = false;  // c.g is overwritten below: valid again only at the end
     P::resize(out, num_parameters_);  // every parameter segment is written below
     arch_grad = P::zeros(arch_size_);
-    matrix g = c.d, g_in;
-    vector scaled = weights;
-    P::scale(scaled, scalar(1.0 / double(batch)));
-    P::scale_rows(g, scaled);
-    if (store) c.g.assign(L, {});
+    std::vector<matrix>& gs = store ? c.g : scratch_.g;
+    gs.resize(store ? L : 2);
+    // adjoint(l) = ∂L/∂acts[l+1]: stored per layer, or alternating between the two scratch matrices.
+    auto adjoint = [&](std::size_t l) -> matrix& { return store ? gs[l] : gs[l % 2]; };
+    matrix& top = adjoint(L - 1);
+    top = c.d;
+    P::copy(weights, scratch_.scaled);
+    P::scale(scratch_.scaled, scalar(1.0 / double(batch)));
+    P::scale_rows(top, scratch_.scaled);
     for (std::size_t l = L; l-- > 0;) {
+      matrix* g_in = l > 0 ? &adjoint(l - 1) : nullptr;
       std::visit([&](const auto& layer) {
         if constexpr (std::is_same_v<std::decay_t<decltype(layer)>, mixed_layer<P>>)
-          layer.backward(c.theta, c.acts[l], g, batch, c.layers[l], l > 0 ? &g_in : nullptr, out, &arch_grad);
+          layer.backward(c.theta, c.acts[l], adjoint(l), batch, c.layers[l], g_in, out, &arch_grad);
         else
-          layer.backward(c.theta, c.acts[l], g, batch, c.layers[l], l > 0 ? &g_in : nullptr, out);
+          layer.backward(c.theta, c.acts[l], adjoint(l), batch, c.layers[l], g_in, out);
       }, layers_[l]);
-      if (store) c.g[l] = std::move(g);
-      g = std::move(g_in);
-      g_in = matrix();
     }
-    if (store) {
-      c.gradient = out;
-      c.backward_done = true;
-    }
+    if (store) c.backward_done = true;
   }
 
   /// dots[l] = Ṙ(acts[l]) along (v, u) (dots[0] is the data's: zero, left empty). The last
   /// pass along a θ-direction is kept, so an HVP and a mixed product along the same v (the
-  /// full second-order pass of a hypergradient step) push the tangent forward once.
-  void tangent_forward(const vector& v, const vector* u, std::vector<matrix>& dots) const {
+  /// full second-order pass of a hypergradient step) push the tangent forward once. Returns
+  /// the kept pass (u null) or a scratch one (u given), valid until the next tangent pass.
+  const std::vector<matrix>& tangent_forward(const vector& v, const vector* u) const {
     value_cache& c = cache_;
-    if (!u && last_tangent_.valid && last_tangent_.generation == generation_ && P::equal(last_tangent_.v, v)) {
-      dots = last_tangent_.dots;
-      return;
-    }
+    if (!u && last_tangent_.valid && last_tangent_.generation == generation_ && P::equal(last_tangent_.v, v))
+      return last_tangent_.dots;
+    // Any tangent pass invalidates the kept one: mixed operations keep their candidates'
+    // tangents of the latest pass (layers/mixed.hpp), which tangent_backward reads.
+    last_tangent_.valid = false;
+    std::vector<matrix>& dots = u ? scratch_.dots : last_tangent_.dots;
     const std::size_t batch = P::rows(c.targets);
-    dots.assign(layers_.size() + 1, {});
+    dots.resize(layers_.size() + 1);  // layers overwrite their entries; dots[0] stays empty
     for (std::size_t l = 0; l < layers_.size(); ++l)
       std::visit([&](const auto& layer) {
         const matrix* in_dot = l > 0 ? &dots[l] : nullptr;
@@ -442,12 +462,12 @@ class sequential {
         else
           layer.tangent_forward(c.theta, v, c.acts[l], in_dot, batch, c.layers[l], dots[l + 1]);
       }, layers_[l]);
-    last_tangent_.valid = !u;
     if (!u) {
       last_tangent_.generation = generation_;
-      last_tangent_.v = v;
-      last_tangent_.dots = dots;
+      P::copy(v, last_tangent_.v);
+      last_tangent_.valid = true;
     }
+    return dots;
   }
 
   /// The tangent of the backward pass: the HVP (and, given arch_dot, the tangent of ∂L/∂α).
@@ -456,36 +476,36 @@ class sequential {
     value_cache& c = cache_;
     const std::size_t batch = P::rows(c.targets), L = layers_.size();
     P::resize(out, num_parameters_);
-    // Ḋ: cross-entropy (Σt)·ṗ with ṗ = p ⊙ ż − p·⟨p, ż⟩; squared error ż.
-    matrix g_dot, g_in_dot;
+    // Ḋ: cross-entropy (Σt)·ṗ with ṗ = p ⊙ ż − p·⟨p, ż⟩; squared error ż. The adjoint's
+    // tangent alternates between two scratch matrices, layer by layer.
+    scratch_buffers& s = scratch_;
     const matrix& z_dot = dots.back();
     if (loss_ == loss_kind::cross_entropy) {
-      matrix p, pz;
-      P::row_softmax(c.acts.back(), p);
-      P::hadamard(p, z_dot, g_dot);
-      vector pdz;
-      P::row_dots(p, z_dot, pdz);
-      pz = p;
-      P::scale_rows(pz, pdz);
-      P::axpy(scalar(-1), pz, g_dot);
-      P::scale_rows(g_dot, c.target_mass);
+      P::row_softmax(c.acts.back(), s.p);
+      P::hadamard(s.p, z_dot, s.g_dot);
+      P::row_dots(s.p, z_dot, s.pdz);
+      s.pz = s.p;
+      P::scale_rows(s.pz, s.pdz);
+      P::axpy(scalar(-1), s.pz, s.g_dot);
+      P::scale_rows(s.g_dot, c.target_mass);
     } else {
-      g_dot = z_dot;
+      s.g_dot = z_dot;
     }
-    vector scaled = c.weights;
-    P::scale(scaled, scalar(1.0 / double(batch)));
-    P::scale_rows(g_dot, scaled);
+    P::copy(c.weights, s.scaled);
+    P::scale(s.scaled, scalar(1.0 / double(batch)));
+    P::scale_rows(s.g_dot, s.scaled);
+    matrix* g_dot = &s.g_dot;
+    matrix* g_in_dot = &s.g_in_dot;
     for (std::size_t l = L; l-- > 0;) {
       std::visit([&](const auto& layer) {
         const matrix* in_dot = l > 0 ? &dots[l] : nullptr;
-        matrix* gx = l > 0 ? &g_in_dot : nullptr;
+        matrix* gx = l > 0 ? g_in_dot : nullptr;
         if constexpr (std::is_same_v<std::decay_t<decltype(layer)>, mixed_layer<P>>)
-          layer.tangent_backward(c.theta, v, u, c.acts[l], in_dot, c.g[l], g_dot, batch, c.layers[l], gx, out, arch_dot);
+          layer.tangent_backward(c.theta, v, u, c.acts[l], in_dot, c.g[l], *g_dot, batch, c.layers[l], gx, out, arch_dot);
         else
-          layer.tangent_backward(c.theta, v, c.acts[l], in_dot, c.g[l], g_dot, batch, c.layers[l], gx, out);
+          layer.tangent_backward(c.theta, v, c.acts[l], in_dot, c.g[l], *g_dot, batch, c.layers[l], gx, out);
       }, layers_[l]);
-      g_dot = std::move(g_in_dot);
-      g_in_dot = matrix();
+      std::swap(g_dot, g_in_dot);
     }
   }
 
@@ -503,6 +523,7 @@ class sequential {
   };
   mutable tangent_cache last_tangent_;
   mutable std::size_t generation_ = 0;
+  mutable scratch_buffers scratch_;
 };
 
 }  // namespace bilevel::learners

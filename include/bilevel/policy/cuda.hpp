@@ -320,6 +320,23 @@ struct cuda {
     require_range(dst, offset, m * n, "gemm_into_segment");
     product(alpha, a, trans_a, b, trans_b, beta, dst.data() + offset);
   }
+  /// C = alpha op(A) op(S) + beta C, S the r × c row-major matrix at theta[offset, ...), read
+  /// in place (no unflattened copy). With beta == 0, C is resized and its old contents ignored.
+  static void gemm_by_segment(scalar alpha, const matrix& a, bool trans_a, const vector& theta, std::size_t offset,
+                              std::size_t r, std::size_t c, bool trans_b, scalar beta, matrix& out) {
+    require_range(theta, offset, r * c, "gemm_by_segment");
+    if ((trans_a ? a.rows() : a.cols()) != (trans_b ? c : r))
+      throw std::invalid_argument("bilevel::policy::cuda::gemm_by_segment: inner dimensions differ: A is " + shape(a) +
+                                  (trans_a ? "ᵀ" : "") + ", the segment is " + std::to_string(r) + "x" +
+                                  std::to_string(c) + (trans_b ? "ᵀ" : ""));
+    const std::size_t m = trans_a ? a.cols() : a.rows();
+    const std::size_t n = trans_b ? r : c;
+    if (beta == scalar(0)) out.resize(m, n);
+    else if (out.rows() != m || out.cols() != n)
+      throw std::invalid_argument("bilevel::policy::cuda::gemm_by_segment: C is " + shape(out) + ", expected " +
+                                  std::to_string(m) + "x" + std::to_string(n));
+    product(alpha, a, trans_a, theta.data() + offset, r, c, trans_b, beta, out.data());
+  }
   /// dst[offset, offset + |v|) = v.
   static void set_segment(const vector& v, vector& dst, std::size_t offset) {
     require_range(dst, offset, v.size(), "set_segment");
@@ -643,8 +660,13 @@ struct cuda {
   /// transpose flags as given. With beta == 0 cuBLAS does not read C (no 0·NaN).
   static void product(scalar alpha, const matrix& a, bool trans_a, const matrix& b, bool trans_b, scalar beta,
                       scalar* c) {
+    product(alpha, a, trans_a, b.data(), b.rows(), b.cols(), trans_b, beta, c);
+  }
+  /// The same with B the b_rows × b_cols row-major matrix at b (device memory).
+  static void product(scalar alpha, const matrix& a, bool trans_a, const scalar* b, std::size_t b_rows,
+                      std::size_t b_cols, bool trans_b, scalar beta, scalar* c) {
     const std::size_t m = trans_a ? a.cols() : a.rows(), k = trans_a ? a.rows() : a.cols();
-    const std::size_t n = trans_b ? b.rows() : b.cols();
+    const std::size_t n = trans_b ? b_rows : b_cols;
     if (m == 0 || n == 0) return;
     if (k == 0) {
       if (beta == scalar(0)) zero(c, m * n);
@@ -653,13 +675,11 @@ struct cuda {
     }
     const auto op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, op_b = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
     const auto M = std::int64_t(n), N = std::int64_t(m), K = std::int64_t(k);
-    const auto ldb = std::int64_t(b.cols()), lda = std::int64_t(a.cols()), ldc = std::int64_t(n);
+    const auto ldb = std::int64_t(b_cols), lda = std::int64_t(a.cols()), ldc = std::int64_t(n);
     if constexpr (std::is_same_v<scalar, float>)
-      BILEVEL_CUDA_CHECK(
-          cublasSgemm_64(blas(), op_b, op_a, M, N, K, &alpha, b.data(), ldb, a.data(), lda, &beta, c, ldc));
+      BILEVEL_CUDA_CHECK(cublasSgemm_64(blas(), op_b, op_a, M, N, K, &alpha, b, ldb, a.data(), lda, &beta, c, ldc));
     else
-      BILEVEL_CUDA_CHECK(
-          cublasDgemm_64(blas(), op_b, op_a, M, N, K, &alpha, b.data(), ldb, a.data(), lda, &beta, c, ldc));
+      BILEVEL_CUDA_CHECK(cublasDgemm_64(blas(), op_b, op_a, M, N, K, &alpha, b, ldb, a.data(), lda, &beta, c, ldc));
   }
 
   /// Σ term(i) for i < n in double: per-block partials, then one block; fixed order.

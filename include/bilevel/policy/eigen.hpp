@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cmath>
 #include <cstddef>
+#include <limits>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -63,7 +64,15 @@ struct eigen {
       total += static_cast<double>(x.segment(i, std::min<Eigen::Index>(block, x.size() - i)).sum());
     return total;
   }
-  static bool all_finite(const vector& x) { return x.allFinite(); }
+  /// No NaN or ±Inf. |x| <= max is false for exactly those; the loop over it has no branch, so
+  /// the compiler vectorises it (Eigen's allFinite() tests one element at a time).
+  static bool all_finite(const vector& x) {
+    const scalar* p = x.data();
+    const std::size_t n = std::size_t(x.size());
+    unsigned bad = 0;
+    for (std::size_t i = 0; i < n; ++i) bad |= unsigned(!(std::abs(p[i]) <= std::numeric_limits<scalar>::max()));
+    return bad == 0;
+  }
 
   /// out = x ⊙ y (element-wise product), for vectors and matrices alike.
   template <class T>
@@ -73,17 +82,29 @@ struct eigen {
     out = x.cwiseProduct(y);
   }
   /// out_i = f(x_i); `f` is a plain functor so that device back ends can run the same map.
+  /// A plain loop over the storage rather than Eigen's unaryExpr: with a branch-free f (the
+  /// ReLU's maps) the compiler vectorises it, which it does not do through Eigen's evaluator.
+  /// out may be x (each element is read before it is written).
   template <class T, class F>
     requires std::same_as<T, vector> || std::same_as<T, matrix>
   static void transform(const T& x, T& out, F f) {
-    out = x.unaryExpr(f);
+    shape_like(x, out);
+    const scalar* in = x.data();
+    scalar* o = out.data();
+    const std::size_t n = std::size_t(x.size());
+    for (std::size_t i = 0; i < n; ++i) o[i] = f(in[i]);
   }
-  /// out_i = f(x_i, y_i).
+  /// out_i = f(x_i, y_i); out may be x or y.
   template <class T, class F>
     requires std::same_as<T, vector> || std::same_as<T, matrix>
   static void transform(const T& x, const T& y, T& out, F f) {
     require_same_shape(x, y, "transform");
-    out = x.binaryExpr(y, f);
+    shape_like(x, out);
+    const scalar* a = x.data();
+    const scalar* b = y.data();
+    scalar* o = out.data();
+    const std::size_t n = std::size_t(x.size());
+    for (std::size_t i = 0; i < n; ++i) o[i] = f(a[i], b[i]);
   }
 
   /// y = alpha op(A) x + beta y, op(A) = A or Aᵀ. With beta == 0, y is resized and its old
@@ -160,6 +181,26 @@ struct eigen {
     require_range(dst, offset, std::size_t(m * n), "gemm_into_segment");
     Eigen::Map<matrix> c(dst.data() + offset, m, n);
     product_into(alpha, a, trans_a, b, trans_b, beta, c);
+  }
+  /// C = alpha op(A) op(S) + beta C, S the rows×cols matrix stored row-major in
+  /// theta[offset, offset + rows·cols), read in place: a layer's weights enter its products
+  /// without being unflattened into a copy first. With beta == 0, C is resized and its old
+  /// contents ignored.
+  static void gemm_by_segment(scalar alpha, const matrix& a, bool trans_a, const vector& theta, std::size_t offset,
+                              std::size_t r, std::size_t c, bool trans_b, scalar beta, matrix& out) {
+    require_range(theta, offset, r * c, "gemm_by_segment");
+    const Eigen::Map<const matrix> b(theta.data() + offset, static_cast<Eigen::Index>(r), static_cast<Eigen::Index>(c));
+    if ((trans_a ? a.rows() : a.cols()) != (trans_b ? b.cols() : b.rows()))
+      throw std::invalid_argument("bilevel::policy::eigen::gemm_by_segment: inner dimensions differ: A is " + shape(a) +
+                                  (trans_a ? "ᵀ" : "") + ", the segment is " + std::to_string(r) + "x" +
+                                  std::to_string(c) + (trans_b ? "ᵀ" : ""));
+    const Eigen::Index m = trans_a ? a.cols() : a.rows();
+    const Eigen::Index n = trans_b ? b.rows() : b.cols();
+    if (beta == scalar(0)) out.resize(m, n);
+    else if (out.rows() != m || out.cols() != n)
+      throw std::invalid_argument("bilevel::policy::eigen::gemm_by_segment: C is " + shape(out) + ", expected " +
+                                  std::to_string(m) + "x" + std::to_string(n));
+    product_into(alpha, a, trans_a, b, trans_b, beta, out);
   }
   /// dst[offset, offset + |v|) = v.
   static void set_segment(const vector& v, vector& dst, std::size_t offset) {
@@ -288,17 +329,22 @@ struct eigen {
   /// out (r × 1) = row sums of m.
   static void row_sums(const matrix& m, vector& out) { out = m.rowwise().sum(); }
 
-  /// Exact equality (shape and every element): what forward-pass caches key on.
-  static bool equal(const vector& a, const vector& b) { return a.size() == b.size() && a == b; }
+  /// Exact equality (shape and every element; NaN equals nothing): what forward-pass caches
+  /// key on. Compared a block at a time with a branch-free loop the compiler vectorises
+  /// (Eigen's `a == b` tests one element at a time, which made these checks ~9% of a
+  /// training step), stopping after the first block that differs: a moved θ differs at once.
+  static bool equal(const vector& a, const vector& b) {
+    return a.size() == b.size() && same_elements(a.data(), b.data(), std::size_t(a.size()));
+  }
   static bool equal(const matrix& a, const matrix& b) {
-    return a.rows() == b.rows() && a.cols() == b.cols() && a == b;
+    return a.rows() == b.rows() && a.cols() == b.cols() && same_elements(a.data(), b.data(), std::size_t(a.size()));
   }
   static std::vector<scalar> matrix_to_host(const matrix& m) { return {m.data(), m.data() + m.size()}; }
 
   /// C = alpha op(A) op(B) + beta C on any writable matrix expression (a matrix or a map of
   /// a segment); with beta == 0 the old contents are not read (no zero-fill pass, no 0·NaN).
-  template <class Dst>
-  static void product_into(scalar alpha, const matrix& a, bool trans_a, const matrix& b, bool trans_b, scalar beta,
+  template <class Dst, class B = matrix>
+  static void product_into(scalar alpha, const matrix& a, bool trans_a, const B& b, bool trans_b, scalar beta,
                            Dst& c) {
     if (beta == scalar(0)) {
       if (trans_a && trans_b) c.noalias() = alpha * (a.transpose() * b.transpose());
@@ -332,6 +378,21 @@ struct eigen {
 
  private:
   static constexpr Eigen::Index block = 256;
+  static bool same_elements(const scalar* a, const scalar* b, std::size_t n) {
+    constexpr std::size_t chunk = 512;  // 2 KB of floats: small enough to stop early, long enough to vectorise
+    for (std::size_t start = 0; start < n; start += chunk) {
+      const std::size_t end = std::min(n, start + chunk);
+      unsigned differ = 0;
+      for (std::size_t i = start; i < end; ++i) differ |= unsigned(!(a[i] == b[i]));
+      if (differ != 0) return false;
+    }
+    return true;
+  }
+  template <class T>
+  static void shape_like(const T& x, T& out) {
+    if constexpr (std::is_same_v<T, vector>) out.resize(x.size());
+    else out.resize(x.rows(), x.cols());
+  }
   static std::string shape(const matrix& m) {
     return std::to_string(m.rows()) + "x" + std::to_string(m.cols());
   }

@@ -146,6 +146,17 @@ struct xtensor {
     range(dst.size(), offset, m * n, "gemm_into_segment");
     product(alpha, a, trans_a, b, trans_b, beta, dst.data() + offset);
   }
+  /// C = alpha op(A) op(S) + beta C, S the r × c row-major matrix at theta[offset, ...), in place.
+  static void gemm_by_segment(scalar alpha, const matrix& a, bool trans_a, const vector& theta, std::size_t offset,
+                              std::size_t r, std::size_t c, bool trans_b, scalar beta, matrix& out) {
+    range(theta.size(), offset, r * c, "gemm_by_segment");
+    const std::size_t m = trans_a ? cols(a) : rows(a), n = trans_b ? r : c;
+    if (beta == scalar(0)) out = matrix_zeros(m, n);
+    else if (rows(out) != m || cols(out) != n)
+      throw std::invalid_argument("bilevel::policy::xtensor::gemm_by_segment: C is " + shape(out) + ", expected " +
+                                  std::to_string(m) + "x" + std::to_string(n));
+    product(alpha, a, trans_a, theta.data() + offset, r, c, trans_b, beta, out.data());
+  }
   static void set_segment(const vector& v, vector& dst, std::size_t offset) {
     range(dst.size(), offset, v.size(), "set_segment");
     std::copy(v.begin(), v.end(), dst.data() + offset);
@@ -297,11 +308,17 @@ struct xtensor {
   /// C (row-major, at c) = alpha op(A) op(B) + beta C, by CBLAS.
   static void product(scalar alpha, const matrix& a, bool trans_a, const matrix& b, bool trans_b, scalar beta,
                       scalar* c) {
+    product(alpha, a, trans_a, b.data(), rows(b), cols(b), trans_b, beta, c);
+  }
+  /// The same with B the b_rows × b_cols row-major matrix at b.
+  static void product(scalar alpha, const matrix& a, bool trans_a, const scalar* b, std::size_t b_rows,
+                      std::size_t b_cols, bool trans_b, scalar beta, scalar* c) {
     const std::size_t m = trans_a ? cols(a) : rows(a), k = trans_a ? rows(a) : cols(a);
-    const std::size_t kb = trans_b ? cols(b) : rows(b), n = trans_b ? rows(b) : cols(b);
+    const std::size_t kb = trans_b ? b_cols : b_rows, n = trans_b ? b_rows : b_cols;
     if (k != kb)
       throw std::invalid_argument("bilevel::policy::xtensor::gemm: inner dimensions differ: A is " + shape(a) +
-                                  (trans_a ? "ᵀ" : "") + ", B is " + shape(b) + (trans_b ? "ᵀ" : ""));
+                                  (trans_a ? "ᵀ" : "") + ", B is " + std::to_string(b_rows) + "x" +
+                                  std::to_string(b_cols) + (trans_b ? "ᵀ" : ""));
     if (m == 0 || n == 0) return;
     if (k == 0) {
       for (std::size_t i = 0; i < m * n; ++i) c[i] = beta == scalar(0) ? scalar(0) : c[i] * beta;
@@ -309,11 +326,11 @@ struct xtensor {
     }
     const auto ta = trans_a ? CblasTrans : CblasNoTrans, tb = trans_b ? CblasTrans : CblasNoTrans;
     if constexpr (std::is_same_v<Scalar, float>)
-      cblas_sgemm(CblasRowMajor, ta, tb, int(m), int(n), int(k), alpha, a.data(), int(cols(a)), b.data(), int(cols(b)),
-                  beta, c, int(n));
+      cblas_sgemm(CblasRowMajor, ta, tb, int(m), int(n), int(k), alpha, a.data(), int(cols(a)), b, int(b_cols), beta,
+                  c, int(n));
     else
-      cblas_dgemm(CblasRowMajor, ta, tb, int(m), int(n), int(k), alpha, a.data(), int(cols(a)), b.data(), int(cols(b)),
-                  beta, c, int(n));
+      cblas_dgemm(CblasRowMajor, ta, tb, int(m), int(n), int(k), alpha, a.data(), int(cols(a)), b, int(b_cols), beta,
+                  c, int(n));
   }
   static std::string shape(const matrix& m) { return std::to_string(rows(m)) + "x" + std::to_string(cols(m)); }
   static void same(std::size_t a, std::size_t b, const char* op) {

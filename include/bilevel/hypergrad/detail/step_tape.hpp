@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <deque>
 #include <span>
+#include <type_traits>
 #include <vector>
 
 #include "bilevel/core/hypergradient_report.hpp"
@@ -95,26 +96,57 @@ void reverse_through_steps(Level& lv, input_list<typename Level::policy> in, con
 /// With `first_on_next_batch`, the first virtual step sees the batch the level's next real
 /// step will take (level::peek_batch), as the official Meta-Weight-Net, L2RW and DARTS code
 /// do when the upper level is scheduled before the lower one.
+///
+/// The records of the previous call are overwritten rather than rebuilt (when the batch type
+/// can be assigned): assigning a same-sized vector or matrix keeps its buffer, so a look-ahead
+/// step every outer iteration does not allocate its tape's θ, state, gradient and batch afresh.
 template <class Level>
 vector_t<typename Level::policy> virtual_steps(Level& lv, input_list<typename Level::policy> in,
                                                std::size_t n,
                                                std::deque<step_record<typename Level::learner_type>>& tape,
                                                hypergradient_report& r, bool first_on_next_batch = false) {
-  tape.clear();
+  using batch_type = typename Level::learner_type::batch_type;
+  constexpr bool reuse = std::is_copy_assignable_v<batch_type> && std::is_move_assignable_v<batch_type>;
+  if constexpr (!reuse) tape.clear();
+  while (tape.size() > n) tape.pop_back();
   auto theta = lv.theta;
   auto state = lv.state;
-  for (std::size_t t = 0; t < n; ++t) {
+  // The record of step t: the old one overwritten, or a new one.
+  auto record_for = [&](std::size_t t) -> step_record<typename Level::learner_type>& {
+    [[maybe_unused]] const bool peek = t == 0 && first_on_next_batch;
+    if constexpr (reuse) {
+      if (t < tape.size()) {
+        auto& old = tape[t];
+        old.theta = theta;
+        old.state = state;
+        if constexpr (requires { lv.peek_batch(); }) {
+          if (peek) {
+            old.batch = lv.peek_batch();
+            return old;
+          }
+        }
+        old.batch = lv.next_batch();
+        return old;
+      }
+    }
     auto batch = [&] {
       if constexpr (requires { lv.peek_batch(); }) {
-        if (t == 0 && first_on_next_batch) return lv.peek_batch();
+        if (peek) return lv.peek_batch();
       }
       return lv.next_batch();
     }();
-    step_record<typename Level::learner_type> rec{theta, state, {}, std::move(batch)};
-    lv.learner.gradient(theta, in, rec.batch, rec.gradient);
-    ++r.gradient_evals;
-    lv.optimizer.step(theta, state, rec.gradient);
-    tape.push_back(std::move(rec));
+    return tape.emplace_back(step_record<typename Level::learner_type>{theta, state, {}, std::move(batch)});
+  };
+  try {
+    for (std::size_t t = 0; t < n; ++t) {
+      auto& rec = record_for(t);
+      lv.learner.gradient(theta, in, rec.batch, rec.gradient);
+      ++r.gradient_evals;
+      lv.optimizer.step(theta, state, rec.gradient);
+    }
+  } catch (...) {
+    tape.clear();  // a record may hold a new θ and batch with an old gradient: keep none
+    throw;
   }
   return theta;
 }

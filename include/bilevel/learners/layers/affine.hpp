@@ -22,44 +22,42 @@ struct affine_map {
   [[nodiscard]] std::size_t num_parameters() const { return fan_in * fan_out + fan_out; }
   [[nodiscard]] std::size_t bias_offset() const { return offset + fan_in * fan_out; }
 
-  void forward(const vector& theta, const matrix& x, matrix& out, matrix& w) const {
-    P::unflatten(theta, offset, fan_in, fan_out, w);
+  // W (and the direction's V) enter the products where they lie in θ (v), through
+  // gemm_by_segment: no unflattened copy of a layer's weights per pass.
+  void forward(const vector& theta, const matrix& x, matrix& out) const {
     vector b;
     P::segment(theta, bias_offset(), fan_out, b);
-    P::gemm(scalar(1), x, false, w, false, scalar(0), out);
+    P::gemm_by_segment(scalar(1), x, false, theta, offset, fan_in, fan_out, false, scalar(0), out);
     P::add_row(out, b);
   }
   /// grad segment from g; dx = g Wᵀ when wanted.
-  void backward(const matrix& x, const matrix& g, const matrix& w, matrix* dx, vector& grad) const {
+  void backward(const vector& theta, const matrix& x, const matrix& g, matrix* dx, vector& grad) const {
     P::gemm_into_segment(scalar(1), x, true, g, false, scalar(0), grad, offset);
     vector db;
     P::column_sums(g, db);
     P::set_segment(db, grad, bias_offset());
-    if (dx) P::gemm(scalar(1), g, false, w, true, scalar(0), *dx);
+    if (dx) P::gemm_by_segment(scalar(1), g, false, theta, offset, fan_in, fan_out, true, scalar(0), *dx);
   }
   /// out_dot = X V + 1 v_bᵀ (+ Ẋ W).
-  void tangent_forward(const vector& v, const matrix& x, const matrix* x_dot, const matrix& w, matrix& out_dot) const {
-    matrix vw;
+  void tangent_forward(const vector& theta, const vector& v, const matrix& x, const matrix* x_dot,
+                       matrix& out_dot) const {
     vector vb;
-    P::unflatten(v, offset, fan_in, fan_out, vw);
     P::segment(v, bias_offset(), fan_out, vb);
-    P::gemm(scalar(1), x, false, vw, false, scalar(0), out_dot);
-    if (x_dot) P::gemm(scalar(1), *x_dot, false, w, false, scalar(1), out_dot);
+    P::gemm_by_segment(scalar(1), x, false, v, offset, fan_in, fan_out, false, scalar(0), out_dot);
+    if (x_dot) P::gemm_by_segment(scalar(1), *x_dot, false, theta, offset, fan_in, fan_out, false, scalar(1), out_dot);
     P::add_row(out_dot, vb);
   }
   /// grad_dot segment = Xᵀ ġ (+ Ẋᵀ g); dx_dot = ġ Wᵀ + g Vᵀ when wanted.
-  void tangent_backward(const vector& v, const matrix& x, const matrix* x_dot, const matrix& g, const matrix& g_dot,
-                        const matrix& w, matrix* dx_dot, vector& grad_dot) const {
+  void tangent_backward(const vector& theta, const vector& v, const matrix& x, const matrix* x_dot, const matrix& g,
+                        const matrix& g_dot, matrix* dx_dot, vector& grad_dot) const {
     P::gemm_into_segment(scalar(1), x, true, g_dot, false, scalar(0), grad_dot, offset);
     if (x_dot) P::gemm_into_segment(scalar(1), *x_dot, true, g, false, scalar(1), grad_dot, offset);
     vector db;
     P::column_sums(g_dot, db);
     P::set_segment(db, grad_dot, bias_offset());
     if (dx_dot) {
-      matrix vw;
-      P::unflatten(v, offset, fan_in, fan_out, vw);
-      P::gemm(scalar(1), g_dot, false, w, true, scalar(0), *dx_dot);
-      P::gemm(scalar(1), g, false, vw, true, scalar(1), *dx_dot);
+      P::gemm_by_segment(scalar(1), g_dot, false, theta, offset, fan_in, fan_out, true, scalar(0), *dx_dot);
+      P::gemm_by_segment(scalar(1), g, false, v, offset, fan_in, fan_out, true, scalar(1), *dx_dot);
     }
   }
   /// Uniform(±bound) weights, zero bias: He (bound √(6/fan_in)) before a ReLU, Glorot

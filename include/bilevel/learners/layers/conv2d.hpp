@@ -40,26 +40,26 @@ struct conv2d_layer {
 
   void forward(const vector& theta, const matrix& x, std::size_t batch, matrix& y, layer_cache<P>& c) const {
     P::gather_per_sample(x, index_, batch, out.pixels(), map.fan_in, c.cols);
-    map.forward(theta, c.cols, y, c.weights);
+    map.forward(theta, c.cols, y);
   }
-  void backward(const vector&, const matrix& x, const matrix& g, std::size_t batch, const layer_cache<P>& c,
+  void backward(const vector& theta, const matrix& x, const matrix& g, std::size_t batch, const layer_cache<P>& c,
                 matrix* gx, vector& grad) const {
     matrix dcols;
-    map.backward(c.cols, g, c.weights, gx ? &dcols : nullptr, grad);
+    map.backward(theta, c.cols, g, gx ? &dcols : nullptr, grad);
     if (gx) col2im(dcols, x, batch, *gx);
   }
-  void tangent_forward(const vector&, const vector& v, const matrix&, const matrix* x_dot, std::size_t batch,
+  void tangent_forward(const vector& theta, const vector& v, const matrix&, const matrix* x_dot, std::size_t batch,
                        const layer_cache<P>& c, matrix& y_dot) const {
     matrix cols_dot;
     if (x_dot) P::gather_per_sample(*x_dot, index_, batch, out.pixels(), map.fan_in, cols_dot);
-    map.tangent_forward(v, c.cols, x_dot ? &cols_dot : nullptr, c.weights, y_dot);
+    map.tangent_forward(theta, v, c.cols, x_dot ? &cols_dot : nullptr, y_dot);
   }
-  void tangent_backward(const vector&, const vector& v, const matrix& x, const matrix* x_dot, const matrix& g,
+  void tangent_backward(const vector& theta, const vector& v, const matrix& x, const matrix* x_dot, const matrix& g,
                         const matrix& g_dot, std::size_t batch, const layer_cache<P>& c, matrix* gx_dot,
                         vector& grad_dot) const {
     matrix cols_dot, dcols_dot;
     if (x_dot) P::gather_per_sample(*x_dot, index_, batch, out.pixels(), map.fan_in, cols_dot);
-    map.tangent_backward(v, c.cols, x_dot ? &cols_dot : nullptr, g, g_dot, c.weights, gx_dot ? &dcols_dot : nullptr,
+    map.tangent_backward(theta, v, c.cols, x_dot ? &cols_dot : nullptr, g, g_dot, gx_dot ? &dcols_dot : nullptr,
                          grad_dot);
     if (gx_dot) col2im(dcols_dot, x, batch, *gx_dot);
   }

@@ -25,21 +25,21 @@ struct dense_layer {
   }
   [[nodiscard]] std::size_t num_parameters() const { return map.num_parameters(); }
 
-  void forward(const vector& theta, const matrix& x, std::size_t, matrix& y, layer_cache<P>& c) const {
-    map.forward(theta, x, y, c.weights);
+  void forward(const vector& theta, const matrix& x, std::size_t, matrix& y, layer_cache<P>&) const {
+    map.forward(theta, x, y);
   }
-  void backward(const vector&, const matrix& x, const matrix& g, std::size_t, const layer_cache<P>& c, matrix* gx,
+  void backward(const vector& theta, const matrix& x, const matrix& g, std::size_t, const layer_cache<P>&, matrix* gx,
                 vector& grad) const {
-    map.backward(x, g, c.weights, gx, grad);
+    map.backward(theta, x, g, gx, grad);
   }
-  void tangent_forward(const vector&, const vector& v, const matrix& x, const matrix* x_dot, std::size_t,
-                       const layer_cache<P>& c, matrix& y_dot) const {
-    map.tangent_forward(v, x, x_dot, c.weights, y_dot);
+  void tangent_forward(const vector& theta, const vector& v, const matrix& x, const matrix* x_dot, std::size_t,
+                       const layer_cache<P>&, matrix& y_dot) const {
+    map.tangent_forward(theta, v, x, x_dot, y_dot);
   }
-  void tangent_backward(const vector&, const vector& v, const matrix& x, const matrix* x_dot, const matrix& g,
-                        const matrix& g_dot, std::size_t, const layer_cache<P>& c, matrix* gx_dot,
+  void tangent_backward(const vector& theta, const vector& v, const matrix& x, const matrix* x_dot, const matrix& g,
+                        const matrix& g_dot, std::size_t, const layer_cache<P>&, matrix* gx_dot,
                         vector& grad_dot) const {
-    map.tangent_backward(v, x, x_dot, g, g_dot, c.weights, gx_dot, grad_dot);
+    map.tangent_backward(theta, v, x, x_dot, g, g_dot, gx_dot, grad_dot);
   }
 };
 

@@ -15,7 +15,8 @@
 ///   tangent_backward(θ, v, in, in_dot*, g_out, g_out_dot, cache, g_in_dot*, grad_dot)
 ///                                                    Ṙ of the backward pass: its HVP segment
 /// (in_dot == nullptr means a zero input tangent: the data). This is Pearlmutter's
-/// R-operator, one layer at a time: exact, and about twice the GEMMs of the gradient.
+/// R-operator, one layer at a time: exact, and about twice the GEMMs of the gradient. Every
+/// pass gets the θ of the value pass; layers with weights read them there, in place.
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -36,7 +37,6 @@ struct geometry {
 template <tensor_policy P>
 struct layer_cache {
   typename P::matrix cols;            ///< im2col patches (convolution) or window contents (pooling)
-  typename P::matrix weights;         ///< the layer's weights, unflattened once per θ
   typename P::matrix choice;          ///< max-pooling: one-hot rows, the window element each output took
   // A mixed operation's candidates, each a little network of its own:
   vector_t<P> mix;                                   ///< softmax(α) of this edge
