@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 #pragma once
-// What the Fashion-MNIST experiments (examples 02, 03) share: command-line options, test
+// What the Fashion-MNIST experiments (examples 02, 03, 04) share: command-line options, test
 // accuracy (plain and class-balanced), the learning-rate schedule, per-run records and the
 // mean ± std summary. Not part of the library: a convenience of the examples.
 #include <bilevel/bilevel.hpp>
@@ -99,7 +99,7 @@ void for_chunks(const bilevel::data::dataset& d, F&& f) {
 struct accuracy_pair {
   double plain, balanced;
 };
-inline accuracy_pair accuracy(const bilevel::learners::mlp<P>& net, const P::vector& theta,
+inline accuracy_pair accuracy(const bilevel::learners::sequential<P>& net, const P::vector& theta,
                               const bilevel::data::dataset& d) {
   std::vector<std::size_t> correct(d.num_classes, 0), total(d.num_classes, 0);
   for_chunks(d, [&](const auto&, const auto& b) {
@@ -233,10 +233,11 @@ inline void print_summary(const std::vector<std::string>& methods, const std::ma
   }
 }
 
-/// Plain training, the baseline of every experiment: the same MLP, SGD with Nesterov
+/// Plain training, the baseline of every experiment: the same MLP (or any network without
+/// mixed operations, e.g. a searched architecture retrained from scratch), SGD with Nesterov
 /// momentum 0.9 and weight decay 5e-4, `schedule` for the learning rate, batches of 100;
 /// `on_epoch(θ)` after each epoch.
-inline void train_plain(const bilevel::learners::mlp<P>& net, std::shared_ptr<const bilevel::data::dataset> train,
+inline void train_plain(const bilevel::learners::sequential<P>& net, std::shared_ptr<const bilevel::data::dataset> train,
                         unsigned seed, std::size_t epochs, std::function<double(std::size_t)> schedule,
                         const std::function<void(const P::vector&)>& on_epoch) {
   auto theta = net.initial_parameters(seed);

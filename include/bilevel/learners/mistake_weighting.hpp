@@ -21,15 +21,25 @@
 /// scale that puts the similarities at O(1) (a random projection keeps pixel-space geometry),
 /// a CPU stand-in.
 ///
+/// Architecture-search form (LFM's NAS form, methods/lfm_architecture_search.hpp): W1 is a
+/// network with mixed operations and u_j = ℓ(A, W1; x̃_j, ỹ_j) depends on its architecture A
+/// too. The top vector is then [A | V | r]: the prefix that the data-reweighting form fills
+/// with B holds A (W1's architecture first; any further prefix entries are unused here), and
+/// the products in the top vector gain the path through u_j's dependence on A.
+///
 /// Exact products: Σ_i ρ_i ∂a_i/∂(V, r) and ∂a/∂(V, r)·t in closed form (the softmax's
 /// Jacobian); through u_j, the VJP in W1 is the gradient of Σ_j β_j u_j(W1) and the JVP the
-/// per-sample loss tangents, both taken by W1's own network (exact, via its R-operator).
+/// per-sample loss tangents, both taken by W1's own network (exact, via its R-operator); in
+/// A, the same network's architecture gradient with weights β, and per-reference
+/// architecture gradients for the JVP (reference_losses.hpp).
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "bilevel/core/learner.hpp"
@@ -50,9 +60,15 @@ class mistake_weighting {
   /// `table`: entries of B at the front of the top vector; `encoder_dim`: k.
   mistake_weighting(const std::vector<std::size_t>& first_learner_widths, const data::dataset& references,
                     std::size_t table, std::size_t encoder_dim)
-      : refs_(first_learner_widths, references), table_(table), k_(encoder_dim), d_(references.cols) {
-    if (encoder_dim == 0) throw std::invalid_argument("bilevel::learners::mistake_weighting: encoder dimension must be >= 1");
-  }
+      : mistake_weighting(reference_losses<P>(first_learner_widths, references), references, table, encoder_dim) {}
+
+  /// W1 any sequential network of `first_learner_layers` on `input`-shaped samples. With mixed
+  /// operations, W1's architecture is the first entries of the top vector's prefix of
+  /// `prefix` entries (prefix >= its size).
+  mistake_weighting(geometry input, const std::vector<layer::spec>& first_learner_layers,
+                    const data::dataset& references, std::size_t prefix, std::size_t encoder_dim)
+      : mistake_weighting(reference_losses<P>(input, first_learner_layers, references), references, prefix,
+                          encoder_dim) {}
 
   [[nodiscard]] std::size_t references() const { return refs_.size(); }
   [[nodiscard]] std::size_t top_size() const { return table_ + k_ * d_ + references(); }
@@ -60,6 +76,8 @@ class mistake_weighting {
     return slot == 0 ? refs_.num_parameters() : top_size();
   }
   [[nodiscard]] std::size_t encoder_offset() const { return table_; }
+  /// Entries of W1's architecture at the front of the top vector (0: W1 has none).
+  [[nodiscard]] std::size_t arch_size() const { return refs_.arch_size(); }
   [[nodiscard]] std::size_t r_offset() const { return table_ + k_ * d_; }
 
   /// The top vector's starting value: B = 1, r = 1, V random at the scale where the
@@ -89,13 +107,16 @@ class mistake_weighting {
     const std::size_t B = f.a.size(), n = references();
     std::vector<double> delta(B);
     for (std::size_t i = 0; i < B; ++i) delta[i] = double(rh[i]) * f.a[i] * (1.0 - f.a[i]);
-    if (slot == 0) {  // through u_j: Σ_j β_j ∇u_j(W1)
-      std::vector<double> beta(n, 0.0);
-      for (std::size_t i = 0; i < B; ++i)
-        for (std::size_t j = 0; j < n; ++j) beta[j] += delta[i] * f.x[i * n + j] * f.z(i, j) * f.r[j];
-      return refs_.vjp(*in[0], beta);
-    }
+    // β_j = Σ_i δ_i ∂e_i/∂u_j: the adjoint of W1's mistakes.
+    std::vector<double> beta(n, 0.0);
+    for (std::size_t i = 0; i < B; ++i)
+      for (std::size_t j = 0; j < n; ++j) beta[j] += delta[i] * f.x[i * n + j] * f.z(i, j) * f.r[j];
+    if (slot == 0) return refs_.vjp(*in[0], beta, f.arch_ptr());  // through u_j: Σ_j β_j ∇u_j(W1)
     std::vector<scalar_t<P>> out(top_size(), scalar_t<P>(0));
+    if (arch_size() > 0) {  // through u_j's architecture: Σ_j β_j ∂u_j/∂A
+      const auto ga = P::to_host(refs_.arch_vjp(*in[0], beta, f.arch));
+      std::copy(ga.begin(), ga.end(), out.begin());
+    }
     std::vector<scalar_t<P>> gamma(B * n);  // ∂/∂S_ij
     for (std::size_t i = 0; i < B; ++i)
       for (std::size_t j = 0; j < n; ++j) {
@@ -120,11 +141,19 @@ class mistake_weighting {
     const pass f = forward(in, b);
     const std::size_t B = f.a.size(), n = references();
     std::vector<double> e_dot(B, 0.0);
-    if (slot == 0) {  // through u̇_j = ⟨∇u_j, t⟩
-      const auto ud = refs_.jvp(*in[0], t);
+    // e_i moves with W1's mistakes as Σ_j x_ij z_ij r_j u̇_j.
+    auto through_mistakes = [&](const std::vector<double>& ud) {
       for (std::size_t i = 0; i < B; ++i)
         for (std::size_t j = 0; j < n; ++j) e_dot[i] += f.x[i * n + j] * f.z(i, j) * f.r[j] * ud[j];
+    };
+    if (slot == 0) {  // through u̇_j = ⟨∇u_j, t⟩
+      through_mistakes(refs_.jvp(*in[0], t, f.arch_ptr()));
     } else {
+      if (arch_size() > 0) {  // through u̇_j = ⟨∂u_j/∂A, t_A⟩
+        vector ta;
+        P::segment(t, 0, arch_size(), ta);
+        through_mistakes(refs_.arch_jvp(*in[0], ta, f.arch));
+      }
       const auto th = P::to_host(t);
       matrix Vd, Fd = P::matrix_zeros(B, k_), Gd = P::matrix_zeros(n, k_);
       P::unflatten(t, encoder_offset(), k_, d_, Vd);
@@ -147,6 +176,8 @@ class mistake_weighting {
 
  private:
   struct pass {
+    vector arch;                   // W1's architecture (empty when W1 has none)
+    [[nodiscard]] const vector* arch_ptr() const { return P::size(arch) > 0 ? &arch : nullptr; }
     matrix F, G;                   // B × k and n × k encodings
     std::vector<double> x, u, r, e, a;  // x: B × n similarities (softmax rows)
     std::vector<int> labels, ref_labels;
@@ -168,7 +199,8 @@ class mistake_weighting {
     f.n = n;
     f.labels = b.labels;
     f.ref_labels = refs_.labels();
-    f.u = refs_.losses(*in[0]);
+    if (arch_size() > 0) P::segment(*in[1], 0, arch_size(), f.arch);
+    f.u = refs_.losses(*in[0], f.arch_ptr());
     const auto top = P::to_host(*in[1]);
     f.r.assign(top.begin() + std::ptrdiff_t(r_offset()), top.end());
     matrix V;
@@ -197,6 +229,16 @@ class mistake_weighting {
       f.a[i] = f.e[i] >= 0 ? 1.0 / (1.0 + std::exp(-f.e[i])) : std::exp(f.e[i]) / (1.0 + std::exp(f.e[i]));
     }
     return f;
+  }
+
+  mistake_weighting(reference_losses<P> refs, const data::dataset& references, std::size_t prefix,
+                    std::size_t encoder_dim)
+      : refs_(std::move(refs)), table_(prefix), k_(encoder_dim), d_(references.cols) {
+    if (encoder_dim == 0) throw std::invalid_argument("bilevel::learners::mistake_weighting: encoder dimension must be >= 1");
+    if (refs_.arch_size() > table_)
+      throw std::invalid_argument("bilevel::learners::mistake_weighting: W1's architecture has " +
+                                  std::to_string(refs_.arch_size()) + " entries but the top vector's prefix only " +
+                                  std::to_string(table_));
   }
 
   reference_losses<P> refs_;
