@@ -17,6 +17,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "entry_op_checks.hpp"
 #include "per_sample_checks.hpp"
 #include "policies.hpp"
 #include "support.hpp"
@@ -323,6 +324,11 @@ TEST_CASE_TEMPLATE("policy: all_finite detects NaN and +-Inf anywhere", P, BILEV
 TEST_CASE_TEMPLATE("policy: per-sample gather and scatter-add, row_max_onehot, against host loops", P,
                    BILEVEL_FLOAT_POLICIES, BILEVEL_DOUBLE_POLICIES) {
   test::check_per_sample_maps<P>();
+}
+
+TEST_CASE_TEMPLATE("policy: axpy_entry and add_dot_into take their scalar from a vector entry", P,
+                   BILEVEL_FLOAT_POLICIES, BILEVEL_DOUBLE_POLICIES) {
+  test::check_entry_ops<P>();
 }
 
 TEST_CASE_TEMPLATE("policy: gemm_by_segment reads a segment of θ in place, as gemm reads it unflattened", P,

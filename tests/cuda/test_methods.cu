@@ -25,10 +25,10 @@ TEST_CASE("cuda methods<double>: three iterations of each agree with the Eigen p
     const std::size_t in_steps = marks[1] - marks[0];
     MESSAGE(std::string(cuda_test::name(k)) << ": " << in_steps << " array downloads in iterations 2-" << iterations);
     CHECK(C64::host_transforms() == maps);
-    // L2RW's table and rule and the teacher run with the policy's operations: their steps
-    // copy no array to the host. LFM's mistake weights and DARTS's mixing weights are still
-    // computed on the host (a batch- or α-sized copy per pass; README), reported above.
-    if (k == cuda_test::method_kind::l2rw || k == cuda_test::method_kind::teacher) CHECK(in_steps == 0);
+    // Every method's weighting (L2RW's table and rule, the teacher, LFM's mistake weights,
+    // LFM-CW's class weights) and DARTS's mixed operations run with the policy's operations:
+    // their steps copy no array to the host.
+    CHECK(in_steps == 0);
     REQUIRE(got.size() == want.size());
     for (std::size_t level = 0; level < got.size(); ++level) {
       CAPTURE(level);

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "common.hpp"
+#include "../entry_op_checks.hpp"
 #include "../per_sample_checks.hpp"
 
 static_assert(bilevel::tensor_policy<bilevel::policy::cuda<float>>);
@@ -616,4 +617,9 @@ TEST_CASE("cuda policy: a failed allocation throws cuda_error naming the bytes")
 TEST_CASE_TEMPLATE("cuda policy: per-sample gather and scatter-add, row_max_onehot, against host loops", P,
                    BILEVEL_CUDA_POLICIES) {
   test::check_per_sample_maps<P>();
+}
+
+TEST_CASE_TEMPLATE("cuda policy: axpy_entry and add_dot_into take their scalar from a vector entry", P,
+                   BILEVEL_CUDA_POLICIES) {
+  test::check_entry_ops<P>();
 }

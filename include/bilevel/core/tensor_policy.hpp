@@ -54,8 +54,9 @@ concept tensor_policy = requires(typename P::vector& v, const typename P::vector
 
 /// What layers need beyond tensor_policy: matrix views of segments of the flat parameter
 /// vector (copied out by `unflatten`, or used in place as a GEMM operand by
-/// `gemm_by_segment`), matrix BLAS-1 and element-wise maps, bias rows, row reductions and a
-/// stable row-wise softmax. Learners that are networks require this refinement.
+/// `gemm_by_segment`), matrix BLAS-1 and element-wise maps (`axpy_entry` and `add_dot_into`
+/// take and leave their scalar in a vector entry, so a device back end never reads it on the
+/// host), bias rows, row reductions and a stable row-wise softmax. Learners that are networks require this refinement.
 template <class P>
 concept nn_tensor_policy =
     tensor_policy<P> && requires(typename P::vector& v, const typename P::vector& cv, typename P::matrix& m,
@@ -68,6 +69,8 @@ concept nn_tensor_policy =
       P::gemm_by_segment(s, cm, false, cv, n, n, n, true, s, m);
       P::set_segment(cv, v, n);
       P::axpy(s, cm, m);
+      P::axpy_entry(s, cv, n, cm, m);
+      P::add_dot_into(cm, cm, v, n);
       P::scale(m, s);
       P::hadamard(cm, cm, m);
       P::add_row(m, cv);

@@ -14,12 +14,17 @@
 /// the ones it masters the least (c down to 0), and ω ∈ R^C, learned on the top level,
 /// sets how strongly. Inputs: slot 0 = W1's parameters (its solution), slot 1 = ω.
 /// Exact products in both: closed form in ω; through e_k(W1) via reference_losses.
-#include <cmath>
+///
+/// On the policy's operations throughout (nothing batch-sized crosses to the host on a device
+/// back end): d = D u with the constant C × n matrix D_kj = 1[ỹ_j = k]/n_k − 1/(C n_{ỹ_j}),
+/// and a batch's synthetic rows select classes through their one-hot targets. The batch's
+/// synthetic/real mask (from its ids) is the one batch-sized upload, made with the batch.
 #include <cstddef>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "bilevel/core/elementwise.hpp"
 #include "bilevel/core/learner.hpp"
 #include "bilevel/learners/classification_batch.hpp"
 #include "bilevel/learners/reference_losses.hpp"
@@ -32,6 +37,7 @@ template <nn_tensor_policy P>
 class class_mistake_weighting {
  public:
   using vector = vector_t<P>;
+  using matrix = typename P::matrix;
   static constexpr std::size_t num_inputs = 2;
 
   class_mistake_weighting(const std::vector<std::size_t>& first_learner_widths, const data::dataset& references,
@@ -44,74 +50,78 @@ class class_mistake_weighting {
         throw std::invalid_argument("bilevel::learners::class_mistake_weighting: no reference sample of class " +
                                     std::to_string(k));
     if (!(gamma_ >= 0.0)) throw std::invalid_argument("bilevel::learners::class_mistake_weighting: γ must be >= 0");
+    const std::size_t n = refs_.size();
+    std::vector<scalar_t<P>> D(classes_ * n);
+    for (std::size_t j = 0; j < n; ++j) {
+      const auto y = std::size_t(refs_.labels()[j]);
+      for (std::size_t k = 0; k < classes_; ++k)
+        D[k * n + j] = scalar_t<P>((k == y ? 1.0 / double(per_class_[y]) : 0.0) -
+                                   1.0 / (double(classes_) * double(per_class_[y])));
+    }
+    centring_ = P::matrix_from_host(classes_, n, D);
   }
 
   [[nodiscard]] std::size_t input_size(std::size_t slot) const { return slot == 0 ? refs_.num_parameters() : classes_; }
   [[nodiscard]] std::size_t classes() const { return classes_; }
 
-  /// c_k for every class at (W1, ω).
+  /// c_k for every class at (W1, ω), read on the host (a metric).
   [[nodiscard]] std::vector<double> class_weights(const vector& w1, const vector& omega) const {
-    return state(w1, omega).c;
+    const auto c = P::to_host(state(w1, omega).c);
+    return {c.begin(), c.end()};
   }
 
   vector gather(input_list<P> in, const classification_batch<P>& b, const sample_signals<P>&) const {
     const auto s = state(*in[0], *in[1]);
-    std::vector<scalar_t<P>> w(b.size());
-    for (std::size_t i = 0; i < b.size(); ++i)
-      w[i] = scalar_t<P>(synthetic(b, i) ? gamma_ * s.c[label(b, i)] : 1.0);
-    return P::from_host(w);
+    const rows r = batch_rows(b);
+    vector w = r.real;  // 1 on real rows, γ c_{y_i} on synthetic ones
+    P::gemv(scalar_t<P>(gamma_), r.synthetic_targets, false, s.c, scalar_t<P>(1), w);
+    return w;
   }
 
   vector scatter(input_list<P> in, const classification_batch<P>& b, const sample_signals<P>&, const vector& rho,
                  std::size_t slot) const {
     const auto s = state(*in[0], *in[1]);
-    const auto rh = P::to_host(rho);
-    std::vector<double> per_class(classes_, 0.0);  // Σ over synthetic rows of class k of ρ_i γ ∂c_k/∂(its argument)
-    for (std::size_t i = 0; i < b.size(); ++i)
-      if (synthetic(b, i)) per_class[label(b, i)] += double(rh[i]) * gamma_ * s.slope[label(b, i)];
+    const rows r = batch_rows(b);
+    if (P::size(rho) != b.size())
+      throw std::invalid_argument("bilevel::learners::class_mistake_weighting: " + std::to_string(P::size(rho)) +
+                                  " adjoints for a batch of " + std::to_string(b.size()));
+    // Σ over synthetic rows of class k of ρ_i γ ∂c_k/∂(ω_k d_k)
+    vector per_class = P::zeros(classes_);
+    P::gemv(scalar_t<P>(gamma_), r.synthetic_targets, true, rho, scalar_t<P>(0), per_class);
+    P::hadamard(per_class, s.slope, per_class);
+    vector out;
     if (slot == 1) {
-      std::vector<scalar_t<P>> out(classes_);
-      for (std::size_t k = 0; k < classes_; ++k) out[k] = scalar_t<P>(per_class[k] * s.d[k]);
-      return P::from_host(out);
+      P::hadamard(per_class, s.d, out);
+      return out;
     }
-    std::vector<double> beta(classes_);  // coefficients of d_k
-    double mean = 0;
-    for (std::size_t k = 0; k < classes_; ++k) mean += (beta[k] = per_class[k] * s.omega[k]) / double(classes_);
-    std::vector<double> wj(refs_.size());  // Σ_k β_k d_k = Σ_k (β_k − β̄) e_k = Σ_j w_j u_j
-    for (std::size_t j = 0; j < wj.size(); ++j) {
-      const auto k = std::size_t(refs_.labels()[j]);
-      wj[j] = (beta[k] - mean) / double(per_class_[k]);
-    }
+    vector beta;  // coefficients of d_k; Σ_k β_k d_k = Σ_j (Dᵀβ)_j u_j
+    P::hadamard(per_class, s.omega, beta);
+    vector wj = P::zeros(refs_.size());
+    P::gemv(scalar_t<P>(1), centring_, true, beta, scalar_t<P>(0), wj);
     return refs_.vjp(*in[0], wj);
   }
 
   vector gather_tangent(input_list<P> in, const classification_batch<P>& b, const sample_signals<P>&, const vector& t,
                         std::size_t slot) const {
     const auto s = state(*in[0], *in[1]);
-    std::vector<double> c_dot(classes_, 0.0);
+    const rows r = batch_rows(b);
+    vector c_dot;
     if (slot == 1) {
-      const auto th = P::to_host(t);
-      for (std::size_t k = 0; k < classes_; ++k) c_dot[k] = s.slope[k] * s.d[k] * double(th[k]);
+      P::hadamard(s.d, t, c_dot);
     } else {
-      const auto u_dot = refs_.jvp(*in[0], t);
-      std::vector<double> e_dot(classes_, 0.0);
-      for (std::size_t j = 0; j < u_dot.size(); ++j) {
-        const auto k = std::size_t(refs_.labels()[j]);
-        e_dot[k] += u_dot[j] / double(per_class_[k]);
-      }
-      double mean = 0;
-      for (double e : e_dot) mean += e / double(classes_);
-      for (std::size_t k = 0; k < classes_; ++k) c_dot[k] = s.slope[k] * s.omega[k] * (e_dot[k] - mean);
+      vector d_dot = P::zeros(classes_);
+      P::gemv(scalar_t<P>(1), centring_, false, refs_.jvp(*in[0], t), scalar_t<P>(0), d_dot);
+      P::hadamard(s.omega, d_dot, c_dot);
     }
-    std::vector<scalar_t<P>> out(b.size(), scalar_t<P>(0));
-    for (std::size_t i = 0; i < b.size(); ++i)
-      if (synthetic(b, i)) out[i] = scalar_t<P>(gamma_ * c_dot[label(b, i)]);
-    return P::from_host(out);
+    P::hadamard(c_dot, s.slope, c_dot);
+    vector out = P::zeros(b.size());
+    P::gemv(scalar_t<P>(gamma_), r.synthetic_targets, false, c_dot, scalar_t<P>(0), out);
+    return out;
   }
 
  private:
   struct values {
-    std::vector<double> omega, d, c, slope;  // slope_k = ∂c_k/∂(ω_k d_k) = 2σ'(ω_k d_k)
+    vector omega, d, c, slope;  // slope_k = ∂c_k/∂(ω_k d_k) = 2σ'(ω_k d_k)
   };
   values state(const vector& w1, const vector& omega) const {
     if (P::size(w1) != refs_.num_parameters() || P::size(omega) != classes_)
@@ -119,37 +129,46 @@ class class_mistake_weighting {
                                   std::to_string(refs_.num_parameters()) + " parameters and " +
                                   std::to_string(classes_) + " class coefficients");
     values v;
-    const auto oh = P::to_host(omega);
-    v.omega.assign(oh.begin(), oh.end());
-    const auto u = refs_.losses(w1);
-    std::vector<double> e(classes_, 0.0);
-    for (std::size_t j = 0; j < u.size(); ++j) {
-      const auto k = std::size_t(refs_.labels()[j]);
-      e[k] += u[j] / double(per_class_[k]);
-    }
-    double mean = 0;
-    for (double x : e) mean += x / double(classes_);
-    for (std::size_t k = 0; k < classes_; ++k) {
-      const double a = v.omega[k] * (e[k] - mean);
-      const double sig = a >= 0 ? 1.0 / (1.0 + std::exp(-a)) : std::exp(a) / (1.0 + std::exp(a));
-      v.d.push_back(e[k] - mean);
-      v.c.push_back(2.0 * sig);
-      v.slope.push_back(2.0 * sig * (1.0 - sig));
-    }
+    P::copy(omega, v.omega);
+    v.d = P::zeros(classes_);
+    P::gemv(scalar_t<P>(1), centring_, false, refs_.losses(w1), scalar_t<P>(0), v.d);
+    vector sigma;
+    P::hadamard(v.omega, v.d, sigma);
+    P::transform(sigma, sigma, elementwise::logistic{});
+    P::transform(sigma, v.slope, elementwise::logistic_slope_from_value{});
+    P::scale(v.slope, scalar_t<P>(2));
+    P::copy(sigma, v.c);
+    P::scale(v.c, scalar_t<P>(2));
     return v;
   }
-  static bool synthetic(const classification_batch<P>& b, std::size_t i) { return b.ids[i] >= synthetic_id_base; }
-  std::size_t label(const classification_batch<P>& b, std::size_t i) const {
-    const int y = b.labels.at(i);
-    if (y < 0 || std::size_t(y) >= classes_)
-      throw std::out_of_range("bilevel::learners::class_mistake_weighting: label " + std::to_string(y));
-    return std::size_t(y);
+
+  /// A batch's rows as the products need them: the targets of its synthetic rows (real rows
+  /// zeroed) and the indicator of its real rows.
+  struct rows {
+    matrix synthetic_targets;
+    vector real;
+  };
+  rows batch_rows(const classification_batch<P>& b) const {
+    if (P::cols(b.targets) != classes_ || P::rows(b.targets) != b.size())
+      throw std::invalid_argument("bilevel::learners::class_mistake_weighting: batch targets are " +
+                                  std::to_string(P::rows(b.targets)) + "x" + std::to_string(P::cols(b.targets)) +
+                                  ", expected " + std::to_string(b.size()) + "x" + std::to_string(classes_));
+    std::vector<scalar_t<P>> synthetic_rows(b.size()), real_rows(b.size());
+    for (std::size_t i = 0; i < b.size(); ++i) {
+      synthetic_rows[i] = scalar_t<P>(synthetic(b, i) ? 1 : 0);
+      real_rows[i] = scalar_t<P>(1) - synthetic_rows[i];
+    }
+    rows r{b.targets, P::from_host(real_rows)};
+    P::scale_rows(r.synthetic_targets, P::from_host(synthetic_rows));
+    return r;
   }
+  static bool synthetic(const classification_batch<P>& b, std::size_t i) { return b.ids[i] >= synthetic_id_base; }
 
   reference_losses<P> refs_;
   std::size_t classes_;
   double gamma_;
   std::vector<std::size_t> per_class_;
+  matrix centring_;  ///< D (C × n): d = D u, the per-class mean losses minus their mean
 };
 
 }  // namespace bilevel::learners

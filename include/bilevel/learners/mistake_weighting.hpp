@@ -32,6 +32,12 @@
 /// per-sample loss tangents, both taken by W1's own network (exact, via its R-operator); in
 /// A, the same network's architecture gradient with weights β, and per-reference
 /// architecture gradients for the JVP (reference_losses.hpp).
+///
+/// Every pass runs on the policy's operations, so on a device back end nothing batch-sized
+/// crosses to the host: with X = rowsoftmax(F Gᵀ), Z = Y Ỹᵀ (one-hot targets: z_ij =
+/// 1[y_i = ỹ_j]; soft rows give the expected label agreement) and q = r ⊙ u,
+///     e = rowsums(X ⊙ Z diag(q)),   a = σ(e),
+/// and the products are GEMMs, GEMVs and row reductions of the same B × n matrices.
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
@@ -42,6 +48,7 @@
 #include <utility>
 #include <vector>
 
+#include "bilevel/core/elementwise.hpp"
 #include "bilevel/core/learner.hpp"
 #include "bilevel/learners/classification_batch.hpp"
 #include "bilevel/learners/reference_losses.hpp"
@@ -95,95 +102,93 @@ class mistake_weighting {
   }
 
   vector gather(input_list<P> in, const classification_batch<P>& b, const sample_signals<P>&) const {
-    const pass f = forward(in, b);
-    return P::from_host(std::vector<scalar_t<P>>(f.a.begin(), f.a.end()));
+    return forward(in, b).a;
   }
 
   /// Σ_i ρ_i ∂a_i/∂in_slot.
   vector scatter(input_list<P> in, const classification_batch<P>& b, const sample_signals<P>&, const vector& rho,
                  std::size_t slot) const {
     const pass f = forward(in, b);
-    const auto rh = P::to_host(rho);
-    const std::size_t B = f.a.size(), n = references();
-    std::vector<double> delta(B);
-    for (std::size_t i = 0; i < B; ++i) delta[i] = double(rh[i]) * f.a[i] * (1.0 - f.a[i]);
-    // β_j = Σ_i δ_i ∂e_i/∂u_j: the adjoint of W1's mistakes.
-    std::vector<double> beta(n, 0.0);
-    for (std::size_t i = 0; i < B; ++i)
-      for (std::size_t j = 0; j < n; ++j) beta[j] += delta[i] * f.x[i * n + j] * f.z(i, j) * f.r[j];
+    if (P::size(rho) != P::size(f.a))
+      throw std::invalid_argument("bilevel::learners::mistake_weighting: " + std::to_string(P::size(rho)) +
+                                  " adjoints for a batch of " + std::to_string(P::size(f.a)));
+    vector delta;  // δ_i = ρ_i a_i (1 − a_i): the adjoint of e_i
+    P::transform(f.a, delta, elementwise::logistic_slope_from_value{});
+    P::hadamard(delta, rho, delta);
+    // c_j = Σ_i δ_i x_ij z_ij; β_j = c_j r_j is the adjoint of W1's mistake u_j.
+    vector c = P::zeros(references()), beta;
+    P::gemv(scalar_t<P>(1), f.XZ, true, delta, scalar_t<P>(0), c);
+    P::hadamard(c, f.r, beta);
     if (slot == 0) return refs_.vjp(*in[0], beta, f.arch_ptr());  // through u_j: Σ_j β_j ∇u_j(W1)
-    std::vector<scalar_t<P>> out(top_size(), scalar_t<P>(0));
-    if (arch_size() > 0) {  // through u_j's architecture: Σ_j β_j ∂u_j/∂A
-      const auto ga = P::to_host(refs_.arch_vjp(*in[0], beta, f.arch));
-      std::copy(ga.begin(), ga.end(), out.begin());
-    }
-    std::vector<scalar_t<P>> gamma(B * n);  // ∂/∂S_ij
-    for (std::size_t i = 0; i < B; ++i)
-      for (std::size_t j = 0; j < n; ++j) {
-        out[r_offset() + j] += scalar_t<P>(delta[i] * f.x[i * n + j] * f.z(i, j) * f.u[j]);
-        gamma[i * n + j] = scalar_t<P>(delta[i] * f.x[i * n + j] * (f.q(i, j) - f.e[i]));
-      }
+    vector out = P::zeros(top_size());
+    if (arch_size() > 0)  // through u_j's architecture: Σ_j β_j ∂u_j/∂A
+      P::set_segment(refs_.arch_vjp(*in[0], beta, f.arch), out, 0);
+    vector dr;  // ∂/∂r_j = c_j u_j
+    P::hadamard(c, f.u, dr);
+    P::set_segment(dr, out, r_offset());
+    // ∂/∂S_ij = δ_i x_ij (z_ij q_j − e_i), the softmax's Jacobian;
     // S = F Gᵀ, F = X Vᵀ, G = X̃ Vᵀ:  dV = (Γ G)ᵀ X + (Γᵀ F)ᵀ X̃.
-    const matrix gm = P::matrix_from_host(B, n, gamma);
-    matrix dF = P::matrix_zeros(B, k_), dG = P::matrix_zeros(n, k_), dV = P::matrix_zeros(k_, d_);
+    matrix gm = f.centred;
+    P::scale_rows(gm, delta);
+    matrix dF = P::matrix_zeros(P::size(f.a), k_), dG = P::matrix_zeros(references(), k_),
+           dV = P::matrix_zeros(k_, d_);
     P::gemm(scalar_t<P>(1), gm, false, f.G, false, scalar_t<P>(0), dF);
     P::gemm(scalar_t<P>(1), gm, true, f.F, false, scalar_t<P>(0), dG);
     P::gemm(scalar_t<P>(1), dF, true, b.x, false, scalar_t<P>(0), dV);
     P::gemm(scalar_t<P>(1), dG, true, refs_.batch().x, false, scalar_t<P>(1), dV);
-    vector result = P::from_host(out);
-    P::flatten_into(dV, result, encoder_offset());
-    return result;
+    P::flatten_into(dV, out, encoder_offset());
+    return out;
   }
 
   /// ∂a/∂in_slot · t.
   vector gather_tangent(input_list<P> in, const classification_batch<P>& b, const sample_signals<P>&, const vector& t,
                         std::size_t slot) const {
     const pass f = forward(in, b);
-    const std::size_t B = f.a.size(), n = references();
-    std::vector<double> e_dot(B, 0.0);
-    // e_i moves with W1's mistakes as Σ_j x_ij z_ij r_j u̇_j.
-    auto through_mistakes = [&](const std::vector<double>& ud) {
-      for (std::size_t i = 0; i < B; ++i)
-        for (std::size_t j = 0; j < n; ++j) e_dot[i] += f.x[i * n + j] * f.z(i, j) * f.r[j] * ud[j];
+    const std::size_t B = P::size(f.a);
+    vector e_dot = P::zeros(B);
+    // e_i moves with W1's mistakes as Σ_j x_ij z_ij r_j u̇_j, and with r as Σ_j x_ij z_ij ṙ_j u_j.
+    auto add_mistake_path = [&](const vector& coefficient, const vector& moving) {
+      vector w;
+      P::hadamard(coefficient, moving, w);
+      P::gemv(scalar_t<P>(1), f.XZ, false, w, scalar_t<P>(1), e_dot);
     };
     if (slot == 0) {  // through u̇_j = ⟨∇u_j, t⟩
-      through_mistakes(refs_.jvp(*in[0], t, f.arch_ptr()));
+      add_mistake_path(f.r, refs_.jvp(*in[0], t, f.arch_ptr()));
     } else {
       if (arch_size() > 0) {  // through u̇_j = ⟨∂u_j/∂A, t_A⟩
         vector ta;
         P::segment(t, 0, arch_size(), ta);
-        through_mistakes(refs_.arch_jvp(*in[0], ta, f.arch));
+        add_mistake_path(f.r, refs_.arch_jvp(*in[0], ta, f.arch));
       }
-      const auto th = P::to_host(t);
-      matrix Vd, Fd = P::matrix_zeros(B, k_), Gd = P::matrix_zeros(n, k_);
+      vector r_dot;
+      P::segment(t, r_offset(), references(), r_dot);
+      add_mistake_path(f.u, r_dot);
+      // Ṡ = Ḟ Gᵀ + F Ġᵀ, and ė_i gains Σ_j x_ij (z_ij q_j − e_i) Ṡ_ij.
+      matrix Vd, Fd = P::matrix_zeros(B, k_), Gd = P::matrix_zeros(references(), k_),
+                 Sd = P::matrix_zeros(B, references());
       P::unflatten(t, encoder_offset(), k_, d_, Vd);
       P::gemm(scalar_t<P>(1), b.x, false, Vd, true, scalar_t<P>(0), Fd);
       P::gemm(scalar_t<P>(1), refs_.batch().x, false, Vd, true, scalar_t<P>(0), Gd);
-      const auto fd = P::matrix_to_host(Fd), gd = P::matrix_to_host(Gd);
-      const auto fh = P::matrix_to_host(f.F), gh = P::matrix_to_host(f.G);
-      for (std::size_t i = 0; i < B; ++i)
-        for (std::size_t j = 0; j < n; ++j) {
-          double s_dot = 0;
-          for (std::size_t c = 0; c < k_; ++c)
-            s_dot += double(fd[i * k_ + c]) * double(gh[j * k_ + c]) + double(fh[i * k_ + c]) * double(gd[j * k_ + c]);
-          e_dot[i] += f.x[i * n + j] * (f.z(i, j) * f.u[j] * double(th[r_offset() + j]) + (f.q(i, j) - f.e[i]) * s_dot);
-        }
+      P::gemm(scalar_t<P>(1), Fd, false, f.G, true, scalar_t<P>(0), Sd);
+      P::gemm(scalar_t<P>(1), f.F, false, Gd, true, scalar_t<P>(1), Sd);
+      vector through_similarity;
+      P::row_dots(f.centred, Sd, through_similarity);
+      P::axpy(scalar_t<P>(1), through_similarity, e_dot);
     }
-    std::vector<scalar_t<P>> out(B);
-    for (std::size_t i = 0; i < B; ++i) out[i] = scalar_t<P>(f.a[i] * (1.0 - f.a[i]) * e_dot[i]);
-    return P::from_host(out);
+    vector out;  // ȧ_i = a_i (1 − a_i) ė_i
+    P::transform(f.a, out, elementwise::logistic_slope_from_value{});
+    P::hadamard(out, e_dot, out);
+    return out;
   }
 
  private:
   struct pass {
-    vector arch;                   // W1's architecture (empty when W1 has none)
+    vector arch;  // W1's architecture (empty when W1 has none)
     [[nodiscard]] const vector* arch_ptr() const { return P::size(arch) > 0 ? &arch : nullptr; }
-    matrix F, G;                   // B × k and n × k encodings
-    std::vector<double> x, u, r, e, a;  // x: B × n similarities (softmax rows)
-    std::vector<int> labels, ref_labels;
-    std::size_t n = 0;
-    [[nodiscard]] double z(std::size_t i, std::size_t j) const { return labels[i] == ref_labels[j] ? 1.0 : 0.0; }
-    [[nodiscard]] double q(std::size_t i, std::size_t j) const { return r[j] * z(i, j) * u[j]; }
+    matrix F, G;        // B × k and n × k encodings
+    matrix XZ;          // B × n: x_ij z_ij (similarities where the labels match)
+    matrix centred;     // B × n: x_ij (z_ij q_j − e_i), the softmax's Jacobian applied
+    vector u, r, e, a;  // W1's mistakes, r, the logits e and the weights a = σ(e)
   };
 
   pass forward(input_list<P> in, const classification_batch<P>& b) const {
@@ -194,40 +199,39 @@ class mistake_weighting {
     if (P::cols(b.x) != d_)
       throw std::invalid_argument("bilevel::learners::mistake_weighting: batch has " + std::to_string(P::cols(b.x)) +
                                   " features, the references " + std::to_string(d_));
+    const auto& refs = refs_.batch();
+    if (P::cols(b.targets) != P::cols(refs.targets))
+      throw std::invalid_argument("bilevel::learners::mistake_weighting: batch has " +
+                                  std::to_string(P::cols(b.targets)) + " classes, the references " +
+                                  std::to_string(P::cols(refs.targets)));
     pass f;
     const std::size_t B = b.size(), n = references();
-    f.n = n;
-    f.labels = b.labels;
-    f.ref_labels = refs_.labels();
     if (arch_size() > 0) P::segment(*in[1], 0, arch_size(), f.arch);
     f.u = refs_.losses(*in[0], f.arch_ptr());
-    const auto top = P::to_host(*in[1]);
-    f.r.assign(top.begin() + std::ptrdiff_t(r_offset()), top.end());
-    matrix V;
-    P::unflatten(*in[1], encoder_offset(), k_, d_, V);
+    P::segment(*in[1], r_offset(), n, f.r);
     f.F = P::matrix_zeros(B, k_);
     f.G = P::matrix_zeros(n, k_);
-    P::gemm(scalar_t<P>(1), b.x, false, V, true, scalar_t<P>(0), f.F);
-    P::gemm(scalar_t<P>(1), refs_.batch().x, false, V, true, scalar_t<P>(0), f.G);
-    const auto fh = P::matrix_to_host(f.F), gh = P::matrix_to_host(f.G);
-    f.x.assign(B * n, 0.0);
-    f.e.assign(B, 0.0);
-    f.a.assign(B, 0.0);
-    for (std::size_t i = 0; i < B; ++i) {
-      double mx = -1e300, total = 0;
-      for (std::size_t j = 0; j < n; ++j) {
-        double s = 0;
-        for (std::size_t c = 0; c < k_; ++c) s += double(fh[i * k_ + c]) * double(gh[j * k_ + c]);
-        f.x[i * n + j] = s;
-        mx = std::max(mx, s);
-      }
-      for (std::size_t j = 0; j < n; ++j) total += (f.x[i * n + j] = std::exp(f.x[i * n + j] - mx));
-      for (std::size_t j = 0; j < n; ++j) {
-        f.x[i * n + j] /= total;
-        f.e[i] += f.x[i * n + j] * f.q(i, j);
-      }
-      f.a[i] = f.e[i] >= 0 ? 1.0 / (1.0 + std::exp(-f.e[i])) : std::exp(f.e[i]) / (1.0 + std::exp(f.e[i]));
-    }
+    P::gemm_by_segment(scalar_t<P>(1), b.x, false, *in[1], encoder_offset(), k_, d_, true, scalar_t<P>(0), f.F);
+    P::gemm_by_segment(scalar_t<P>(1), refs.x, false, *in[1], encoder_offset(), k_, d_, true, scalar_t<P>(0), f.G);
+    matrix S = P::matrix_zeros(B, n), X;
+    P::gemm(scalar_t<P>(1), f.F, false, f.G, true, scalar_t<P>(0), S);
+    P::row_softmax(S, X);
+    // Z = Y Ỹᵀ, and Z diag(q) = Y (diag(q) Ỹ)ᵀ without forming diag(q).
+    matrix Z = P::matrix_zeros(B, n), Zq = P::matrix_zeros(B, n), Yq = refs.targets;
+    P::gemm(scalar_t<P>(1), b.targets, false, refs.targets, true, scalar_t<P>(0), Z);
+    vector q;
+    P::hadamard(f.r, f.u, q);
+    P::scale_rows(Yq, q);
+    P::gemm(scalar_t<P>(1), b.targets, false, Yq, true, scalar_t<P>(0), Zq);
+    P::hadamard(X, Z, f.XZ);
+    matrix XZq;
+    P::hadamard(X, Zq, XZq);
+    P::row_sums(XZq, f.e);
+    P::transform(f.e, f.a, elementwise::logistic{});
+    f.centred = X;  // x_ij z_ij q_j − x_ij e_i
+    P::scale_rows(f.centred, f.e);
+    P::scale(f.centred, scalar_t<P>(-1));
+    P::axpy(scalar_t<P>(1), XZq, f.centred);
     return f;
   }
 

@@ -51,13 +51,13 @@ class reference_losses {
   [[nodiscard]] const classification_batch<P>& batch() const { return batch_; }
   [[nodiscard]] const std::vector<int>& labels() const { return batch_.labels; }
 
-  [[nodiscard]] std::vector<double> losses(const vector& w1, const vector* arch = nullptr) const {
+  /// (u_j(W1))_j, on the policy's device.
+  [[nodiscard]] vector losses(const vector& w1, const vector* arch = nullptr) const {
     const auto in = inputs(ones_, arch);
-    const auto u = P::to_host(net_.forward(w1, batch_, input_list<P>(in)).losses);
-    return {u.begin(), u.end()};
+    return net_.forward(w1, batch_, input_list<P>(in)).losses;
   }
   /// Σ_j β_j ∇u_j(W1): the gradient of (1/n) Σ_j (n β_j) u_j.
-  [[nodiscard]] vector vjp(const vector& w1, const std::vector<double>& beta, const vector* arch = nullptr) const {
+  [[nodiscard]] vector vjp(const vector& w1, const vector& beta, const vector* arch = nullptr) const {
     const vector wv = scaled_weights(beta);
     const auto in = inputs(wv, arch);
     vector out;
@@ -65,17 +65,15 @@ class reference_losses {
     return out;
   }
   /// u̇_j = ⟨∇u_j(W1), t⟩: n times the mixed product of the weighted loss at unit weights.
-  [[nodiscard]] std::vector<double> jvp(const vector& w1, const vector& t, const vector* arch = nullptr) const {
+  [[nodiscard]] vector jvp(const vector& w1, const vector& t, const vector* arch = nullptr) const {
     vector per;
     const auto in = inputs(ones_, arch);
     net_.mixed_vjp(w1, input_list<P>(in), batch_, 0, t, per);
-    const auto h = P::to_host(per);
-    std::vector<double> out(h.size());
-    for (std::size_t j = 0; j < h.size(); ++j) out[j] = double(h[j]) * double(size());
-    return out;
+    P::scale(per, scalar_t<P>(size()));
+    return per;
   }
   /// Σ_j β_j ∂u_j/∂A, the architecture gradient of (1/n) Σ_j (n β_j) u_j.
-  [[nodiscard]] vector arch_vjp(const vector& w1, const std::vector<double>& beta, const vector& arch) const {
+  [[nodiscard]] vector arch_vjp(const vector& w1, const vector& beta, const vector& arch) const {
     const vector wv = scaled_weights(beta);
     const auto in = inputs(wv, &arch);
     vector out;
@@ -83,21 +81,22 @@ class reference_losses {
     return out;
   }
   /// (⟨∂u_j/∂A, t⟩)_j. The network has no per-sample tangent along A, so each reference's
-  /// architecture gradient is taken on its own (a batch of one: exact).
-  [[nodiscard]] std::vector<double> arch_jvp(const vector& w1, const vector& t, const vector& arch) const {
+  /// architecture gradient is taken on its own (a batch of one: exact). Each is a dot product
+  /// read on the host: n small transfers, in the architecture-search form only.
+  [[nodiscard]] vector arch_jvp(const vector& w1, const vector& t, const vector& arch) const {
     if (singles_.empty())
       for (std::size_t j = 0; j < size(); ++j) {
         const std::size_t row[] = {j};
         singles_.push_back(make_batch<P>(references_, row));
       }
     const auto in = inputs(ones_, &arch);
-    std::vector<double> out(size());
+    std::vector<scalar_t<P>> out(size());
     vector g;
     for (std::size_t j = 0; j < size(); ++j) {
       net_.input_gradient(w1, input_list<P>(in), singles_[j], net_.arch_slot(), g);
-      out[j] = P::dot(g, t);
+      out[j] = scalar_t<P>(P::dot(g, t));
     }
-    return out;
+    return P::from_host(out);
   }
 
  private:
@@ -112,10 +111,14 @@ class reference_losses {
     P::fill(ones_, scalar_t<P>(1));
   }
 
-  [[nodiscard]] vector scaled_weights(const std::vector<double>& beta) const {
-    std::vector<scalar_t<P>> w(size());
-    for (std::size_t j = 0; j < size(); ++j) w[j] = scalar_t<P>(beta.at(j) * double(size()));
-    return P::from_host(w);
+  [[nodiscard]] vector scaled_weights(const vector& beta) const {
+    if (P::size(beta) != size())
+      throw std::invalid_argument("bilevel::learners::reference_losses: " + std::to_string(P::size(beta)) +
+                                  " weights for " + std::to_string(size()) + " reference samples");
+    vector w;
+    P::copy(beta, w);
+    P::scale(w, scalar_t<P>(size()));
+    return w;
   }
   /// The network's inputs: per-reference weights, then the architecture when it has one.
   [[nodiscard]] std::vector<const vector*> inputs(const vector& weights, const vector* arch) const {

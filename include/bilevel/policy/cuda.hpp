@@ -347,6 +347,25 @@ struct cuda {
     blas_axpy(x.size(), a, x.data(), y.data());
   }
   static void scale(matrix& m, scalar s) { blas_scal(m.size(), s, m.data()); }
+  /// y += s · c_i · x, c_i read on the device (no host round trip).
+  static void axpy_entry(scalar s, const vector& c, std::size_t i, const matrix& x, matrix& y) {
+    require_same_shape(x, y, "axpy_entry");
+    require_range(c, i, 1, "axpy_entry");
+    if (x.size() == 0) return;
+    cuda_detail::axpy_entry_kernel<<<cuda_detail::blocks_for(x.size()), cuda_detail::threads_per_block, 0,
+                                     cuda_detail::stream()>>>(x.size(), s, c.data() + i, x.data(), y.data());
+    cuda_detail::check_launch("axpy_entry_kernel");
+  }
+  /// out_i += ⟨a, b⟩ (Frobenius): the products in double, reduced on the device in a fixed
+  /// order and added to the entry there.
+  static void add_dot_into(const matrix& a, const matrix& b, vector& out, std::size_t i) {
+    require_same_shape(a, b, "add_dot_into");
+    require_range(out, i, 1, "add_dot_into");
+    if (a.size() == 0) return;
+    const double* sum = reduce_on_device(a.size(), cuda_detail::dot_term<scalar>{a.data(), b.data()});
+    cuda_detail::add_reduced_kernel<<<1, 1, 0, cuda_detail::stream()>>>(sum, out.data() + i);
+    cuda_detail::check_launch("add_reduced_kernel");
+  }
   /// m_ij += b_j.
   static void add_row(matrix& m, const vector& b) {
     if (b.size() != m.cols())
@@ -685,6 +704,16 @@ struct cuda {
   /// Σ term(i) for i < n in double: per-block partials, then one block; fixed order.
   template <class Term>
   static double reduce(std::size_t n, Term term) {
+    const double* result = reduce_on_device(n, term);
+    double r = 0.0;
+    BILEVEL_CUDA_CHECK(cudaMemcpyAsync(&r, result, sizeof(double), cudaMemcpyDeviceToHost, cuda_detail::stream()));
+    BILEVEL_CUDA_CHECK(cudaStreamSynchronize(cuda_detail::stream()));
+    return r;
+  }
+  /// Σ term(i) in double into the context's device scalar (valid until the next reduction on
+  /// this stream); returns its address.
+  template <class Term>
+  static const double* reduce_on_device(std::size_t n, Term term) {
     auto& ctx = cuda_detail::context::get();
     const unsigned blocks = std::min(cuda_detail::blocks_for(n), cuda_detail::context::max_reduce_blocks);
     double* partials = ctx.partials();
@@ -695,10 +724,7 @@ struct cuda {
     cuda_detail::reduce_final_kernel<<<1, cuda_detail::threads_per_block, 0, cuda_detail::stream()>>>(partials, blocks,
                                                                                                      result);
     cuda_detail::check_launch("reduce_final_kernel");
-    double r = 0.0;
-    BILEVEL_CUDA_CHECK(cudaMemcpyAsync(&r, result, sizeof(double), cudaMemcpyDeviceToHost, cuda_detail::stream()));
-    BILEVEL_CUDA_CHECK(cudaStreamSynchronize(cuda_detail::stream()));
-    return r;
+    return result;
   }
   /// Clears the context's flag, runs `launch(flag)`, returns whether a kernel set it.
   template <class Launch>

@@ -212,6 +212,23 @@ struct eigen {
     y.noalias() += a * x;
   }
   static void scale(matrix& m, scalar s) { m *= s; }
+  /// y += s · c_i · x: an AXPY whose factor is an entry of a vector (on a device back end it
+  /// is read where it lies, not on the host).
+  static void axpy_entry(scalar s, const vector& c, std::size_t i, const matrix& x, matrix& y) {
+    require_same_shape(x, y, "axpy_entry");
+    require_range(c, i, 1, "axpy_entry");
+    y.noalias() += (s * c(static_cast<Eigen::Index>(i))) * x;
+  }
+  /// out_i += ⟨a, b⟩ (Frobenius), accumulated in double.
+  static void add_dot_into(const matrix& a, const matrix& b, vector& out, std::size_t i) {
+    require_same_shape(a, b, "add_dot_into");
+    require_range(out, i, 1, "add_dot_into");
+    const scalar* pa = a.data();
+    const scalar* pb = b.data();
+    double acc = 0.0;
+    for (Eigen::Index k = 0; k < a.size(); ++k) acc += double(pa[k]) * double(pb[k]);
+    out(static_cast<Eigen::Index>(i)) += scalar(acc);
+  }
   /// m_ij += b_j (a bias added to every row).
   static void add_row(matrix& m, const vector& b) {
     if (b.size() != m.cols()) throw std::invalid_argument("bilevel::policy::eigen::add_row: matrix is " + shape(m) +

@@ -168,6 +168,21 @@ struct xtensor {
   static void scale(matrix& m, scalar s) {
     for (auto& e : m) e *= s;
   }
+  /// y += s · c_i · x.
+  static void axpy_entry(scalar s, const vector& c, std::size_t i, const matrix& x, matrix& y) {
+    same_shape(x, y, "axpy_entry");
+    range(c.size(), i, 1, "axpy_entry");
+    const scalar f = s * c(i);
+    for (std::size_t k = 0; k < x.size(); ++k) y.data()[k] += f * x.data()[k];
+  }
+  /// out_i += ⟨a, b⟩ (Frobenius), accumulated in double.
+  static void add_dot_into(const matrix& a, const matrix& b, vector& out, std::size_t i) {
+    same_shape(a, b, "add_dot_into");
+    range(out.size(), i, 1, "add_dot_into");
+    double acc = 0.0;
+    for (std::size_t k = 0; k < a.size(); ++k) acc += double(a.data()[k]) * double(b.data()[k]);
+    out(i) += scalar(acc);
+  }
   static void hadamard(const matrix& x, const matrix& y, matrix& out) {
     same_shape(x, y, "hadamard");
     out = x * y;

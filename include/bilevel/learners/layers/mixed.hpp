@@ -11,9 +11,14 @@
 /// and their tangents along a parameter direction v (ȧ_o = ⟨Ġ_out, Y_o⟩ + ⟨G_out, Ẏ_o⟩) give the
 /// mixed product (∂²L/∂α∂θ) v. Along an architecture direction u, ṁ = m ⊙ (u − ⟨m, u⟩)
 /// enters the tangent passes, giving (∂²L/∂θ∂α) u.
+///
+/// m, a and their tangents stay in the policy's vectors: the candidates' outputs are scaled by
+/// entries of m where it lies (`axpy_entry`) and a_o is reduced into its entry (`add_dot_into`),
+/// so on a device back end no pass reads α or m on the host.
 #include <cstddef>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -68,7 +73,6 @@ struct mixed_layer {
   void forward(const vector& theta, const vector& alpha, const matrix& x, std::size_t batch, matrix& y,
                layer_cache<P>& c) const {
     softmax_of(alpha, c.mix);
-    const auto m = P::to_host(c.mix);
     c.sub.assign(candidates.size(), {});
     c.sub_cache.assign(candidates.size(), {});
     y = P::matrix_zeros(batch * out.pixels(), out.channels);
@@ -81,33 +85,31 @@ struct mixed_layer {
       c.sub_cache[o].assign(layers.size(), {});
       for (std::size_t l = 0; l < layers.size(); ++l)
         std::visit([&](const auto& L) { L.forward(theta, acts[l], batch, acts[l + 1], c.sub_cache[o][l]); }, layers[l]);
-      P::axpy(m[o], acts.back(), y);
+      P::axpy_entry(scalar(1), c.mix, o, acts.back(), y);
     }
   }
 
   /// Adjoints; writes this edge's ∂L/∂α segment into arch_grad (when given).
   void backward(const vector& theta, const matrix& x, const matrix& g, std::size_t batch, layer_cache<P>& c,
                 matrix* gx, vector& grad, vector* arch_grad) const {
-    const auto m = P::to_host(c.mix);
     c.sub_g.assign(candidates.size(), {});
     if (gx) *gx = P::matrix_zeros(P::rows(x), P::cols(x));
-    std::vector<scalar> a(candidates.size(), scalar(0));
+    vector a = P::zeros(candidates.size());
     for (std::size_t o = 0; o < candidates.size(); ++o) {
       if (candidates[o].zero) continue;
-      a[o] = scalar(frobenius(g, c.sub[o].back()));
-      matrix go = g;
-      P::scale(go, m[o]);
+      P::add_dot_into(g, c.sub[o].back(), a, o);
+      matrix go = P::matrix_zeros(P::rows(g), P::cols(g));
+      P::axpy_entry(scalar(1), c.mix, o, g, go);
       matrix g_in = run_backward(theta, o, go, batch, c, grad, gx != nullptr);
       if (gx) P::axpy(scalar(1), g_in, *gx);
     }
-    if (arch_grad) P::set_segment(softmax_vjp(m, a), *arch_grad, arch_offset);
+    if (arch_grad) P::set_segment(softmax_vjp(c.mix, a), *arch_grad, arch_offset);
   }
 
   /// Tangent of the value pass along (v in θ-space, u in architecture space or null).
   void tangent_forward(const vector& theta, const vector& v, const vector* u, const matrix&, const matrix* x_dot,
                        std::size_t batch, layer_cache<P>& c, matrix& y_dot) const {
-    const auto m = P::to_host(c.mix);
-    const auto mdot = mix_tangent(m, u);
+    const vector mdot = mix_tangent(c.mix, u);
     y_dot = P::matrix_zeros(batch * out.pixels(), out.channels);
     tangent_acts_.assign(candidates.size(), {});
     for (std::size_t o = 0; o < candidates.size(); ++o) {
@@ -122,8 +124,8 @@ struct mixed_layer {
         }, layers[l]);
         in_dot = &dots[l + 1];
       }
-      if (in_dot) P::axpy(m[o], *in_dot, y_dot);
-      if (mdot[o] != scalar(0)) P::axpy(mdot[o], c.sub[o].back(), y_dot);
+      if (in_dot) P::axpy_entry(scalar(1), c.mix, o, *in_dot, y_dot);
+      if (u) P::axpy_entry(scalar(1), mdot, o, c.sub[o].back(), y_dot);
     }
   }
 
@@ -132,20 +134,20 @@ struct mixed_layer {
   void tangent_backward(const vector& theta, const vector& v, const vector* u, const matrix& x, const matrix* x_dot,
                         const matrix& g, const matrix& g_dot, std::size_t batch, layer_cache<P>& c, matrix* gx_dot,
                         vector& grad_dot, vector* arch_dot) const {
-    const auto m = P::to_host(c.mix);
-    const auto mdot = mix_tangent(m, u);
+    const vector mdot = mix_tangent(c.mix, u);
     if (gx_dot) *gx_dot = P::matrix_zeros(P::rows(x), P::cols(x));
-    std::vector<scalar> adot(candidates.size(), scalar(0));
+    vector adot = P::zeros(candidates.size());
     for (std::size_t o = 0; o < candidates.size(); ++o) {
       if (candidates[o].zero) continue;
       const auto& layers = candidates[o].layers;
       const auto& dots = tangent_acts_[o];
       const matrix* y_dot_o = layers.empty() ? x_dot : &dots.back();
-      adot[o] = scalar(frobenius(g_dot, c.sub[o].back()) + (y_dot_o ? frobenius(g, *y_dot_o) : 0.0));
+      P::add_dot_into(g_dot, c.sub[o].back(), adot, o);
+      if (y_dot_o) P::add_dot_into(g, *y_dot_o, adot, o);
       // G_o = m_o g, so Ġ_o = m_o ġ + ṁ_o g
-      matrix go_dot = g_dot;
-      P::scale(go_dot, m[o]);
-      if (mdot[o] != scalar(0)) P::axpy(mdot[o], g, go_dot);
+      matrix go_dot = P::matrix_zeros(P::rows(g_dot), P::cols(g_dot));
+      P::axpy_entry(scalar(1), c.mix, o, g_dot, go_dot);
+      if (u) P::axpy_entry(scalar(1), mdot, o, g, go_dot);
       for (std::size_t l = layers.size(); l-- > 0;) {
         matrix next;
         std::visit([&](const auto& L) {
@@ -156,7 +158,7 @@ struct mixed_layer {
       }
       if (gx_dot) P::axpy(scalar(1), go_dot, *gx_dot);
     }
-    if (arch_dot) P::set_segment(softmax_vjp(m, adot), *arch_dot, arch_offset);
+    if (arch_dot) P::set_segment(softmax_vjp(c.mix, adot), *arch_dot, arch_offset);
   }
 
  private:
@@ -176,39 +178,43 @@ struct mixed_layer {
     }
     return g;
   }
+  /// m = softmax of this edge's segment of α, as a one-row matrix on the policy.
   void softmax_of(const vector& alpha, vector& m) const {
-    const auto a = P::to_host(alpha);
-    if (a.size() < arch_offset + candidates.size())
+    const std::size_t k = candidates.size();
+    if (P::size(alpha) < arch_offset + k)
       throw std::invalid_argument("bilevel::learners::mixed_layer: the architecture input has " +
-                                  std::to_string(a.size()) + " entries, this edge needs [" + std::to_string(arch_offset) +
-                                  ", " + std::to_string(arch_offset + candidates.size()) + ")");
-    double mx = -1e300;
-    for (std::size_t o = 0; o < candidates.size(); ++o) mx = std::max(mx, double(a[arch_offset + o]));
-    std::vector<scalar> e(candidates.size());
-    double s = 0;
-    for (std::size_t o = 0; o < candidates.size(); ++o) s += e[o] = scalar(std::exp(double(a[arch_offset + o]) - mx));
-    for (auto& x : e) x = scalar(x / s);
-    m = P::from_host(e);
+                                  std::to_string(P::size(alpha)) + " entries, this edge needs [" +
+                                  std::to_string(arch_offset) + ", " + std::to_string(arch_offset + k) + ")");
+    vector seg;
+    P::segment(alpha, arch_offset, k, seg);
+    matrix row, p;
+    P::reshape(seg, 1, k, row);
+    P::row_softmax(row, p);
+    m = P::zeros(k);
+    P::flatten_into(p, m, 0);
   }
-  /// Jᵀ a = m ⊙ (a − ⟨m, a⟩) (the softmax Jacobian is symmetric).
-  static vector softmax_vjp(const std::vector<scalar>& m, const std::vector<scalar>& a) {
-    double ma = 0;
-    for (std::size_t o = 0; o < m.size(); ++o) ma += double(m[o]) * double(a[o]);
-    std::vector<scalar> r(m.size());
-    for (std::size_t o = 0; o < m.size(); ++o) r[o] = scalar(double(m[o]) * (double(a[o]) - ma));
-    return P::from_host(r);
+  /// Jᵀ a = m ⊙ a − m ⟨m, a⟩ (the softmax Jacobian is symmetric); ⟨m, a⟩ as a 1 × 1 product,
+  /// so that it stays on the policy's device.
+  static vector softmax_vjp(const vector& m, const vector& a) {
+    const std::size_t k = P::size(m);
+    matrix mc, ac, ma = P::matrix_zeros(1, 1), r = P::matrix_zeros(k, 1);
+    P::reshape(m, k, 1, mc);
+    P::reshape(a, k, 1, ac);
+    P::gemm(scalar(1), mc, true, ac, false, scalar(0), ma);
+    P::gemm(scalar(-1), mc, false, ma, false, scalar(0), r);
+    matrix ms;
+    P::hadamard(mc, ac, ms);
+    P::axpy(scalar(1), ms, r);
+    vector out = P::zeros(k);
+    P::flatten_into(r, out, 0);
+    return out;
   }
-  std::vector<scalar> mix_tangent(const std::vector<scalar>& m, const vector* u) const {
-    if (!u) return std::vector<scalar>(m.size(), scalar(0));
-    const auto uh = P::to_host(*u);
-    std::vector<scalar> seg(uh.begin() + std::ptrdiff_t(arch_offset),
-                            uh.begin() + std::ptrdiff_t(arch_offset + candidates.size()));
-    return P::to_host(softmax_vjp(m, seg));
-  }
-  static double frobenius(const matrix& a, const matrix& b) {
-    vector r;
-    P::row_dots(a, b, r);
-    return P::sum(r);
+  /// ṁ along the architecture direction u (empty without one).
+  vector mix_tangent(const vector& m, const vector* u) const {
+    if (!u) return {};
+    vector seg;
+    P::segment(*u, arch_offset, candidates.size(), seg);
+    return softmax_vjp(m, seg);
   }
   mutable std::vector<std::vector<matrix>> tangent_acts_;  // Ẏ of each candidate's layers, last tangent pass
 };

@@ -110,6 +110,18 @@ __global__ void reduce_final_kernel(const double* partials, unsigned count, doub
   if (threadIdx.x == 0) *out = acc;
 }
 
+/// *out += S(*sum): a device reduction's result added to a vector entry where it lies.
+template <class S>
+__global__ void add_reduced_kernel(const double* sum, S* out) {
+  *out += S(*sum);
+}
+/// y_i += s · (*c) · x_i: an AXPY whose factor is a device scalar.
+template <class S>
+__global__ void axpy_entry_kernel(std::size_t n, S s, const S* c, const S* x, S* y) {
+  const S f = s * *c;
+  for (std::size_t i = global_thread(); i < n; i += grid_threads()) y[i] += f * x[i];
+}
+
 /// *flag = 1 if some x_i is NaN or ±Inf.
 template <class S>
 __global__ void nonfinite_kernel(std::size_t n, const S* x, int* flag) {
