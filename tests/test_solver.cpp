@@ -62,6 +62,50 @@ TEST_CASE("solver: learning the penalties lowers the validation loss toward the 
   CHECK(other / 7 > informative / 3);
 }
 
+namespace {
+/// The ridge validation loss with a batch type of its own, so that the solver holds levels
+/// whose batch types differ.
+struct fold {
+  std::size_t index = 0;
+};
+class validation_on_folds {
+ public:
+  using policy = P;
+  using batch_type = fold;
+  explicit validation_on_folds(validation_least_squares<P> inner) : inner_(std::move(inner)) {}
+  [[nodiscard]] std::size_t num_parameters() const { return inner_.num_parameters(); }
+  [[nodiscard]] std::size_t num_inputs() const { return inner_.num_inputs(); }
+  [[nodiscard]] std::size_t input_size(std::size_t s) const { return inner_.input_size(s); }
+  double loss(const P::vector& own, bilevel::input_list<P> in, const fold&) const { return inner_.loss(own, in, {}); }
+  double gradient(const P::vector& own, bilevel::input_list<P> in, const fold&, P::vector& out) const {
+    return inner_.gradient(own, in, {}, out);
+  }
+  void input_gradient(const P::vector& own, bilevel::input_list<P> in, const fold&, std::size_t s,
+                      P::vector& out) const {
+    inner_.input_gradient(own, in, {}, s, out);
+  }
+
+ private:
+  validation_least_squares<P> inner_;
+};
+}  // namespace
+
+TEST_CASE("solver: levels with different batch types share one solver and take the same steps") {
+  auto inner = bilevel::make_level("theta", ridge_training_loss<P>(ridge.train), sgd{.lr = 0.1}, hg::implicit_cg{},
+                                   P::zeros(d))
+                   .reading({1})
+                   .steps_per_iteration(50);
+  auto outer = bilevel::make_level("log_penalty", validation_on_folds(validation_least_squares<P>(ridge.validation, d)),
+                                   sgd{.lr = 5.0}, hg::first_order{}, P::zeros(d), [] { return fold{}; })
+                   .reading({0});
+  auto mixed = bilevel::solver(std::move(inner), std::move(outer));
+  auto plain = ridge_solver();
+  mixed.run(5);
+  plain.run(5);
+  // The batch type changes nothing but the type: the same steps as the full-batch set-up.
+  CHECK(test::host<P>(mixed.level<1>().theta) == test::host<P>(plain.level<1>().theta));
+}
+
 TEST_CASE("solver: callbacks see every step, and on_iteration stops the run") {
   auto s = ridge_solver(3);
   std::size_t lower_steps = 0, upper_steps = 0, hypergradient_reports = 0;

@@ -395,16 +395,20 @@ class solver {
     std::vector<vector> adjoint(N);
     visit(j, [&](auto& lv) {
       using L = typename std::remove_cvref_t<decltype(lv)>::learner_type;
-      inputs[j] = input_ptrs(j);
-      const input_list<P> in(inputs[j]);
-      result.loss = lv.learner.gradient(lv.theta, in, batch_j, result.gradient);
-      if constexpr (input_differentiable_learner<L>) {
-        vector g;
-        for (std::size_t s = 0; s < lv.reads.size(); ++s) {
-          const std::size_t k = lv.reads[s];
-          if (!in_d[k]) continue;
-          lv.learner.input_gradient(lv.theta, in, batch_j, s, g);
-          accumulate(adjoint[k], std::move(g));
+      // visit instantiates this for every level; only level j's (whose batch this is) runs it,
+      // and the other levels may have other batch types.
+      if constexpr (std::is_same_v<typename L::batch_type, Batch>) {
+        inputs[j] = input_ptrs(j);
+        const input_list<P> in(inputs[j]);
+        result.loss = lv.learner.gradient(lv.theta, in, batch_j, result.gradient);
+        if constexpr (input_differentiable_learner<L>) {
+          vector g;
+          for (std::size_t s = 0; s < lv.reads.size(); ++s) {
+            const std::size_t k = lv.reads[s];
+            if (!in_d[k]) continue;
+            lv.learner.input_gradient(lv.theta, in, batch_j, s, g);
+            accumulate(adjoint[k], std::move(g));
+          }
         }
       }
     });
