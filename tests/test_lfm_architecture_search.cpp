@@ -19,6 +19,7 @@
 
 #include "batches.hpp"
 #include "derivative_checks.hpp"
+#include "search_cell.hpp"
 #include "toy_data.hpp"
 #include "weighting_checks.hpp"
 
@@ -27,15 +28,8 @@ namespace {
 using P = test::P64;
 using namespace bilevel::learners;
 
-/// 8 features → dense 5, tanh → mixed{dense+relu, dense+tanh, skip, zero} → mixed{dense+tanh, skip} → 3 classes.
-std::vector<layer::spec> cell() {
-  return {layer::dense{5}, layer::act{activation::tanh},
-          layer::mixed{{layer::candidate{{layer::dense{5}, layer::act{activation::relu}}},
-                        layer::candidate{{layer::dense{5}, layer::act{activation::tanh}}}, layer::skip(),
-                        layer::zero_op()}},
-          layer::mixed{{layer::candidate{{layer::dense{5}, layer::act{activation::tanh}}}, layer::skip()}},
-          layer::dense{3}};
-}
+/// tests/search_cell.hpp's search space.
+std::vector<layer::spec> cell() { return test::search_cell(); }
 constexpr geometry features8{1, 1, 8};
 
 }  // namespace

@@ -15,21 +15,14 @@
 
 #include "batches.hpp"
 #include "derivative_checks.hpp"
+#include "search_cell.hpp"
 
 namespace {
 using P = test::P64;
 using namespace bilevel::learners;
 
-
-/// dense → tanh → mixed{dense+relu, dense+tanh, skip, zero} → mixed{dense+sigmoid, skip} → dense
-std::vector<layer::spec> cell() {
-  return {layer::dense{5}, layer::act{activation::tanh},
-          layer::mixed{{layer::candidate{{layer::dense{5}, layer::act{activation::relu}}},
-                        layer::candidate{{layer::dense{5}, layer::act{activation::tanh}}}, layer::skip(),
-                        layer::zero_op()}},
-          layer::mixed{{layer::candidate{{layer::dense{5}, layer::act{activation::sigmoid}}}, layer::skip()}},
-          layer::dense{3}};
-}
+/// tests/search_cell.hpp's search space.
+std::vector<layer::spec> cell() { return test::search_cell(activation::sigmoid); }
 }  // namespace
 
 TEST_CASE("mixed ops: the architecture is an input with every exact product") {

@@ -16,6 +16,7 @@
 #include <bilevel/methods/small_group_learning.hpp>
 
 #include "derivative_checks.hpp"
+#include "search_cell.hpp"
 #include "toy_data.hpp"
 
 namespace {
@@ -24,15 +25,8 @@ using P = test::P64;
 using namespace bilevel::learners;
 using net_t = reading_segment<sequential<P>>;
 
-/// 8 features → dense 5, tanh → mixed{dense+relu, dense+tanh, skip, zero} → mixed{dense+tanh, skip} → 3 classes.
-std::vector<layer::spec> cell() {
-  return {layer::dense{5}, layer::act{activation::tanh},
-          layer::mixed{{layer::candidate{{layer::dense{5}, layer::act{activation::relu}}},
-                        layer::candidate{{layer::dense{5}, layer::act{activation::tanh}}}, layer::skip(),
-                        layer::zero_op()}},
-          layer::mixed{{layer::candidate{{layer::dense{5}, layer::act{activation::tanh}}}, layer::skip()}},
-          layer::dense{3}};
-}
+/// tests/search_cell.hpp's search space.
+std::vector<layer::spec> cell() { return test::search_cell(); }
 constexpr geometry features8{1, 1, 8};
 constexpr std::size_t m = 6;  // architecture entries per learner
 
