@@ -2,7 +2,7 @@
 // bilevel's side of the comparison with the Python tools (bench/compare/run.sh, RESULTS.md):
 // Meta-Weight-Net on Fashion-MNIST with 40% symmetric label noise, timed per outer step.
 //
-//   mwn_step [--mode lookahead|cg|neumann] [--width W] [--threads T] [--seed S]
+//   mwn_step [--mode lookahead|last_step|cg|neumann] [--width W] [--threads T] [--seed S]
 //            [--warmup N] [--timed N] [--train-steps N] [--iterations K] [--neumann-step A]
 //            [--data DIR] [--export DIR]
 //
@@ -14,6 +14,11 @@
 // weight decay 1e-4, initial parameters from the seeds S (classifier) and S+1 (V).
 //
 // --mode lookahead: methods::meta_weight_net (one exact virtual step, upper level first).
+// --mode last_step: Betty's schedule with the exact product: the classifier steps first, then V
+//   along the hypergradient through that real step (hypergrad::unrolled{.keep_last = 1}), so
+//   no virtual step is taken: the arithmetic of Betty's `darts` setting (one step of the
+//   classifier, the validation gradient, the mixed product), with the product exact instead
+//   of two extra forward passes.
 // --mode cg / neumann: the same two levels assembled by hand with hypergrad::implicit_cg /
 //   hypergrad::neumann on the classifier (K iterations, forced: the tolerance is never met),
 //   classifier stepped first, then V along the implicit hypergradient (Betty's order).
@@ -87,15 +92,15 @@ options parse(int argc, char** argv) {
     else if (a == "--data") o.data = next();
     else if (a == "--export") o.export_dir = next();
     else if (a == "--help") {
-      std::puts("usage: mwn_step [--mode lookahead|cg|neumann] [--width W] [--threads T] [--seed S] [--warmup N]\n"
+      std::puts("usage: mwn_step [--mode lookahead|last_step|cg|neumann] [--width W] [--threads T] [--seed S] [--warmup N]\n"
                 "                [--timed N] [--train-steps N] [--iterations K] [--neumann-step A] [--damping MU]\n"
                 "                [--data DIR]"
                 "                [--export DIR]   (see the comment at the top of bench/compare/mwn_step.cpp)");
       std::exit(0);
     } else throw std::invalid_argument("unknown argument " + a);
   }
-  if (o.mode != "lookahead" && o.mode != "cg" && o.mode != "neumann")
-    throw std::invalid_argument("--mode must be lookahead, cg or neumann");
+  if (o.mode != "lookahead" && o.mode != "last_step" && o.mode != "cg" && o.mode != "neumann")
+    throw std::invalid_argument("--mode must be lookahead, last_step, cg or neumann");
   if (o.threads == 0 || o.timed == 0) throw std::invalid_argument("--threads and --timed must be >= 1");
   return o;
 }
@@ -130,10 +135,10 @@ methods::meta_weight_net_config config(const options& o) {
           .seed = o.seed};
 }
 
-/// The implicit variants: the two levels of methods/meta_weight_net.hpp with `strategy` on the
-/// classifier instead of the look-ahead, classifier first.
+/// The classifier-first variants (last_step, cg, neumann): the two levels of
+/// methods/meta_weight_net.hpp with `strategy` on the classifier instead of the look-ahead.
 template <class Strategy>
-auto implicit_mwn(std::shared_ptr<const data::dataset> train, std::shared_ptr<const data::dataset> validation,
+auto classifier_first_mwn(std::shared_ptr<const data::dataset> train, std::shared_ptr<const data::dataset> validation,
                   const methods::meta_weight_net_config& cfg, Strategy strategy) {
   using namespace bilevel::learners;
   const loss_weighting_net v{cfg.hidden};
@@ -187,6 +192,13 @@ void write_raw(const std::filesystem::path& path, const std::vector<T>& v) {
   f.write(reinterpret_cast<const char*>(v.data()), std::streamsize(v.size() * sizeof(T)));
   if (!f) throw std::runtime_error("cannot write " + path.string());
 }
+
+/// bilevel with Eigen's own GEMM, or with Eigen's products handed to a BLAS (EIGEN_USE_BLAS).
+#ifdef EIGEN_USE_BLAS
+constexpr const char* implementation = "bilevel+openblas";
+#else
+constexpr const char* implementation = "bilevel";
+#endif
 
 std::string compiler() {
 #if defined(__clang__)
@@ -273,27 +285,29 @@ int main(int argc, char** argv) try {
     const double hvps_per_step = double(hvps) / double(std::max<std::size_t>(hypergradients, 1));
     const double acc = o.train_steps > 0 ? test_accuracy(net, s.template level<0>().theta, fm.test) : -1.0;
     std::printf(
-        "{\"implementation\": \"bilevel\", \"mode\": \"%s\", \"threads\": %zu, \"eigen_threads\": %d, \"openmp\": %s, "
+        "{\"implementation\": \"%s\", \"mode\": \"%s\", \"threads\": %zu, \"eigen_threads\": %d, \"openmp\": %s, "
         "\"width\": %zu, \"seed\": %u, \"warmup\": %zu, \"timed\": %zu, \"median_ms\": %.4f, \"p10_ms\": %.4f, "
         "\"p90_ms\": %.4f, \"mean_ms\": %.4f, \"peak_rss_mb\": %.1f, \"rss_before_training_mb\": %.1f, "
         "\"training_peak_rss_mb\": %.1f, "
         "\"train_steps\": %zu, \"test_accuracy\": %s, \"iterations\": %zu, \"damping\": %g, \"hvps_per_step\": %.2f, "
         "\"skipped_steps\": %zu, \"compiler\": \"%s\", \"eigen\": \"%d.%d.%d\"}\n",
-        o.mode.c_str(), o.threads, Eigen::nbThreads(), openmp ? "true" : "false", o.width, o.seed, o.warmup, o.timed,
+        implementation, o.mode.c_str(), o.threads, Eigen::nbThreads(), openmp ? "true" : "false", o.width, o.seed, o.warmup, o.timed,
         percentile(ms, 0.5), percentile(ms, 0.1), percentile(ms, 0.9),
         std::accumulate(ms.begin(), ms.end(), 0.0) / double(ms.size()), std::max(loading_peak, peak_rss_mb()), baseline, training_peak,
         o.train_steps > 0 ? total : std::size_t(0), o.train_steps > 0 ? std::to_string(acc).c_str() : "null",
-        o.mode == "lookahead" ? std::size_t(1) : o.iterations, o.damping, hvps_per_step, skipped, compiler().c_str(), EIGEN_WORLD_VERSION,
+        o.mode == "lookahead" || o.mode == "last_step" ? std::size_t(1) : o.iterations, o.damping, hvps_per_step, skipped, compiler().c_str(), EIGEN_WORLD_VERSION,
         EIGEN_MAJOR_VERSION, EIGEN_MINOR_VERSION);
   };
   if (o.mode == "lookahead") {
     go(methods::meta_weight_net<P>(train, validation, cfg));
+  } else if (o.mode == "last_step") {
+    go(classifier_first_mwn(train, validation, cfg, hypergrad::unrolled{.keep_last = 1}));
   } else if (o.mode == "cg") {
     // A tolerance no float solve meets: exactly K iterations unless CG meets negative curvature.
-    go(implicit_mwn(train, validation, cfg,
+    go(classifier_first_mwn(train, validation, cfg,
                     hypergrad::implicit_cg{.damping = o.damping, .max_iterations = o.iterations, .tolerance = 1e-30}));
   } else {
-    go(implicit_mwn(train, validation, cfg,
+    go(classifier_first_mwn(train, validation, cfg,
                     hypergrad::neumann{.iterations = o.iterations, .damping = o.damping, .step = o.neumann_step}));
   }
   return 0;

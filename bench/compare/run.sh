@@ -20,8 +20,17 @@
 # WAIT_MINUTES (45), then runs anyway and the report says the machine was loaded. It also waits
 # while build/compare/hold exists. Each result records the load just before its run.
 #
+#   schedule     in each round, bilevel --mode last_step (Betty's schedule: classifier first, the
+#                hypergradient through the real step just taken, exact product) and Betty, at
+#                W = 256 and 2048, 1 thread: the same arithmetic as Betty's setting
+#   blas         in each round, the look-ahead and last_step runs at W = 256 and 2048 again with
+#                bench_compare_mwn_step_blas (EIGEN_USE_BLAS: Eigen's products in OpenBLAS,
+#                OPENBLAS_NUM_THREADS=1), when CMake found OpenBLAS
+#
 # Environment: WAIT_MINUTES (45), TRAIN_STEPS (920), WARMUP (20), TIMED (200), SEEDS ("1 2 3"),
-# WIDTHS ("256 512 1024 2048"), THREADS ("1 2"), ROUNDS (3), RUN_LIMIT (300 s per run).
+# WIDTHS ("256 512 1024 2048"), THREADS ("1 2"), ROUNDS (3), RUN_LIMIT (300 s per run),
+# PARTS ("training lookahead implicit sweep schedule blas": which of the runs above), APPEND (0; 1:
+# add to results.jsonl instead of starting it afresh, e.g. PARTS=schedule APPEND=1 after a run).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -37,6 +46,9 @@ WIDTHS=${WIDTHS:-256 512 1024 2048}
 THREADS=${THREADS:-1 2}
 ROUNDS=${ROUNDS:-3}
 RUN_LIMIT=${RUN_LIMIT:-300}  # seconds; a run past it is dropped (and reported on stderr)
+PARTS=${PARTS:-training lookahead implicit sweep schedule blas}
+APPEND=${APPEND:-0}
+part() { case " $PARTS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 K=10            # CG / Neumann iterations
 ALPHA=0.01      # Neumann step
 report=$root/bench/RESULTS.md plot=$here/time_vs_width.png
@@ -45,6 +57,8 @@ if [ "${1:-}" = "--quick" ]; then  # a smoke test of the whole pipeline, not a r
   out=$out/quick report=$out/RESULTS.md plot=$out/time_vs_width.png
 fi
 command_line="bench/compare/run.sh $*"
+[ "$PARTS" != "training lookahead implicit sweep schedule blas" ] && command_line="PARTS=\"$PARTS\" $command_line"
+[ "$APPEND" != 0 ] && command_line="APPEND=$APPEND $command_line"
 [ "$ROUNDS" != 3 ] && command_line="ROUNDS=$ROUNDS $command_line"
 [ "$WAIT_MINUTES" != 45 ] && command_line="WAIT_MINUTES=$WAIT_MINUTES $command_line"
 
@@ -57,6 +71,9 @@ nice cmake --build "$root/build/compare/cmake" -j1 --target bench_compare_mwn_st
   > "$out/build.log"
 cpp=$root/build/compare/cmake/bench/bench_compare_mwn_step
 cpp_omp=$root/build/compare/cmake/bench/bench_compare_mwn_step_omp
+cpp_blas=$root/build/compare/cmake/bench/bench_compare_mwn_step_blas  # built when CMake finds OpenBLAS
+nice cmake --build "$root/build/compare/cmake" -j1 --target bench_compare_mwn_step_blas >> "$out/build.log" 2>&1 ||
+  echo "run.sh: no OpenBLAS build of mwn_step (libopenblas-dev missing?): the blas runs are skipped"
 
 problem() {  # problem DIR for width $1 and seed $2, exported once
   local dir=$out/problems/w$1_s$2
@@ -95,9 +112,9 @@ done
 busy_list=$( (pgrep -af /tmp/exp/ | cut -c1-120; ps -eo pcpu=,args= --sort=-pcpu | awk '$1 > 20' | cut -c1-120) || true)
 
 results=$out/results.jsonl
-: > "$results"
+[ "$APPEND" = 0 ] && : > "$results"
 start=$(date +%s)
-"$py" - "$out/meta.json" "$command_line" "$waited" "$loaded" "$busy_list" "$TRAIN_STEPS" "$WARMUP" "$TIMED" "$K" "$ALPHA" <<'PY'
+APPEND=$APPEND "$py" - "$out/meta.json" "$command_line" "$waited" "$loaded" "$busy_list" "$TRAIN_STEPS" "$WARMUP" "$TIMED" "$K" "$ALPHA" <<'PY'
 import json, subprocess, sys, os, importlib.metadata as md
 path, cmd, waited, loaded, busy, train, warm, timed, k, alpha = sys.argv[1:]
 lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
@@ -110,6 +127,12 @@ root = os.getcwd()
 bilevel = next((l.split("VERSION")[1].split()[0] for l in open(os.path.join(root, "CMakeLists.txt")) if l.startswith("project(bilevel")), "?")
 commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
 dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True).stdout.strip() != ""
+if os.environ.get("APPEND", "0") != "0" and os.path.exists(path):  # a supplement: say so, keep the first run's
+    first = json.load(open(path))
+    first.setdefault("appended", []).append({"command": cmd, "waited_minutes": int(waited), "loaded": loaded == "true",
+                                             "busy": busy.splitlines(), "commit": commit, "dirty": dirty})
+    json.dump(first, open(path, "w"), indent=1)
+    sys.exit(0)
 json.dump({"cpu": field("Model name"), "cpus": field("CPU(s)"), "threads_per_core": field("Thread(s) per core"),
            "flags_avx512": "avx512f" in lscpu, "loadavg_at_start": open("/proc/loadavg").read().split()[:3],
            "command": cmd, "waited_minutes": int(waited), "loaded": loaded == "true", "busy": busy.splitlines(),
@@ -138,42 +161,72 @@ run() {  # run IMPL ARGS...: one JSON line into results.jsonl (a run over RUN_LI
 }
 bilevel_bin() { if [ "$1" = 1 ]; then echo "$cpp"; else echo "$cpp_omp"; fi; }
 common="--warmup $WARMUP --timed $TIMED"
+export OPENBLAS_NUM_THREADS=1  # the OpenBLAS build's GEMMs (1-thread runs only)
 
-echo "== training runs: look-ahead, 1 thread, $TRAIN_STEPS steps, seeds $SEEDS (timed steps inside)"
-export OMP_NUM_THREADS=1
-for s in $SEEDS; do
-  p=$(problem 256 "$s")
-  run bilevel "$cpp" --seed "$s" $common --train-steps "$TRAIN_STEPS"
-  for impl in torch higher torchopt betty; do run "$impl" --problem "$p" --seed "$s" $common --train-steps "$TRAIN_STEPS"; done
-done
+if part training; then
+  echo "== training runs: look-ahead, 1 thread, $TRAIN_STEPS steps, seeds $SEEDS (timed steps inside)"
+  export OMP_NUM_THREADS=1
+  for s in $SEEDS; do
+    p=$(problem 256 "$s")
+    run bilevel "$cpp" --seed "$s" $common --train-steps "$TRAIN_STEPS"
+    for impl in torch higher torchopt betty; do run "$impl" --problem "$p" --seed "$s" $common --train-steps "$TRAIN_STEPS"; done
+  done
+fi
 
 # Timing only, in ROUNDS interleaved rounds: on a shared machine every implementation then meets
 # the same mix of load, and the report takes the median over rounds.
 for round in $(seq 1 "$ROUNDS"); do
-  echo "== round $round/$ROUNDS: look-ahead at threads $THREADS, implicit (K = $K), width sweep"
-  for t in $THREADS; do
-    export OMP_NUM_THREADS=$t
-    p=$(problem 256 1)
-    run bilevel "$(bilevel_bin "$t")" --threads "$t" $common
-    for impl in torch higher torchopt betty; do run "$impl" --problem "$p" --threads "$t" $common; done
-  done
+  echo "== round $round/$ROUNDS: $PARTS"
+  p=$(problem 256 1)
+  if part lookahead; then
+    for t in $THREADS; do
+      export OMP_NUM_THREADS=$t
+      run bilevel "$(bilevel_bin "$t")" --threads "$t" $common
+      for impl in torch higher torchopt betty; do run "$impl" --problem "$p" --threads "$t" $common; done
+    done
+  fi
   export OMP_NUM_THREADS=1
-  run bilevel "$cpp" --mode cg --iterations $K --damping 0 $common
-  run bilevel "$cpp" --mode cg --iterations $K --damping 1 $common
-  run bilevel "$cpp" --mode neumann --iterations $K --neumann-step $ALPHA $common
-  for impl in torchopt betty; do
-    run "$impl" --mode cg --iterations $K --problem "$p" $common
-    run "$impl" --mode neumann --iterations $K --neumann-step $ALPHA --problem "$p" $common
-  done
-  for w in $WIDTHS; do
-    [ "$w" = 256 ] && continue  # the look-ahead runs above
-    p=$(problem "$w" 1)
-    run bilevel "$cpp" --width "$w" $common
-    for impl in torch higher torchopt betty; do run "$impl" --problem "$p" --width "$w" $common; done
-  done
+  if part implicit; then
+    run bilevel "$cpp" --mode cg --iterations $K --damping 0 $common
+    run bilevel "$cpp" --mode cg --iterations $K --damping 1 $common
+    run bilevel "$cpp" --mode neumann --iterations $K --neumann-step $ALPHA $common
+    for impl in torchopt betty; do
+      run "$impl" --mode cg --iterations $K --problem "$p" $common
+      run "$impl" --mode neumann --iterations $K --neumann-step $ALPHA --problem "$p" $common
+    done
+  fi
+  if part sweep; then
+    for w in $WIDTHS; do
+      [ "$w" = 256 ] && continue  # the look-ahead runs above
+      p=$(problem "$w" 1)
+      run bilevel "$cpp" --width "$w" $common
+      for impl in torch higher torchopt betty; do run "$impl" --problem "$p" --width "$w" $common; done
+    done
+  fi
+  if part blas && [ -x "$cpp_blas" ]; then  # the same program with OpenBLAS's SGEMM, 1 thread
+    for w in 256 2048; do
+      p=$(problem "$w" 1)
+      run bilevel "$cpp_blas" --width "$w" $common
+      run bilevel "$cpp_blas" --mode last_step --width "$w" $common
+      if ! { { [ "$w" = 256 ] && part lookahead; } || { [ "$w" = 2048 ] && part sweep; }; }; then
+        run bilevel "$cpp" --width "$w" $common
+        run betty --problem "$p" --width "$w" $common
+      fi
+    done
+  fi
+  if part schedule; then  # Betty's own runs come from the look-ahead and sweep parts when they run
+    for w in 256 2048; do
+      p=$(problem "$w" 1)
+      run bilevel "$cpp" --mode last_step --width "$w" $common
+      { [ "$w" = 256 ] && part lookahead; } || { [ "$w" = 2048 ] && part sweep; } ||
+        run betty --problem "$p" --width "$w" $common
+    done
+  fi
 done
 
 end=$(date +%s)
-echo "{\"elapsed_s\": $((end - start))}" > "$out/elapsed.json"
+before=0
+[ "$APPEND" != 0 ] && [ -f "$out/elapsed.json" ] && before=$(tr -dc '0-9' < "$out/elapsed.json")
+echo "{\"elapsed_s\": $((before + end - start))}" > "$out/elapsed.json"
 /usr/bin/python3 "$here/report.py" "$out" "$report" "$plot"
 echo "run.sh: $(wc -l < "$results") results in $results; wrote $report and $plot; measuring took $((end - start)) s"
