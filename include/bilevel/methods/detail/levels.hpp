@@ -52,15 +52,16 @@ struct classifier_shape {
   }
 };
 
-template <nn_tensor_policy P, class Weighting, class Sampler>
+template <nn_tensor_policy P, class Weighting, class Sampler, class Strategy = hypergrad::lookahead>
 auto classifier_level(std::string name, const classifier_shape& shape, Weighting weighting, const sgd_settings& sgd,
-                      std::uint64_t init_seed, Sampler sampler) {
+                      std::uint64_t init_seed, Sampler sampler,
+                      Strategy strategy = hypergrad::lookahead{.steps = 1, .on_next_batch = true}) {
   auto net = shape.network<P>(std::move(weighting));
   auto theta0 = net.initial_parameters(init_seed);
   return make_level(std::move(name), std::move(net),
                     optim::sgd<P>{.lr = sgd.lr, .momentum = sgd.momentum, .weight_decay = sgd.weight_decay,
                                   .nesterov = sgd.nesterov},
-                    hypergrad::lookahead{.steps = 1, .on_next_batch = true}, std::move(theta0), std::move(sampler));
+                    std::move(strategy), std::move(theta0), std::move(sampler));
 }
 
 template <nn_tensor_policy P, class Optimizer>
