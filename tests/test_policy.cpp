@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "entry_op_checks.hpp"
+#include "gemm_cases.hpp"
 #include "per_sample_checks.hpp"
 #include "policies.hpp"
 #include "support.hpp"
@@ -175,35 +176,30 @@ TEST_CASE_TEMPLATE("policy: gemm, all four transpose combinations, beta zero and
   };
   const S alpha = S(0.75), beta = S(2);
 
-  for (bool ta : {false, true})
-    for (bool tb : {false, true})
-      for (bool with_beta : {false, true}) {
-        CAPTURE(ta);
-        CAPTURE(tb);
-        CAPTURE(with_beta);
-        const auto a = stored(opa, m, k, ta), b = stored(opb, k, n, tb);
-        typename P::matrix c;
-        if (with_beta) {
-          c = P::matrix_from_host(m, n, c0s);
-        } else {  // wrong shape and NaN: beta = 0 resizes and never reads them
-          c = P::matrix_zeros(2, 2);
-          c(0, 0) = std::numeric_limits<S>::quiet_NaN();
-        }
-        P::gemm(alpha, a, ta, b, tb, with_beta ? beta : S(0), c);
-        REQUIRE(P::rows(c) == m);
-        REQUIRE(P::cols(c) == n);
-        for (std::size_t i = 0; i < m; ++i)
-          for (std::size_t j = 0; j < n; ++j) {
-            CAPTURE(i);
-            CAPTURE(j);
-            double s = 0, abs_s = 0;
-            for (std::size_t l = 0; l < k; ++l) s += opa[i * k + l] * opb[l * n + j], abs_s += std::abs(opa[i * k + l] * opb[l * n + j]);
-            const double old = with_beta ? double(beta) * c0h[i * n + j] : 0.0;
-            // k-term dot, scaling, adding beta·C: ≤ (k + 3)·u·(|alpha|Σ|terms| + |beta C_ij|).
-            CHECK(std::abs(double(c(long(i), long(j))) - (double(alpha) * s + old)) <=
-                  (k + 3) * u * (std::abs(double(alpha)) * abs_s + std::abs(old)));
-          }
+  test::for_each_gemm_case([&](bool ta, bool tb, bool with_beta) {
+    const auto a = stored(opa, m, k, ta), b = stored(opb, k, n, tb);
+    typename P::matrix c;
+    if (with_beta) {
+      c = P::matrix_from_host(m, n, c0s);
+    } else {  // wrong shape and NaN: beta = 0 resizes and never reads them
+      c = P::matrix_zeros(2, 2);
+      c(0, 0) = std::numeric_limits<S>::quiet_NaN();
+    }
+    P::gemm(alpha, a, ta, b, tb, with_beta ? beta : S(0), c);
+    REQUIRE(P::rows(c) == m);
+    REQUIRE(P::cols(c) == n);
+    for (std::size_t i = 0; i < m; ++i)
+      for (std::size_t j = 0; j < n; ++j) {
+        CAPTURE(i);
+        CAPTURE(j);
+        double s = 0, abs_s = 0;
+        for (std::size_t l = 0; l < k; ++l) s += opa[i * k + l] * opb[l * n + j], abs_s += std::abs(opa[i * k + l] * opb[l * n + j]);
+        const double old = with_beta ? double(beta) * c0h[i * n + j] : 0.0;
+        // k-term dot, scaling, adding beta·C: ≤ (k + 3)·u·(|alpha|Σ|terms| + |beta C_ij|).
+        CHECK(std::abs(double(c(long(i), long(j))) - (double(alpha) * s + old)) <=
+              (k + 3) * u * (std::abs(double(alpha)) * abs_s + std::abs(old)));
       }
+  });
 }
 
 TEST_CASE_TEMPLATE("policy: host transfer round trips; matrix_from_host is row-major", P, BILEVEL_FLOAT_POLICIES, BILEVEL_DOUBLE_POLICIES) {
@@ -339,28 +335,23 @@ TEST_CASE_TEMPLATE("policy: gemm_by_segment reads a segment of θ in place, as g
   const auto c0 = test::random_vector(m * n, 12);
   const std::vector<S> c0s(c0.begin(), c0.end());
   const S alpha = S(0.75), beta = S(2);
-  for (bool ta : {false, true})
-    for (bool tb : {false, true})
-      for (bool with_beta : {false, true}) {
-        CAPTURE(ta);
-        CAPTURE(tb);
-        CAPTURE(with_beta);
-        const auto ah = test::random_vector(m * k, 13);
-        const auto a = P::matrix_from_host(ta ? k : m, ta ? m : k, std::vector<S>(ah.begin(), ah.end()));
-        const std::size_t r = tb ? n : k, c = tb ? k : n;  // the segment as stored: op(S) is k × n
-        typename P::matrix w, expected, got;
-        P::unflatten(theta, offset, r, c, w);
-        expected = P::matrix_from_host(m, n, c0s);
-        if (with_beta) {
-          got = expected;
-        } else {  // wrong shape and NaN: beta = 0 resizes and never reads them
-          got = P::matrix_zeros(2, 2);
-          got(0, 0) = std::numeric_limits<S>::quiet_NaN();
-        }
-        P::gemm(alpha, a, ta, w, tb, with_beta ? beta : S(0), expected);
-        P::gemm_by_segment(alpha, a, ta, theta, offset, r, c, tb, with_beta ? beta : S(0), got);
-        CHECK(P::equal(got, expected));  // the same product, bit for bit
-      }
+  test::for_each_gemm_case([&](bool ta, bool tb, bool with_beta) {
+    const auto ah = test::random_vector(m * k, 13);
+    const auto a = P::matrix_from_host(ta ? k : m, ta ? m : k, std::vector<S>(ah.begin(), ah.end()));
+    const std::size_t r = tb ? n : k, c = tb ? k : n;  // the segment as stored: op(S) is k × n
+    typename P::matrix w, expected, got;
+    P::unflatten(theta, offset, r, c, w);
+    expected = P::matrix_from_host(m, n, c0s);
+    if (with_beta) {
+      got = expected;
+    } else {  // wrong shape and NaN: beta = 0 resizes and never reads them
+      got = P::matrix_zeros(2, 2);
+      got(0, 0) = std::numeric_limits<S>::quiet_NaN();
+    }
+    P::gemm(alpha, a, ta, w, tb, with_beta ? beta : S(0), expected);
+    P::gemm_by_segment(alpha, a, ta, theta, offset, r, c, tb, with_beta ? beta : S(0), got);
+    CHECK(P::equal(got, expected));  // the same product, bit for bit
+  });
   typename P::matrix out;
   const auto a = P::matrix_zeros(m, k);
   CHECK_THROWS_WITH_AS(P::gemm_by_segment(S(1), a, false, theta, offset + 3, k, n, false, S(0), out),

@@ -21,6 +21,7 @@
 
 #include "common.hpp"
 #include "../entry_op_checks.hpp"
+#include "../gemm_cases.hpp"
 #include "../per_sample_checks.hpp"
 
 static_assert(bilevel::tensor_policy<bilevel::policy::cuda<float>>);
@@ -239,63 +240,58 @@ TEST_CASE_TEMPLATE("cuda policy: gemm, gemm_into_segment and gemm_by_segment, al
     return trans ? matrix<P>(cols, rows, s) : matrix<P>(rows, cols, s);
   };
   const S alpha = S(0.75), beta = S(2);
-  for (bool ta : {false, true})
-    for (bool tb : {false, true})
-      for (bool with_beta : {false, true}) {
-        CAPTURE(ta);
-        CAPTURE(tb);
-        CAPTURE(with_beta);
-        const auto a = stored(opa, m, k, ta), b = stored(opb, k, n, tb);
-        auto check = [&](const std::vector<double>& got) {
-          REQUIRE(got.size() == m * n);
-          for (std::size_t i = 0; i < m; ++i)
-            for (std::size_t j = 0; j < n; ++j) {
-              CAPTURE(i);
-              CAPTURE(j);
-              double s = 0, abs_s = 0;
-              for (std::size_t l = 0; l < k; ++l)
-                s += opa[i * k + l] * opb[l * n + j], abs_s += std::abs(opa[i * k + l] * opb[l * n + j]);
-              const double old = with_beta ? double(beta) * c0h[i * n + j] : 0.0;
-              CHECK(std::abs(got[i * n + j] - (double(alpha) * s + old)) <=
-                    (k + 3) * u * (std::abs(double(alpha)) * abs_s + std::abs(old)));
-            }
-        };
-        typename P::matrix c;
-        if (with_beta) {
-          c = matrix<P>(m, n, c0h);
-        } else {  // wrong shape and NaN: beta = 0 resizes and never reads them
-          c = matrix<P>(2, 2, {std::numeric_limits<double>::quiet_NaN(), 0, 0, 0});
+  test::for_each_gemm_case([&](bool ta, bool tb, bool with_beta) {
+    const auto a = stored(opa, m, k, ta), b = stored(opb, k, n, tb);
+    auto check = [&](const std::vector<double>& got) {
+      REQUIRE(got.size() == m * n);
+      for (std::size_t i = 0; i < m; ++i)
+        for (std::size_t j = 0; j < n; ++j) {
+          CAPTURE(i);
+          CAPTURE(j);
+          double s = 0, abs_s = 0;
+          for (std::size_t l = 0; l < k; ++l)
+            s += opa[i * k + l] * opb[l * n + j], abs_s += std::abs(opa[i * k + l] * opb[l * n + j]);
+          const double old = with_beta ? double(beta) * c0h[i * n + j] : 0.0;
+          CHECK(std::abs(got[i * n + j] - (double(alpha) * s + old)) <=
+                (k + 3) * u * (std::abs(double(alpha)) * abs_s + std::abs(old)));
         }
-        P::gemm(alpha, a, ta, b, tb, with_beta ? beta : S(0), c);
-        REQUIRE(P::rows(c) == m);
-        REQUIRE(P::cols(c) == n);
-        check(host_matrix<P>(c));
+    };
+    typename P::matrix c;
+    if (with_beta) {
+      c = matrix<P>(m, n, c0h);
+    } else {  // wrong shape and NaN: beta = 0 resizes and never reads them
+      c = matrix<P>(2, 2, {std::numeric_limits<double>::quiet_NaN(), 0, 0, 0});
+    }
+    P::gemm(alpha, a, ta, b, tb, with_beta ? beta : S(0), c);
+    REQUIRE(P::rows(c) == m);
+    REQUIRE(P::cols(c) == n);
+    check(host_matrix<P>(c));
 
-        // The same product written into the middle of a flat vector, its surroundings kept.
-        std::vector<double> flat(3 + m * n + 2, 7.0);
-        for (std::size_t i = 0; i < m * n; ++i) flat[3 + i] = with_beta ? c0h[i] : std::numeric_limits<double>::quiet_NaN();
-        auto dst = device<P>(flat);
-        P::gemm_into_segment(alpha, a, ta, b, tb, with_beta ? beta : S(0), dst, 3);
-        const auto got = host<P>(dst);
-        CHECK(got[0] == 7.0);
-        CHECK(got[2] == 7.0);
-        CHECK(got[3 + m * n] == 7.0);
-        CHECK(got[4 + m * n] == 7.0);
-        check(std::vector<double>(got.begin() + 3, got.begin() + 3 + std::ptrdiff_t(m * n)));
+    // The same product written into the middle of a flat vector, its surroundings kept.
+    std::vector<double> flat(3 + m * n + 2, 7.0);
+    for (std::size_t i = 0; i < m * n; ++i) flat[3 + i] = with_beta ? c0h[i] : std::numeric_limits<double>::quiet_NaN();
+    auto dst = device<P>(flat);
+    P::gemm_into_segment(alpha, a, ta, b, tb, with_beta ? beta : S(0), dst, 3);
+    const auto got = host<P>(dst);
+    CHECK(got[0] == 7.0);
+    CHECK(got[2] == 7.0);
+    CHECK(got[3 + m * n] == 7.0);
+    CHECK(got[4 + m * n] == 7.0);
+    check(std::vector<double>(got.begin() + 3, got.begin() + 3 + std::ptrdiff_t(m * n)));
 
-        // B read in place from the middle of a flat vector (a layer's weights in θ).
-        const auto bh = host_matrix<P>(b);
-        std::vector<double> theta_h(3 + k * n + 2, 9.0);
-        std::copy(bh.begin(), bh.end(), theta_h.begin() + 3);
-        const auto theta = device<P>(theta_h);
-        typename P::matrix cs;
-        if (with_beta) cs = matrix<P>(m, n, c0h);
-        else cs = matrix<P>(2, 2, {std::numeric_limits<double>::quiet_NaN(), 0, 0, 0});
-        P::gemm_by_segment(alpha, a, ta, theta, 3, P::rows(b), P::cols(b), tb, with_beta ? beta : S(0), cs);
-        REQUIRE(P::rows(cs) == m);
-        REQUIRE(P::cols(cs) == n);
-        check(host_matrix<P>(cs));
-      }
+    // B read in place from the middle of a flat vector (a layer's weights in θ).
+    const auto bh = host_matrix<P>(b);
+    std::vector<double> theta_h(3 + k * n + 2, 9.0);
+    std::copy(bh.begin(), bh.end(), theta_h.begin() + 3);
+    const auto theta = device<P>(theta_h);
+    typename P::matrix cs;
+    if (with_beta) cs = matrix<P>(m, n, c0h);
+    else cs = matrix<P>(2, 2, {std::numeric_limits<double>::quiet_NaN(), 0, 0, 0});
+    P::gemm_by_segment(alpha, a, ta, theta, 3, P::rows(b), P::cols(b), tb, with_beta ? beta : S(0), cs);
+    REQUIRE(P::rows(cs) == m);
+    REQUIRE(P::cols(cs) == n);
+    check(host_matrix<P>(cs));
+  });
 }
 
 TEST_CASE_TEMPLATE("cuda policy: host transfer round trips; matrix_from_host is row-major", P, BILEVEL_CUDA_POLICIES) {
