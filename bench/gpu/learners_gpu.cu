@@ -135,6 +135,24 @@ int main(int argc, char** argv) {
                 << " | " << fmt(gemms.median_ms) << " | " << fmt(100.0 * gemms.median_ms / gpu.gradient.median_ms, 0)
                 << "% | " << fmt(flops / (gpu.gradient.median_ms * 1e-3) / 1e12, 2) << " |\n";
       }
+    // Every other method's outer iteration, at the smaller batch (one CPU thread takes
+    // ~0.1-1 s per LFM iteration at 1024).
+    constexpr std::size_t method_batch = 128;
+    md << "\nOne outer iteration of each of the other methods (every level's block, in the method's schedule; "
+          "classifiers MLP 784-256-128-10, DARTS on example 04's search space), batch "
+       << method_batch << ":\n\n| method | GPU ms | CPU 1 thread ms | CPU " << threads
+       << " threads ms | GPU speed-up vs 1 / " << threads << " threads |\n| --- | ---: | ---: | ---: | ---: |\n";
+    for (method k : all_methods) {
+      const auto gpu = measure_method<G>(k, method_batch, [] { G::synchronize(); });
+      const auto cpu1 = measure_method_cpu(k, method_batch, 1);
+      const auto cpun = measure_method_cpu(k, method_batch, threads);
+      md << "| " << name(k) << " | " << fmt(gpu.median_ms) << " | " << fmt(cpu1.median_ms) << " | "
+         << fmt(cpun.median_ms) << " | " << fmt(cpu1.median_ms / gpu.median_ms, 1) << "x / "
+         << fmt(cpun.median_ms / gpu.median_ms, 1) << "x |\n";
+      std::cerr << name(k) << " batch " << method_batch << ": gpu " << gpu.median_ms << " ms (" << gpu.reps
+                << " reps, p10 " << gpu.p10_ms << ", p90 " << gpu.p90_ms << "), cpu1 " << cpu1.median_ms << " ("
+                << cpu1.reps << "), cpu" << threads << " " << cpun.median_ms << " (" << cpun.reps << ")\n";
+    }
     md << "\nThe gradient against cuBLAS alone on the same GEMMs (the ceiling: the share is how much of the "
           "gradient's time those GEMMs would take by themselves):\n\n"
        << ceiling.str();

@@ -4,7 +4,9 @@
 // with cuda<float> (learners_gpu.cu) and eigen<float> (cpu_side.cpp, the only translation
 // unit that sees Eigen): a gradient, a Hessian-vector product and one Meta-Weight-Net
 // look-ahead step (the hypergradient through one virtual SGD step, then the real step) of the
-// MLP 784-256-128-10 and of the small CNN (LeNet-5's shape), on random 28x28 images.
+// MLP 784-256-128-10 and of the small CNN (LeNet-5's shape), on random 28x28 images; and one
+// outer iteration of each of the other methods (L2RW, the teacher, LFM, LFM-CW, DARTS in both
+// orders) on the same images.
 #include <algorithm>
 #include <chrono>
 #include <cstddef>
@@ -16,6 +18,13 @@
 
 #include <bilevel/core/solver.hpp>
 #include <bilevel/data/dataset.hpp>
+#include <bilevel/data/generator.hpp>
+#include <bilevel/hypergrad/first_order.hpp>
+#include <bilevel/methods/darts.hpp>
+#include <bilevel/methods/deep_interactions.hpp>
+#include <bilevel/methods/l2rw.hpp>
+#include <bilevel/methods/learning_from_mistakes.hpp>
+#include <bilevel/methods/lfm_class_weighting.hpp>
 #include <bilevel/learners/classification_batch.hpp>
 #include <bilevel/learners/loss_weighting_net.hpp>
 #include <bilevel/learners/sequential.hpp>
@@ -134,6 +143,69 @@ workload_times measure(model m, std::size_t batch, Sync sync) {
       {.layers = layers(m), .input = input(m), .batch = batch, .validation_batch = batch, .hidden = hidden, .seed = 1});
   out.lookahead_step = time_calls([&] { s.iterate(); }, sync, 2.0, 5, 100, 2);
   return out;
+}
+
+// ---- one outer iteration of each of the other methods ----
+
+enum class method { l2rw, teacher, lfm, lfm_class_weighting, darts_first_order, darts_second_order };
+inline constexpr method all_methods[] = {method::l2rw, method::teacher, method::lfm, method::lfm_class_weighting,
+                                         method::darts_first_order, method::darts_second_order};
+inline const char* name(method k) {
+  switch (k) {
+    case method::l2rw: return "L2RW";
+    case method::teacher: return "deep-interactions teacher";
+    case method::lfm: return "LFM (3 levels)";
+    case method::lfm_class_weighting: return "LFM-CW (3 levels, +64 synthetic rows)";
+    case method::darts_first_order: return "DARTS, first order";
+    case method::darts_second_order: return "DARTS, second order";
+  }
+  return "?";
+}
+/// Example 04's search space: a 64-wide MLP whose three hidden edges each mix
+/// {linear+relu, linear+tanh, skip, zero}.
+inline std::vector<bilevel::learners::layer::spec> search_space() {
+  using namespace bilevel::learners;
+  constexpr std::size_t width = 64;
+  std::vector<layer::spec> s = {layer::dense{width}, layer::act{activation::relu}};
+  for (int e = 0; e < 3; ++e)
+    s.push_back(layer::mixed{{layer::candidate{{layer::dense{width}, layer::act{activation::relu}}},
+                              layer::candidate{{layer::dense{width}, layer::act{activation::tanh}}}, layer::skip(),
+                              layer::zero_op()}});
+  s.push_back(layer::dense{10});
+  return s;
+}
+
+/// The median time of one outer iteration (every level's block, in the method's schedule) of
+/// method k, its classifiers MLP 784-256-128-10 (DARTS: search_space()), at `batch`.
+template <class P, class Sync>
+timing measure_method(method k, std::size_t batch, Sync sync) {
+  namespace m = bilevel::methods;
+  const std::vector<std::size_t> widths = {784, 256, 128, 10};
+  const auto train = random_images(4 * batch, 1, 0), validation = random_images(2 * batch, 2, 1u << 20);
+  auto time_solver = [&](auto s) { return time_calls([&] { s.iterate(); }, sync, 2.0, 5, 100, 2); };
+  switch (k) {
+    case method::l2rw:
+      return time_solver(m::l2rw<P>(train, validation, {.widths = widths, .batch = batch, .validation_batch = batch}));
+    case method::teacher:
+      return time_solver(
+          m::deep_interactions<P>(train, validation, {.widths = widths, .batch = batch, .validation_batch = batch}));
+    case method::lfm:
+      return time_solver(m::learning_from_mistakes_reweighting<P>(
+          train, validation, {.widths = widths, .batch = batch, .validation_batch = batch}));
+    case method::lfm_class_weighting: {
+      auto generator = std::make_shared<const bilevel::data::pca_gaussian_generator>(*train, 16, 1);
+      return time_solver(m::lfm_class_weighting<P>(
+          train, validation, generator,
+          {.widths = widths, .batch = batch, .synthetic_per_batch = 64, .validation_batch = batch}));
+    }
+    case method::darts_first_order:
+      return time_solver(m::darts<P>(input(model::mlp), search_space(), train, validation,
+                                     {.batch = batch, .validation_batch = batch}, bilevel::hypergrad::first_order{}));
+    case method::darts_second_order:
+      return time_solver(m::darts<P>(input(model::mlp), search_space(), train, validation,
+                                     {.batch = batch, .validation_batch = batch}));
+  }
+  return {};
 }
 
 }  // namespace gpu_bench

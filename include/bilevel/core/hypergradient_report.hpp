@@ -17,7 +17,10 @@ struct hypergradient_report {
   bool converged = true;         ///< the solve met its tolerance within its budget
   bool negative_curvature = false;  ///< CG met pᵀ(H+μI)p <= 0 and stopped there
   bool exact_second_order = true;   ///< false when central differences stood in for a product
-  std::size_t gradient_evals = 0;   ///< learner gradients taken (a finite-difference product costs 2 more)
+  /// Learner gradients the strategy took itself (a finite-difference product costs 2 more);
+  /// unrolled's are the level's real steps, taken by the solver, so it reports 0 (its HVPs
+  /// there run at recorded points, where no forward cache holds: about 3 gradients each).
+  std::size_t gradient_evals = 0;
   std::size_t hvp_evals = 0;        ///< Hessian-vector products
   std::size_t mixed_evals = 0;      ///< mixed products, either direction
 };

@@ -42,6 +42,7 @@
 #include "bilevel/core/failure_policy.hpp"
 #include "bilevel/core/hypergradient_report.hpp"
 #include "bilevel/core/level.hpp"
+#include "bilevel/core/policy_stream.hpp"
 
 namespace bilevel {
 
@@ -125,6 +126,7 @@ class solver {
 
   /// Runs `iterations` outer iterations (or until on_iteration returns false).
   run_summary run(std::size_t iterations, const solver_callbacks& callbacks = {}) {
+    const policy_stream_scope_t<P> on_own_stream(stream_);
     run_summary summary;
     const auto skipped0 = skipped_steps_, rollbacks0 = rollbacks_;
     for (std::size_t it = 0; it < iterations; ++it) {
@@ -165,6 +167,7 @@ class solver {
 
   /// One outer iteration: every level's block, in schedule order (lowest first by default).
   void iterate(const solver_callbacks& callbacks = {}) {
+    const policy_stream_scope_t<P> on_own_stream(stream_);
     const bool may_roll_back = policy_.non_finite == failure_action::roll_back ||
                                policy_.unconverged_solve == failure_action::roll_back;
     std::vector<std::pair<vector, optimizer_state<P>>> snapshot;
@@ -208,6 +211,7 @@ class solver {
   /// positions, and the iteration counter. Resuming from it with load_checkpoint continues
   /// bit-identically to a run that was never interrupted (same build, same back end).
   void save_checkpoint(const std::filesystem::path& path) const {
+    const policy_stream_scope_t<P> on_own_stream(stream_);
     for (std::size_t j = 0; j < N; ++j)
       visit(j, [&](const auto& lv) {
         if constexpr (requires { lv.has_peeked_batch(); })
@@ -251,6 +255,7 @@ class solver {
   /// type, checksum, level names, parameter and buffer sizes, sampler shapes) before anything
   /// changes: on checkpoint_error the solver is exactly as it was.
   void load_checkpoint(const std::filesystem::path& path) {
+    const policy_stream_scope_t<P> on_own_stream(stream_);
     const std::string payload = read_checkpoint_file(path, sizeof(scalar_t<P>));
     checkpoint_reader r(payload);
     const std::string where = "checkpoint '" + path.string() + "'";
@@ -302,6 +307,7 @@ class solver {
 
   /// Level j's block of steps (its `steps` optimizer steps).
   void step_level(std::size_t j, const solver_callbacks& callbacks = {}) {
+    const policy_stream_scope_t<P> on_own_stream(stream_);
     const bool may_skip = policy_.non_finite == failure_action::skip_step ||
                           policy_.unconverged_solve == failure_action::skip_step;
     visit(j, [&](auto& lv) {
@@ -350,6 +356,7 @@ class solver {
   /// The total derivative of level j's objective with respect to its own variables, through
   /// the responses of the levels below it, on a fresh batch of level j's data.
   hypergradient_result<P> hypergradient(std::size_t j) {
+    const policy_stream_scope_t<P> on_own_stream(stream_);
     hypergradient_result<P> result;
     visit(j, [&](auto& lv) { result = hypergradient(j, lv.next_batch(), numerical_error::no_step); });
     return result;
@@ -359,6 +366,14 @@ class solver {
   /// Steps skipped and iterations rolled back by the failure policy, over the solver's life.
   [[nodiscard]] std::size_t skipped_steps() const { return skipped_steps_; }
   [[nodiscard]] std::size_t rollbacks() const { return rollbacks_; }
+
+  /// The stream this solver's device work is queued on, on a back end that has streams (the
+  /// CUDA policy: a stream of the solver's own, made at first use; a copied solver makes
+  /// another). Every call above enters it (core/policy_stream.hpp), callbacks included. Enter
+  /// it yourself (`P::stream_scope`) to queue your own work, such as metrics, behind the
+  /// solver's without a wait, or assign a borrowed one (`policy::cuda_stream::borrow(s)`) to
+  /// run the solver on your application's stream. A `detail::no_stream` on other back ends.
+  policy_stream_t<P>& stream() { return stream_; }
 
  private:
   struct plan {
@@ -605,6 +620,7 @@ class solver {
   }
 
   std::tuple<Levels...> levels_;
+  mutable policy_stream_t<P> stream_{};  ///< entered by const calls too (save_checkpoint)
   std::array<plan, N> plan_{};
   std::array<std::size_t, N> order_{};
   std::size_t iteration_ = 0;

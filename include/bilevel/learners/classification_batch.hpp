@@ -26,6 +26,25 @@ struct classification_batch {
   [[nodiscard]] std::size_t size() const { return ids.size(); }
 };
 
+/// Copies the rows `which` of a host data set into x (|which| × cols, row-major) and their
+/// one-hot targets into t (|which| × classes, zeroed here), and appends their labels and ids.
+/// The host half of make_batch, shared with samplers that add rows of their own before the
+/// one upload (with_synthetic_batches).
+template <class S>
+void gather_rows(const data::dataset& d, std::span<const std::size_t> which, S* x, S* t, std::vector<int>& labels,
+                 std::vector<std::size_t>& ids) {
+  std::fill_n(t, which.size() * d.num_classes, S(0));
+  for (std::size_t i = 0; i < which.size(); ++i) {
+    const std::size_t r = which[i];
+    if (r >= d.rows)
+      throw std::out_of_range("bilevel::learners::make_batch: row " + std::to_string(r) + " of " + std::to_string(d.rows));
+    std::copy_n(d.features.begin() + std::ptrdiff_t(r * d.cols), d.cols, x + i * d.cols);
+    t[i * d.num_classes + std::size_t(d.labels[r])] = S(1);
+    labels.push_back(d.labels[r]);
+    ids.push_back(d.ids[r]);
+  }
+}
+
 /// The rows `which` of a host data set as a batch with one-hot targets, gathered on the host
 /// in `staging` (resized as needed; a sampler passes the same buffer each time, so drawing a
 /// batch does not allocate and fault in a batch-sized host array afresh).
@@ -37,19 +56,8 @@ classification_batch<P> make_batch(const data::dataset& d, std::span<const std::
   b.labels.reserve(which.size());
   b.ids.reserve(which.size());
   const std::size_t nx = which.size() * d.cols, nt = which.size() * d.num_classes;
-  staging.resize(nx + nt);  // the inputs are all written below, the targets zeroed first
-  scalar_t<P>* x = staging.data();
-  scalar_t<P>* t = x + nx;
-  std::fill_n(t, nt, scalar_t<P>(0));
-  for (std::size_t i = 0; i < which.size(); ++i) {
-    const std::size_t r = which[i];
-    if (r >= d.rows)
-      throw std::out_of_range("bilevel::learners::make_batch: row " + std::to_string(r) + " of " + std::to_string(d.rows));
-    std::copy_n(d.features.begin() + std::ptrdiff_t(r * d.cols), d.cols, x + i * d.cols);
-    t[i * d.num_classes + std::size_t(d.labels[r])] = scalar_t<P>(1);
-    b.labels.push_back(d.labels[r]);
-    b.ids.push_back(d.ids[r]);
-  }
+  staging.resize(nx + nt);
+  gather_rows(d, which, staging.data(), staging.data() + nx, b.labels, b.ids);
   const std::span<const scalar_t<P>> host(staging);
   b.x = P::matrix_from_host(which.size(), d.cols, host.first(nx));
   b.targets = P::matrix_from_host(which.size(), d.num_classes, host.subspan(nx));
@@ -81,6 +89,9 @@ class dataset_batches {
     const auto rows = sampler_.next();
     return make_batch<P>(*data_, rows, staging_);
   }
+  /// The next batch's row indices without building the batch (advances the sampler like a
+  /// draw), for samplers that gather more rows into the same upload.
+  std::vector<std::size_t> next_rows() { return sampler_.next(); }
   [[nodiscard]] std::size_t batches_per_epoch() const { return sampler_.batches_per_epoch(); }
   [[nodiscard]] const data::dataset& data() const { return *data_; }
   void save_state(checkpoint_writer& w) const { sampler_.save_state(w); }

@@ -7,8 +7,10 @@
 /// carry ids from synthetic_id_base upward, so a weighting can tell them from real samples.
 #include <cstddef>
 #include <cstdint>
+#include <algorithm>
 #include <memory>
 #include <random>
+#include <span>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -37,25 +39,31 @@ class with_synthetic_batches {
                                   std::to_string(real_.data().cols) + " in " + std::to_string(real_.data().num_classes));
   }
 
+  /// The real rows and the synthetic rows gathered on the host and uploaded once (the real
+  /// rows never make a round trip through the device).
   classification_batch<P> operator()() {
-    const auto real = real_();
-    const std::size_t B = real.size(), C = generator_->classes(), F = generator_->features(), N = B + synthetic_;
-    auto x = P::matrix_to_host(real.x), t = P::matrix_to_host(real.targets);
+    const auto rows = real_.next_rows();
+    const data::dataset& d = real_.data();
+    const std::size_t B = rows.size(), C = generator_->classes(), F = generator_->features(), N = B + synthetic_;
     classification_batch<P> b;
-    b.labels = real.labels;
-    b.ids = real.ids;
-    x.reserve(N * F);
-    t.resize(N * C, scalar_t<P>(0));
+    b.labels.reserve(N);
+    b.ids.reserve(N);
+    staging_.resize(N * (F + C));
+    scalar_t<P>* x = staging_.data();
+    scalar_t<P>* t = x + N * F;
+    gather_rows(d, rows, x, t, b.labels, b.ids);
+    std::fill(t + B * C, t + N * C, scalar_t<P>(0));
     for (std::size_t s = 0; s < synthetic_; ++s) {
       const std::size_t c = next_class_++ % C;
       const auto sample = generator_->sample(c, 1, gen_);
-      x.insert(x.end(), sample.begin(), sample.end());
+      std::copy_n(sample.begin(), F, x + (B + s) * F);
       t[(B + s) * C + c] = scalar_t<P>(1);
       b.labels.push_back(int(c));
       b.ids.push_back(synthetic_id_base + next_id_++);
     }
-    b.x = P::matrix_from_host(N, F, x);
-    b.targets = P::matrix_from_host(N, C, t);
+    const std::span<const scalar_t<P>> host(staging_);
+    b.x = P::matrix_from_host(N, F, host.first(N * F));
+    b.targets = P::matrix_from_host(N, C, host.subspan(N * F));
     return b;
   }
   [[nodiscard]] std::size_t batches_per_epoch() const { return real_.batches_per_epoch(); }
@@ -88,6 +96,7 @@ class with_synthetic_batches {
   std::size_t synthetic_;
   std::mt19937_64 gen_;
   std::size_t next_class_ = 0, next_id_ = 0;
+  std::vector<scalar_t<P>> staging_;  ///< the host batch, kept between draws
 };
 
 }  // namespace bilevel::learners

@@ -13,8 +13,10 @@
 ///   - `vector` and `matrix` own plain device memory (matrix: rows, cols, row-major data);
 ///     copies are deep, moves are cheap; default-constructed ones are empty and touch no
 ///     device.
-///   - One stream per host thread (cudaStreamPerThread) and one cuBLAS handle per thread
-///     (cuda/context.cuh). Calls return as soon as their work is queued, except those whose
+///   - Work is queued on the calling thread's current stream: its default stream
+///     (cudaStreamPerThread), or, inside a solver's calls, the solver's own (`stream` and
+///     `stream_scope`, cuda/stream.cuh); one cuBLAS handle per thread (cuda/context.cuh).
+///     Calls return as soon as their work is queued, except those whose
 ///     result is a host value (to_host, matrix_to_host, dot, norm, sum, all_finite, equal,
 ///     row_max's indices), which wait for it.
 ///   - gemm, gemv, axpy, scale and, for double, dot and norm go to cuBLAS; row-major matrices
@@ -52,6 +54,7 @@
 #include "bilevel/policy/cuda/functors.cuh"
 #include "bilevel/policy/cuda/index_plans.cuh"
 #include "bilevel/policy/cuda/kernels.cuh"
+#include "bilevel/policy/cuda/stream.cuh"
 #include "bilevel/policy/detail/per_sample_maps.hpp"
 
 namespace bilevel::policy {
@@ -109,6 +112,9 @@ struct cuda {
   using scalar = Scalar;
   using vector = cuda_detail::device_vector<Scalar>;
   using matrix = cuda_detail::device_matrix<Scalar>;
+  /// A solver's own stream and the scope that binds it (core/policy_stream.hpp).
+  using stream = cuda_stream;
+  using stream_scope = cuda_stream_scope;
 
   // ---- allocation and shape ----
 

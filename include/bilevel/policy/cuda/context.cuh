@@ -5,11 +5,13 @@
 ///
 /// Every host thread that uses the policy gets, at its first call that touches the device,
 /// a context: the device current on that thread, a cuBLAS handle bound to the thread's
-/// per-thread default stream (cudaStreamPerThread), and scratch for reductions. All work of
-/// the thread is ordered on that one stream, so results are ready whenever a value comes back
-/// to the host (to_host, dot, norm, sum, all_finite, equal synchronise the stream). Device
-/// arrays are therefore owned by the thread that made them: share policy objects between
-/// threads only with your own synchronisation (as with the learners' caches).
+/// current stream, and scratch for reductions. The current stream is the thread's default
+/// stream (cudaStreamPerThread) unless a cuda_stream_scope has bound another (a solver binds
+/// its own, cuda/stream.cuh). All work of the thread is ordered on its current stream, and
+/// changing streams orders the new one after the old, so results are ready whenever a value
+/// comes back to the host (to_host, dot, norm, sum, all_finite, equal synchronise the
+/// stream). Device arrays are therefore owned by the thread that made them: share policy
+/// objects between threads only with your own synchronisation (as with the learners' caches).
 ///
 /// Memory is plain device memory (never managed): stream-ordered cudaMallocAsync /
 /// cudaFreeAsync on the thread's stream where the device supports memory pools (every GPU
@@ -47,8 +49,14 @@ inline int cuda_device_count(std::string* why = nullptr) {
 
 namespace bilevel::policy::cuda_detail {
 
+/// The stream this thread's operations are queued on: the thread's default stream
+/// (cudaStreamPerThread), or the one a cuda_stream_scope has bound (cuda/stream.cuh).
+inline cudaStream_t& current_stream() noexcept {
+  thread_local cudaStream_t s = cudaStreamPerThread;
+  return s;
+}
 /// The stream every operation of this thread is ordered on.
-inline cudaStream_t stream() noexcept { return cudaStreamPerThread; }
+inline cudaStream_t stream() noexcept { return current_stream(); }
 
 /// 1: stream-ordered allocation, 0: cudaMalloc/cudaFree, -1: not decided yet (no context).
 inline std::atomic<int>& allocation_mode() {
@@ -72,10 +80,14 @@ class context {
   /// Device scratch for the second stage of reductions (partial sums) and flags.
   [[nodiscard]] double* partials() const noexcept { return partials_; }
   [[nodiscard]] int* flag() const noexcept { return flag_; }
+  /// An event for ordering one stream after another (cuda_stream_scope); reusable at once,
+  /// since a wait takes the state of the event's last record at the time of the call.
+  [[nodiscard]] cudaEvent_t order_event() const noexcept { return order_event_; }
   static constexpr unsigned max_reduce_blocks = 1024;
 
   ~context() {
     // Errors are ignored here: at process exit the runtime may already be shutting down.
+    if (order_event_) (void)cudaEventDestroy(order_event_);
     if (partials_) (void)cudaFree(partials_);
     if (flag_) (void)cudaFree(flag_);
     if (blas_) (void)cublasDestroy(blas_);
@@ -111,12 +123,14 @@ class context {
     BILEVEL_CUDA_CHECK(cublasSetMathMode(blas_, CUBLAS_DEFAULT_MATH));
     BILEVEL_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&partials_), (max_reduce_blocks + 1) * sizeof(double)));
     BILEVEL_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&flag_), sizeof(int)));
+    BILEVEL_CUDA_CHECK(cudaEventCreateWithFlags(&order_event_, cudaEventDisableTiming));
   }
 
   cublasHandle_t blas_ = nullptr;
   int device_ = 0;
   double* partials_ = nullptr;
   int* flag_ = nullptr;
+  cudaEvent_t order_event_ = nullptr;
 };
 
 /// `bytes` of device memory (nullptr for 0 bytes, without touching the device).
