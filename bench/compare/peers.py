@@ -13,7 +13,9 @@ validation rows, same noisy labels, same initial parameters of the classifier an
 classifier MLP 784-W-128-10 (ReLU), batches of 128 (training: a seeded permutation per epoch,
 last short batch dropped; validation: drawn with replacement), classifier SGD lr 0.1,
 momentum 0.9, weight decay 5e-4 (no Nesterov), V 1-100-1 (ReLU, sigmoid) on each sample's
-detached loss, Adam lr 1e-3, weight decay 1e-4. Float32 on the CPU.
+detached loss, Adam lr 1e-3, weight decay 1e-4. Float32 on the CPU, or with --device cuda
+(torch and higher only) on the GPU: the model, V and the data sets live on the device, each
+step's batch is gathered there, and the clock stops after torch.cuda.synchronize().
 
 --mode lookahead (one outer step = V's step along the hypergradient of the validation loss
 through one virtual classifier step, which includes the momentum buffer and weight decay,
@@ -57,7 +59,10 @@ def parse():
     p.add_argument("--train-steps", type=int, default=0)
     p.add_argument("--iterations", type=int, default=10)
     p.add_argument("--neumann-step", type=float, default=0.01)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     a = p.parse_args()
+    if a.device == "cuda" and a.impl not in ("torch", "higher"):
+        p.error("--device cuda: only torch and higher are set up for the GPU here")
     if a.mode != "lookahead" and a.impl not in ("torchopt", "betty"):
         p.error(f"--mode {a.mode}: only torchopt and betty offer implicit hypergradients")
     return a
@@ -75,6 +80,7 @@ torch.set_num_threads(ARGS.threads)
 torch.set_num_interop_threads(1)
 torch.manual_seed(ARGS.seed)
 
+DEVICE = torch.device(ARGS.device)
 LR, MOMENTUM, WD, META_LR, META_WD, BATCH, VAL_BATCH, HIDDEN = 0.1, 0.9, 5e-4, 1e-3, 1e-4, 128, 128, 100
 
 
@@ -176,7 +182,7 @@ class TrainBatches:
     def __iter__(self):  # one epoch (Betty re-creates the iterator at StopIteration)
         order = torch.randperm(self.x.shape[0], generator=self.gen)
         for s in range(0, self.x.shape[0] - BATCH + 1, BATCH):
-            rows = order[s:s + BATCH]
+            rows = order[s:s + BATCH].to(self.x.device)
             yield self.x[rows], self.y[rows]
 
     def forever(self):
@@ -192,7 +198,7 @@ class ValBatches:
 
     def __iter__(self):
         while True:
-            rows = torch.randint(0, self.x.shape[0], (VAL_BATCH,), generator=self.gen)
+            rows = torch.randint(0, self.x.shape[0], (VAL_BATCH,), generator=self.gen).to(self.x.device)
             yield self.x[rows], self.y[rows]
 
 
@@ -209,7 +215,7 @@ def weighted_loss(logits, y, vnet, vparams=None):
 def accuracy(model, x, y):
     correct = 0
     for s in range(0, x.shape[0], 1000):
-        correct += (model(x[s:s + 1000]).argmax(1) == y[s:s + 1000]).sum().item()
+        correct += (model(x[s:s + 1000].to(DEVICE)).argmax(1).cpu() == y[s:s + 1000]).sum().item()
     return 100.0 * correct / x.shape[0]
 
 
@@ -389,10 +395,11 @@ def main():
     logging.disable(logging.WARNING)  # Betty's initialisation messages
     p = load_problem()
     assert p["widths"][1] == ARGS.width, f"the problem in {ARGS.problem} has widths {p['widths']}, not width {ARGS.width}"
-    model = classifier(p["widths"], p["theta0"])
-    vnet = weighting_net(p["phi0"])
-    train = TrainBatches(p["x"], p["y"], ARGS.seed)
-    val = ValBatches(p["xv"], p["yv"], ARGS.seed + 2)
+    model = classifier(p["widths"], p["theta0"]).to(DEVICE)
+    vnet = weighting_net(p["phi0"]).to(DEVICE)
+    train = TrainBatches(p["x"].to(DEVICE), p["y"].to(DEVICE), ARGS.seed)
+    val = ValBatches(p["xv"].to(DEVICE), p["yv"].to(DEVICE), ARGS.seed + 2)
+    wait = torch.cuda.synchronize if DEVICE.type == "cuda" else (lambda: None)
     sync = None
     if ARGS.impl == "torch":
         step = make_torch(p, model, vnet, train.forever(), iter(val))
@@ -409,6 +416,7 @@ def main():
     for t in range(total):
         t0 = time.perf_counter()
         step()
+        wait()
         t1 = time.perf_counter()
         if ARGS.warmup <= t < ARGS.warmup + ARGS.timed:
             times.append(1e3 * (t1 - t0))
@@ -426,6 +434,7 @@ def main():
     ms = np.array(times)
     print(json.dumps({
         "implementation": ARGS.impl, "mode": ARGS.mode, "threads": ARGS.threads,
+        "device": torch.cuda.get_device_name() if DEVICE.type == "cuda" else "cpu",
         "torch_threads": torch.get_num_threads(), "width": ARGS.width, "seed": ARGS.seed,
         "warmup": ARGS.warmup, "timed": ARGS.timed, "median_ms": float(np.median(ms)),
         "p10_ms": float(np.percentile(ms, 10)), "p90_ms": float(np.percentile(ms, 90)), "mean_ms": float(ms.mean()),
