@@ -8,19 +8,9 @@
 # the component as not found.
 find_dependency(xtensor)
 
-# FindBLAS restricted to OpenBLAS (its cblas.h is what the policy includes). In a function,
-# so the consumer's own BLA_VENDOR (and BLAS_* variables) are left as they were; BLAS::BLAS
-# is an imported target, which belongs to the directory, not to the function's scope.
-function(_bilevel_find_openblas)
-  set(BLA_VENDOR OpenBLAS)
-  find_dependency(BLAS)  # on failure: returns from this function before the line below
-  set(_bilevel_openblas_found TRUE PARENT_SCOPE)
-endfunction()
-set(_bilevel_openblas_found FALSE)
-_bilevel_find_openblas()
+include("${CMAKE_CURRENT_LIST_DIR}/bilevelFindOpenBLAS.cmake")
+_bilevel_require_openblas(xtensor)
 if(NOT _bilevel_openblas_found)
-  set(bilevel_xtensor_NOT_FOUND_MESSAGE
-      "bilevel's component \"xtensor\" is not available because dependency BLAS (BLA_VENDOR OpenBLAS) could not be found")
   unset(_bilevel_openblas_found)
   return()
 endif()
