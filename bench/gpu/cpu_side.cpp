@@ -39,7 +39,7 @@ workload_times measure_cpu(model m, std::size_t batch, int threads) {
   return measure<bilevel::policy::eigen<float>>(m, batch, [] {});
 }
 
-timing measure_method_cpu(method k, std::size_t batch, int threads) {
+method_times measure_method_cpu(method k, std::size_t batch, int threads) {
   Eigen::setNbThreads(threads);
   return measure_method<bilevel::policy::eigen<float>>(k, batch, [] {});
 }

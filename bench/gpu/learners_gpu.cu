@@ -106,7 +106,14 @@ int main(int argc, char** argv) {
        << " TFLOP/s (FP32, TF32 off).\n\n";
     md << "| model | batch | operation | GPU ms | CPU 1 thread ms | CPU " << threads
        << " threads ms | GPU speed-up vs 1 / " << threads << " threads |\n| --- | ---: | --- | ---: | ---: | ---: | ---: |\n";
-    std::ostringstream ceiling;
+    std::ostringstream ceiling, counts;
+    counts << "| workload | batch | operation | kernels | cuBLAS calls | host waits | GPU ms | µs per kernel or cuBLAS call |\n"
+              "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |\n";
+    auto add_counts = [&](const char* what, std::size_t batch, const char* op, const timing& t, const call_counts& c) {
+      counts << "| " << what << " | " << batch << " | " << op << " | " << c.kernels << " | " << c.blas_calls << " | "
+             << c.host_waits << " | " << fmt(t.median_ms) << " | "
+             << fmt(1e3 * t.median_ms / double(std::max<std::size_t>(1, c.kernels + c.blas_calls)), 1) << " |\n";
+    };
     ceiling << "| model | batch | gradient GFLOP | GPU gradient ms | cuBLAS GEMMs alone ms | GEMM share | gradient TFLOP/s |\n"
                "| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n";
     for (model m : {model::mlp, model::cnn})
@@ -118,6 +125,9 @@ int main(int argc, char** argv) {
             {"gradient", &workload_times::gradient},
             {"HVP", &workload_times::hvp},
             {"MWN look-ahead step", &workload_times::lookahead_step}};
+        add_counts(name(m), batch, "gradient", gpu.gradient, gpu.gradient_calls);
+        add_counts(name(m), batch, "HVP", gpu.hvp, gpu.hvp_calls);
+        add_counts(name(m), batch, "MWN look-ahead step", gpu.lookahead_step, gpu.lookahead_step_calls);
         for (const auto& [op, t] : ops) {
           md << "| " << name(m) << " | " << batch << " | " << op << " | " << fmt((gpu.*t).median_ms) << " | "
              << fmt((cpu1.*t).median_ms) << " | " << fmt((cpun.*t).median_ms) << " | "
@@ -143,9 +153,10 @@ int main(int argc, char** argv) {
        << method_batch << ":\n\n| method | GPU ms | CPU 1 thread ms | CPU " << threads
        << " threads ms | GPU speed-up vs 1 / " << threads << " threads |\n| --- | ---: | ---: | ---: | ---: |\n";
     for (method k : all_methods) {
-      const auto gpu = measure_method<G>(k, method_batch, [] { G::synchronize(); });
-      const auto cpu1 = measure_method_cpu(k, method_batch, 1);
-      const auto cpun = measure_method_cpu(k, method_batch, threads);
+      const auto gpu_run = measure_method<G>(k, method_batch, [] { G::synchronize(); });
+      const auto gpu = gpu_run.iteration, cpu1 = measure_method_cpu(k, method_batch, 1).iteration,
+                 cpun = measure_method_cpu(k, method_batch, threads).iteration;
+      add_counts(name(k), method_batch, "outer iteration", gpu, gpu_run.calls);
       md << "| " << name(k) << " | " << fmt(gpu.median_ms) << " | " << fmt(cpu1.median_ms) << " | "
          << fmt(cpun.median_ms) << " | " << fmt(cpu1.median_ms / gpu.median_ms, 1) << "x / "
          << fmt(cpun.median_ms / gpu.median_ms, 1) << "x |\n";
@@ -155,7 +166,10 @@ int main(int argc, char** argv) {
     }
     md << "\nThe gradient against cuBLAS alone on the same GEMMs (the ceiling: the share is how much of the "
           "gradient's time those GEMMs would take by themselves):\n\n"
-       << ceiling.str();
+       << ceiling.str()
+       << "\nWhat one call asks of the device (the CUDA policy's counters, `cuda<S>::activity()`, over one "
+          "call after the timed ones), and the GPU time per kernel or cuBLAS call:\n\n"
+       << counts.str();
     std::cout << md.str();
     if (!out_path.empty()) std::ofstream(out_path) << md.str();
   } catch (const std::exception& e) {

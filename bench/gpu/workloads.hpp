@@ -110,9 +110,26 @@ timing time_calls(F&& f, Sync&& sync, double budget_s = 1.5, std::size_t min_rep
   return {ms[ms.size() / 2], ms[ms.size() / 10], ms[(ms.size() * 9) / 10], ms.size()};
 }
 
-/// One model at one batch size: the three timings.
+/// What one call asked of the device (the CUDA policy's activity counters; zeros elsewhere).
+struct call_counts {
+  std::size_t kernels = 0, blas_calls = 0, host_waits = 0;
+};
+template <class P, class F>
+call_counts count_one_call(F&& f) {
+  if constexpr (requires { P::activity(); }) {
+    const auto a = P::activity();
+    f();
+    const auto b = P::activity();
+    return {b.kernels - a.kernels, b.blas_calls - a.blas_calls, b.host_waits - a.host_waits};
+  } else {
+    return {};
+  }
+}
+
+/// One model at one batch size: the three timings, and what one call of each asks.
 struct workload_times {
   timing gradient, hvp, lookahead_step;
+  call_counts gradient_calls, hvp_calls, lookahead_step_calls;
   double check = 0;  ///< a loss, printed so that both back ends can be seen to compute the same thing
 };
 
@@ -135,13 +152,16 @@ workload_times measure(model m, std::size_t batch, Sync sync) {
   int k = 0;
   // Alternate θ so that no gradient is served from the learner's forward cache.
   out.gradient = time_calls([&] { net.gradient(theta[k ^= 1], in, b, g); }, sync);
+  out.gradient_calls = count_one_call<P>([&] { net.gradient(theta[k ^= 1], in, b, g); });
   out.check = net.gradient(theta[0], in, b, g);
   // A fixed θ and a new direction: what CG and Neumann iterations do.
   out.hvp = time_calls([&] { net.hvp(theta[0], in, b, v, hv); }, sync);
+  out.hvp_calls = count_one_call<P>([&] { net.hvp(theta[0], in, b, v, hv); });
   auto s = bilevel::methods::meta_weight_net<P>(
       train, validation,
       {.layers = layers(m), .input = input(m), .batch = batch, .validation_batch = batch, .hidden = hidden, .seed = 1});
   out.lookahead_step = time_calls([&] { s.iterate(); }, sync, 2.0, 5, 100, 2);
+  out.lookahead_step_calls = count_one_call<P>([&] { s.iterate(); });
   return out;
 }
 
@@ -175,14 +195,23 @@ inline std::vector<bilevel::learners::layer::spec> search_space() {
   return s;
 }
 
+struct method_times {
+  timing iteration;
+  call_counts calls;  ///< of one iteration
+};
 /// The median time of one outer iteration (every level's block, in the method's schedule) of
 /// method k, its classifiers MLP 784-256-128-10 (DARTS: search_space()), at `batch`.
 template <class P, class Sync>
-timing measure_method(method k, std::size_t batch, Sync sync) {
+method_times measure_method(method k, std::size_t batch, Sync sync) {
   namespace m = bilevel::methods;
   const std::vector<std::size_t> widths = {784, 256, 128, 10};
   const auto train = random_images(4 * batch, 1, 0), validation = random_images(2 * batch, 2, 1u << 20);
-  auto time_solver = [&](auto s) { return time_calls([&] { s.iterate(); }, sync, 2.0, 5, 100, 2); };
+  auto time_solver = [&](auto s) {
+    method_times t;
+    t.iteration = time_calls([&] { s.iterate(); }, sync, 2.0, 5, 100, 2);
+    t.calls = count_one_call<P>([&] { s.iterate(); });
+    return t;
+  };
   switch (k) {
     case method::l2rw:
       return time_solver(m::l2rw<P>(train, validation, {.widths = widths, .batch = batch, .validation_batch = batch}));

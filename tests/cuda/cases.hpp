@@ -6,6 +6,7 @@
 // code on the same data. Includes the library piece by piece: bilevel.hpp would bring Eigen.
 #include <cstddef>
 #include <numeric>
+#include <string>
 #include <vector>
 
 #include <bilevel/core/hypergradient_strategy.hpp>
@@ -147,11 +148,19 @@ inline const std::vector<std::size_t>& mwn_widths() {
   return w;
 }
 
+/// The toy Meta-Weight-Net solver of these tests (60 training rows with 30% noise, 20 clean
+/// validation rows, classifier 8-6-3, V 1-5-1).
+template <class P>
+auto toy_meta_weight_net() {
+  return bilevel::methods::meta_weight_net<P>(
+      test::toy_classes(60, 3, 0.3).data, test::toy_classes(20, 4, 0.0, 1000).data,
+      {.widths = mwn_widths(), .batch = 10, .validation_batch = 20, .hidden = 5, .seed = 5});
+}
+
 template <class P>
 mwn_trace meta_weight_net_run(std::size_t iterations) {
-  const auto train = test::toy_classes(60, 3, 0.3), val = test::toy_classes(20, 4, 0.0, 1000);
-  auto s = bilevel::methods::meta_weight_net<P>(
-      train.data, val.data, {.widths = mwn_widths(), .batch = 10, .validation_batch = 20, .hidden = 5, .seed = 5});
+  const auto val = test::toy_classes(20, 4, 0.0, 1000);
+  auto s = toy_meta_weight_net<P>();
   std::vector<std::size_t> rows(val.data->rows);
   std::iota(rows.begin(), rows.end(), std::size_t(0));
   const auto vb = bilevel::learners::make_batch<P>(*val.data, rows);
@@ -167,6 +176,18 @@ mwn_trace meta_weight_net_run(std::size_t iterations) {
   t.phi = host<P>(s.template level<1>().theta);
   t.validation_loss_after = net.loss(s.template level<0>().theta, {}, vb);
   return t;
+}
+
+/// Both levels' parameters after `before` iterations of the toy MWN solver, a checkpoint saved
+/// to `path`, and `after` more iterations.
+template <class P>
+std::vector<std::vector<double>> meta_weight_net_checkpointed(const std::string& path, std::size_t before,
+                                                              std::size_t after) {
+  auto s = toy_meta_weight_net<P>();
+  s.run(before);
+  s.save_checkpoint(path);
+  s.run(after);
+  return {host<P>(s.template level<0>().theta), host<P>(s.template level<1>().theta)};
 }
 
 }  // namespace cuda_test

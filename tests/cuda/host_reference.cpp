@@ -22,6 +22,11 @@ mwn_trace meta_weight_net(std::size_t iterations, bool single) {
   return single ? meta_weight_net_run<E32>(iterations) : meta_weight_net_run<E64>(iterations);
 }
 
+std::vector<std::vector<double>> meta_weight_net_checkpointed(const std::string& path, std::size_t before,
+                                                              std::size_t after) {
+  return cuda_test::meta_weight_net_checkpointed<E64>(path, before, after);
+}
+
 std::vector<std::vector<double>> method_parameters(method_kind k, std::size_t iterations) {
   return method_run<E64>(k, iterations);
 }

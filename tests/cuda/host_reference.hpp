@@ -4,6 +4,7 @@
 // host compiler, the only translation unit of bilevel_cuda_tests that sees Eigen) by the very
 // code the CUDA side runs (cases.hpp). Plain host types cross the boundary.
 #include <cstddef>
+#include <string>
 #include <vector>
 
 #include "cases.hpp"
@@ -17,6 +18,9 @@ products learner_products(net_kind k, bool single);
 std::vector<double> ridge_implicit_cg();
 /// meta_weight_net_run<eigen<double>> or <eigen<float>>.
 mwn_trace meta_weight_net(std::size_t iterations, bool single);
+/// meta_weight_net_checkpointed<eigen<double>>.
+std::vector<std::vector<double>> meta_weight_net_checkpointed(const std::string& path, std::size_t before,
+                                                              std::size_t after);
 /// method_run<eigen<double>>.
 std::vector<std::vector<double>> method_parameters(method_kind k, std::size_t iterations);
 

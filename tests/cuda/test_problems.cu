@@ -96,9 +96,7 @@ TEST_CASE("cuda Meta-Weight-Net: five iterations agree with the Eigen policy's")
   {
     // And a training step copies no array to the host: the batch goes up, the weighting
     // net reads the losses where they are, and only scalars (losses, finiteness) come back.
-    auto s = bilevel::methods::meta_weight_net<C32>(
-        test::toy_classes(60, 3, 0.3).data, test::toy_classes(20, 4, 0.0, 1000).data,
-        {.widths = mwn_widths(), .batch = 10, .validation_batch = 20, .hidden = 5, .seed = 5});
+    auto s = toy_meta_weight_net<C32>();
     s.run(1);  // first use: index plans and workspaces
     const std::size_t downloads = C32::array_downloads();
     s.run(3);

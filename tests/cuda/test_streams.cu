@@ -5,7 +5,6 @@
 // results they give alone.
 #include <doctest/doctest.h>
 
-#include <bilevel/methods/meta_weight_net.hpp>
 #include <bilevel/policy/cuda.hpp>
 
 #include <cstddef>
@@ -24,11 +23,6 @@ using bilevel::policy::cuda_stream;
 using bilevel::policy::cuda_stream_scope;
 namespace cd = bilevel::policy::cuda_detail;
 
-auto small_mwn() {
-  return bilevel::methods::meta_weight_net<C64>(
-      test::toy_classes(60, 3, 0.3).data, test::toy_classes(20, 4, 0.0, 1000).data,
-      {.widths = cuda_test::mwn_widths(), .batch = 10, .validation_batch = 20, .hidden = 5, .seed = 5});
-}
 /// Every stream the solver's steps ran on, seen from its on_step callback.
 template <class Solver>
 std::set<cudaStream_t> streams_of_run(Solver& s, std::size_t iterations) {
@@ -42,7 +36,7 @@ static_assert(std::is_same_v<bilevel::policy_stream_t<C64>, cuda_stream>);
 static_assert(std::is_same_v<bilevel::policy_stream_scope_t<C64>, cuda_stream_scope>);
 
 TEST_CASE("cuda solver: each solver runs on a stream of its own, or on one it is lent") {
-  auto a = small_mwn();
+  auto a = cuda_test::toy_meta_weight_net<C64>();
   auto b = a;  // a copy: the same state, a stream of its own
   REQUIRE(cd::stream() == cudaStreamPerThread);
   const auto on_a = streams_of_run(a, 2);
@@ -60,7 +54,7 @@ TEST_CASE("cuda solver: each solver runs on a stream of its own, or on one it is
   cudaStream_t mine = nullptr;
   REQUIRE(cudaStreamCreate(&mine) == cudaSuccess);
   {
-    auto c = small_mwn();
+    auto c = cuda_test::toy_meta_weight_net<C64>();
     c.stream() = cuda_stream::borrow(mine);
     const auto on_c = streams_of_run(c, 1);
     REQUIRE(on_c.size() == 1);

@@ -515,7 +515,7 @@ struct cuda {
     cuda_detail::check_launch("row_max_kernel");
     BILEVEL_CUDA_CHECK(cudaMemcpyAsync(arg.data(), args.data(), m.rows() * sizeof(std::int64_t),
                                        cudaMemcpyDeviceToHost, cuda_detail::stream()));
-    BILEVEL_CUDA_CHECK(cudaStreamSynchronize(cuda_detail::stream()));
+    cuda_detail::wait_for(cuda_detail::stream());
   }
   /// max_i = max_j m_ij and onehot (m's shape) = 1 at each row's first maximum, 0 elsewhere:
   /// row_max with the choice kept on the device.
@@ -600,6 +600,13 @@ struct cuda {
   /// device-to-host copies of whole arrays, which a training step should not need (its
   /// scalar results, losses and dot products, are not counted).
   static std::size_t array_downloads() { return cuda_detail::array_download_counter().load(); }
+  /// Kernels launched, cuBLAS calls made and host waits so far (all threads; cuda/error.cuh).
+  /// cuBLAS's double dot and norm return to the host by themselves (host pointer mode): they
+  /// count as cuBLAS calls, not waits.
+  static cuda_detail::activity_counts activity() {
+    const auto& a = cuda_detail::activity();
+    return {a.kernels.load(), a.blas_calls.load(), a.host_waits.load()};
+  }
   static vector from_host(std::span<const scalar> host) {
     vector v(host.size());
     upload(host, v.data());
@@ -616,7 +623,7 @@ struct cuda {
 
   /// Waits for all work this thread has queued (e.g. before timing); reports asynchronous
   /// faults as cuda_error.
-  static void synchronize() { BILEVEL_CUDA_CHECK(cudaStreamSynchronize(cuda_detail::stream())); }
+  static void synchronize() { cuda_detail::wait_for(cuda_detail::stream()); }
 
  private:
   static cublasHandle_t blas() { return cuda_detail::context::get().blas(); }
@@ -647,7 +654,7 @@ struct cuda {
     std::vector<scalar> h(n);
     if (n == 0) return h;
     BILEVEL_CUDA_CHECK(cudaMemcpyAsync(h.data(), p, n * sizeof(scalar), cudaMemcpyDeviceToHost, cuda_detail::stream()));
-    BILEVEL_CUDA_CHECK(cudaStreamSynchronize(cuda_detail::stream()));
+    cuda_detail::wait_for(cuda_detail::stream());
     return h;
   }
   /// Pageable host memory: cudaMemcpyAsync returns once the data are staged, so `host` may go
@@ -713,7 +720,7 @@ struct cuda {
     const double* result = reduce_on_device(n, term);
     double r = 0.0;
     BILEVEL_CUDA_CHECK(cudaMemcpyAsync(&r, result, sizeof(double), cudaMemcpyDeviceToHost, cuda_detail::stream()));
-    BILEVEL_CUDA_CHECK(cudaStreamSynchronize(cuda_detail::stream()));
+    cuda_detail::wait_for(cuda_detail::stream());
     return r;
   }
   /// Σ term(i) in double into the context's device scalar (valid until the next reduction on
@@ -741,7 +748,7 @@ struct cuda {
     cuda_detail::check_launch(name);
     int h = 0;
     BILEVEL_CUDA_CHECK(cudaMemcpyAsync(&h, flag, sizeof(int), cudaMemcpyDeviceToHost, cuda_detail::stream()));
-    BILEVEL_CUDA_CHECK(cudaStreamSynchronize(cuda_detail::stream()));
+    cuda_detail::wait_for(cuda_detail::stream());
     return h != 0;
   }
   static bool same_elements(const scalar* a, const scalar* b, std::size_t n) {

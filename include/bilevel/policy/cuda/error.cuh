@@ -6,6 +6,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstddef>
 #include <stdexcept>
 #include <string>
@@ -32,6 +33,22 @@ class cuda_error : public std::runtime_error {
 
 namespace bilevel::policy::cuda_detail {
 
+/// What this process has asked of the device, all threads together: kernels launched, cuBLAS
+/// calls, and waits of the host for a stream (each value a training step brings back to the
+/// host: losses, dot products, finiteness checks, downloads). Read through
+/// cuda<S>::activity(); the benchmark reports them per step, since on small networks these
+/// counts, not the arithmetic, set the time.
+struct activity_counts {
+  std::size_t kernels = 0, blas_calls = 0, host_waits = 0;
+};
+struct activity_counters {
+  std::atomic<std::size_t> kernels{0}, blas_calls{0}, host_waits{0};
+};
+inline activity_counters& activity() {
+  static activity_counters c;
+  return c;
+}
+
 [[noreturn]] inline void throw_cuda(cudaError_t e, const char* call) {
   throw cuda_error(std::string("bilevel::cuda: ") + call + " failed: " + cudaGetErrorString(e) + " (" +
                        cudaGetErrorName(e) + ")",
@@ -41,6 +58,7 @@ inline void check(cudaError_t e, const char* call) {
   if (e != cudaSuccess) throw_cuda(e, call);
 }
 inline void check(cublasStatus_t s, const char* call) {
+  activity().blas_calls.fetch_add(1, std::memory_order_relaxed);
   if (s != CUBLAS_STATUS_SUCCESS)
     throw cuda_error(std::string("bilevel::cuda: ") + call + " failed: " + cublasGetStatusString(s) + " (" +
                          cublasGetStatusName(s) + ")",
@@ -48,6 +66,7 @@ inline void check(cublasStatus_t s, const char* call) {
 }
 /// After a kernel launch: launch errors (bad configuration, no kernel image for this GPU).
 inline void check_launch(const char* kernel) {
+  activity().kernels.fetch_add(1, std::memory_order_relaxed);
   const cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess)
     throw cuda_error(std::string("bilevel::cuda: launching kernel ") + kernel + " failed: " + cudaGetErrorString(e) +
@@ -55,6 +74,14 @@ inline void check_launch(const char* kernel) {
                      int(e));
 }
 
+}  // namespace bilevel::policy::cuda_detail
+
+namespace bilevel::policy::cuda_detail {
+/// The host waits for everything queued on `s` (counted in activity().host_waits).
+inline void wait_for(cudaStream_t s) {
+  activity().host_waits.fetch_add(1, std::memory_order_relaxed);
+  check(cudaStreamSynchronize(s), "cudaStreamSynchronize");
+}
 }  // namespace bilevel::policy::cuda_detail
 
 /// Checks a cudaError_t or cublasStatus_t expression, naming it in the exception.

@@ -66,7 +66,7 @@ class cuda_stream {
   [[nodiscard]] bool owned() const noexcept { return owned_; }
   /// Waits for everything queued on this stream (nothing to wait for before first use).
   void synchronize() {
-    if (stream_) BILEVEL_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    if (stream_) cuda_detail::wait_for(stream_);
   }
 
  private:
