@@ -7,12 +7,7 @@
 # of a program or to none: translation units built with and without EIGEN_USE_BLAS must not
 # be mixed in one program (Eigen's product kernels would differ between them).
 include("${CMAKE_CURRENT_LIST_DIR}/bilevelFindOpenBLAS.cmake")
-_bilevel_require_openblas(eigen_blas)
-if(NOT _bilevel_openblas_found)
-  unset(_bilevel_openblas_found)
-  return()
-endif()
-unset(_bilevel_openblas_found)
+_bilevel_require_openblas(eigen_blas)  # returns from this file when OpenBLAS is missing
 
 if(NOT TARGET bilevel::eigen_blas)
   include("${CMAKE_CURRENT_LIST_DIR}/bilevelEigenBlasTargets.cmake")

@@ -9,12 +9,7 @@
 find_dependency(xtensor)
 
 include("${CMAKE_CURRENT_LIST_DIR}/bilevelFindOpenBLAS.cmake")
-_bilevel_require_openblas(xtensor)
-if(NOT _bilevel_openblas_found)
-  unset(_bilevel_openblas_found)
-  return()
-endif()
-unset(_bilevel_openblas_found)
+_bilevel_require_openblas(xtensor)  # returns from this file when OpenBLAS is missing
 
 if(NOT TARGET bilevel::xtensor)
   include("${CMAKE_CURRENT_LIST_DIR}/bilevelXtensorTargets.cmake")
