@@ -5,9 +5,9 @@
 /// rows drawn like dataset_batches, then `synthetic` rows from a generator, spread evenly
 /// over the classes (round robin, so every class appears as often over time). Synthetic rows
 /// carry ids from synthetic_id_base upward, so a weighting can tell them from real samples.
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <algorithm>
 #include <memory>
 #include <random>
 #include <span>
