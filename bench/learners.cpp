@@ -5,7 +5,7 @@
 //   build/bench/bench_learners --benchmark_format=json > learners.json
 //   python3 bench/ratios.py learners.json
 //
-// Targets (issue "learners", from a prototype measured here): HVP inside a CG loop (value
+// Targets (set from a prototype measured on the same machine): HVP inside a CG loop (value
 // pass reused) <= 2x a gradient, full gradient + HVP + mixed pass <= 3x, gradient >= 70% of
 // the GEMM rate. Nothing here is timed by CI.
 #include <benchmark/benchmark.h>
@@ -34,7 +34,7 @@ double gradient_flops() {
   return f;
 }
 
-/// The small CNN of the issue: LeNet-5's shape on 28x28 images.
+/// The small CNN: LeNet-5's shape on 28x28 images.
 template <class P>
 sequential<P, sample_weights> small_cnn() {
   return sequential<P, sample_weights>(

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Turns Google Benchmark JSON from bench_learners into the ratios the issue asks for.
+"""Turns Google Benchmark JSON from bench_learners into the cost ratios and GEMM efficiency of bench/learners.cpp.
 
 usage: python3 bench/ratios.py learners.json
 Uses the median of repetitions when present (run with --benchmark_repetitions=N).

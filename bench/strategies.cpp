@@ -33,7 +33,7 @@
 // counts as the strategy itself records them.
 #include <benchmark/benchmark.h>
 
-#include <bilevel/bilevel.hpp>
+#include <bilevel/eigen.hpp>
 #include <bilevel/learners/mlp.hpp>
 #include <bilevel/learners/solution_loss.hpp>
 

@@ -14,26 +14,25 @@
 // Options (--help lists them): --seed N picks the synthetic data set (default 1); --epochs N
 // the outer iterations of the learning run in part 2 (default 60; each is 200 weight steps,
 // then one penalty step); --quick makes that 15 unless --epochs is given (ctest runs
-// `01_ridge_hyperparameters --quick`); --data DIR is accepted like the other examples' but
-// nothing is read: the data are synthetic, and the program says so.
+// `01_ridge_hyperparameters --quick --skip-without-data`); --data DIR and --skip-without-data
+// are accepted like the other examples' but nothing is read: the data are synthetic, and the
+// program says so.
 //
 // What it prints: the seed and number of outer iterations; each strategy's hypergradient
 // error against the closed form; then the validation loss falling as λ is learned (every 5
 // outer iterations and after the last), and the learned penalties (uninformative features end
 // with larger ones). Exits non-zero if any exact strategy is off, if the loss did not fall or
-// the uninformative features did not end with larger penalties; exits 2 on a bad argument.
-#include <bilevel/bilevel.hpp>
+// the uninformative features did not end with larger penalties; exits 2 on a bad argument
+// (examples/support/options.hpp).
+#include <bilevel/eigen.hpp>
 #include <bilevel/problems/ridge.hpp>
 
-#include <charconv>
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
-#include <limits>
-#include <stdexcept>
-#include <system_error>
 #include <string>
 #include <vector>
+
+#include "support/options.hpp"
 
 using P = bilevel::policy::eigen<double>;
 namespace hg = bilevel::hypergrad;
@@ -63,54 +62,24 @@ double relative_error(const std::vector<double>& a, const std::vector<double>& b
   return std::sqrt(d / n);
 }
 
-constexpr const char* usage =
-    "usage: 01_ridge_hyperparameters [--seed N] [--epochs N] [--data DIR] [--quick] [--help]\n"
-    "Learns one ridge penalty per feature by bilevel optimization and checks every\n"
-    "hypergradient strategy against the closed form.\n"
-    "--seed N:   seed of the synthetic data set (default 1)\n"
-    "--epochs N: outer iterations of the solver, each 200 weight steps then one penalty step\n"
-    "            (default 60)\n"
-    "--data DIR: accepted like the other examples' but read nothing: this example's data are\n"
-    "            synthetic, generated from --seed\n"
-    "--quick:    15 outer iterations unless --epochs says otherwise (what ctest runs)";
-
-int main(int argc, char** argv) {
-  unsigned seed = 1;
-  std::size_t epochs = 0;  // 0: not given; 60, or 15 with --quick
-  bool quick = false;
-  std::string data;
-  try {
-    for (int i = 1; i < argc; ++i) {
-      const std::string a = argv[i];
-      auto value = [&]() -> std::string {
-        if (i + 1 >= argc) throw std::invalid_argument(a + " needs a value");
-        return argv[++i];
-      };
-      auto count = [&](unsigned long long most) {  // a whole number in [0, most], nothing after it
-        const std::string v = value();
-        unsigned long long n = 0;
-        const auto [end, error] = std::from_chars(v.data(), v.data() + v.size(), n);
-        if (v.empty() || error != std::errc{} || end != v.data() + v.size() || n > most)
-          throw std::invalid_argument(a + " needs a whole number up to " + std::to_string(most) + ", not '" + v + "'");
-        return n;
-      };
-      if (a == "--help" || a == "-h") {
-        std::puts(usage);
-        return 0;
-      }
-      if (a == "--quick") quick = true;
-      else if (a == "--seed") seed = unsigned(count(std::numeric_limits<unsigned>::max()));
-      else if (a == "--epochs") {
-        epochs = std::size_t(count(1'000'000));
-        if (epochs == 0) throw std::invalid_argument("--epochs must be at least 1");
-      } else if (a == "--data") data = value();
-      else throw std::invalid_argument("unknown argument " + a);
-    }
-  } catch (const std::invalid_argument& e) {
-    std::fprintf(stderr, "01_ridge_hyperparameters: %s (try --help)\n", e.what());
-    return 2;
-  }
-  if (epochs == 0) epochs = quick ? 15 : 60;
+int run(int argc, char** argv) {
+  example::options o;
+  example::command_line cli("01_ridge_hyperparameters",
+                            "Learns one ridge penalty per feature by bilevel optimization and checks every "
+                            "hypergradient strategy against the closed form.",
+                            o);
+  o.epochs = 60;
+  cli.seed("seed of the synthetic data set")
+      .epochs("outer iterations of the solver, each 200 weight steps then one penalty step")
+      .data("accepted like the other examples' but read nothing: this example's data are synthetic, generated "
+            "from --seed",
+            "accepted like the other examples'; nothing to skip, as no data set is read")
+      .quick("15 outer iterations unless --epochs says otherwise (what ctest runs)");
+  if (const auto status = cli.parse(argc, argv)) return *status;
+  const unsigned seed = o.seeds.front();
+  const bool quick = o.quick;
+  const std::string& data = o.data;
+  const std::size_t epochs = quick && !o.was_given("--epochs") ? 15 : o.epochs;
   std::printf("seed %u, %zu outer iterations%s\n", seed, epochs, quick ? " (--quick)" : "");
   if (!data.empty()) std::printf("--data %s ignored: this example's data are synthetic\n", data.c_str());
   std::puts("");
@@ -144,7 +113,12 @@ int main(int argc, char** argv) {
 
   std::puts("\n2. Learning λ: 200 weight steps per penalty step, implicit CG hypergradients");
   auto s = make_solver(prob, hg::implicit_cg{}, zero, lambda0, 200);
-  auto validation = [&] { return prob.validation_loss(host(s.level<0>().theta)); };
+  // A solver assembled by hand reaches its levels by position, in the order make_solver
+  // passed them (the methods' solvers name theirs); name them once here. The references
+  // stay valid while `s` is not moved.
+  auto& weights = s.level<0>();
+  auto& penalties = s.level<1>();
+  auto validation = [&] { return prob.validation_loss(host(weights.theta)); };
   s.step_level(0);  // fit the weights once before the first penalty step
   const double first = validation();
   std::printf("   epoch  0  validation loss %.4f\n", first);
@@ -155,7 +129,7 @@ int main(int argc, char** argv) {
                    return true;
                  }});
   const double last = validation();
-  const auto lam = host(s.level<1>().theta);
+  const auto lam = host(penalties.theta);
   double mean_informative = 0, mean_other = 0;
   for (std::size_t i = 0; i < features; ++i) (i < informative ? mean_informative : mean_other) += lam[i];
   mean_informative /= informative, mean_other /= features - informative;
@@ -164,4 +138,8 @@ int main(int argc, char** argv) {
   if (!(mean_other > mean_informative)) ok = false, std::puts("   uninformative features did not get larger penalties");
   std::puts(ok ? "\nOK" : "\nFAILED");
   return ok ? 0 : 1;
+}
+
+int main(int argc, char** argv) {
+  return example::guarded_main("01_ridge_hyperparameters", [&] { return run(argc, argv); });
 }

@@ -7,7 +7,8 @@
 // What it teaches: a three-level method whose re-learner trains on real plus generated data
 // (bilevel/methods/lfm_class_weighting.hpp), a generator behind a concept
 // (bilevel/data/generator.hpp; the PCA-Gaussian stands in for the paper's GAN), long-tailed
-// data, and balanced accuracy.
+// data, balanced accuracy (learners/classification_accuracy.hpp), and results read through
+// the methods' names for their levels: s.model(), s.class_weights(), s.sample_weights(d).
 //
 // Setting: 1000 clean, balanced validation images (100 per class) held out; the remaining
 // training images cut to a long tail n_c = n_max · IF^(−c/9) with IF = 100 (5900 … 59
@@ -19,11 +20,21 @@
 // last and best balanced accuracy (mean ± std over the seeds), the mean learned weight of head
 // (classes 0-4) and tail (5-9) samples (for LFM-CW: of their synthetic data, γ·c_k), and wall
 // time. Writes <out>/imbalance_epochs.csv and <out>/imbalance_runs.csv. Exits non-zero on a
-// non-finite result or accuracy at chance.
-#include <bilevel/bilevel.hpp>
+// non-finite result or accuracy at chance; exits 1 with one line on stderr on missing or
+// malformed data or an unwritable --out, 2 on a bad command line (examples/support/options.hpp).
+//
+// Options (--help lists them, with their ranges): --imbalance IF in [1, 1000]; --train-size N
+// (the stratified random subset of the training split the long tail is cut from, drawn with
+// the seed); --network mlp|lenet (LeNet for
+// plain and mwn only: the other methods' configs build MLPs); --lr, --weight-decay and
+// --schedule constant|multistep|cosine for the classifiers; --epochs, --seed or --seeds A,B,C,
+// --methods LIST|all, --data DIR, --out DIR; --quick (5900 images, IF 10, 2 epochs, unless
+// given).
+#include <bilevel/eigen.hpp>
 #include <bilevel/data/corruption.hpp>
 #include <bilevel/data/fashion_mnist.hpp>
 #include <bilevel/data/generator.hpp>
+#include <bilevel/learners/classification_accuracy.hpp>
 #include <bilevel/methods/learning_from_mistakes.hpp>
 #include <bilevel/methods/lfm_class_weighting.hpp>
 #include <bilevel/methods/meta_weight_net.hpp>
@@ -49,102 +60,99 @@ namespace {
 const std::map<std::string, std::string> method_names = {
     {"plain", "plain"}, {"lfm_cw", "LFM-CW"}, {"mwn", "Meta-Weight-Net"}, {"lfm", "LFM (reweighting)"}};
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
   example::options o;
   o.methods = {"plain", "lfm_cw"};
-  o.setting = 100;
-  try {
-    if (!example::parse(argc, argv, o, method_names, "--imbalance",
-                        "usage: 03_class_imbalance_fashion_mnist [--data DIR] [--seed N | --seeds A,B,C] [--epochs N]\n"
-                        "                                        [--methods LIST|all] [--imbalance IF] [--out DIR] [--quick]\n"
-                        "Class-weighting and reweighting methods against plain training on long-tailed Fashion-MNIST.\n"
-                        "--data: directory of the IDX files (default: the Debian package's, or "
-                        "$BILEVEL_FASHION_MNIST_DIR)\n"
-                        "--methods: comma-separated from plain,lfm_cw,mwn,lfm (default plain,lfm_cw); all = every one\n"
-                        "--imbalance: largest over smallest class size (default 100)\n"
-                        "--out: directory for imbalance_epochs.csv and imbalance_runs.csv (default results)\n"
-                        "--quick: IF 10 on a tenth of the data, 2 epochs (a smoke test, not a result)"))
-      return 0;
-  } catch (const std::invalid_argument& e) {
-    std::fprintf(stderr, "%s\n", e.what());
-    return 2;
+  example::command_line cli("03_class_imbalance_fashion_mnist",
+                            "Class-weighting and reweighting methods against plain training on long-tailed "
+                            "Fashion-MNIST.",
+                            o);
+  cli.common("epochs over the long-tailed training set",
+             "a tenth of the training split (5900 images), IF 10, 2 epochs, unless given (a smoke test, not a "
+             "result)")
+      .methods(method_names)
+      .training("the classifiers")
+      .network();
+  cli.add("--imbalance", o.imbalance, "largest over smallest class size, IF (default 100)")
+      ->check(example::detail::real_number(1, 1000));
+  if (const auto status = cli.parse(argc, argv)) return *status;
+  example::check_network(o, {"plain", "mwn"});  // the other methods' configs build MLPs only
+  if (o.quick) {
+    if (!o.was_given("--train-size")) o.train_size = 5900;
+    if (!o.was_given("--imbalance")) o.imbalance = 10;
+    if (!o.was_given("--epochs")) o.epochs = 2;
   }
-  if (o.quick) o.setting = 10;
-  if (!data::fashion_mnist_available(o.data)) {
-    std::printf("SKIPPED: Fashion-MNIST not found in %s (apt-get install dataset-fashion-mnist, or --data DIR)\n",
-                data::fashion_mnist_dir(o.data).c_str());
-    return 0;
-  }
-  const auto fm = data::load_fashion_mnist(o.data);
-  const learners::mlp<P> net({784, 256, 128, 10});
+  const auto fm = example::load_data(o);
+  const auto net = example::make_network(o.network);
   example::result_files files(o.out, "imbalance", "balanced_accuracy", "weight_head", "weight_tail");
   std::map<std::string, std::vector<example::run_result>> results;
   bool ok = true;
 
   for (unsigned seed : o.seeds) {
     auto split = data::split_validation(fm.train, 100, seed);
-    if (o.quick) {
-      std::vector<std::size_t> rows;
-      for (std::size_t r = 0; r < split.train.rows; r += 10) rows.push_back(r);
-      split.train = split.train.subset(rows);
-    }
-    split.train = data::long_tail(split.train, o.setting, seed + 20);
+    split.train =
+        data::long_tail(example::training_subset(split.train, o.train_size, seed + 30), o.imbalance, seed + 20);
     const auto counts = split.train.class_counts();
-    std::printf("seed %u: %zu training images (class 0: %zu ... class 9: %zu, IF %.0f), %zu validation, %zu test\n",
-                seed, split.train.rows, counts.front(), counts.back(), o.setting, split.validation.rows, fm.test.rows);
+    std::printf("seed %u: %zu training images (class 0: %zu ... class 9: %zu, IF %g), %zu validation, %zu test\n",
+                seed, split.train.rows, counts.front(), counts.back(), o.imbalance, split.validation.rows,
+                fm.test.rows);
     const auto train = std::make_shared<const data::dataset>(split.train);
     const auto validation = std::make_shared<const data::dataset>(split.validation);
     std::vector<bool> tail(train->rows);
     for (std::size_t r = 0; r < train->rows; ++r) tail[r] = train->labels[r] >= 5;
-    const std::size_t per_epoch = train->rows / 100, total = per_epoch * o.epochs;
-    const auto schedule = [total](std::size_t t) { return example::scheduled_lr(0.1, t, total); };
+    // --schedule as a decay relative to each method's `lr` and `epochs`: the methods work out
+    // the steps (epochs × batches per epoch of the long-tailed set).
+    const auto decay = example::make_schedule(o.schedule);
 
     for (const auto& method : o.methods) {
       example::run_result r;
       const auto t0 = std::chrono::steady_clock::now();
       auto report = [&](const P::vector& theta, std::pair<double, double> w) {
-        r.epochs.push_back({example::accuracy(net, theta, fm.test).balanced, w.first, w.second});
+        r.epochs.push_back({learners::classification_accuracy(net, theta, fm.test).balanced, w.first, w.second});
         std::printf("  %-18s seed %u epoch %2zu/%zu  balanced test accuracy %.2f%%  mean weight head %.3f tail %.3f\n",
                     method_names.at(method).c_str(), seed, r.epochs.size(), o.epochs, r.epochs.back().accuracy,
                     w.first, w.second);
         std::fflush(stdout);
       };
-      auto run_solver = [&](auto& s, auto&& model, auto&& weights) {
-        s.run(total, {.on_iteration = [&](const iteration_event& ev) {
-                        if ((ev.iteration + 1) % per_epoch == 0) report(model(), weights());
-                        return true;
-                      }});
+      // Runs a method's solver for the training its configuration states (total_iterations():
+      // its epochs × the batches in one) and reports after every epoch, as the solver's
+      // on_epoch sees it: the balanced test accuracy of s.model() and `weights()`, the mean
+      // learned weight of head and tail. The epochs counted are those of the model's level
+      // (`model_level`, on_epoch's epoch_level).
+      auto run_solver = [&](auto& s, std::size_t model_level, auto&& weights) {
+        solver_callbacks callbacks;
+        callbacks.epoch_level = model_level;
+        callbacks.on_epoch = [&](const epoch_event&) {
+          report(s.model().theta, weights());
+          return true;
+        };
+        s.run(s.total_iterations(), callbacks);
       };
       if (method == "plain") {
-        example::train_plain(net, train, seed, o.epochs, schedule, [&](const P::vector& theta) { report(theta, {1.0, 1.0}); });
+        example::train_plain(net, train, seed, o.epochs, o.lr, o.weight_decay, decay,
+                             [&](const P::vector& theta) { report(theta, {1.0, 1.0}); });
       } else if (method == "lfm_cw") {
         const auto generator = std::make_shared<const data::pca_gaussian_generator>(*train, 50, seed);
-        auto s = methods::lfm_class_weighting<P>(train, validation, generator, {.seed = seed});
-        s.level<0>().optimizer.schedule = schedule;
-        s.level<1>().optimizer.schedule = schedule;
-        run_solver(s, [&] { return s.level<1>().theta; }, [&] {
-          const auto c = s.level<1>().learner.weighting().class_weights(s.level<0>().theta, s.level<2>().theta);
-          example::weight_means m;
-          for (std::size_t k = 0; k < c.size(); ++k) m.add(c[k], k >= 5);
-          return m.means();
-        });
+        auto s = methods::lfm_class_weighting<P>(
+            train, validation, generator,
+            {.epochs = o.epochs, .lr = o.lr, .lr_decay = decay, .weight_decay = o.weight_decay, .seed = seed});
+        // model() is the re-learner W2, level 1. Its weights are per class (the synthetic
+        // samples of class k weigh γ·c_k): head is classes 0-4, tail 5-9.
+        std::vector<bool> tail_class(train->num_classes);
+        for (std::size_t k = 0; k < tail_class.size(); ++k) tail_class[k] = k >= 5;
+        run_solver(s, 1, [&] { return example::group_means(s.class_weights(), tail_class); });
       } else if (method == "mwn") {
-        auto s = methods::meta_weight_net<P>(train, validation, {.seed = seed});
-        s.level<0>().optimizer.schedule = schedule;
-        run_solver(s, [&] { return s.level<0>().theta; }, [&] {
-          const P::vector* in[] = {&s.level<1>().theta};
-          return example::learned_weights(s.level<0>().learner, s.level<0>().theta, input_list<P>(in), *train, tail);
-        });
+        // With --network lenet the CNN's layers instead of the MLP's widths.
+        methods::meta_weight_net_config cfg{.widths = example::mlp_widths, .epochs = o.epochs, .lr = o.lr,
+                                            .lr_decay = decay, .weight_decay = o.weight_decay, .seed = seed};
+        if (o.network == "lenet") cfg.layers = example::lenet_layers(), cfg.input = example::image_input;
+        auto s = methods::meta_weight_net<P>(train, validation, cfg);  // model(): the classifier, level 0
+        run_solver(s, 0, [&] { return example::group_means(s.sample_weights(*train), tail); });
       } else if (method == "lfm") {
-        auto s = methods::learning_from_mistakes_reweighting<P>(train, validation, {.seed = seed});
-        s.level<0>().optimizer.schedule = schedule;
-        s.level<1>().optimizer.schedule = schedule;
-        run_solver(s, [&] { return s.level<1>().theta; }, [&] {
-          const P::vector* in[] = {&s.level<0>().theta, &s.level<2>().theta};
-          return example::learned_weights(s.level<1>().learner, s.level<1>().theta, input_list<P>(in), *train, tail);
-        });
+        auto s = methods::learning_from_mistakes_reweighting<P>(
+            train, validation,
+            {.epochs = o.epochs, .lr = o.lr, .lr_decay = decay, .weight_decay = o.weight_decay, .seed = seed});
+        run_solver(s, 1, [&] { return example::group_means(s.sample_weights(*train), tail); });  // model(): W2
       }
       r.seconds = seconds(std::chrono::steady_clock::now() - t0).count();
       files.write(method, seed, r);
@@ -154,11 +162,18 @@ int main(int argc, char** argv) {
   }
   example::print_summary(o.methods, method_names, results, "w head", "w tail",
                          "balanced accuracy, " + std::to_string(o.seeds.size()) + " seed(s), " +
-                             std::to_string(o.epochs) + " epochs, IF " + std::to_string(int(o.setting)));
+                             std::to_string(o.epochs) + " epochs, IF " + std::to_string(int(std::lround(o.imbalance))) +
+                             ", " + o.network);
   files.print_paths();
   if (!ok) {
     std::puts("FAILED: non-finite result or accuracy at chance");
     return 1;
   }
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return example::guarded_main("03_class_imbalance_fashion_mnist", [&] { return run(argc, argv); });
 }

@@ -7,7 +7,10 @@
 // What it teaches: searches as multilevel problems (bilevel/methods/darts.hpp,
 // lfm_architecture_search.hpp, small_group_learning.hpp: two, three and five levels), networks
 // that read their architecture from a longer upper vector (learners/reading_segment.hpp), and
-// the discretisation (chosen_operations, derive_architecture).
+// the discretisation (chosen_operations, derive_architecture); each method's levels reached
+// by name (s.searched_architecture(), s.group_architectures(), s.v<k>()), the weights'
+// cosine decay stated in the method's configuration, and per-epoch progress through the
+// solver's on_epoch callback.
 //
 // Setting: the search space is an MLP 784 → dense 64 + ReLU → three mixed edges, each over
 // {linear 64 + ReLU, linear 64 + tanh, skip, zero} → dense 10 (12 architecture entries per
@@ -21,16 +24,28 @@
 // training images (SGD Nesterov 0.9, lr 0.1 ×0.1 at 2/3 and 5/6, weight decay 5e-4, batch
 // 100) and evaluated on the 10000 test images.
 //
-// What it prints: per search epoch the current architecture; per method and seed the derived
-// architecture, search time and test accuracy per retraining epoch; then last and best test
-// accuracy (mean ± std over seeds), search and retraining time. Writes <out>/search_epochs.csv,
-// <out>/search_runs.csv and <out>/search_architectures.csv. Exits non-zero on a non-finite
-// result or accuracy at chance.
+// What it prints: after each pass of the weights' batches over the training half, the
+// current architecture; per method and seed the derived architecture, search time and test
+// accuracy per retraining epoch; then last and best test accuracy (mean ± std over seeds),
+// search and retraining time. Writes <out>/search_epochs.csv, <out>/search_runs.csv and
+// <out>/search_architectures.csv. Exits non-zero on a non-finite
+// result or accuracy at chance; exits 1 with one line on stderr on missing or malformed data or
+// an unwritable --out, 2 on a bad command line (examples/support/options.hpp).
 //
-// algorithms.md §8.4: on a space this small the differences between methods are expected
-// inside the seed noise; the search is a correctness and smoke test, not an effect size.
-#include <bilevel/bilevel.hpp>
+// Options (--help lists them, with their ranges): --epochs (search) and --retrain-epochs;
+// --train-size N (a stratified random subset, drawn with the seed: the images split for the
+// search and retrained on); --lr, --weight-decay and
+// --schedule constant|multistep|cosine for the searched networks' weights (defaults: DARTS's
+// 0.025, 3e-4, cosine); --seed or --seeds A,B,C, --methods LIST|all, --data DIR, --out DIR;
+// --quick (2000 images, 1 + 1 epochs, unless given).
+//
+// docs/methods.md, "Architecture search at small scale": on a space this small the
+// differences between methods are expected inside the seed noise; the search is a
+// correctness and smoke test, not an effect size.
+#include <bilevel/eigen.hpp>
 #include <bilevel/data/fashion_mnist.hpp>
+#include <bilevel/learners/classification_accuracy.hpp>
+#include <bilevel/learners/classification_batch.hpp>
 #include <bilevel/methods/darts.hpp>
 #include <bilevel/methods/lfm_architecture_search.hpp>
 #include <bilevel/methods/small_group_learning.hpp>
@@ -95,65 +110,72 @@ std::string softmax_weights(const std::vector<double>& alpha) {
   return out;
 }
 
-}  // namespace
+/// Mean loss over every row of `d` of the search-space network with architecture `alpha` and
+/// weights `theta`, in chunks of 1000 rows: how SGL's learners are compared on the whole
+/// validation half.
+double mean_loss(const std::vector<learners::layer::spec>& specs, const P::vector& theta,
+                 const std::vector<double>& alpha, const data::dataset& d) {
+  const learners::sequential<P> net(input, specs);
+  const P::vector a = P::from_host(std::vector<float>(alpha.begin(), alpha.end()));
+  const P::vector* in[] = {&a};  // the network reads its architecture as its one input
+  double total = 0;
+  std::vector<std::size_t> rows;
+  for (std::size_t start = 0; start < d.rows; start += 1000) {
+    rows.resize(std::min<std::size_t>(1000, d.rows - start));
+    std::iota(rows.begin(), rows.end(), start);
+    total += net.loss(theta, in, learners::make_batch<P>(d, rows)) * double(rows.size());
+  }
+  return total / double(d.rows);
+}
 
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
   example::options o;
   o.methods = {"darts1", "darts2", "lfm", "sgl"};
   o.epochs = 10;
-  o.setting = 10;  // retraining epochs
-  try {
-    if (!example::parse(argc, argv, o, method_names, "--retrain-epochs",
-                        "usage: 04_architecture_search_fashion_mnist [--data DIR] [--seed N | --seeds A,B,C] [--epochs N]\n"
-                        "                                           [--retrain-epochs N] [--methods LIST|all] [--out DIR] [--quick]\n"
-                        "DARTS (1st and 2nd order), LFM (architecture search) and SGL on a small MLP search space;\n"
-                        "each derived architecture retrained from scratch on the 60000 training images and tested.\n"
-                        "--data: directory of the IDX files (default: the Debian package's, or "
-                        "$BILEVEL_FASHION_MNIST_DIR)\n"
-                        "--epochs: search epochs over the 30000-image training half (default 10)\n"
-                        "--retrain-epochs: epochs of retraining the derived architecture (default 10)\n"
-                        "--methods: comma-separated from darts1,darts2,lfm,sgl (default all)\n"
-                        "--out: directory for search_epochs.csv, search_runs.csv, search_architectures.csv "
-                        "(default results)\n"
-                        "--quick: 1000 + 1000 images for the search, 2000 for retraining, 1 epoch each (a smoke test)"))
-      return 0;
-  } catch (const std::invalid_argument& e) {
-    std::fprintf(stderr, "%s\n", e.what());
-    return 2;
+  o.lr = 0.025, o.weight_decay = 3e-4, o.schedule = "cosine";  // DARTS's weights
+  example::command_line cli("04_architecture_search_fashion_mnist",
+                            "DARTS (1st and 2nd order), LFM (architecture search) and SGL on a small MLP search "
+                            "space; each derived architecture retrained from scratch and tested.",
+                            o);
+  cli.common("search epochs over the training half of the split",
+             "2000 images, 1 search and 1 retraining epoch, unless given (a smoke test)")
+      .methods(method_names)
+      .training("the searched networks' weights (cosine: down to 0.001; retraining keeps SGD 0.1, x0.1 at 2/3 "
+                "and 5/6, weight decay 5e-4)");
+  cli.add("--retrain-epochs", o.retrain_epochs, "epochs of retraining the derived architecture (default 10)")
+      ->check(example::detail::whole_number(1, 1'000'000));
+  if (const auto status = cli.parse(argc, argv)) return *status;
+  if (o.quick) {
+    if (!o.was_given("--train-size")) o.train_size = 2000;
+    if (!o.was_given("--epochs")) o.epochs = 1;
+    if (!o.was_given("--retrain-epochs")) o.retrain_epochs = 1;
   }
-  if (o.quick) o.epochs = 1, o.setting = 1;
-  const auto retrain_epochs = std::size_t(o.setting);
-  if (!data::fashion_mnist_available(o.data)) {
-    std::printf("SKIPPED: Fashion-MNIST not found in %s (apt-get install dataset-fashion-mnist, or --data DIR)\n",
-                data::fashion_mnist_dir(o.data).c_str());
-    return 0;
-  }
-  const auto fm = data::load_fashion_mnist(o.data);
+  const auto retrain_epochs = o.retrain_epochs;
+  const auto fm = example::load_data(o);
   const auto specs = search_space();
-  const std::size_t arch = learners::sequential<P>(input, specs).arch_size();
   example::result_files files(o.out, "search", "test_accuracy", "search_seconds", "retrain_seconds");
-  std::ofstream arch_file(std::filesystem::path(o.out) / "search_architectures.csv");
+  const auto arch_path = std::filesystem::path(o.out) / "search_architectures.csv";
+  std::ofstream arch_file(arch_path);
+  if (!arch_file) throw std::runtime_error("cannot write '" + arch_path.string() + "'");
   arch_file << "method,seed,learner,chosen_operations,mixing_weights\n";
   std::map<std::string, std::vector<example::run_result>> results;
   bool ok = true;
 
   for (unsigned seed : o.seeds) {
     // DARTS's split: half of every class validates the architecture.
-    const auto source = o.quick ? fm.train.subset([] {
-      std::vector<std::size_t> rows(2000);
-      std::iota(rows.begin(), rows.end(), std::size_t(0));
-      return rows;
-    }())
-                                : fm.train;
+    const auto source = example::training_subset(fm.train, o.train_size, seed + 30);
     const auto counts = source.class_counts();
     const auto split = data::split_validation(source, *std::min_element(counts.begin(), counts.end()) / 2, seed);
     const auto train = std::make_shared<const data::dataset>(split.train);
     const auto validation = std::make_shared<const data::dataset>(split.validation);
     const auto full = std::make_shared<const data::dataset>(source);
-    const std::size_t batch = 64, per_epoch = train->rows / batch, total = per_epoch * o.epochs;
-    std::printf("seed %u: search on %zu + %zu images, %zu iterations; retraining on %zu, test on %zu\n", seed,
-                train->rows, validation->rows, total, full->rows, fm.test.rows);
-    const optim::cosine_schedule weights_lr{.lr = 0.025, .lr_min = 0.001, .total_steps = total};
+    const std::size_t batch = 64;
+    std::printf("seed %u: search on %zu + %zu images, %zu epochs; retraining on %zu, test on %zu\n", seed, train->rows,
+                validation->rows, o.epochs, full->rows, fm.test.rows);
+    // --schedule for the searched networks' weights, as a decay of each configuration's `lr`
+    // over its `epochs`; cosine ends at DARTS's 0.001 (or at --lr, if that is lower: the
+    // rate never anneals upwards).
+    const auto weights_decay = example::make_schedule(o.schedule, std::min(o.lr, 0.001));
 
     for (const auto& method : o.methods) {
       example::run_result r;
@@ -162,56 +184,55 @@ int main(int argc, char** argv) {
       // The search: the architecture it ends with, and every learner's (one but for SGL).
       std::vector<std::vector<double>> found;
       std::size_t pick = 0;
-      auto progress = [&](std::size_t it, const std::vector<double>& alpha) {
-        if ((it + 1) % per_epoch == 0)
-          std::printf("  %-16s seed %u search epoch %2zu/%zu  %s  (%.0f s)\n", name.c_str(), seed, (it + 1) / per_epoch,
-                      o.epochs, describe(methods::chosen_operations(specs, alpha)).c_str(),
+      // Runs a search for the epochs its configuration states (total_iterations(): epochs ×
+      // iterations per epoch), printing the architecture so far after every pass of level
+      // `weights_level`'s sampler over the training half (on_epoch). These are the batches
+      // actually drawn: DARTS's second order takes a fresh training batch for its virtual step
+      // (finite_difference's default), so its weights' sampler passes over the data twice in
+      // the iterations of one configured epoch; the iteration shows where each pass ended.
+      // `alpha()` reads the architecture by name.
+      auto search = [&](auto& s, std::size_t weights_level, auto&& alpha) {
+        solver_callbacks callbacks;
+        callbacks.epoch_level = weights_level;
+        callbacks.on_epoch = [&](const epoch_event& e) {
+          std::printf("  %-16s seed %u search epoch %2zu (iteration %zu/%zu)  %s  (%.0f s)\n", name.c_str(), seed,
+                      e.epoch + 1, e.iteration + 1, s.total_iterations(),
+                      describe(methods::chosen_operations(specs, alpha())).c_str(),
                       seconds(std::chrono::steady_clock::now() - t0).count());
-        std::fflush(stdout);
-        return true;
+          std::fflush(stdout);
+          return true;
+        };
+        s.run(s.total_iterations(), callbacks);
       };
       if (method == "darts1" || method == "darts2") {
-        const methods::darts_config cfg{.batch = batch, .validation_batch = batch, .arch_lr = 1e-3, .seed = seed};
-        auto search = [&](auto strategy) {
+        const methods::darts_config cfg{.batch = batch, .validation_batch = batch, .epochs = o.epochs, .lr = o.lr,
+                                        .lr_decay = weights_decay, .weight_decay = o.weight_decay, .arch_lr = 1e-3,
+                                        .seed = seed};
+        auto darts = [&](auto strategy) {
           auto s = methods::darts<P>(input, specs, train, validation, cfg, strategy);
-          s.template level<0>().optimizer.schedule = weights_lr;
-          auto alpha = [&] { return methods::searched_architecture<P>(s.template level<1>().theta, arch); };
-          s.run(total, {.on_iteration = [&](const iteration_event& ev) { return progress(ev.iteration, alpha()); }});
-          found = {alpha()};
+          search(s, 0, [&] { return s.searched_architecture(); });  // weights(): level 0
+          found = {s.searched_architecture()};
         };
-        if (method == "darts1") search(hypergrad::first_order{});
-        else search(hypergrad::finite_difference{});
+        if (method == "darts1") darts(hypergrad::first_order{});
+        else darts(hypergrad::finite_difference{});
       } else if (method == "lfm") {
         auto s = methods::lfm_architecture_search<P>(input, specs, train, validation,
-                                                     {.batch = batch, .validation_batch = batch, .lr = 0.025,
-                                                      .weight_decay = 3e-4, .seed = seed});
-        s.level<0>().optimizer.schedule = weights_lr;
-        s.level<1>().optimizer.schedule = weights_lr;
-        auto alpha = [&] { return methods::searched_architecture<P>(s.level<2>().theta, arch); };
-        s.run(total, {.on_iteration = [&](const iteration_event& ev) { return progress(ev.iteration, alpha()); }});
-        found = {alpha()};
+                                                     {.batch = batch, .validation_batch = batch, .epochs = o.epochs,
+                                                      .lr = o.lr, .lr_decay = weights_decay,
+                                                      .weight_decay = o.weight_decay, .seed = seed});
+        search(s, 1, [&] { return s.searched_architecture(); });  // relearner(), W2: level 1
+        found = {s.searched_architecture()};
       } else if (method == "sgl") {
-        auto s = methods::small_group_learning<P, 2>(input, specs, train, validation,
-                                                     {.batch = batch, .unlabelled_batch = batch,
-                                                      .validation_batch = batch, .arch_lr = 1e-3, .seed = seed});
-        for (auto* opt : {&s.level<0>().optimizer, &s.level<1>().optimizer, &s.level<2>().optimizer,
-                          &s.level<3>().optimizer})
-          opt->schedule = weights_lr;
-        auto alphas = [&] { return methods::group_architectures<P>(s.level<4>().theta, 2); };
-        s.run(total, {.on_iteration = [&](const iteration_event& ev) { return progress(ev.iteration, alphas()[0]); }});
-        found = alphas();
+        auto s = methods::small_group_learning<P, 2>(
+            input, specs, train, validation,
+            {.batch = batch, .unlabelled_batch = batch, .validation_batch = batch, .epochs = o.epochs, .lr = o.lr,
+             .lr_decay = weights_decay, .weight_decay = o.weight_decay, .arch_lr = 1e-3, .seed = seed});
+        search(s, 0, [&] { return s.group_architectures()[0]; });  // w<0>(), W1: level 0
+        found = s.group_architectures();
         // Keep the learner whose V validates better (on the whole validation half).
-        double best = 1e300;
-        for (std::size_t k = 0; k < 2; ++k) {
-          const learners::sequential<P> net(input, specs);
-          const P::vector a = P::from_host(std::vector<float>(found[k].begin(), found[k].end()));
-          const P::vector* in[] = {&a};
-          double loss = 0;
-          example::for_chunks(*validation, [&](const auto& rows, const auto& b) {
-            loss += net.loss(k == 0 ? s.level<2>().theta : s.level<3>().theta, in, b) * double(rows.size());
-          });
-          if (loss < best) best = loss, pick = k;
-        }
+        const double loss[] = {mean_loss(specs, s.v<0>().theta, found[0], *validation),
+                               mean_loss(specs, s.v<1>().theta, found[1], *validation)};
+        pick = loss[1] < loss[0] ? 1 : 0;
       }
       const double search_seconds = seconds(std::chrono::steady_clock::now() - t0).count();
       for (std::size_t k = 0; k < found.size(); ++k)
@@ -225,13 +246,12 @@ int main(int argc, char** argv) {
       // Retrain the derived architecture from scratch and test it.
       const auto t1 = std::chrono::steady_clock::now();
       const learners::sequential<P> derived(input, methods::derive_architecture(specs, found[pick]));
-      const std::size_t steps = full->rows / 100 * retrain_epochs;
-      example::train_plain(derived, full, seed, retrain_epochs,
-                           [steps](std::size_t t) { return example::scheduled_lr(0.1, t, steps); },
+      example::train_plain(derived, full, seed, retrain_epochs, 0.1, 5e-4, example::make_schedule("multistep"),
                            [&](const P::vector& theta) {
-                             r.epochs.push_back({example::accuracy(derived, theta, fm.test).plain, search_seconds, 0.0});
+                             const double accuracy = learners::classification_accuracy(derived, theta, fm.test).plain;
+                             r.epochs.push_back({accuracy, search_seconds, 0.0});
                              std::printf("  %-16s seed %u retrain epoch %2zu/%zu  test accuracy %.2f%%\n", name.c_str(),
-                                         seed, r.epochs.size(), retrain_epochs, r.epochs.back().accuracy);
+                                         seed, r.epochs.size(), retrain_epochs, accuracy);
                              std::fflush(stdout);
                            });
       const double retrain_seconds = seconds(std::chrono::steady_clock::now() - t1).count();
@@ -256,4 +276,10 @@ int main(int argc, char** argv) {
     return 1;
   }
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return example::guarded_main("04_architecture_search_fashion_mnist", [&] { return run(argc, argv); });
 }

@@ -13,7 +13,9 @@ ctest --test-dir build --output-on-failure -j"$(nproc)"
 echo "bilevel: tests took $(($(date +%s) - built)) s"
 
 # The Conan 2 package, created offline from Debian's packages (pip fetches Conan itself).
+start=$(date +%s)
 ./scripts/conan_check.sh
+echo "bilevel: Conan package check took $(($(date +%s) - start)) s"
 
 if [ "${BILEVEL_SANITIZERS:-1}" != "0" ]; then
   start=$(date +%s)

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 // Helpers shared by the CPU test files: host_math.hpp's, and the Eigen policies they use most.
-#include <bilevel/bilevel.hpp>
+#include <bilevel/eigen.hpp>
 
 #include "host_math.hpp"
 

@@ -5,7 +5,7 @@
 // DARTS step; plus agreement between back ends on the same computation.
 #include <doctest/doctest.h>
 
-#include <bilevel/bilevel.hpp>
+#include <bilevel/eigen.hpp>
 #include <bilevel/learners/architecture_loss.hpp>
 #include <bilevel/learners/mlp.hpp>
 #include <bilevel/learners/sequential.hpp>

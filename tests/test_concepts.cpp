@@ -1,110 +1,13 @@
 // SPDX-License-Identifier: MIT
-// Positive and negative fixtures for each concept: the library's own types satisfy them,
-// deliberately incomplete types do not, and each refinement separates what it should.
+// What a concept lets through at run time: a learner with first-order members only still gets
+// second-order products, by finite differences. Which types satisfy which concept is checked
+// at compile time, in tests/compile_pass/concepts.cpp (its compilation is the test), and
 // tests/compile_fail/ shows the messages a user gets from make_level on such types.
 #include <doctest/doctest.h>
 
-#include <bilevel/bilevel.hpp>
-#include <bilevel/problems/quadratic.hpp>
-#include <bilevel/problems/ridge.hpp>
-#include <bilevel/problems/weighted_logistic.hpp>
+#include "concept_fixtures.hpp"
 
-namespace {
-
-using P = bilevel::policy::eigen<double>;
-using V = P::vector;
-using In = bilevel::input_list<P>;
-using B = bilevel::full_batch;
-
-struct no_policy {
-  double loss(const V&, In, const B&) const { return 0; }
-};
-struct no_gradient {
-  using policy = P;
-  using batch_type = B;
-  std::size_t num_parameters() const { return 1; }
-  double loss(const V&, In, const B&) const { return 0; }
-};
-struct first_order_only {
-  using policy = P;
-  using batch_type = B;
-  std::size_t num_parameters() const { return 1; }
-  double loss(const V&, In, const B&) const { return 0; }
-  double gradient(const V&, In, const B&, V& out) const { out = V::Zero(1); return 0; }
-};
-struct with_inputs : first_order_only {
-  void input_gradient(const V&, In, const B&, std::size_t, V& out) const { out = V::Zero(1); }
-};
-struct with_hvp_only : with_inputs {
-  void hvp(const V&, In, const B&, const V& v, V& out) const { out = v; }
-};
-
-struct step_only_optimizer {
-  using policy = P;
-  bilevel::optimizer_state<P> init(const V&) const { return {}; }
-  void step(V&, bilevel::optimizer_state<P>&, const V&) const {}
-};
-
-struct not_a_strategy {};
-
-}  // namespace
-
-TEST_CASE("tensor_policy: the Eigen policies satisfy it, other types do not") {
-  static_assert(bilevel::tensor_policy<bilevel::policy::eigen<double>>);
-  static_assert(bilevel::tensor_policy<bilevel::policy::eigen<float>>);
-  static_assert(!bilevel::tensor_policy<int>);
-  static_assert(!bilevel::tensor_policy<no_policy>);
-  CHECK(true);
-}
-
-TEST_CASE("learner refinements separate what they should") {
-  static_assert(!bilevel::learner<no_policy>);
-  static_assert(!bilevel::learner<no_gradient>);
-  static_assert(bilevel::learner<first_order_only>);
-  static_assert(!bilevel::input_differentiable_learner<first_order_only>);
-  static_assert(bilevel::input_differentiable_learner<with_inputs>);
-  static_assert(!bilevel::has_exact_hvp<with_inputs>);
-  static_assert(bilevel::has_exact_hvp<with_hvp_only>);
-  static_assert(!bilevel::twice_differentiable_learner<with_hvp_only>);
-  static_assert(!bilevel::declares_inputs<with_inputs>);
-
-  static_assert(bilevel::twice_differentiable_learner<bilevel::problems::ridge_training_loss<P>>);
-  static_assert(bilevel::twice_differentiable_learner<bilevel::problems::quadratic_objective<P>>);
-  static_assert(bilevel::twice_differentiable_learner<bilevel::problems::weighted_logistic_loss<P>>);
-  static_assert(bilevel::declares_inputs<bilevel::problems::weighted_logistic_loss<P>>);
-  // The validation objectives read a solution but have no second-order members: they are
-  // top-level objectives, never differentiated through.
-  static_assert(bilevel::input_differentiable_learner<bilevel::problems::validation_least_squares<P>>);
-  static_assert(!bilevel::has_exact_hvp<bilevel::problems::validation_least_squares<P>>);
-  CHECK(true);
-}
-
-TEST_CASE("optimizer concepts: SGD is differentiable, a step-only optimizer is not") {
-  static_assert(bilevel::differentiable_optimizer<bilevel::optim::sgd<P>>);
-  static_assert(bilevel::optimizer<step_only_optimizer>);
-  static_assert(!bilevel::differentiable_optimizer<step_only_optimizer>);
-  static_assert(!bilevel::optimizer<not_a_strategy>);
-  CHECK(true);
-}
-
-TEST_CASE("hypergradient_strategy: every shipped strategy fits a level; other types do not") {
-  using L = bilevel::problems::quadratic_objective<P>;
-  using O = bilevel::optim::sgd<P>;
-  namespace hg = bilevel::hypergrad;
-  using S = bilevel::full_batch_sampler;
-  static_assert(bilevel::hypergradient_strategy<hg::first_order, bilevel::level<L, O, hg::first_order, S>>);
-  static_assert(bilevel::hypergradient_strategy<hg::unrolled, bilevel::level<L, O, hg::unrolled, S>>);
-  static_assert(bilevel::hypergradient_strategy<hg::lookahead, bilevel::level<L, O, hg::lookahead, S>>);
-  static_assert(bilevel::hypergradient_strategy<hg::implicit_cg, bilevel::level<L, O, hg::implicit_cg, S>>);
-  static_assert(bilevel::hypergradient_strategy<hg::neumann, bilevel::level<L, O, hg::neumann, S>>);
-  static_assert(bilevel::hypergradient_strategy<hg::fixed_point, bilevel::level<L, O, hg::fixed_point, S>>);
-  static_assert(bilevel::hypergradient_strategy<hg::forward_mode, bilevel::level<L, O, hg::forward_mode, S>>);
-  static_assert(bilevel::hypergradient_strategy<hg::finite_difference, bilevel::level<L, O, hg::finite_difference, S>>);
-  static_assert(!bilevel::hypergradient_strategy<not_a_strategy, bilevel::level<L, O, hg::first_order, S>>);
-  static_assert(bilevel::level_like<bilevel::level<L, O, hg::implicit_cg, S>>);
-  static_assert(!bilevel::level_like<L>);
-  CHECK(true);
-}
+using namespace concept_fixtures;
 
 TEST_CASE("a first-order-only learner still gets every strategy, through finite differences") {
   // with_inputs has no second-order members; check_learner accepts it.

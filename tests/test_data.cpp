@@ -8,6 +8,7 @@
 #include <bilevel/data/dataset.hpp>
 #include <bilevel/data/fashion_mnist.hpp>
 #include <bilevel/data/idx.hpp>
+#include <bilevel/data/subset.hpp>
 
 #include <unistd.h>
 
@@ -184,6 +185,71 @@ TEST_CASE("batches: every row once per epoch without replacement; ids follow the
                        std::invalid_argument);
   CHECK_THROWS_WITH_AS(batch_sampler(0, 1, 1), doctest::Contains("empty"), std::invalid_argument);
   CHECK_THROWS_WITH_AS(batch_sampler(5, 8, 1), doctest::Contains("batch size 8 exceeds the 5 rows"), std::invalid_argument);
+}
+
+TEST_CASE("batches: a pass is complete when its last batch is drawn") {
+  batch_sampler b(10, 3, 7);  // 3 batches a pass, the row left over dropped
+  std::vector<std::size_t> completed;
+  for (int i = 0; i < 10; ++i) {
+    (void)b.next();
+    completed.push_back(b.epochs_completed());
+  }
+  CHECK(completed == std::vector<std::size_t>{0, 0, 1, 1, 1, 2, 2, 2, 3, 3});
+  batch_sampler keep_last(10, 3, 7, false, false);  // 3, 3, 3, then the short batch of 1
+  for (int i = 0; i < 3; ++i) (void)keep_last.next();
+  CHECK(keep_last.epochs_completed() == 0);
+  CHECK(keep_last.next().size() == 1);
+  CHECK(keep_last.epochs_completed() == 1);
+  batch_sampler with_replacement(10, 3, 7, true);
+  for (int i = 0; i < 10; ++i) (void)with_replacement.next();
+  CHECK(with_replacement.epochs_completed() == 0);  // no epochs
+}
+
+TEST_CASE("random subset: the asked size, ids kept, original order, the same rows for the same seed") {
+  const auto d = toy(50, 5);
+  const auto s = random_subset(d, 12, 3);
+  s.validate();
+  CHECK(s.rows == 12);
+  CHECK(std::is_sorted(s.ids.begin(), s.ids.end()));
+  CHECK(std::set<std::size_t>(s.ids.begin(), s.ids.end()).size() == 12);
+  for (std::size_t i = 0; i < s.rows; ++i) {  // every row is the original row of its id
+    const std::size_t r = s.ids[i] - 1000;
+    CHECK(s.labels[i] == d.labels[r]);
+    CHECK(s.features[2 * i] == d.features[2 * r]);
+  }
+  CHECK(random_subset(d, 12, 3).ids == s.ids);
+  CHECK(random_subset(d, 12, 4).ids != s.ids);
+  CHECK(random_subset(d, 50, 1).ids == d.ids);
+  CHECK_THROWS_WITH_AS(random_subset(d, 51, 1), doctest::Contains("asked for 51 rows of a data set of 50"),
+                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS(random_subset(d, 0, 1), doctest::Contains("asked for 0 rows"), std::invalid_argument);
+}
+
+TEST_CASE("stratified subset: class counts proportional to the data's, largest remainder, every class kept") {
+  // Class sizes 60, 30, 9, 1 (100 rows).
+  dataset d = toy(100, 1);
+  d.num_classes = 4;
+  for (std::size_t r = 0; r < 100; ++r) d.labels[r] = r < 60 ? 0 : r < 90 ? 1 : r < 99 ? 2 : 3;
+  // 20 rows: exact shares 12, 6, 1.8, 0.2 -> 12, 6, 2, 0 by largest remainder; class 3 then
+  // takes one from the class most over its share (class 2: +0.2).
+  CHECK(stratified_quotas(d.class_counts(), 20) == std::vector<std::size_t>{12, 6, 1, 1});
+  // 10 rows: 6, 3, 0.9, 0.1 -> 6, 3, 1, 0; classes 0 and 1 are both exactly at their share,
+  // so class 3 takes its row from the lower of them.
+  CHECK(stratified_quotas(d.class_counts(), 10) == std::vector<std::size_t>{5, 3, 1, 1});
+  CHECK(stratified_quotas(d.class_counts(), 3) == std::vector<std::size_t>{2, 1, 0, 0});  // fewer rows than classes
+  CHECK(stratified_quotas({5, 5, 5}, 4) == std::vector<std::size_t>{2, 1, 1});              // ties to the lower class
+  const auto s = stratified_subset(d, 20, 9);
+  s.validate();
+  CHECK(s.rows == 20);
+  CHECK(s.class_counts() == std::vector<std::size_t>{12, 6, 1, 1});
+  CHECK(std::is_sorted(s.ids.begin(), s.ids.end()));
+  for (std::size_t i = 0; i < s.rows; ++i) CHECK(s.labels[i] == d.labels[s.ids[i] - 1000]);
+  CHECK(stratified_subset(d, 20, 9).ids == s.ids);
+  CHECK(stratified_subset(d, 20, 10).ids != s.ids);
+  CHECK(stratified_subset(d, 100, 1).ids == d.ids);
+  CHECK_THROWS_WITH_AS(stratified_subset(d, 101, 1), doctest::Contains("asked for 101 rows of a data set of 100"),
+                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS(stratified_subset(d, 0, 1), doctest::Contains("asked for 0 rows"), std::invalid_argument);
 }
 
 TEST_CASE("symmetric noise: exactly the asked fraction, always to another class") {

@@ -8,7 +8,7 @@
 #include <numeric>
 #include <vector>
 
-#include <bilevel/bilevel.hpp>
+#include <bilevel/eigen.hpp>
 #include <bilevel/methods/learning_from_mistakes.hpp>
 
 #include "support.hpp"
@@ -92,6 +92,17 @@ TEST_CASE("LFM: the top level's hypergradient through W2 and W1 against central 
   // As for the two-level methods: h = 1e-5 in double, O(h²) + O(ε/h) ≈ 1e-10 relative.
   MESSAGE("LFM hypergradient vs central differences: " << test::relative_error(picked, fd));
   CHECK(test::relative_error(picked, fd) <= 1e-6);
+
+  // The named levels are these levels, and sample_weights is W2's weighting on its inputs (W1, top).
+  CHECK(&s.learner() == &w1);
+  CHECK(&s.relearner() == &w2);
+  CHECK(&s.model() == &w2);
+  CHECK(&s.top() == &s.level<2>());
+  const auto whole = test::whole<P>(*train.data);
+  const auto out = w2.learner.forward(w2.theta, whole);
+  const bilevel::learners::sample_signals<P> signals{out.losses, &out.logits, &out.features};
+  const P::vector* in[] = {&w1.theta, &s.level<2>().theta};
+  CHECK(s.sample_weights(*train.data) == test::host<P>(mw.gather(bilevel::input_list<P>(in), whole, signals)));
 }
 
 TEST_CASE("LFM end to end: the re-learner's validation loss falls") {

@@ -12,7 +12,7 @@
 #include <numeric>
 #include <vector>
 
-#include <bilevel/bilevel.hpp>
+#include <bilevel/eigen.hpp>
 #include <bilevel/learners/reading_segment.hpp>
 #include <bilevel/methods/darts.hpp>
 #include <bilevel/methods/lfm_architecture_search.hpp>
@@ -187,6 +187,13 @@ TEST_CASE("LFM search: A is the prefix of the top vector and discretises like DA
   // A starts near uniform (1e-3·N(0, 1)), r at 1.
   for (std::size_t k = 0; k < 6; ++k) CHECK(std::abs(test::host<P>(s.level<2>().theta)[k]) < 0.01);
   CHECK(top.back() == 1.0);
+  // The named levels are these levels; searched_architecture() is the prefix A of top().
+  CHECK(&s.learner() == &s.level<0>());
+  CHECK(&s.relearner() == &s.level<1>());
+  CHECK(&s.top() == &s.level<2>());
+  CHECK(s.arch_size() == 6);
+  s.top().theta = test::device<P>(top);
+  CHECK(s.searched_architecture() == alpha);
 }
 
 TEST_CASE("LFM search end to end: W2's validation loss falls and A leaves uniform") {

@@ -8,7 +8,7 @@
 #include <random>
 #include <vector>
 
-#include <bilevel/bilevel.hpp>
+#include <bilevel/eigen.hpp>
 #include <bilevel/data/generator.hpp>
 #include <bilevel/methods/lfm_class_weighting.hpp>
 
@@ -96,6 +96,11 @@ TEST_CASE("LFM-CW: ω's hypergradient against central differences, and a short r
   const auto fd = test::central_gradient(objective, omega0, 1e-5);
   MESSAGE("LFM-CW hypergradient vs central differences: " << test::relative_error(exact, fd));
   CHECK(test::relative_error(exact, fd) <= 1e-6);  // h = 1e-5 in double, as for the other methods
+  // The named levels are these levels; class_weights() is W2's weighting at (W1, ω).
+  CHECK(&s.learner() == &s.level<0>());
+  CHECK(&s.relearner() == &w2);
+  CHECK(&s.top() == &s.level<2>());
+  CHECK(s.class_weights() == w2.learner.weighting().class_weights(w1, s.level<2>().theta));
 
   const auto big = test::toy_classes(300, 7), bigval = test::toy_classes(60, 8, 0.0, 1000);
   auto big_gen = std::make_shared<const bilevel::data::pca_gaussian_generator>(*big.data, 6, 1);

@@ -6,7 +6,7 @@
 #include <doctest/doctest.h>
 
 #include <Eigen/Dense>
-#include <bilevel/bilevel.hpp>
+#include <bilevel/eigen.hpp>
 #include <bilevel/problems/weighted_logistic.hpp>
 
 #include "policies.hpp"

@@ -6,7 +6,7 @@
 // central differences.
 #include <doctest/doctest.h>
 
-#include <bilevel/bilevel.hpp>
+#include <bilevel/eigen.hpp>
 #include <bilevel/learners/architecture_loss.hpp>
 #include <bilevel/learners/sequential.hpp>
 #include <bilevel/methods/darts.hpp>
@@ -126,8 +126,20 @@ TEST_CASE("DARTS: a short search lowers the validation loss and derives a plain 
     const P::vector* in[] = {&s.template level<1>().theta};
     return net.loss(s.template level<0>().theta, in, val_batch);
   };
+  CHECK(&s.weights() == &s.template level<0>());
+  CHECK(&s.architecture() == &s.template level<1>());
   const double before = val_loss();
   const auto alpha0 = test::host<P>(s.template level<1>().theta);
+  CHECK(s.searched_architecture() == alpha0);
+  // DARTS's cosine schedule from the config: 200 rows in batches of 20 for 2 epochs, 20 steps.
+  auto cosine = bilevel::methods::darts<P>({1, 1, 4}, specs, train, val,
+                                           {.batch = 20, .validation_batch = 40, .epochs = 2, .lr = 0.1,
+                                            .lr_decay = bilevel::optim::cosine_decay{.lr_min = 0.001}});
+  CHECK(cosine.total_iterations() == 20);
+  CHECK(cosine.weights().optimizer.lr_at(0) == 0.1);
+  CHECK(cosine.weights().optimizer.lr_at(10) == doctest::Approx(0.0505));
+  CHECK(cosine.weights().optimizer.lr_at(20) == 0.001);
+  CHECK_FALSE(cosine.architecture().optimizer.schedule);
   s.run(300);
   const double after = val_loss();
   MESSAGE("DARTS validation loss " << before << " -> " << after);

@@ -4,7 +4,8 @@
 // stale values; its outputs; and a hypergradient through it by the solver.
 #include <doctest/doctest.h>
 
-#include <bilevel/bilevel.hpp>
+#include <bilevel/eigen.hpp>
+#include <bilevel/learners/classification_accuracy.hpp>
 #include <bilevel/learners/loss_weighting_net.hpp>
 #include <bilevel/learners/mlp.hpp>
 #include <bilevel/learners/solution_loss.hpp>
@@ -144,6 +145,35 @@ TEST_CASE("mlp: outputs expose logits, penultimate features and per-sample losse
     CHECK(o.losses[i] == doctest::Approx(lse - o.logits(i, b.labels[std::size_t(i)])));
   }
   CHECK(net.loss(theta, {}, b) == doctest::Approx(o.losses.mean()));
+}
+
+TEST_CASE("classification_accuracy: plain and class-balanced accuracy, by hand, in any chunking") {
+  // One dense layer with W = I and b = 0: the logits are the inputs, so the predicted class
+  // is the position of each row's largest feature.
+  const mlp<P> net({3, 3});
+  const auto theta = test::device<P>({1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0});
+  bilevel::data::dataset d;
+  d.rows = 7;
+  d.cols = 3;
+  d.num_classes = 3;
+  const int predicted[] = {0, 1, 1, 2, 2, 2, 2};
+  d.labels = {0, 0, 1, 1, 2, 2, 2};  // class 0: 1 of 2 right, class 1: 1 of 2, class 2: 3 of 3
+  for (std::size_t r = 0; r < d.rows; ++r) {
+    for (int c = 0; c < 3; ++c) d.features.push_back(c == predicted[r] ? 2.0f : float(r) * 0.1f);
+    d.ids.push_back(r);
+  }
+  for (std::size_t chunk : {1000u, 2u, 1u}) {
+    const auto a = classification_accuracy(net, theta, d, {}, chunk);
+    CHECK(a.plain == doctest::Approx(100.0 * 5.0 / 7.0));
+    CHECK(a.balanced == doctest::Approx(100.0 * (0.5 + 0.5 + 1.0) / 3.0));
+  }
+  // A class without rows is left out of the balanced mean, not counted as 0.
+  d.labels = {0, 0, 0, 0, 2, 2, 2};  // class 0: 1 of 4, class 2: 3 of 3
+  const auto a = classification_accuracy(net, theta, d);
+  CHECK(a.plain == doctest::Approx(100.0 * 4.0 / 7.0));
+  CHECK(a.balanced == doctest::Approx(100.0 * (0.25 + 1.0) / 2.0));
+  d.num_classes = 4;
+  CHECK_THROWS_WITH(classification_accuracy(net, theta, d), doctest::Contains("targets are 7x4, expected 7x3"));
 }
 
 TEST_CASE("mlp: bad shapes and ids are named") {

@@ -6,6 +6,7 @@
 
 #include <bilevel/optim/adam.hpp>
 #include <bilevel/optim/clip.hpp>
+#include <bilevel/optim/frozen.hpp>
 #include <bilevel/optim/schedule.hpp>
 #include <bilevel/optim/sgd.hpp>
 #include <bilevel/policy/eigen.hpp>
@@ -107,6 +108,19 @@ TEST_CASE_TEMPLATE("adam: JVP against central differences and VJP by transpositi
   }
 }
 
+TEST_CASE_TEMPLATE("frozen: θ never moves, and its VJP/JVP are those of the identity map", P, BILEVEL_DOUBLE_POLICIES) {
+  const bilevel::optim::frozen<P> o;
+  check(o, 0, 1e-9);  // JVP against differences of the map, VJP by transposition (adj_g must be 0)
+  const auto theta0 = test::device<P>({1.0, -2.0, 3.0});
+  auto theta = theta0;
+  auto state = o.init(theta);
+  CHECK(state.buffers.empty());
+  for (int i = 0; i < 3; ++i) o.step(theta, state, test::device<P>({10.0, 20.0, 30.0}));
+  CHECK(test::host<P>(theta) == test::host<P>(theta0));
+  CHECK(state.step == 3);
+  static_assert(bilevel::differentiable_optimizer<bilevel::optim::frozen<P>>);
+}
+
 TEST_CASE_TEMPLATE("clip_grad_norm: differentiable through the clip, on both sides of the threshold", P,
                    BILEVEL_DOUBLE_POLICIES) {
   using sgd = bilevel::optim::sgd<P>;
@@ -151,6 +165,41 @@ TEST_CASE("schedules: step and cosine") {
   o.step(theta, s, V::Ones(1));
   CHECK(theta[0] == -0.75);
   CHECK(s.step == 2);
+}
+
+TEST_CASE("schedules: multistep, and the relative decays resolved against a rate and a length") {
+  namespace optim = bilevel::optim;
+  // MultiStepLR: lr · gamma^(milestones reached); unsorted and repeated milestones count as in PyTorch.
+  const optim::multistep_schedule ms{.lr = 0.1, .gamma = 0.1, .milestones = {80, 100}};
+  CHECK(ms(0) == 0.1);
+  CHECK(ms(79) == 0.1);
+  CHECK(ms(80) == doctest::Approx(0.01));
+  CHECK(ms(99) == doctest::Approx(0.01));
+  CHECK(ms(100) == doctest::Approx(0.001));
+  CHECK(ms(100000) == doctest::Approx(0.001));
+  CHECK(optim::multistep_schedule{.lr = 1.0, .gamma = 0.5, .milestones = {5, 2, 5}}(5) == 0.125);
+  CHECK(optim::multistep_schedule{.lr = 0.3, .gamma = 0.1, .milestones = {}}(7) == 0.3);
+  // Relative forms: fractions of 120 steps, the base rate given once.
+  const auto multistep = optim::resolve_schedule(optim::multistep_decay{.at = {80.0 / 120, 100.0 / 120}}, 0.1, 120);
+  CHECK(multistep(79) == 0.1);
+  CHECK(multistep(80) == doctest::Approx(0.01));
+  CHECK(multistep(100) == doctest::Approx(0.001));
+  const auto cosine = optim::resolve_schedule(optim::cosine_decay{.lr_min = 0.001}, 0.1, 100);
+  CHECK(cosine(0) == 0.1);
+  CHECK(cosine(50) == doctest::Approx(0.0505));
+  CHECK(cosine(100) == 0.001);
+  CHECK_FALSE(optim::resolve_schedule(optim::constant_decay{}, 0.1, 0));
+  CHECK_THROWS_WITH_AS(optim::resolve_schedule(optim::cosine_decay{}, 0.1, 0, "where"),
+                       doctest::Contains("where: the learning-rate decay is stated in fractions of training, but the "
+                                         "length of training is 0 steps"),
+                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS(optim::resolve_schedule(optim::multistep_decay{.at = {0.0}}, 0.1, 10),
+                       doctest::Contains("milestones are fractions of training in (0, 1], got 0"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(optim::resolve_schedule(optim::multistep_decay{.at = {0.5}, .gamma = 0.0}, 0.1, 10),
+                       doctest::Contains("gamma must be > 0"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(optim::resolve_schedule(optim::cosine_decay{.lr_min = 0.2}, 0.1, 10),
+                       doctest::Contains("lr_min must be in [0, lr] = [0, 0.100000], got 0.200000"),
+                       std::invalid_argument);
 }
 
 TEST_CASE("optimizers refuse nonsensical settings by name") {

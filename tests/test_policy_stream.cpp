@@ -6,7 +6,7 @@
 // (tests/cuda/test_streams.cu).
 #include <doctest/doctest.h>
 
-#include <bilevel/bilevel.hpp>
+#include <bilevel/eigen.hpp>
 #include <bilevel/problems/ridge.hpp>
 
 #include <filesystem>

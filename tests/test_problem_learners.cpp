@@ -5,7 +5,7 @@
 // products, in double and float.
 #include <doctest/doctest.h>
 
-#include <bilevel/bilevel.hpp>
+#include <bilevel/eigen.hpp>
 #include <bilevel/problems/quadratic.hpp>
 #include <bilevel/problems/ridge.hpp>
 #include <bilevel/problems/weighted_logistic.hpp>
@@ -105,6 +105,6 @@ TEST_CASE("finite-difference fallbacks agree with exact products: double, s = 1e
 
 TEST_CASE("finite-difference fallbacks agree with exact products: float, s = 1e-2 (DARTS's value)") {
   // In float the round-off term ε_float/s = 6e-8/1e-2 = 6e-6 and truncation s² ≈ 1e-4
-  // dominate (design.md measured ~8e-5): 1e-3 is the honest bound.
+  // dominate (measured ~8e-5, docs/strategies.md): 1e-3 is the honest bound.
   check_fallbacks<test::P32>(1e-3, 1e-2);
 }

@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include <bilevel/bilevel.hpp>
+#include <bilevel/eigen.hpp>
 #include <bilevel/methods/meta_weight_net.hpp>
 #include <bilevel/problems/ridge.hpp>
 

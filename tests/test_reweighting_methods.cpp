@@ -4,10 +4,11 @@
 // on noisy toy data that lower the validation loss and turn down the corrupted samples.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <numeric>
 #include <vector>
 
-#include <bilevel/bilevel.hpp>
+#include <bilevel/eigen.hpp>
 #include <bilevel/methods/deep_interactions.hpp>
 #include <bilevel/methods/l2rw.hpp>
 #include <bilevel/methods/meta_weight_net.hpp>
@@ -257,4 +258,117 @@ TEST_CASE("teacher (deep interactions): its hypergradient against central differ
   const double after = net.loss(run.level<0>().theta, {}, vb);
   MESSAGE("teacher validation loss " << before << " -> " << after);
   CHECK(after < 0.7 * before);
+}
+
+TEST_CASE("method results: the named levels are the solver's levels") {
+  const auto train = test::toy_classes(60, 3, 0.3), val = test::toy_classes(20, 4, 0.0, 1000);
+  auto mwn = bilevel::methods::meta_weight_net<P>(train.data, val.data,
+                                                  {.widths = widths, .batch = 10, .validation_batch = 20, .hidden = 5});
+  const auto& const_mwn = mwn;
+  CHECK(&mwn.classifier() == &mwn.level<0>());
+  CHECK(&mwn.model() == &mwn.level<0>());
+  CHECK(&mwn.weighting_net() == &mwn.level<1>());
+  CHECK(&const_mwn.classifier() == &mwn.level<0>());
+  CHECK(&const_mwn.weighting_net() == &mwn.level<1>());
+  CHECK(mwn.classifier().name == "classifier");
+  auto teacher = bilevel::methods::deep_interactions<P>(
+      train.data, val.data, {.widths = widths, .batch = 10, .validation_batch = 20, .hidden = 4});
+  CHECK(&teacher.student() == &teacher.level<0>());
+  CHECK(&teacher.classifier() == &teacher.level<0>());
+  CHECK(&teacher.teacher() == &teacher.level<1>());
+  CHECK(&teacher.weighting_net() == &teacher.level<1>());
+  auto l2rw = bilevel::methods::l2rw<P>(train.data, val.data, {.widths = widths, .batch = 10, .validation_batch = 20});
+  CHECK(&l2rw.classifier() == &l2rw.level<0>());
+  CHECK(&l2rw.model() == &l2rw.level<0>());
+  CHECK(&l2rw.example_weights() == &l2rw.level<1>());
+  // Still the solver: it runs, and the handles follow the levels it steps.
+  l2rw.run(2);
+  CHECK(l2rw.iteration() == 2);
+  CHECK(l2rw.classifier().state.step == 2);
+  // L2RW's sample weights are its table read at each row's id.
+  const auto w = l2rw.sample_weights(*train.data);
+  const auto table = test::host<P>(l2rw.example_weights().theta);
+  REQUIRE(w.size() == train.data->rows);
+  for (std::size_t r = 0; r < w.size(); ++r) CHECK(w[r] == table[train.data->ids[r]]);
+}
+
+TEST_CASE("method configs: each learning rate is stated once, its decay relative to it and to `epochs`") {
+  using bilevel::optim::cosine_decay;
+  using bilevel::optim::multistep_decay;
+  const auto train = test::toy_classes(60, 3, 0.3), val = test::toy_classes(20, 4, 0.0, 1000);
+  // 60 rows in batches of 10: 6 iterations an epoch, 12 in the 2 epochs; milestones at half
+  // and three quarters of training: steps 6 and 9.
+  auto s = bilevel::methods::meta_weight_net<P>(
+      train.data, val.data,
+      {.widths = widths, .batch = 10, .validation_batch = 20, .epochs = 2, .lr = 0.2,
+       .lr_decay = multistep_decay{.at = {0.5, 0.75}}, .meta_lr = 1e-2, .meta_lr_decay = cosine_decay{.lr_min = 1e-4},
+       .hidden = 5});
+  CHECK(s.iterations_per_epoch() == 6);
+  CHECK(s.total_iterations() == 12);
+  const auto& sgd = s.classifier().optimizer;
+  CHECK(sgd.lr == 0.2);
+  CHECK(sgd.lr_at(0) == 0.2);
+  CHECK(sgd.lr_at(5) == 0.2);
+  CHECK(sgd.lr_at(6) == doctest::Approx(0.02));
+  CHECK(sgd.lr_at(8) == doctest::Approx(0.02));
+  CHECK(sgd.lr_at(9) == doctest::Approx(0.002));
+  const auto& adam = s.weighting_net().optimizer;
+  CHECK(adam.lr_at(0) == 1e-2);
+  CHECK(adam.lr_at(6) == doctest::Approx(0.5 * (1e-2 + 1e-4)));
+  CHECK(adam.lr_at(12) == 1e-4);
+  // The default is the constant rate: no schedule, the optimizer's lr is the config's.
+  auto plain = bilevel::methods::meta_weight_net<P>(
+      train.data, val.data, {.widths = widths, .batch = 10, .validation_batch = 20, .lr = 0.3, .hidden = 5});
+  CHECK_FALSE(plain.classifier().optimizer.schedule);
+  CHECK(plain.classifier().optimizer.lr_at(100) == 0.3);
+  CHECK(plain.total_iterations() == 0);
+  // A decay needs the length of training; fractions outside (0, 1] and lr_min above lr are refused.
+  CHECK_THROWS_WITH_AS(bilevel::methods::meta_weight_net<P>(
+                           train.data, val.data,
+                           {.widths = widths, .batch = 10, .validation_batch = 20,
+                            .lr_decay = multistep_decay{.at = {0.5}}, .hidden = 5}),
+                       doctest::Contains("meta_weight_net: lr_decay: the learning-rate decay is stated in fractions "
+                                         "of training, but the length of training is 0 steps (set `epochs`"),
+                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS(bilevel::methods::l2rw<P>(train.data, val.data,
+                                                 {.widths = widths, .batch = 10, .validation_batch = 20, .epochs = 1,
+                                                  .lr_decay = multistep_decay{.at = {1.5}}}),
+                       doctest::Contains("l2rw: lr_decay: multistep_decay: milestones are fractions of training in "
+                                         "(0, 1], got 1.5"),
+                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS(bilevel::methods::deep_interactions<P>(
+                           train.data, val.data,
+                           {.widths = widths, .batch = 10, .validation_batch = 20, .epochs = 1,
+                            .meta_lr_decay = cosine_decay{.lr_min = 0.5}, .hidden = 4}),
+                       doctest::Contains("deep_interactions: meta_lr_decay: cosine_decay: lr_min must be in [0, lr]"),
+                       std::invalid_argument);
+}
+
+TEST_CASE("learned sample weights: one call gives what the weighting gives through a pointer array") {
+  const auto train = test::toy_classes(60, 3, 0.3), val = test::toy_classes(20, 4, 0.0, 1000);
+  auto s = bilevel::methods::meta_weight_net<P>(train.data, val.data,
+                                                {.widths = widths, .batch = 10, .validation_batch = 20, .hidden = 5, .seed = 5});
+  s.run(3);
+  // inputs_of: the classifier reads the weighting net's parameters, as the solver passes them.
+  const auto in = s.inputs_of<0>();
+  REQUIRE(in.size() == 1);
+  CHECK(&in[0] == &s.weighting_net().theta);
+  CHECK(bilevel::methods::inputs_of<1>(s).list()[0] == &s.classifier().theta);
+  // The pointer-array path, over the whole training set at once.
+  const auto& lv0 = s.level<0>();
+  const P::vector* raw[] = {&s.level<1>().theta};
+  const auto b = test::whole<P>(*train.data);
+  const auto out = lv0.learner.forward(lv0.theta, b);
+  const bilevel::learners::sample_signals<P> signals{out.losses, &out.logits, &out.features};
+  const auto expected = test::host<P>(lv0.learner.weighting().gather(bilevel::input_list<P>(raw), b, signals));
+  const auto weights = s.sample_weights(*train.data);
+  CHECK(weights == expected);
+  // In chunks of 7 rows (the last one short): the same up to the products' summation order.
+  CHECK(test::relative_error(s.sample_weights(*train.data, 7), expected) <= 1e-12);
+  CHECK(bilevel::methods::learned_sample_weights<0>(s, *train.data) == expected);
+  // V's weights lie in (0, 1) and are not all equal after training.
+  CHECK(*std::min_element(weights.begin(), weights.end()) > 0.0);
+  CHECK(*std::max_element(weights.begin(), weights.end()) < 1.0);
+  CHECK(*std::min_element(weights.begin(), weights.end()) < *std::max_element(weights.begin(), weights.end()));
+  CHECK_THROWS_WITH_AS(s.sample_weights(*train.data, 0), doctest::Contains("chunk must be >= 1"), std::invalid_argument);
 }

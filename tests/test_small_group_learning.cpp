@@ -11,7 +11,7 @@
 #include <cmath>
 #include <vector>
 
-#include <bilevel/bilevel.hpp>
+#include <bilevel/eigen.hpp>
 #include <bilevel/methods/darts.hpp>
 #include <bilevel/methods/small_group_learning.hpp>
 
@@ -238,6 +238,13 @@ TEST_CASE("SGL end to end: the summed validation loss falls and the architecture
   auto s = bilevel::methods::small_group_learning<P, 2>(
       features8, cell(), train.data, val.data,
       {.batch = 20, .unlabelled_batch = 20, .validation_batch = 30, .lr = 0.1, .arch_lr = 3e-2, .seed = 2});
+  // The named levels: W_k at k, V_k at K + k, the architectures at 2K (K = 2).
+  CHECK(&s.w<0>() == &s.level<0>());
+  CHECK(&s.w<1>() == &s.level<1>());
+  CHECK(&s.v<0>() == &s.level<2>());
+  CHECK(&s.v<1>() == &s.level<3>());
+  CHECK(&s.architectures() == &s.level<4>());
+  CHECK(s.group_architectures() == bilevel::methods::group_architectures<P>(s.level<4>().theta, 2));
   const auto vb = test::whole<P>(*val.data);
   const auto& upper = s.level<4>().learner;
   auto val_loss = [&] {

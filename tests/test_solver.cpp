@@ -3,11 +3,14 @@
 // early stop, determinism, and a clear error for each kind of bad wiring or numerical failure.
 #include <doctest/doctest.h>
 
-#include <bilevel/bilevel.hpp>
+#include <bilevel/eigen.hpp>
 #include <bilevel/problems/quadratic.hpp>
 #include <bilevel/problems/ridge.hpp>
+#include <bilevel/learners/classification_batch.hpp>
+#include <bilevel/optim/frozen.hpp>
 
 #include "support.hpp"
+#include "toy_data.hpp"
 
 namespace {
 
@@ -268,4 +271,126 @@ TEST_CASE("solver: a copy taken mid-run continues exactly like the original") {
   CHECK(ga == gb);
   b.run(2);  // the same two iterations from the same state
   CHECK(test::host<P>(a.level<1>().theta) == test::host<P>(b.level<1>().theta));
+}
+
+TEST_CASE("solver: a frozen level never moves, and the level above gets the hypergradient it would get anyway") {
+  auto plain = ridge_solver(50);
+  plain.run(3);
+  const auto theta_a = plain.level<0>().theta, lambda_a = plain.level<1>().theta;
+  auto outer = [&] {
+    return bilevel::make_level("log_penalty", validation_least_squares<P>(ridge.validation, d), sgd{.lr = 5.0},
+                               hg::first_order{}, lambda_a)
+        .reading({0});
+  };
+  // The inner level frozen at θ_a: it takes its 50 steps, but they leave θ as it is.
+  auto frozen_inner = bilevel::make_level("theta", ridge_training_loss<P>(ridge.train), bilevel::optim::frozen<P>{},
+                                          hg::implicit_cg{}, theta_a)
+                          .reading({1})
+                          .steps_per_iteration(50);
+  bilevel::solver frozen(std::move(frozen_inner), outer());
+  // Freezing changes nothing in how the level above differentiates through it.
+  CHECK(test::host<P>(frozen.hypergradient(1).gradient) == test::host<P>(plain.hypergradient(1).gradient));
+  std::size_t inner_steps = 0;
+  frozen.run(2, {.on_step = [&](const bilevel::step_event& e) { inner_steps += e.level == 0; }});
+  CHECK(inner_steps == 100);
+  CHECK(frozen.level<0>().state.step == 100);
+  CHECK(test::host<P>(frozen.level<0>().theta) == test::host<P>(theta_a));
+  CHECK(test::host<P>(frozen.level<1>().theta) != test::host<P>(lambda_a));  // the outer level learns
+  // Evaluate-only: no steps at all (no gradient computed, nothing drawn); the outer level
+  // takes exactly the same steps.
+  auto idle_inner = bilevel::make_level("theta", ridge_training_loss<P>(ridge.train), sgd{.lr = 0.1},
+                                        hg::implicit_cg{}, theta_a)
+                        .reading({1})
+                        .evaluate_only();
+  bilevel::solver idle(std::move(idle_inner), outer());
+  inner_steps = 0;
+  idle.run(2, {.on_step = [&](const bilevel::step_event& e) { inner_steps += e.level == 0; }});
+  CHECK(inner_steps == 0);
+  CHECK(test::host<P>(idle.level<0>().theta) == test::host<P>(theta_a));
+  CHECK(test::host<P>(idle.level<1>().theta) == test::host<P>(frozen.level<1>().theta));
+  CHECK_THROWS_WITH_AS(idle.level<0>().steps_per_iteration(0), doctest::Contains("call evaluate_only()"),
+                       std::invalid_argument);
+}
+
+namespace {
+/// The ridge training loss on batches of a classification data set, which it does not read:
+/// a level whose sampler walks a data set in epochs.
+class ridge_on_batches {
+ public:
+  using policy = P;
+  using batch_type = bilevel::learners::classification_batch<P>;
+  explicit ridge_on_batches(ridge_training_loss<P> inner) : inner_(std::move(inner)) {}
+  [[nodiscard]] std::size_t num_parameters() const { return inner_.num_parameters(); }
+  [[nodiscard]] std::size_t num_inputs() const { return inner_.num_inputs(); }
+  [[nodiscard]] std::size_t input_size(std::size_t s) const { return inner_.input_size(s); }
+  double loss(const P::vector& own, bilevel::input_list<P> in, const batch_type&) const { return inner_.loss(own, in, {}); }
+  double gradient(const P::vector& own, bilevel::input_list<P> in, const batch_type&, P::vector& out) const {
+    return inner_.gradient(own, in, {}, out);
+  }
+  void input_gradient(const P::vector& own, bilevel::input_list<P> in, const batch_type&, std::size_t s,
+                      P::vector& out) const {
+    inner_.input_gradient(own, in, {}, s, out);
+  }
+
+ private:
+  ridge_training_loss<P> inner_;
+};
+
+auto epoch_solver(std::size_t inner_steps) {
+  // 10 rows in batches of 3: an epoch is 3 batches (the row left over is not drawn).
+  auto inner = bilevel::make_level("theta", ridge_on_batches(ridge_training_loss<P>(ridge.train)), sgd{.lr = 0.1},
+                                   hg::first_order{}, P::zeros(d),
+                                   bilevel::learners::dataset_batches<P>(test::toy_classes(10, 3).data, 3, 5))
+                   .reading({1})
+                   .steps_per_iteration(inner_steps);
+  auto outer = bilevel::make_level("log_penalty", validation_least_squares<P>(ridge.validation, d), sgd{.lr = 1.0},
+                                   hg::first_order{}, P::zeros(d))
+                   .reading({0});
+  return bilevel::solver(std::move(inner), std::move(outer));
+}
+
+/// (epoch, iteration) of every on_epoch event of `iterations` iterations.
+std::vector<std::pair<std::size_t, std::size_t>> epochs_seen(std::size_t inner_steps, std::size_t iterations) {
+  auto s = epoch_solver(inner_steps);
+  std::vector<std::pair<std::size_t, std::size_t>> seen;
+  s.run(iterations, {.on_epoch = [&](const bilevel::epoch_event& e) {
+                       CHECK(e.level == 0);
+                       seen.emplace_back(e.epoch, e.iteration);
+                       return true;
+                     }});
+  return seen;
+}
+using epochs = std::vector<std::pair<std::size_t, std::size_t>>;
+}  // namespace
+
+TEST_CASE("solver: on_epoch fires where the sampler completes a pass, however many steps an iteration takes") {
+  // Batches 3, 6, 9, ... end the epochs.
+  CHECK(epochs_seen(1, 10) == epochs{{0, 2}, {1, 5}, {2, 8}});
+  CHECK(epochs_seen(2, 6) == epochs{{0, 1}, {1, 2}, {2, 4}, {3, 5}});
+  CHECK(epochs_seen(4, 3) == epochs{{0, 0}, {1, 1}, {2, 2}, {3, 2}});  // two passes end in iteration 2
+  // Returning false stops the run after the iteration that completed the pass.
+  auto s = epoch_solver(1);
+  const auto summary = s.run(20, {.on_epoch = [](const bilevel::epoch_event& e) { return e.epoch < 1; }});
+  CHECK(summary.iterations == 6);
+  CHECK(summary.stopped_early);
+  CHECK(s.epochs_completed(0) == 2u);
+  // A full-batch level has no epochs: watching it never fires.
+  CHECK_FALSE(s.epochs_completed(1).has_value());
+  bool fired = false;
+  s.run(5, {.on_epoch = [&](const bilevel::epoch_event&) { return fired = true; }, .epoch_level = 1});
+  CHECK_FALSE(fired);
+  CHECK_THROWS_WITH_AS(s.run(1, {.on_epoch = [](const bilevel::epoch_event&) { return true; }, .epoch_level = 2}),
+                       doctest::Contains("on_epoch watches level 2 but there are only 2 levels"), std::invalid_argument);
+}
+
+TEST_CASE("level: a batch drawn ahead by peek_batch counts toward an epoch only once it is used") {
+  auto lv = epoch_solver(1).level<0>();
+  (void)lv.next_batch();
+  (void)lv.next_batch();
+  CHECK(lv.epochs_completed() == 0);
+  (void)lv.peek_batch();  // the epoch's last batch, drawn but not yet used
+  CHECK(lv.sampler.epochs_completed() == 1);
+  CHECK(lv.epochs_completed() == 0);
+  (void)lv.next_batch();
+  CHECK(lv.epochs_completed() == 1);
 }

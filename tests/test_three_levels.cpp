@@ -8,7 +8,7 @@
 #include <doctest/doctest.h>
 
 #include <Eigen/Dense>
-#include <bilevel/bilevel.hpp>
+#include <bilevel/eigen.hpp>
 #include <bilevel/problems/quadratic.hpp>
 
 #include "policies.hpp"

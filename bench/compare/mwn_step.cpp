@@ -35,7 +35,7 @@
 // (noisy), corrupted.u8, val_rows.i64, theta0.f32 (the classifier, bilevel's layout: per layer
 // W fan_in x fan_out row-major, then b), phi0.f32 (V: w1[100], b1[100], w2[100], b2), and
 // problem.json.
-#include <bilevel/bilevel.hpp>
+#include <bilevel/eigen.hpp>
 #include <bilevel/data/corruption.hpp>
 #include <bilevel/data/fashion_mnist.hpp>
 #include <bilevel/methods/meta_weight_net.hpp>

@@ -74,7 +74,7 @@ w(f"- CPU: {meta['cpu']}, {meta['cpus']} logical CPUs ({meta['threads_per_core']
   f"AVX-512: {'yes' if meta.get('flags_avx512') else 'no'}; Debian 12; no GPU.")
 if meta.get("loaded"):
     w(f"- **The machine was not quiet when measuring started**: after waiting {meta['waited_minutes']} min, other "
-      f"processes (long experiments or other sessions' builds and runs) were still using the {meta['cpus']} CPUs "
+      f"processes (long experiments, other builds and runs) were still using the {meta['cpus']} CPUs "
       f"(load average at start {' '.join(meta['loadavg_at_start'])}"
       + ("; busiest then: " + "; ".join(f"`{b.strip()}`" for b in meta.get("busy", [])[:4]) if meta.get("busy") else "")
       + "). How much each run shared the machine is in the next line and in results.jsonl; all implementations ran "
@@ -90,7 +90,7 @@ if idle:
       f"`load_1min_before` of every line of results.jsonl): the CPUs were {min(idle)}–{max(idle)}% idle (median "
       f"{statistics.median(idle):g}%)"
       + (f", {min(avail)}–{max(avail)}% idle or running niced work (median {statistics.median(avail):g}%; niced "
-         f"processes, e.g. other sessions' `nice` compiles, yield the CPU to the measurements but still share "
+         f"processes, e.g. `nice` compiles, yield the CPU to the measurements but still share "
          f"caches and memory bandwidth)" if avail else "")
       + "; "
       + (f"{len(low)} of {len(rows)} runs started with less than 85% of the CPUs available: "
@@ -326,7 +326,7 @@ if len(widths) > 1:
         w("(matplotlib not found: no plot.)\n")
 
 # ---- targets
-w("## Targets (issue 7)\n")
+w("## Targets\n")
 peers1 = {i: best[(i, 1)] for i in PEERS if (i, 1) in best}
 b1 = best.get(("bilevel", 1))
 if b1 and peers1:
@@ -405,7 +405,7 @@ if os.path.exists(notes):
 prof = os.path.join(here, "profile.md")
 if os.path.exists(prof):
     w(open(prof).read().rstrip() + "\n")
-# The GPU figures come from another program on another machine (bench/gpu/, a lent GPU); kept
+# The GPU figures come from another program on another machine (bench/gpu/, on a GPU); kept
 # in their own file so that a re-run of this comparison does not lose them.
 gpu = os.path.join(here, "..", "gpu", "RESULTS.md")
 if os.path.exists(gpu):

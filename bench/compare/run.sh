@@ -84,7 +84,7 @@ for s in $SEEDS; do problem 256 "$s" > /dev/null; done
 for w in $WIDTHS; do problem "$w" 1 > /dev/null; done
 
 # Wait for a quiet machine: no process of the long experiments, and the CPUs at least 85%
-# available over 5 s (idle, or running niced work such as other sessions' `nice` compiles, which
+# available over 5 s (idle, or running niced work such as `nice` compiles, which
 # yields to the measurements under the kernel's fair scheduler).
 idle_pct() {  # idle_pct SECONDS [nice]: CPU share idle (with "nice": idle or niced) over the interval
   local a b

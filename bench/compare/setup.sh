@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
 # Creates build/compare-venv with the Python peers of the comparison (bench/compare/run.sh):
-# PyTorch (CPU), higher, TorchOpt, Betty, numpy, at the versions of requirements.txt.
-# Idempotent: a venv whose packages already match is left alone.
+# PyTorch (used on the CPU), higher, TorchOpt, Betty, numpy, at the versions of requirements.txt,
+# all from PyPI (and python3-venv from Debian's apt when missing).
+# Idempotent: a venv whose packages already match is left alone (one with another torch is made afresh).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -25,16 +26,21 @@ for line in open(sys.argv[1]):
         if md.version(name) != version: sys.exit(1)
 PY
 
-"$py" -m pip install -q --upgrade pip
-torch_args=()
-# The CPU-only wheels are much smaller; use them when their index answers.
-if curl -fsS -m 15 -o /dev/null https://download.pytorch.org/whl/cpu/torch/ 2>/dev/null; then
-  torch_args=(--index-url https://download.pytorch.org/whl/cpu)
-  echo "compare-venv: torch from the CPU-only index"
-else
-  echo "compare-venv: CPU-only index unreachable; torch from PyPI (pulls the CUDA runtime wheels, ~2.5 GB)"
+# A venv with another torch is made afresh: an upgrade in place would keep the old torch's CUDA
+# runtime wheels (torch 2.1's cu12 packages next to 2.15's cu13 ones, some in the same folders).
+have=$("$py" -c 'import importlib.metadata as md; print(md.version("torch"))' 2>/dev/null || true)
+if [ -n "$have" ] && [ "$have" != "$(pin torch)" ]; then
+  echo "compare-venv: torch $have installed, $(pin torch) pinned: making the venv afresh"
+  rm -rf "$venv"
+  /usr/bin/python3 -m venv "$venv"
 fi
-"$py" -m pip install -q "${torch_args[@]}" "torch==$(pin torch)"
+
+"$py" -m pip install -q --upgrade pip
+# Everything comes from PyPI. PyPI's Linux torch wheel is its CUDA build (CUDA 13 for torch 2.15)
+# and pulls the CUDA runtime wheels (about 3 GB to download, 5.4 GB installed); the comparison
+# uses only its CPU side.
+echo "compare-venv: torch from PyPI (pulls the CUDA runtime wheels, about 3 GB)"
+"$py" -m pip install -q "torch==$(pin torch)"
 "$py" -m pip install -q "numpy==$(pin numpy)" "higher==$(pin higher)" "torchopt==$(pin torchopt)"
 "$py" -m pip install -q --ignore-requires-python "betty-ml==$(pin betty-ml)"
 "$py" -c 'import torch, higher, torchopt, betty, numpy; print("compare-venv: torch", torch.__version__, "torchopt", torchopt.__version__, "numpy", numpy.__version__, "betty", betty.__file__)'

@@ -1,16 +1,21 @@
 // SPDX-License-Identifier: MIT
 #pragma once
-// What the Fashion-MNIST experiments (examples 02, 03, 04) share: command-line options, test
-// accuracy (plain and class-balanced), the learning-rate schedule, per-run records and the
-// mean ± std summary. Not part of the library: a convenience of the examples.
-#include <bilevel/bilevel.hpp>
+// What the Fashion-MNIST experiments (examples 02, 03, 04) share: loading the data (or saying
+// why not), the training subset, the networks, the --schedule choices, the mean learned
+// weight of two groups of samples, per-run records and the mean ± std summary. Test accuracy
+// is the library's (learners/classification_accuracy.hpp), the subset too
+// (data/subset.hpp). The command line is options.hpp. Not part of the library: a convenience
+// of the examples.
+#include <bilevel/eigen.hpp>
 #include <bilevel/data/fashion_mnist.hpp>
+#include <bilevel/data/subset.hpp>
 #include <bilevel/learners/classification_batch.hpp>
 #include <bilevel/learners/mlp.hpp>
-#include <bilevel/learners/sample_weighting.hpp>
+#include <bilevel/optim/schedule.hpp>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -18,111 +23,101 @@
 #include <map>
 #include <memory>
 #include <numeric>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <system_error>
 #include <utility>
 #include <vector>
+
+#include "options.hpp"
 
 namespace example {
 
 using P = bilevel::policy::eigen<float>;
 
-struct options {
-  std::string data, out = "results";
-  std::vector<unsigned> seeds = {1};
-  std::vector<std::string> methods;
-  std::size_t epochs = 15;
-  double setting = 0.0;  ///< the experiment's knob (noise rate, imbalance factor)
-  bool quick = false;
-};
-
-inline std::vector<std::string> split_list(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream in(s);
-  for (std::string item; std::getline(in, item, ',');)
-    if (!item.empty()) out.push_back(item);
-  return out;
+/// Creates the output directory, so that an unwritable --out fails before any training.
+inline void prepare_out_dir(const std::string& out) {
+  std::error_code ec;
+  std::filesystem::create_directories(out, ec);
+  if (ec || !std::filesystem::is_directory(out))
+    throw std::runtime_error("--out '" + out + "': cannot create the directory (" +
+                             (ec ? ec.message() : std::string("not a directory")) + ")");
 }
 
-/// Parses the options every experiment takes; `setting_flag` names the experiment's knob
-/// (e.g. "--noise"). Returns false after printing --help. Throws std::invalid_argument on a
-/// bad command line.
-inline bool parse(int argc, char** argv, options& o, const std::map<std::string, std::string>& known_methods,
-                  const std::string& setting_flag, const std::string& usage) {
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto next = [&]() -> std::string {
-      if (i + 1 >= argc) throw std::invalid_argument(a + " needs a value");
-      return argv[++i];
-    };
-    if (a == "--help") {
-      std::puts(usage.c_str());
-      return false;
-    }
-    if (a == "--data") o.data = next();
-    else if (a == "--seed") o.seeds = {unsigned(std::stoul(next()))};
-    else if (a == "--seeds") {
-      o.seeds.clear();
-      for (const auto& s : split_list(next())) o.seeds.push_back(unsigned(std::stoul(s)));
-    } else if (a == "--epochs") o.epochs = std::stoul(next());
-    else if (a == "--methods") {
-      const auto list = next();
-      if (list == "all") {
-        o.methods.clear();
-        for (const auto& [key, name] : known_methods) o.methods.push_back(key);
-      } else {
-        o.methods = split_list(list);
-      }
-    } else if (a == setting_flag) o.setting = std::stod(next());
-    else if (a == "--out") o.out = next();
-    else if (a == "--quick") o.quick = true, o.epochs = 2;
-    else throw std::invalid_argument("unknown argument " + a + " (try --help)");
+/// The data set, or why not: a missing data set is an error naming the directory (exit 1),
+/// or with --skip-without-data a skip (exit 77). A malformed file raises the library's
+/// idx_error, which names the file. The output directory is created once the files are found
+/// and before they are read: a bad --out then fails at once, and a mistyped --data leaves no
+/// empty directory behind.
+inline bilevel::data::fashion_mnist load_data(const options& o) {
+  namespace fs = std::filesystem;
+  const std::string dir = bilevel::data::fashion_mnist_dir(o.data);
+  if (!bilevel::data::fashion_mnist_available(o.data)) {
+    const std::string where = o.data.empty() ? "Fashion-MNIST directory '" + dir + "'" : "--data '" + dir + "'";
+    if (o.skip_without_data)
+      throw skipped("Fashion-MNIST not found in " + dir + " (apt-get install dataset-fashion-mnist, or --data DIR)");
+    std::error_code ec;
+    if (!fs::is_directory(dir, ec))
+      throw std::runtime_error(where + ": no such directory (install the Debian package dataset-fashion-mnist, or "
+                               "give --data DIR)");
   }
+  prepare_out_dir(o.out);
+  return bilevel::data::load_fashion_mnist(o.data);  // names the file that is missing or malformed
+}
+
+/// --train-size: `n` rows of `d` with each class's share kept (the library's stratified
+/// subset, drawn with `seed`), or all of `d` when n is 0. Stratified rather than the first n
+/// rows, so that a small subset still has every class in its proportion; a long tail cut
+/// from it afterwards (example 03) then starts from balanced classes.
+inline bilevel::data::dataset training_subset(const bilevel::data::dataset& d, std::size_t n, std::uint64_t seed) {
+  if (n == 0) return d;
+  if (n > d.rows)
+    throw usage_error("--train-size " + std::to_string(n) + ": the training split has only " + std::to_string(d.rows) +
+                      " images");
+  return bilevel::data::stratified_subset(d, n, seed);
+}
+
+/// The --schedule choices as the decay a method configuration holds (its `lr_decay`): the
+/// shape only, stated against the configuration's `lr` and `epochs`, so no step counts are
+/// worked out here. constant; multistep, ×0.1 at 2/3 and again at 5/6 of training
+/// (Meta-Weight-Net's 80 and 100 of 120 epochs); cosine annealing down to `lr_min`.
+inline bilevel::optim::lr_decay make_schedule(const std::string& kind, double lr_min = 0.0) {
+  namespace optim = bilevel::optim;
+  if (kind == "constant") return optim::constant_decay{};
+  if (kind == "multistep") return optim::multistep_decay{.at = {2.0 / 3, 5.0 / 6}, .gamma = 0.1};
+  if (kind == "cosine") return optim::cosine_decay{.lr_min = lr_min};
+  throw usage_error("--schedule: unknown schedule '" + kind + "'");
+}
+
+/// The --network choices. LeNet-5 on 28×28 grey images: conv 6@5×5 (padding 2), ReLU, max
+/// pool 2, conv 16@5×5, ReLU, max pool 2, then dense 120-84-10 (61,706 parameters).
+inline const bilevel::learners::geometry image_input{28, 28, 1};
+inline std::vector<bilevel::learners::layer::spec> lenet_layers() {
+  using namespace bilevel::learners;
+  return {layer::conv{6, 5, 1, 2}, layer::act{activation::relu}, layer::max_pool{2},
+          layer::conv{16, 5},      layer::act{activation::relu}, layer::max_pool{2},
+          layer::flatten{},        layer::dense{120},            layer::act{activation::relu},
+          layer::dense{84},        layer::act{activation::relu}, layer::dense{10}};
+}
+inline const std::vector<std::size_t> mlp_widths = {784, 256, 128, 10};
+inline bilevel::learners::sequential<P> make_network(const std::string& network) {
+  if (network == "lenet") return bilevel::learners::sequential<P>(image_input, lenet_layers());
+  return bilevel::learners::mlp<P>(mlp_widths);
+}
+
+/// Rejects --network lenet for a method that builds MLPs only (its config has widths but no
+/// layers), before anything is read.
+inline void check_network(const options& o, const std::set<std::string>& takes_any_network) {
+  if (o.network == "mlp") return;
   for (const auto& m : o.methods)
-    if (!known_methods.count(m)) throw std::invalid_argument("unknown method " + m + " (try --help)");
-  if (o.seeds.empty() || o.epochs == 0) throw std::invalid_argument("need at least one seed and one epoch");
-  return true;
-}
-
-/// A data set in chunks of 1000 rows, as batches.
-template <class F>
-void for_chunks(const bilevel::data::dataset& d, F&& f) {
-  for (std::size_t start = 0; start < d.rows; start += 1000) {
-    std::vector<std::size_t> rows(std::min<std::size_t>(1000, d.rows - start));
-    std::iota(rows.begin(), rows.end(), start);
-    f(rows, bilevel::learners::make_batch<P>(d, rows));
-  }
-}
-
-/// Test accuracy in percent: plain (correct / all) and balanced (mean per-class recall).
-struct accuracy_pair {
-  double plain, balanced;
-};
-inline accuracy_pair accuracy(const bilevel::learners::sequential<P>& net, const P::vector& theta,
-                              const bilevel::data::dataset& d) {
-  std::vector<std::size_t> correct(d.num_classes, 0), total(d.num_classes, 0);
-  for_chunks(d, [&](const auto&, const auto& b) {
-    const auto logits = net.forward(theta, b).logits;
-    for (long i = 0; i < logits.rows(); ++i) {
-      long k;
-      logits.row(i).maxCoeff(&k);
-      const auto y = std::size_t(b.labels[std::size_t(i)]);
-      ++total[y];
-      correct[y] += std::size_t(k) == y;
+    if (!takes_any_network.count(m)) {
+      std::string list;
+      for (const auto& t : takes_any_network) list += (list.empty() ? "" : ",") + t;
+      throw usage_error("--network " + o.network + ": method " + m + " builds MLPs only (methods that take it: " +
+                        list + ")");
     }
-  });
-  double recall = 0;
-  std::size_t seen = 0;
-  for (std::size_t c = 0; c < d.num_classes; ++c)
-    if (total[c]) recall += double(correct[c]) / double(total[c]), ++seen;
-  const double all = double(std::accumulate(correct.begin(), correct.end(), std::size_t(0)));
-  return {100.0 * all / double(d.rows), 100.0 * recall / double(std::max<std::size_t>(seen, 1))};
-}
-
-/// lr, ×0.1 at 2/3 and at 5/6 of training (Meta-Weight-Net's 80 and 100 of 120 epochs).
-inline double scheduled_lr(double lr, std::size_t step, std::size_t total) {
-  return lr * (step >= total * 2 / 3 ? 0.1 : 1.0) * (step >= total * 5 / 6 ? 0.1 : 1.0);
 }
 
 inline std::pair<double, double> mean_std(const std::vector<double>& v) {
@@ -145,18 +140,14 @@ struct weight_means {
   }
 };
 
-/// The weights a network's Weighting gives every sample of `d` with inputs `in`, averaged
-/// over the two groups `in_b` separates.
-template <class Net>
-std::pair<double, double> learned_weights(const Net& net, const P::vector& theta, bilevel::input_list<P> in,
-                                          const bilevel::data::dataset& d, const std::vector<bool>& in_b) {
+/// The mean of `weights` (one per sample, as a method's sample_weights(d) gives them in row
+/// order, or one per class) over the two groups `in_b` separates.
+inline std::pair<double, double> group_means(const std::vector<double>& weights, const std::vector<bool>& in_b) {
+  if (weights.size() != in_b.size())
+    throw std::logic_error("group_means: " + std::to_string(weights.size()) + " weights for " +
+                           std::to_string(in_b.size()) + " samples");
   weight_means m;
-  for_chunks(d, [&](const auto& rows, const auto& b) {
-    const auto out = net.forward(theta, b);
-    const bilevel::learners::sample_signals<P> s{out.losses, &out.logits, &out.features};
-    const auto c = P::to_host(net.weighting().gather(in, b, s));
-    for (std::size_t i = 0; i < rows.size(); ++i) m.add(double(c[i]), in_b[rows[i]]);
-  });
+  for (std::size_t i = 0; i < weights.size(); ++i) m.add(weights[i], in_b[i]);
   return m.means();
 }
 
@@ -183,9 +174,11 @@ class result_files {
                const std::string& b)
       : epochs_path_(std::filesystem::path(out) / (stem + "_epochs.csv")),
         runs_path_(std::filesystem::path(out) / (stem + "_runs.csv")) {
-    std::filesystem::create_directories(out);
+    prepare_out_dir(out);
     epochs_.open(epochs_path_);
     runs_.open(runs_path_);
+    if (!epochs_) throw std::runtime_error("cannot write '" + epochs_path_.string() + "'");
+    if (!runs_) throw std::runtime_error("cannot write '" + runs_path_.string() + "'");
     epochs_ << "method,seed,epoch," << accuracy << ',' << a << ',' << b << '\n';
     runs_ << "method,seed,last_" << accuracy << ",best_" << accuracy << ',' << a << ',' << b << ",seconds\n";
   }
@@ -210,8 +203,18 @@ class result_files {
   std::ofstream epochs_, runs_;
 };
 
-/// The table at the end: last and best accuracy (mean ± std over seeds), the two mean
-/// weights and wall time, one row per method.
+/// "mean ± std" over seeds, or the value alone from one seed (whose spread is unknown, not 0),
+/// 16 characters wide.
+inline std::string mean_and_spread(const std::vector<double>& v) {
+  const auto [m, s] = mean_std(v);
+  char buffer[64];
+  if (v.size() > 1) std::snprintf(buffer, sizeof buffer, "%8.2f ± %5.2f", m, s);
+  else std::snprintf(buffer, sizeof buffer, "%16.2f", m);
+  return buffer;
+}
+
+/// The table at the end: last and best accuracy (mean ± std over seeds; the value alone from
+/// one seed), the two mean weights and wall time, one row per method.
 inline void print_summary(const std::vector<std::string>& methods, const std::map<std::string, std::string>& names,
                           const std::map<std::string, std::vector<run_result>>& results, const char* a,
                           const char* b, const std::string& context) {
@@ -226,26 +229,31 @@ inline void print_summary(const std::vector<std::string>& methods, const std::ma
       wb.push_back(r.epochs.back().weight_b);
       sec.push_back(r.seconds);
     }
-    const auto [lm, ls] = mean_std(last);
-    const auto [bm, bs] = mean_std(best);
-    std::printf("%-18s %8.2f ± %5.2f %8.2f ± %5.2f %10.3f %10.3f %9.1f\n", names.at(method).c_str(), lm, ls, bm, bs,
-                mean_std(wa).first, mean_std(wb).first, mean_std(sec).first);
+    std::printf("%-18s %s %s %10.3f %10.3f %9.1f\n", names.at(method).c_str(), mean_and_spread(last).c_str(),
+                mean_and_spread(best).c_str(), mean_std(wa).first, mean_std(wb).first, mean_std(sec).first);
   }
 }
 
-/// Plain training, the baseline of every experiment: the same MLP (or any network without
+/// Plain training, the baseline of every experiment: the same network (or any network without
 /// mixed operations, e.g. a searched architecture retrained from scratch), SGD with Nesterov
-/// momentum 0.9 and weight decay 5e-4, `schedule` for the learning rate, batches of 100;
-/// `on_epoch(θ)` after each epoch.
+/// momentum 0.9 and `weight_decay`, learning rate `lr` decayed by `decay` over the `epochs`,
+/// batches of 100; `on_epoch(θ)` after each epoch. A plain loop has no method configuration
+/// to resolve the decay, so it does so itself (optim::resolve_schedule), with the same
+/// arithmetic the methods use.
 inline void train_plain(const bilevel::learners::sequential<P>& net, std::shared_ptr<const bilevel::data::dataset> train,
-                        unsigned seed, std::size_t epochs, std::function<double(std::size_t)> schedule,
-                        const std::function<void(const P::vector&)>& on_epoch) {
+                        unsigned seed, std::size_t epochs, double lr, double weight_decay,
+                        const bilevel::optim::lr_decay& decay, const std::function<void(const P::vector&)>& on_epoch) {
+  constexpr std::size_t batch = 100;
+  if (train->rows < batch)  // not even one batch: no epoch to report
+    throw std::runtime_error("only " + std::to_string(train->rows) + " training images, fewer than a batch of " +
+                             std::to_string(batch) + " (raise --train-size)");
+  const std::size_t per_epoch = train->rows / batch;
   auto theta = net.initial_parameters(seed);
-  const bilevel::optim::sgd<P> opt{.lr = 0.1, .momentum = 0.9, .weight_decay = 5e-4, .nesterov = true,
-                                   .schedule = std::move(schedule)};
+  const bilevel::optim::sgd<P> opt{.lr = lr, .momentum = 0.9, .weight_decay = weight_decay, .nesterov = true,
+                                   .schedule = bilevel::optim::resolve_schedule(decay, lr, epochs * per_epoch,
+                                                                                "train_plain")};
   auto state = opt.init(theta);
-  bilevel::learners::dataset_batches<P> batches(train, 100, seed);
-  const std::size_t per_epoch = train->rows / 100;
+  bilevel::learners::dataset_batches<P> batches(train, batch, seed);
   P::vector g;
   for (std::size_t e = 0; e < epochs; ++e) {
     for (std::size_t t = 0; t < per_epoch; ++t) {

@@ -1,7 +1,10 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 /// \file
-/// Everything in bilevel that needs no optional dependency (Eigen is the default back end).
+/// Everything in bilevel that needs no back end: the concepts, the solver, the hypergradient
+/// strategies and the optimizers. It names no tensor policy, so that a translation unit that
+/// uses only the CUDA (or xtensor) policy can include it without Eigen; include one policy
+/// next to it, or bilevel/eigen.hpp for this header together with the Eigen policy.
 
 #include "bilevel/core/checkpoint.hpp"
 #include "bilevel/core/errors.hpp"
@@ -23,6 +26,6 @@
 #include "bilevel/hypergrad/unrolled.hpp"
 #include "bilevel/optim/adam.hpp"
 #include "bilevel/optim/clip.hpp"
+#include "bilevel/optim/frozen.hpp"
 #include "bilevel/optim/schedule.hpp"
 #include "bilevel/optim/sgd.hpp"
-#include "bilevel/policy/eigen.hpp"

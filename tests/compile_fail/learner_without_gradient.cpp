@@ -2,7 +2,7 @@
 // Must NOT compile: a learner with no gradient() handed to make_level. The test passes when
 // the compiler's message names the missing requirement, so a user sees what to add.
 // expected-error: learner requirement 5 missing: add `double gradient
-#include <bilevel/bilevel.hpp>
+#include <bilevel/eigen.hpp>
 
 using P = bilevel::policy::eigen<double>;
 

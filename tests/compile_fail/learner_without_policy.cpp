@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // Must NOT compile: a learner that does not name its back end.
 // expected-error: learner requirement 1 missing: add `using policy
-#include <bilevel/bilevel.hpp>
+#include <bilevel/eigen.hpp>
 
 using P = bilevel::policy::eigen<double>;
 

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // Must NOT compile: unrolling through an optimizer that has no vector-Jacobian product.
 // expected-error: reverse-mode strategies go back through the optimizer's update: it needs vjp
-#include <bilevel/bilevel.hpp>
+#include <bilevel/eigen.hpp>
 #include <bilevel/problems/quadratic.hpp>
 
 using P = bilevel::policy::eigen<double>;

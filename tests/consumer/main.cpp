@@ -7,7 +7,7 @@
 // with BILEVEL_CONSUMER_EIGEN_BLAS (bilevel::eigen_blas linked) the Eigen policy's products
 // go to OpenBLAS, which the target must have switched on.
 // Prints one line per back end; exits non-zero when any is off.
-#include <bilevel/bilevel.hpp>
+#include <bilevel/eigen.hpp>
 #ifdef BILEVEL_CONSUMER_XTENSOR
 #include <bilevel/policy/xtensor.hpp>
 #endif

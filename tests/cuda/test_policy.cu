@@ -31,7 +31,10 @@ static_assert(bilevel::nn_tensor_policy<bilevel::policy::cuda<double>>);
 
 #define BILEVEL_CUDA_POLICIES bilevel::policy::cuda<float>, bilevel::policy::cuda<double>
 
-namespace cuda_test {
+// This file's own helpers, next to (not inside) the shared cuda_test namespace of common.hpp:
+// the file may be compiled inside a namespace of its own (cmake/BilevelUnity.cmake), where
+// reopening cuda_test would make a second, nested one that hides the shared helpers.
+namespace {
 
 /// Host values rounded to S and back to double: what the policy really holds.
 template <class S>
@@ -73,7 +76,7 @@ struct tagged_square {
   }
 };
 
-}  // namespace cuda_test
+}  // namespace
 
 using namespace cuda_test;
 

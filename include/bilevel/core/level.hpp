@@ -29,6 +29,14 @@ struct full_batch_sampler {
   full_batch operator()() const { return {}; }
 };
 
+/// A sampler that walks its data set in epochs and says how many passes over it the batches
+/// drawn so far have completed (learners::dataset_batches does). The solver's on_epoch
+/// callback reports these; samplers without it have no epochs and never fire.
+template <class S>
+concept epoch_counting_sampler = requires(const S& s) {
+  { s.epochs_completed() } -> std::convertible_to<std::size_t>;
+};
+
 template <class L, class O, class Strategy, class Sampler>
 class level {
  public:
@@ -60,10 +68,23 @@ class level {
     reads.assign(levels);
     return *this;
   }
-  /// How many optimizer steps this level takes in each outer iteration.
+  /// How many optimizer steps this level takes in each outer iteration. Zero is refused here
+  /// (a count that came out as 0 is usually a mistake); say evaluate_only() to mean it.
   level& steps_per_iteration(std::size_t n) {
-    if (n == 0) throw std::invalid_argument("bilevel::level '" + name + "': steps per iteration must be >= 1");
+    if (n == 0)
+      throw std::invalid_argument("bilevel::level '" + name +
+                                  "': steps per iteration must be >= 1 (for a level that takes no steps, "
+                                  "call evaluate_only())");
     steps = n;
+    return *this;
+  }
+  /// The level takes no steps: its θ stays as it is, its sampler draws nothing and no
+  /// gradient of its own is computed, while other levels still read its θ (and its response,
+  /// which the strategy gives from the unchanged θ; first_order or unrolled say it does not
+  /// depend on what it reads). solver::hypergradient(j) still evaluates it on demand. For a
+  /// level that should be stepped through but not move, use optim::frozen instead.
+  level& evaluate_only() {
+    steps = 0;
     return *this;
   }
   /// Central-difference scale for products the learner does not have exactly.
@@ -86,11 +107,22 @@ class level {
   /// that must see the same data as the real step after it (Meta-Weight-Net, L2RW, DARTS
   /// with the upper level scheduled first) reads its batch this way.
   const batch_type& peek_batch() {
-    if (!peeked_) peeked_ = sampler();
+    if (!peeked_) {
+      if constexpr (epoch_counting_sampler<Sampler>) epochs_before_peek_ = sampler.epochs_completed();
+      peeked_ = sampler();
+    }
     return *peeked_;
   }
   /// Whether a peeked batch is waiting (a checkpoint cannot be taken then).
   [[nodiscard]] bool has_peeked_batch() const { return peeked_.has_value(); }
+  /// Passes over the data completed by the batches next_batch() has handed out: a batch
+  /// drawn ahead by peek_batch() counts only once it is used, so an epoch ends when its
+  /// last batch is trained on, not when it is looked at.
+  [[nodiscard]] std::size_t epochs_completed() const
+    requires epoch_counting_sampler<Sampler>
+  {
+    return peeked_ ? epochs_before_peek_ : std::size_t(sampler.epochs_completed());
+  }
 
   std::string name;
   L learner;
@@ -105,13 +137,15 @@ class level {
 
  private:
   std::optional<batch_type> peeked_;
+  std::size_t epochs_before_peek_ = 0;  ///< the sampler's epochs_completed() before the peeked draw
 };
 
 /// The Level concept: what the solver needs of each stage. bilevel::level satisfies it; a
 /// user type that does (e.g. one that samples batches differently) can be handed to the
 /// solver as well. Requirements: the member types learner_type, optimizer_type, policy,
 /// batch_type, engine_type and sampler_type; the members name, learner, optimizer, sampler,
-/// engine, theta, state, reads, steps and second_order; and next_batch(). Checkpoints save
+/// engine, theta, state, reads, steps (0 for an evaluate-only level) and second_order; and
+/// next_batch(). Checkpoints save
 /// the sampler when it is a checkpointable_sampler (core/checkpoint.hpp).
 template <class Lv>
 concept level_like = requires(Lv& lv) {

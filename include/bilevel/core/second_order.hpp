@@ -7,7 +7,7 @@
 /// finite differences stood in.
 ///
 /// Central differences use ε = s / ‖v‖, so that the perturbation θ ± εv has length s whatever
-/// the scale of v. The best s depends on precision (measured, see design.md): s = 1e-2 is
+/// the scale of v. The best s depends on precision (measured, see docs/strategies.md): s = 1e-2 is
 /// about optimal in float (error ~8e-5; DARTS's value) and far too coarse in double, where
 /// s = 1e-4 gives ~1e-10. Forward differences are 100-1000x worse and are never used.
 #include <cstddef>

@@ -16,7 +16,7 @@
 /// into adjoints of what it read: contributions to θ_j are summed, contributions to levels
 /// in D flow on, contributions to levels above j are dropped (they are held fixed). This is
 /// the chain rule over the composition of best-response maps, exact whenever they compose:
-/// every method of our papers (LFM, LFM-CW, SGL, DARTS, reweighting) has that shape.
+/// every method in bilevel/methods/ (LFM, LFM-CW, SGL, DARTS, reweighting) has that shape.
 ///
 /// One shape does not compose: a level i that reads the *variable* of a level k which in
 /// turn reads i's *solution* (a cycle i → k → i below j, the classic trilevel nesting). Then
@@ -72,10 +72,27 @@ struct iteration_event {
   std::size_t total;      ///< iterations requested in this run()
 };
 
+/// Passed to `on_epoch` for every pass over its data set that a level's sampler completes;
+/// return false to stop early.
+struct epoch_event {
+  std::size_t level;      ///< the level whose sampler it is (solver_callbacks::epoch_level)
+  std::size_t epoch;      ///< the pass just completed, from 0
+  std::size_t iteration;  ///< the outer iteration in which its last batch was taken, from 0
+};
+
 struct solver_callbacks {
   std::function<void(const step_event&)> on_step{};
   std::function<bool(const iteration_event&)> on_iteration{};
   std::function<void(const failure_event&)> on_failure{};  ///< a failure the policy recovered from
+  /// Called at the end of an outer iteration once for each pass over its data set that level
+  /// `epoch_level`'s sampler completed in it, so that per-epoch work (evaluation, logging)
+  /// follows the sampler's real epochs; counting iterations by hand drifts from them as soon
+  /// as a level takes several steps per iteration, skips the rows of a short last batch, or
+  /// draws its batches ahead (peek_batch: a batch counts when it is used, not when drawn). A
+  /// sampler that has no epochs (no `epochs_completed()`; with-replacement samplers report 0)
+  /// never fires. Returning false ends run() after this iteration, like on_iteration.
+  std::function<bool(const epoch_event&)> on_epoch{};
+  std::size_t epoch_level = 0;  ///< the level whose sampler's epochs on_epoch reports
 };
 
 struct run_summary {
@@ -130,7 +147,7 @@ class solver {
     run_summary summary;
     const auto skipped0 = skipped_steps_, rollbacks0 = rollbacks_;
     for (std::size_t it = 0; it < iterations; ++it) {
-      iterate(callbacks);
+      bool go_on = iterate_reporting_epochs(callbacks);
       summary.iterations = it + 1;
       summary.skipped_steps = skipped_steps_ - skipped0;
       summary.rollbacks = rollbacks_ - rollbacks0;
@@ -138,7 +155,8 @@ class solver {
         save_checkpoint(checkpoint_path_);
         ++summary.checkpoints_written;
       }
-      if (callbacks.on_iteration && !callbacks.on_iteration({iteration_ - 1, iterations})) {
+      if (callbacks.on_iteration && !callbacks.on_iteration({iteration_ - 1, iterations})) go_on = false;
+      if (!go_on) {
         summary.stopped_early = summary.iterations < iterations;
         break;
       }
@@ -166,7 +184,46 @@ class solver {
   }
 
   /// One outer iteration: every level's block, in schedule order (lowest first by default).
-  void iterate(const solver_callbacks& callbacks = {}) {
+  /// on_epoch fires here too; what it returns matters only to run().
+  void iterate(const solver_callbacks& callbacks = {}) { (void)iterate_reporting_epochs(callbacks); }
+
+  /// Passes over its data set that level j's sampler has completed with the batches the level
+  /// has used, or nothing when its sampler has no epochs (see solver_callbacks::on_epoch).
+  [[nodiscard]] std::optional<std::size_t> epochs_completed(std::size_t j) const {
+    if (j >= N)
+      throw std::invalid_argument("bilevel::solver: no level " + std::to_string(j) + " (there are " +
+                                  std::to_string(N) + ")");
+    std::optional<std::size_t> n;
+    visit(j, [&](const auto& lv) {
+      using S = typename std::remove_cvref_t<decltype(lv)>::sampler_type;
+      if constexpr (requires { { lv.epochs_completed() } -> std::convertible_to<std::size_t>; })
+        n = lv.epochs_completed();
+      else if constexpr (epoch_counting_sampler<S>)
+        n = lv.sampler.epochs_completed();
+    });
+    return n;
+  }
+
+ private:
+  /// iterate(), then on_epoch for the passes completed in it; false when on_epoch said stop.
+  bool iterate_reporting_epochs(const solver_callbacks& callbacks) {
+    std::optional<std::size_t> before;
+    if (callbacks.on_epoch) {
+      if (callbacks.epoch_level >= N)
+        throw std::invalid_argument("bilevel::solver: on_epoch watches level " + std::to_string(callbacks.epoch_level) +
+                                    " but there are only " + std::to_string(N) + " levels");
+      before = epochs_completed(callbacks.epoch_level);
+    }
+    iterate_levels(callbacks);
+    if (!before) return true;
+    const std::size_t after = epochs_completed(callbacks.epoch_level).value_or(*before);
+    bool go_on = true;
+    for (std::size_t e = *before; e < after && go_on; ++e)
+      go_on = callbacks.on_epoch({callbacks.epoch_level, e, iteration_ - 1});
+    return go_on;
+  }
+
+  void iterate_levels(const solver_callbacks& callbacks) {
     const policy_stream_scope_t<P> on_own_stream(stream_);
     const bool may_roll_back = policy_.non_finite == failure_action::roll_back ||
                                policy_.unconverged_solve == failure_action::roll_back;
@@ -188,6 +245,7 @@ class solver {
     ++iteration_;
   }
 
+ public:
   /// What to do when a step fails numerically (see core/failure_policy.hpp). Default: stop
   /// on NaN/Inf, accept unconverged solves (their reports say so).
   solver& on_failure(const failure_policy& policy) {

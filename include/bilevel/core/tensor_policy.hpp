@@ -4,7 +4,7 @@
 /// The TensorPolicy concept: the back end that carries every piece of arithmetic.
 ///
 /// Everything above this layer (learners, optimizers, strategies, the solver) is written
-/// against these static functions and never names Eigen, xtensor or Thrust. A policy names:
+/// against these static functions and never names Eigen, xtensor, cuBLAS or CUDA. A policy names:
 ///   1. `scalar` (float or double), `vector` (flat, contiguous, owning) and `matrix`
 ///      (dense, row-major: one sample a row);
 ///   2. allocation and shape: `zeros(n)`, `resize(v, n)`, `size(v)`, `rows(m)`, `cols(m)`;

@@ -148,6 +148,15 @@ class batch_sampler {
   }
   /// Completed-or-started epochs (without replacement).
   [[nodiscard]] std::size_t epoch() const { return epoch_; }
+  /// Passes over the data completed by the batches drawn so far: a pass is complete once its
+  /// last batch is drawn (with drop_last, the last full one; the rows left over are not
+  /// drawn in that pass). With 10 rows and batches of 3 that is after draws 3, 6, 9, ...
+  /// Drawing with replacement has no epochs: always 0.
+  [[nodiscard]] std::size_t epochs_completed() const {
+    if (replacement_ || epoch_ == 0) return 0;
+    const bool exhausted = position_ >= rows_ || (drop_last_ && position_ + batch_ > rows_);
+    return exhausted ? epoch_ : epoch_ - 1;
+  }
 
   /// Saves the generator and the place in the current epoch (core/checkpoint.hpp).
   void save_state(checkpoint_writer& w) const {

@@ -8,7 +8,7 @@
 /// hypergradient is exact up to the solve's tolerance there, and memory is O(|θ|) however
 /// long the level trained.
 ///
-/// Guidance, measured (design.md): even a well-trained network has slightly negative
+/// Guidance, measured (docs/strategies.md): even a well-trained network has slightly negative
 /// Hessian eigenvalues, and undamped CG then meets pᵀHp <= 0 and diverges (float makes it
 /// worse). Damp with μ > |λ_min|, about 1e-3..1e-2·λ_max for networks (0 is right for
 /// strictly convex problems); iterations grow like √κ. When pᵀ(H+μI)p <= 0 the solve stops,

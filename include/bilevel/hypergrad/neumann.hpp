@@ -7,7 +7,7 @@
 ///
 /// converges when 0 < α < 2/λ_max and H + μI is positive definite; the error after K terms
 /// falls like (1 − α λ_min)^K. With `step = 0` the step is α = 1/λ_max, λ_max estimated by a
-/// few power iterations (design.md: Neumann needs α ≈ 1/λ_max). Only HVPs, no inner
+/// few power iterations (docs/strategies.md: Neumann needs α ≈ 1/λ_max). Only HVPs, no inner
 /// products: cheaper per iteration than CG but slower to converge (κ iterations, not √κ).
 /// The final relative residual is measured (one more HVP) and reported.
 #include <cstddef>

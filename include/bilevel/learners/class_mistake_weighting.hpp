@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 /// \file
-/// LFM-CW's class weights (Gala & Xie, arXiv 2112.00275; reconstruction, see algorithms.md
-/// §5) as a Weighting of the re-learner W2, whose batches hold real samples and synthetic
+/// LFM-CW's class weights (Gala & Xie, arXiv 2112.00275; reconstruction, see docs/methods.md,
+/// "LFM-CW") as a Weighting of the re-learner W2, whose batches hold real samples and synthetic
 /// ones (learners/synthetic_batches.hpp):
 ///
 ///     weight_i = 1                   for a real sample,

@@ -93,6 +93,9 @@ class dataset_batches {
   /// draw), for samplers that gather more rows into the same upload.
   std::vector<std::size_t> next_rows() { return sampler_.next(); }
   [[nodiscard]] std::size_t batches_per_epoch() const { return sampler_.batches_per_epoch(); }
+  /// Passes over the data set completed by the batches drawn so far (data::batch_sampler's
+  /// count; 0 when drawing with replacement). The solver's on_epoch reports these.
+  [[nodiscard]] std::size_t epochs_completed() const { return sampler_.epochs_completed(); }
   [[nodiscard]] const data::dataset& data() const { return *data_; }
   void save_state(checkpoint_writer& w) const { sampler_.save_state(w); }
   void load_state(checkpoint_reader& r) { sampler_.load_state(r); }

@@ -14,7 +14,8 @@
 /// per-sample table W1 trains with, `table` entries, unused here), the encoder V (k × d,
 /// f_V(x) = V x) and r (one coefficient per reference sample).
 ///
-/// Fixed against the official code (the mathematics, not its quirks; see algorithms.md §4):
+/// Fixed against the official code (the mathematics, not its quirks; see docs/methods.md,
+/// "LFM, data reweighting"):
 /// r is indexed by a fixed set of reference samples instead of by position in a random
 /// validation batch, so r_j means the same sample at every step. The paper's encoder is an
 /// ImageNet-pretrained ResNet; here V is a learned linear map initialised at random with a

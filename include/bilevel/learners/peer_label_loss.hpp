@@ -10,7 +10,7 @@
 ///
 /// on a batch of labelled and unlabelled samples: one classification_batch whose unlabelled
 /// rows come last, with label −1 (peer_batches draws them). The pseudo-labels are
-/// detached, as in the published code (algorithms.md §6.2: computed with gradients off): they
+/// detached, as in the published code (docs/methods.md, "SGL": computed with gradients off): they
 /// are constants to every derivative, so this learner reads the peers' weights W_j (input
 /// slots 1..K−1) for their values only, and its derivatives in them are zero. Slot 0 is the
 /// vector the networks read their architectures from (SGL's top level [A_1 | … | A_K]); the

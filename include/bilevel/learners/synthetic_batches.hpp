@@ -67,6 +67,8 @@ class with_synthetic_batches {
     return b;
   }
   [[nodiscard]] std::size_t batches_per_epoch() const { return real_.batches_per_epoch(); }
+  /// Passes over the real data completed so far (synthetic rows have no epochs).
+  [[nodiscard]] std::size_t epochs_completed() const { return real_.epochs_completed(); }
 
   void save_state(checkpoint_writer& w) const {
     real_.save_state(w);

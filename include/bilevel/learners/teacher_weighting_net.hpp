@@ -10,7 +10,7 @@
 /// ℓ_i its loss, y_i the (possibly noisy) label. The states are detached: the student treats
 /// c as constants and φ learns only through the validation loss after the student's step,
 /// as Meta-Weight-Net's net does. Reconstruction: the paper's teacher architecture and update
-/// equations were not available (see ../shared/reference/algorithms.md §7); this follows
+/// equations were not available (see docs/methods.md, "Deep interactions"); this follows
 /// its abstract and introduction (penultimate states, logits, loss, label) and normalises h
 /// and z so the teacher's input has a fixed scale whatever the student's.
 ///

@@ -17,6 +17,8 @@
 #include <cstdint>
 #include <memory>
 #include <random>
+#include <stdexcept>
+#include <string>
 #include <variant>
 #include <vector>
 
@@ -27,16 +29,52 @@
 #include "bilevel/learners/architecture_loss.hpp"
 #include "bilevel/learners/classification_batch.hpp"
 #include "bilevel/learners/sequential.hpp"
+#include "bilevel/methods/detail/levels.hpp"
+#include "bilevel/methods/method_solver.hpp"
 #include "bilevel/optim/adam.hpp"
+#include "bilevel/optim/schedule.hpp"
 #include "bilevel/optim/sgd.hpp"
 
 namespace bilevel::methods {
 
+/// DARTS's settings. Designated initialisers must name the fields in declaration order
+/// (C++20): {.batch = 64, .arch_lr = 1e-3, .seed = 2} compiles, {.seed = 2, .arch_lr = 1e-3}
+/// does not. The order: data and the length of training, the weights' SGD, α's Adam, the
+/// seed. Each learning rate is stated once (`lr`, `arch_lr`); its decay is relative to it and
+/// to `epochs` (optim/schedule.hpp). The official schedule, cosine from 0.025 to 0.001 over
+/// 50 epochs: {.epochs = 50, .lr_decay = optim::cosine_decay{.lr_min = 0.001}}.
 struct darts_config {
   std::size_t batch = 64, validation_batch = 64;
-  double lr = 0.025, momentum = 0.9, weight_decay = 3e-4;
-  double arch_lr = 3e-4, arch_beta1 = 0.5, arch_weight_decay = 1e-3;
+  /// The length of training in epochs of the training set, what the decays' fractions are
+  /// of (total_iterations() of the result); 0: not stated, and only constant rates allowed.
+  std::size_t epochs = 0;
+  double lr = 0.025;                    ///< the weights' base learning rate (SGD)
+  optim::lr_decay lr_decay{};           ///< its decay over training (default: constant)
+  double momentum = 0.9, weight_decay = 3e-4;
+  double arch_lr = 3e-4;                ///< α's base learning rate (Adam)
+  optim::lr_decay arch_lr_decay{};      ///< its decay over training (default: constant)
+  double arch_beta1 = 0.5, arch_weight_decay = 1e-3;
   std::uint64_t seed = 1;
+};
+
+/// What darts returns: its solver (method_solver.hpp), with the levels by role:
+///
+///     weights()                 level 0, the network's weights w
+///     architecture()            level 1, the architecture α (one entry per candidate of
+///                               every mixed operation)
+///     searched_architecture()   α on the host, for chosen_operations / derive_architecture
+template <class Solver>
+class darts_solver : public method_solver<Solver> {
+ public:
+  using method_solver<Solver>::method_solver;
+  auto& weights() { return Solver::template level<0>(); }
+  const auto& weights() const { return Solver::template level<0>(); }
+  auto& architecture() { return Solver::template level<1>(); }
+  const auto& architecture() const { return Solver::template level<1>(); }
+  [[nodiscard]] std::vector<double> searched_architecture() const {
+    const auto alpha = Solver::policy::to_host(architecture().theta);
+    return {alpha.begin(), alpha.end()};
+  }
 };
 
 /// The two levels of a search over `specs` (which contain layer::mixed operations) on
@@ -47,6 +85,10 @@ auto darts(learners::geometry input, const std::vector<learners::layer::spec>& s
            std::shared_ptr<const data::dataset> train, std::shared_ptr<const data::dataset> validation,
            const darts_config& cfg = {}, Strategy strategy = {}) {
   using namespace bilevel::learners;
+  const std::string who = "bilevel::methods::darts";
+  if (!train || !validation) throw std::invalid_argument(who + ": missing data");
+  const std::size_t per_epoch = detail::iterations_per_epoch(train->rows, cfg.batch, who),
+                    total = cfg.epochs * per_epoch;
   sequential<P> net(input, specs);
   std::mt19937_64 gen(cfg.seed + 7);
   std::normal_distribution<double> normal;
@@ -54,16 +96,23 @@ auto darts(learners::geometry input, const std::vector<learners::layer::spec>& s
   for (auto& a : alpha) a = scalar_t<P>(1e-3 * normal(gen));
   auto w0 = net.initial_parameters(cfg.seed);
   auto weights = make_level("weights", net,
-                            optim::sgd<P>{.lr = cfg.lr, .momentum = cfg.momentum, .weight_decay = cfg.weight_decay},
+                            optim::sgd<P>{.lr = cfg.lr,
+                                          .momentum = cfg.momentum,
+                                          .weight_decay = cfg.weight_decay,
+                                          .schedule = optim::resolve_schedule(cfg.lr_decay, cfg.lr, total,
+                                                                              who + ": lr_decay")},
                             strategy, std::move(w0), dataset_batches<P>(std::move(train), cfg.batch, cfg.seed))
                      .reading({1});
   auto architecture = make_level("architecture", architecture_loss<sequential<P>>(net),
                                  optim::adam<P>{.lr = cfg.arch_lr, .beta1 = cfg.arch_beta1, .beta2 = 0.999,
-                                                .weight_decay = cfg.arch_weight_decay},
+                                                .weight_decay = cfg.arch_weight_decay,
+                                                .schedule = optim::resolve_schedule(cfg.arch_lr_decay, cfg.arch_lr,
+                                                                                    total, who + ": arch_lr_decay")},
                                  hypergrad::first_order{}, P::from_host(alpha),
                                  dataset_batches<P>(std::move(validation), cfg.validation_batch, cfg.seed + 1, true))
                           .reading({0});
-  return solver(std::move(weights), std::move(architecture));
+  solver s(std::move(weights), std::move(architecture));
+  return darts_solver<decltype(s)>(std::move(s), per_epoch, cfg.epochs);
 }
 
 /// Which candidate each mixed operation keeps: the one with the largest α among those that

@@ -21,7 +21,24 @@
 
 namespace bilevel::methods {
 
+/// Meta-Weight-Net's settings (meta_weight_net_config: fields in declaration order for
+/// designated initialisers), `hidden` the teacher's hidden width.
 using deep_interactions_config = meta_weight_net_config;
+
+/// What deep_interactions returns: Meta-Weight-Net's result (classifier(), weighting_net(),
+/// model(), sample_weights(d)) with the paper's names for the same two levels:
+///
+///     student()   level 0, the student θ (= classifier())
+///     teacher()   level 1, the teacher's parameters φ (= weighting_net())
+template <class Solver>
+class deep_interactions_solver : public meta_weight_net_solver<Solver> {
+ public:
+  using meta_weight_net_solver<Solver>::meta_weight_net_solver;
+  auto& student() { return Solver::template level<0>(); }
+  const auto& student() const { return Solver::template level<0>(); }
+  auto& teacher() { return Solver::template level<1>(); }
+  const auto& teacher() const { return Solver::template level<1>(); }
+};
 
 /// The two levels, assembled; level 0 holds the student, level 1 the teacher's parameters.
 template <nn_tensor_policy P>
@@ -34,8 +51,9 @@ auto deep_interactions(std::shared_ptr<const data::dataset> train, std::shared_p
     throw std::invalid_argument("bilevel::methods::deep_interactions: the student needs a hidden layer for the "
                                 "teacher to read (widths has " + std::to_string(cfg.widths.size()) + " entries)");
   const learners::teacher_weighting_net teacher{cfg.widths[cfg.widths.size() - 2], cfg.widths.back(), cfg.hidden};
-  return detail::reweighting_with_net<P>(teacher, teacher.initial_parameters<P>(cfg.seed + 1), std::move(train),
-                                         std::move(validation), cfg, "teacher");
+  return detail::reweighting_with_net<P, mwn_schedule::virtual_step_first, deep_interactions_solver>(
+      teacher, teacher.initial_parameters<P>(cfg.seed + 1), std::move(train), std::move(validation), cfg, "teacher",
+      "bilevel::methods::deep_interactions");
 }
 
 }  // namespace bilevel::methods

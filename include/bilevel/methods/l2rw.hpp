@@ -28,22 +28,57 @@
 #include <cstdint>
 #include <memory>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "bilevel/core/solver.hpp"
 #include "bilevel/data/dataset.hpp"
 #include "bilevel/learners/sample_weighting.hpp"
 #include "bilevel/methods/detail/levels.hpp"
+#include "bilevel/methods/method_solver.hpp"
 #include "bilevel/optim/l2rw.hpp"
+#include "bilevel/optim/schedule.hpp"
 
 namespace bilevel::methods {
 
+/// L2RW's settings. Designated initialisers must name the fields in declaration order
+/// (C++20): {.batch = 20, .lr = 0.05, .seed = 2} compiles, {.seed = 2, .lr = 0.05} does not.
+/// The order: the classifier, its data and the length of training, its SGD, the seed. The
+/// weight table has no learning rate (the rule normalises it).
 struct l2rw_config {
   std::vector<std::size_t> widths = {784, 256, 128, 10};  ///< the classifier (an MLP)
   std::size_t batch = 100, validation_batch = 100;
-  double lr = 0.03, momentum = 0.9, weight_decay = 5e-4;
+  /// The length of training in epochs of the training set, what lr_decay's fractions are
+  /// of (total_iterations() of the result); 0: not stated, and only a constant rate allowed.
+  std::size_t epochs = 0;
+  double lr = 0.03;             ///< the classifier's base learning rate
+  optim::lr_decay lr_decay{};   ///< its decay over training (default: constant)
+  double momentum = 0.9, weight_decay = 5e-4;
   bool nesterov = true;
   std::uint64_t seed = 1;
+};
+
+/// What l2rw returns: its solver (method_solver.hpp), with the levels by role:
+///
+///     classifier(), model()   level 0, the classifier θ (the model to evaluate)
+///     example_weights()       level 1, the weight table w, one entry per training sample id
+///     sample_weights(d)       w[id] for every row of d: the table as it stands, non-zero only
+///                             on the batch the last step weighted (the rule zeroes the rest)
+template <class Solver>
+class l2rw_solver : public method_solver<Solver> {
+ public:
+  using method_solver<Solver>::method_solver;
+  auto& classifier() { return Solver::template level<0>(); }
+  const auto& classifier() const { return Solver::template level<0>(); }
+  auto& example_weights() { return Solver::template level<1>(); }
+  const auto& example_weights() const { return Solver::template level<1>(); }
+  /// The level whose parameters are the trained model: the classifier.
+  auto& model() { return classifier(); }
+  const auto& model() const { return classifier(); }
+  /// One weight per row of `d`, in row order, on the host (learned_sample_weights of level 0).
+  [[nodiscard]] std::vector<double> sample_weights(const data::dataset& d, std::size_t chunk = 1000) const {
+    return learned_sample_weights<0>(*this, d, chunk);
+  }
 };
 
 /// The size of a weight table with one entry per sample id of `d`.
@@ -58,10 +93,15 @@ inline std::size_t id_table_size(const data::dataset& d) {
 template <nn_tensor_policy P>
 auto l2rw(std::shared_ptr<const data::dataset> train, std::shared_ptr<const data::dataset> validation,
           const l2rw_config& cfg = {}) {
-  if (!train) throw std::invalid_argument("bilevel::methods::l2rw: no training set");
+  const std::string who = "bilevel::methods::l2rw";
+  if (!train) throw std::invalid_argument(who + ": no training set");
   const std::size_t table = id_table_size(*train);
+  const std::size_t per_epoch = detail::iterations_per_epoch(train->rows, cfg.batch, who);
   auto model = detail::classifier_level<P>("classifier", cfg.widths, learners::sample_weights(table),
-                                           {cfg.lr, cfg.momentum, cfg.weight_decay, cfg.nesterov}, cfg.seed,
+                                           {cfg.lr, cfg.momentum, cfg.weight_decay, cfg.nesterov,
+                                            optim::resolve_schedule(cfg.lr_decay, cfg.lr, cfg.epochs * per_epoch,
+                                                                    who + ": lr_decay")},
+                                           cfg.seed,
                                            learners::dataset_batches<P>(std::move(train), cfg.batch, cfg.seed))
                    .reading({1});
   auto weights = detail::validation_level<P>("weights", cfg.widths, optim::l2rw_rule<P>{.scale = double(cfg.batch)},
@@ -70,7 +110,7 @@ auto l2rw(std::shared_ptr<const data::dataset> train, std::shared_ptr<const data
                      .reading({0});
   solver s(std::move(model), std::move(weights));
   s.schedule({1, 0});
-  return s;
+  return l2rw_solver<decltype(s)>(std::move(s), per_epoch, cfg.epochs);
 }
 
 }  // namespace bilevel::methods

@@ -15,7 +15,8 @@
 /// their real step then takes), so the top level's hypergradient is the chain rule through
 /// both, with exact second-order products, where the official code uses finite differences.
 ///
-/// Fixed against the official code (algorithms.md §4.3, the mathematics, not the quirks):
+/// Fixed against the official code (docs/methods.md, "LFM, data reweighting"; the mathematics,
+/// not the quirks):
 /// B is keyed by sample id, not (batch position, iteration); W2's look-ahead is virtual,
 /// W1 is not copied into W2; the hypergradient of B flows from the validation loss; the model
 /// reported is W2, the re-learner the top level optimises. Simplifications, stated: B, V and r
@@ -25,6 +26,7 @@
 #include <cstdint>
 #include <memory>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "bilevel/core/solver.hpp"
@@ -33,19 +35,67 @@
 #include "bilevel/learners/sample_weighting.hpp"
 #include "bilevel/methods/detail/levels.hpp"
 #include "bilevel/methods/l2rw.hpp"
+#include "bilevel/methods/method_solver.hpp"
 #include "bilevel/optim/adam.hpp"
+#include "bilevel/optim/schedule.hpp"
 
 namespace bilevel::methods {
 
+/// LFM's settings (data reweighting). Designated initialisers must name the fields in
+/// declaration order (C++20): {.batch = 20, .lr = 0.05, .seed = 2} compiles,
+/// {.seed = 2, .lr = 0.05} does not. The order: W1 and W2, their data and the length of
+/// training, their SGD, the top level's Adam, the weighting, the seed. Each learning rate is
+/// stated once (`lr`, `meta_lr`); its decay is relative to it and to `epochs` (optim/schedule.hpp).
 struct lfm_reweighting_config {
   std::vector<std::size_t> widths = {784, 256, 128, 10};  ///< W1 and W2 (MLPs)
   std::size_t batch = 100, validation_batch = 100;
-  double lr = 0.1, momentum = 0.9, weight_decay = 5e-4;  ///< W1 and W2
+  /// The length of training in epochs of the training set, what the decays' fractions are
+  /// of (total_iterations() of the result); 0: not stated, and only constant rates allowed.
+  std::size_t epochs = 0;
+  double lr = 0.1;                                   ///< W1's and W2's base learning rate
+  optim::lr_decay lr_decay{};                        ///< its decay over training (default: constant)
+  double momentum = 0.9, weight_decay = 5e-4;        ///< W1 and W2
   bool nesterov = true;
-  double meta_lr = 1e-3, meta_weight_decay = 0.0;  ///< B, V, r (Adam)
+  double meta_lr = 1e-3;                             ///< B, V, r: base learning rate (Adam)
+  optim::lr_decay meta_lr_decay{};                   ///< its decay over training (default: constant)
+  double meta_weight_decay = 0.0;
   std::size_t encoder_dim = 32;                    ///< k, V's output dimension
   std::size_t references_per_class = 10;           ///< reference validation samples for r and u
   std::uint64_t seed = 1;
+};
+
+/// What the three LFM methods return (this one, lfm_class_weighting, lfm_architecture_search):
+/// their solver (method_solver.hpp), with the levels by role:
+///
+///     learner()             level 0, W1, the learner that makes the mistakes
+///     relearner(), model()  level 1, W2, the re-learner the top level validates (the model to evaluate)
+///     top()                 level 2, the top level's vector ([B | V | r], ω, or [A | V | r])
+template <class Solver>
+class lfm_solver : public method_solver<Solver> {
+ public:
+  using method_solver<Solver>::method_solver;
+  auto& learner() { return Solver::template level<0>(); }
+  const auto& learner() const { return Solver::template level<0>(); }
+  auto& relearner() { return Solver::template level<1>(); }
+  const auto& relearner() const { return Solver::template level<1>(); }
+  auto& top() { return Solver::template level<2>(); }
+  const auto& top() const { return Solver::template level<2>(); }
+  /// The level whose parameters are the trained model: the re-learner W2.
+  auto& model() { return relearner(); }
+  const auto& model() const { return relearner(); }
+};
+
+/// What learning_from_mistakes_reweighting returns: lfm_solver, and
+///
+///     sample_weights(d)   the mistake-driven weight a_i(W1, V, r) W2 gives every row of d
+template <class Solver>
+class lfm_reweighting_solver : public lfm_solver<Solver> {
+ public:
+  using lfm_solver<Solver>::lfm_solver;
+  /// One weight per row of `d`, in row order, on the host (learned_sample_weights of level 1).
+  [[nodiscard]] std::vector<double> sample_weights(const data::dataset& d, std::size_t chunk = 1000) const {
+    return learned_sample_weights<1>(*this, d, chunk);
+  }
 };
 
 /// The first `per_class` validation rows of every class (in order), the reference samples.
@@ -64,7 +114,10 @@ auto learning_from_mistakes_reweighting(std::shared_ptr<const data::dataset> tra
                                         std::shared_ptr<const data::dataset> validation,
                                         const lfm_reweighting_config& cfg = {}) {
   using namespace bilevel::learners;
-  if (!train || !validation) throw std::invalid_argument("bilevel::methods::learning_from_mistakes: missing data");
+  const std::string who = "bilevel::methods::learning_from_mistakes_reweighting";
+  if (!train || !validation) throw std::invalid_argument(who + ": missing data");
+  const std::size_t per_epoch = detail::iterations_per_epoch(train->rows, cfg.batch, who),
+                    total = cfg.epochs * per_epoch;
   const std::size_t table = id_table_size(*train);
   mistake_weighting<P> mistakes(cfg.widths, reference_samples(*validation, cfg.references_per_class), table,
                                 cfg.encoder_dim);
@@ -72,7 +125,8 @@ auto learning_from_mistakes_reweighting(std::shared_ptr<const data::dataset> tra
   // entries by sample id (ids are < table), so it takes the whole vector as its input.
   const sample_weights b_table(mistakes.top_size());
   auto top0 = mistakes.initial_top(cfg.seed + 3);
-  const detail::sgd_settings sgd{cfg.lr, cfg.momentum, cfg.weight_decay, cfg.nesterov};
+  const detail::sgd_settings sgd{cfg.lr, cfg.momentum, cfg.weight_decay, cfg.nesterov,
+                                 optim::resolve_schedule(cfg.lr_decay, cfg.lr, total, who + ": lr_decay")};
   auto w1 = detail::classifier_level<P>("W1", cfg.widths, b_table, sgd, cfg.seed,
                                         dataset_batches<P>(train, cfg.batch, cfg.seed))
                 .reading({2});
@@ -80,12 +134,16 @@ auto learning_from_mistakes_reweighting(std::shared_ptr<const data::dataset> tra
                                         dataset_batches<P>(train, cfg.batch, cfg.seed))
                 .reading({0, 2});
   auto upper = detail::validation_level<P>("B_V_r", cfg.widths,
-                                           optim::adam<P>{.lr = cfg.meta_lr, .weight_decay = cfg.meta_weight_decay},
+                                           optim::adam<P>{.lr = cfg.meta_lr,
+                                                          .weight_decay = cfg.meta_weight_decay,
+                                                          .schedule = optim::resolve_schedule(
+                                                              cfg.meta_lr_decay, cfg.meta_lr, total,
+                                                              who + ": meta_lr_decay")},
                                            std::move(top0), std::move(validation), cfg.validation_batch, cfg.seed + 2)
                    .reading({1});
   solver s(std::move(w1), std::move(w2), std::move(upper));
   s.schedule({2, 0, 1});
-  return s;
+  return lfm_reweighting_solver<decltype(s)>(std::move(s), per_epoch, cfg.epochs);
 }
 
 }  // namespace bilevel::methods

@@ -23,7 +23,8 @@
 /// every product exact, where the official code (`architect_lfm.py`) takes the two
 /// architecture products by finite differences and drops the direct path A → u_j.
 ///
-/// Fixed against the official code (algorithms.md §4.1-4.2, the mathematics, not the quirks):
+/// Fixed against the official code (docs/methods.md, "LFM, architecture search"; the
+/// mathematics, not the quirks):
 /// r is indexed by a fixed set of reference validation samples, not by position in a random
 /// validation batch; the A-gradient includes u_j's direct dependence on A; the products are
 /// exact. Simplifications, stated: A, V and r share one optimizer (Adam, lr 1e-3, betas
@@ -36,6 +37,7 @@
 #include <memory>
 #include <random>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "bilevel/core/level.hpp"
@@ -49,18 +51,51 @@
 #include "bilevel/learners/reading_segment.hpp"
 #include "bilevel/learners/sequential.hpp"
 #include "bilevel/methods/learning_from_mistakes.hpp"
+#include "bilevel/methods/method_solver.hpp"
 #include "bilevel/optim/adam.hpp"
+#include "bilevel/optim/schedule.hpp"
 #include "bilevel/optim/sgd.hpp"
 
 namespace bilevel::methods {
 
+/// LFM's settings (architecture search). Designated initialisers must name the fields in
+/// declaration order (C++20): {.batch = 64, .lr = 0.025, .seed = 2} compiles,
+/// {.seed = 2, .lr = 0.025} does not. The order: data and the length of training, W1's and
+/// W2's SGD, the top level's Adam, the weighting, the seed. Each learning rate is stated once
+/// (`lr`, `top_lr`); its decay is relative to it and to `epochs` (optim/schedule.hpp), e.g.
+/// DARTS's cosine to 0.001: {.epochs = 50, .lr = 0.025, .lr_decay = optim::cosine_decay{.lr_min = 0.001}}.
 struct lfm_search_config {
   std::size_t batch = 32, validation_batch = 32;
-  double lr = 1e-2, momentum = 0.9, weight_decay = 1e-4;  ///< W1 and W2 (SGD)
-  double top_lr = 1e-3, top_beta1 = 0.5, top_weight_decay = 1e-5;  ///< A, V, r (Adam)
+  /// The length of training in epochs of the training set, what the decays' fractions are
+  /// of (total_iterations() of the result); 0: not stated, and only constant rates allowed.
+  std::size_t epochs = 0;
+  double lr = 1e-2;                                      ///< W1's and W2's base learning rate (SGD)
+  optim::lr_decay lr_decay{};                            ///< its decay over training (default: constant)
+  double momentum = 0.9, weight_decay = 1e-4;            ///< W1 and W2 (SGD)
+  double top_lr = 1e-3;                                  ///< A, V, r: base learning rate (Adam)
+  optim::lr_decay top_lr_decay{};                        ///< its decay over training (default: constant)
+  double top_beta1 = 0.5, top_weight_decay = 1e-5;       ///< A, V, r (Adam)
   std::size_t encoder_dim = 16;            ///< k, V's output dimension
   std::size_t references_per_class = 10;   ///< reference validation samples for r and u
   std::uint64_t seed = 1;
+};
+
+/// What lfm_architecture_search returns: lfm_solver (learner() W1, relearner() and model()
+/// W2, top() [A | V | r]; learning_from_mistakes.hpp), and
+///
+///     searched_architecture()   A, the first arch_size() entries of the top vector, on the
+///                               host (for chosen_operations / derive_architecture)
+template <class Solver>
+class lfm_search_solver : public lfm_solver<Solver> {
+ public:
+  lfm_search_solver(Solver s, std::size_t iterations_per_epoch, std::size_t epochs, std::size_t arch_size)
+      : lfm_solver<Solver>(std::move(s), iterations_per_epoch, epochs), arch_size_(arch_size) {}
+  /// The number of architecture entries (one per candidate of every mixed operation).
+  [[nodiscard]] std::size_t arch_size() const { return arch_size_; }
+  [[nodiscard]] std::vector<double> searched_architecture() const;
+
+ private:
+  std::size_t arch_size_;
 };
 
 /// The three levels of a search over `specs` (which contain layer::mixed operations) on
@@ -72,7 +107,10 @@ auto lfm_architecture_search(learners::geometry input, const std::vector<learner
                              std::shared_ptr<const data::dataset> train,
                              std::shared_ptr<const data::dataset> validation, const lfm_search_config& cfg = {}) {
   using namespace bilevel::learners;
-  if (!train || !validation) throw std::invalid_argument("bilevel::methods::lfm_architecture_search: missing data");
+  const std::string who = "bilevel::methods::lfm_architecture_search";
+  if (!train || !validation) throw std::invalid_argument(who + ": missing data");
+  const std::size_t per_epoch = detail::iterations_per_epoch(train->rows, cfg.batch, who),
+                    total = cfg.epochs * per_epoch;
   const sequential<P> net(input, specs);
   const std::size_t arch = net.arch_size();
   if (arch == 0)
@@ -87,7 +125,10 @@ auto lfm_architecture_search(learners::geometry input, const std::vector<learner
   std::normal_distribution<double> normal;
   for (std::size_t a = 0; a < arch; ++a) top_host[a] = scalar_t<P>(1e-3 * normal(gen));
 
-  const optim::sgd<P> sgd{.lr = cfg.lr, .momentum = cfg.momentum, .weight_decay = cfg.weight_decay};
+  const optim::sgd<P> sgd{.lr = cfg.lr,
+                          .momentum = cfg.momentum,
+                          .weight_decay = cfg.weight_decay,
+                          .schedule = optim::resolve_schedule(cfg.lr_decay, cfg.lr, total, who + ": lr_decay")};
   const hypergrad::lookahead one_step{.steps = 1, .on_next_batch = true};
   // W1 reads A (its only input) as the prefix of level 2's vector.
   reading_segment<sequential<P>> w1_net(net, net.arch_slot(), 0, top);
@@ -106,13 +147,15 @@ auto lfm_architecture_search(learners::geometry input, const std::vector<learner
                 .reading({0, 2, 2});
   auto upper = make_level("A_V_r", architecture_loss(reading_segment<sequential<P>>(net, net.arch_slot(), 0, top)),
                           optim::adam<P>{.lr = cfg.top_lr, .beta1 = cfg.top_beta1, .beta2 = 0.999,
-                                         .weight_decay = cfg.top_weight_decay},
+                                         .weight_decay = cfg.top_weight_decay,
+                                         .schedule = optim::resolve_schedule(cfg.top_lr_decay, cfg.top_lr, total,
+                                                                             who + ": top_lr_decay")},
                           hypergrad::first_order{}, P::from_host(top_host),
                           dataset_batches<P>(std::move(validation), cfg.validation_batch, cfg.seed + 2, true))
                    .reading({1});
   solver s(std::move(w1), std::move(w2), std::move(upper));
   s.schedule({2, 0, 1});
-  return s;
+  return lfm_search_solver<decltype(s)>(std::move(s), per_epoch, cfg.epochs, arch);
 }
 
 /// The first `arch_size` entries of a top vector (LFM's [A | V | r]), on the host: the
@@ -123,6 +166,11 @@ std::vector<double> searched_architecture(const vector_t<P>& top, std::size_t ar
   if (h.size() < arch_size)
     throw std::invalid_argument("bilevel::methods::searched_architecture: the vector is shorter than the architecture");
   return {h.begin(), h.begin() + std::ptrdiff_t(arch_size)};
+}
+
+template <class Solver>
+std::vector<double> lfm_search_solver<Solver>::searched_architecture() const {
+  return methods::searched_architecture<typename Solver::policy>(this->top().theta, arch_size_);
 }
 
 }  // namespace bilevel::methods

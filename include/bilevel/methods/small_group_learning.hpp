@@ -14,7 +14,7 @@
 /// (learners/summed_loss.hpp). Each outer iteration steps the architectures, then every W_k,
 /// then every V_k (the published code's order).
 ///
-/// Formulation and defaults follow the published code (algorithms.md §6, a reconstruction: the
+/// Formulation and defaults follow the published code (docs/methods.md, "SGL"; a reconstruction: the
 /// paper's text was not available): pseudo-labels detached (computed with gradients off), so
 /// no derivative crosses from V_k to a peer; U = the training set with its labels ignored
 /// unless given; λ = 1; weights by DARTS's SGD (lr 0.025, momentum 0.9, weight decay 3e-4),
@@ -33,6 +33,7 @@
 #include <memory>
 #include <random>
 #include <stdexcept>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -47,19 +48,72 @@
 #include "bilevel/learners/reading_segment.hpp"
 #include "bilevel/learners/sequential.hpp"
 #include "bilevel/learners/summed_loss.hpp"
+#include "bilevel/methods/detail/levels.hpp"
+#include "bilevel/methods/method_solver.hpp"
 #include "bilevel/optim/adam.hpp"
+#include "bilevel/optim/schedule.hpp"
 #include "bilevel/optim/sgd.hpp"
 
 namespace bilevel::methods {
 
+/// SGL's settings. Designated initialisers must name the fields in declaration order (C++20):
+/// {.batch = 64, .arch_lr = 1e-3, .seed = 2} compiles, {.seed = 2, .arch_lr = 1e-3} does not.
+/// The order: data and the length of training, the W's and V's SGD, the architectures' Adam,
+/// the pseudo-labels, the seed. Each learning rate is stated once (`lr`, `arch_lr`); its
+/// decay is relative to it and to `epochs` (optim/schedule.hpp).
 struct sgl_config {
   std::size_t batch = 64, unlabelled_batch = 64, validation_batch = 64;
-  double lr = 0.025, momentum = 0.9, weight_decay = 3e-4;  ///< every W_k and V_k (SGD)
-  double arch_lr = 3e-4, arch_beta1 = 0.5, arch_weight_decay = 1e-3;  ///< [A_1 | … | A_K] (Adam)
+  /// The length of training in epochs of the training set, what the decays' fractions are
+  /// of (total_iterations() of the result); 0: not stated, and only constant rates allowed.
+  std::size_t epochs = 0;
+  double lr = 0.025;                                        ///< every W_k's and V_k's base learning rate (SGD)
+  optim::lr_decay lr_decay{};                               ///< its decay over training (default: constant)
+  double momentum = 0.9, weight_decay = 3e-4;               ///< every W_k and V_k (SGD)
+  double arch_lr = 3e-4;                                    ///< [A_1 | … | A_K]: base learning rate (Adam)
+  optim::lr_decay arch_lr_decay{};                          ///< its decay over training (default: constant)
+  double arch_beta1 = 0.5, arch_weight_decay = 1e-3;        ///< [A_1 | … | A_K] (Adam)
   double lambda = 1.0;  ///< weight of the peers' pseudo-labels
   /// The unlabelled set U; null: the training set, its labels ignored (the published code).
   std::shared_ptr<const data::dataset> unlabelled{};
   std::uint64_t seed = 1;
+};
+
+/// What small_group_learning returns: its solver (method_solver.hpp), with the levels by
+/// role, k from 0 to K − 1 (the paper's and the level names' learner k + 1):
+///
+///     w<k>()                  level k, learner k's first weights W_k
+///     v<k>()                  level K + k, learner k's second weights V_k (validated by the top)
+///     architectures()         level 2K, the top vector [A_1 | … | A_K]
+///     group_architectures()   the K architectures on the host (group_architectures below)
+template <class Solver>
+class sgl_solver : public method_solver<Solver> {
+ public:
+  /// K, the learners in the group.
+  static constexpr std::size_t group_size = (Solver::size() - 1) / 2;
+  using method_solver<Solver>::method_solver;
+  template <std::size_t k>
+  auto& w() {
+    static_assert(k < group_size, "bilevel::methods::sgl_solver::w<k>: k must be < K");
+    return Solver::template level<k>();
+  }
+  template <std::size_t k>
+  const auto& w() const {
+    static_assert(k < group_size, "bilevel::methods::sgl_solver::w<k>: k must be < K");
+    return Solver::template level<k>();
+  }
+  template <std::size_t k>
+  auto& v() {
+    static_assert(k < group_size, "bilevel::methods::sgl_solver::v<k>: k must be < K");
+    return Solver::template level<group_size + k>();
+  }
+  template <std::size_t k>
+  const auto& v() const {
+    static_assert(k < group_size, "bilevel::methods::sgl_solver::v<k>: k must be < K");
+    return Solver::template level<group_size + k>();
+  }
+  auto& architectures() { return Solver::template level<2 * group_size>(); }
+  const auto& architectures() const { return Solver::template level<2 * group_size>(); }
+  [[nodiscard]] std::vector<std::vector<double>> group_architectures() const;
 };
 
 /// The 2K + 1 levels of a search over `specs` (with layer::mixed operations) on
@@ -72,7 +126,10 @@ auto small_group_learning(learners::geometry input, const std::vector<learners::
   static_assert(K >= 2, "bilevel::methods::small_group_learning: a group has at least two learners");
   using namespace bilevel::learners;
   using net_t = reading_segment<sequential<P>>;
-  if (!train || !validation) throw std::invalid_argument("bilevel::methods::small_group_learning: missing data");
+  const std::string who = "bilevel::methods::small_group_learning";
+  if (!train || !validation) throw std::invalid_argument(who + ": missing data");
+  const std::size_t per_epoch = detail::iterations_per_epoch(train->rows, cfg.batch, who),
+                    total = cfg.epochs * per_epoch;
   const sequential<P> net(input, specs);
   const std::size_t m = net.arch_size(), top = K * m;
   if (m == 0)
@@ -84,7 +141,10 @@ auto small_group_learning(learners::geometry input, const std::vector<learners::
   std::normal_distribution<double> normal;
   std::vector<scalar_t<P>> alpha(top);
   for (auto& a : alpha) a = scalar_t<P>(1e-3 * normal(gen));
-  const optim::sgd<P> sgd{.lr = cfg.lr, .momentum = cfg.momentum, .weight_decay = cfg.weight_decay};
+  const optim::sgd<P> sgd{.lr = cfg.lr,
+                          .momentum = cfg.momentum,
+                          .weight_decay = cfg.weight_decay,
+                          .schedule = optim::resolve_schedule(cfg.lr_decay, cfg.lr, total, who + ": lr_decay")};
 
   auto make_w = [&](std::size_t k) {
     return make_level("W" + std::to_string(k + 1), reader(k), sgd, hypergrad::first_order{},
@@ -109,7 +169,9 @@ auto small_group_learning(learners::geometry input, const std::vector<learners::
     for (std::size_t k = 0; k < K; ++k) terms.emplace_back(reader(k));
     auto level = make_level("architectures", summed_loss<architecture_loss<net_t>>(std::move(terms)),
                             optim::adam<P>{.lr = cfg.arch_lr, .beta1 = cfg.arch_beta1, .beta2 = 0.999,
-                                           .weight_decay = cfg.arch_weight_decay},
+                                           .weight_decay = cfg.arch_weight_decay,
+                                           .schedule = optim::resolve_schedule(cfg.arch_lr_decay, cfg.arch_lr, total,
+                                                                               who + ": arch_lr_decay")},
                             hypergrad::first_order{}, P::from_host(alpha),
                             dataset_batches<P>(validation, cfg.validation_batch, cfg.seed + 2 * K, true));
     std::vector<std::size_t> reads(K);
@@ -122,7 +184,7 @@ auto small_group_learning(learners::geometry input, const std::vector<learners::
     std::vector<std::size_t> order = {2 * K};  // architectures, then the W's, then the V's
     for (std::size_t l = 0; l < 2 * K; ++l) order.push_back(l);
     s.schedule(std::move(order));
-    return s;
+    return sgl_solver<decltype(s)>(std::move(s), per_epoch, cfg.epochs);
   }(std::make_index_sequence<K>{});
 }
 
@@ -138,6 +200,11 @@ std::vector<std::vector<double>> group_architectures(const vector_t<P>& top, std
   for (std::size_t k = 0; k < learners; ++k)
     out.emplace_back(h.begin() + std::ptrdiff_t(k * m), h.begin() + std::ptrdiff_t((k + 1) * m));
   return out;
+}
+
+template <class Solver>
+std::vector<std::vector<double>> sgl_solver<Solver>::group_architectures() const {
+  return methods::group_architectures<typename Solver::policy>(architectures().theta, group_size);
 }
 
 }  // namespace bilevel::methods

@@ -3,7 +3,7 @@
 /// \file
 /// The xtensor tensor policy: a second CPU back end. Storage and element-wise work are
 /// xtensor containers (row-major xt::xtensor); GEMM and GEMV go to CBLAS (OpenBLAS from
-/// Debian), the way the CUDA policy pairs Thrust with cuBLAS. Opt-in: include this header and
+/// Debian), the way the CUDA policy pairs its own kernels with cuBLAS. Opt-in: include this header and
 /// link bilevel::xtensor. Everything above the policy layer runs on it unchanged.
 #include <cblas.h>
 

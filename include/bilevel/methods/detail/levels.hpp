@@ -8,6 +8,7 @@
 /// replacement.
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -21,6 +22,7 @@
 #include "bilevel/learners/mlp.hpp"
 #include "bilevel/learners/sequential.hpp"
 #include "bilevel/learners/solution_loss.hpp"
+#include "bilevel/optim/schedule.hpp"
 #include "bilevel/optim/sgd.hpp"
 
 namespace bilevel::methods::detail {
@@ -29,6 +31,12 @@ namespace bilevel::methods::detail {
 struct sgd_settings {
   double lr, momentum, weight_decay;
   bool nesterov;
+  std::function<double(std::size_t)> schedule{};  ///< from the configuration's lr_decay and `lr`; empty: constant
+
+  template <tensor_policy P>
+  [[nodiscard]] optim::sgd<P> optimizer() const {
+    return {.lr = lr, .momentum = momentum, .weight_decay = weight_decay, .nesterov = nesterov, .schedule = schedule};
+  }
 };
 
 /// The classifier's network: an MLP of `widths` (ReLU, cross-entropy), or, given layers, any
@@ -58,10 +66,8 @@ auto classifier_level(std::string name, const classifier_shape& shape, Weighting
                       Strategy strategy = hypergrad::lookahead{.steps = 1, .on_next_batch = true}) {
   auto net = shape.network<P>(std::move(weighting));
   auto theta0 = net.initial_parameters(init_seed);
-  return make_level(std::move(name), std::move(net),
-                    optim::sgd<P>{.lr = sgd.lr, .momentum = sgd.momentum, .weight_decay = sgd.weight_decay,
-                                  .nesterov = sgd.nesterov},
-                    std::move(strategy), std::move(theta0), std::move(sampler));
+  return make_level(std::move(name), std::move(net), sgd.optimizer<P>(), std::move(strategy), std::move(theta0),
+                    std::move(sampler));
 }
 
 template <nn_tensor_policy P, class Optimizer>
