@@ -108,6 +108,15 @@ concept twice_differentiable_learner = input_differentiable_learner<L> && has_ex
                                        has_exact_mixed_vjp<L> && has_exact_mixed_jvp<L>;
 
 /// The optional shape contract (see the file comment).
+/// A learner with state that real optimizer steps change (batch normalization's running
+/// statistics, dropout's step counter): the solver calls on_real_step(θ, inputs, batch) once
+/// per real step of its level, with the point and batch the step's gradient was taken at,
+/// and never for look-ahead steps, HVPs or finite differences.
+template <class L>
+concept has_real_step_hook = learner<L> && requires(L& l, const vector_t<typename L::policy>& theta,
+                                                    input_list<typename L::policy> in,
+                                                    const typename L::batch_type& b) { l.on_real_step(theta, in, b); };
+
 template <class L>
 concept declares_inputs = requires(const L& l, std::size_t slot) {
   { l.num_inputs() } -> std::convertible_to<std::size_t>;

@@ -391,10 +391,14 @@ class solver {
             lv.optimizer.step(theta, state, hg.gradient);
             require_finite_parameters(j, t, theta);
             lv.engine.on_step(lv, in, batch, hg.gradient);
+            if constexpr (has_real_step_hook<typename std::decay_t<decltype(lv)>::learner_type>)
+              lv.learner.on_real_step(lv.theta, in, batch);
             lv.theta = std::move(theta);
             lv.state = std::move(state);
           } else {
             lv.engine.on_step(lv, in, batch, hg.gradient);
+            if constexpr (has_real_step_hook<typename std::decay_t<decltype(lv)>::learner_type>)
+              lv.learner.on_real_step(lv.theta, in, batch);
             lv.optimizer.step(lv.theta, lv.state, hg.gradient);
             require_finite_parameters(j, t, lv.theta);
           }

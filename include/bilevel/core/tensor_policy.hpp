@@ -89,6 +89,9 @@ concept nn_tensor_policy =
       P::reshape(cv, n, n, m);
       P::row_max(cm, v, std::declval<std::vector<std::int64_t>&>());
       P::row_sums(cm, v);
+      P::columns(cm, n, n, m);
+      P::set_columns(cm, m, n);
+      P::scale_columns(m, cv);
       { P::equal(cm, cm) } -> std::same_as<bool>;
       { P::matrix_to_host(cm) } -> std::same_as<std::vector<typename P::scalar>>;
     };

@@ -1,9 +1,21 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 /// \file
-/// A feed-forward network of layers (dense, activation, 2-D convolution, pooling, flatten)
-/// as a learner with exact gradient, Hessian-vector product and mixed products, generic
-/// over the tensor policy.
+/// A feed-forward network as a learner with exact gradient, Hessian-vector product and mixed
+/// products, generic over the tensor policy. Built either from layer specs (dense,
+/// activation, 2-D convolution, pooling, flatten, mixed operations: the chain builder for
+/// the simple case) or from any layers of the open layer concept (layers/layer_concept.hpp):
+/// chains, graphs (residual blocks, DARTS cells), batch normalization, a user's own layers.
+///
+/// Modes and state. Losses, gradients and every product are taken in training mode (batch
+/// statistics, dropout on), as the strategies differentiate what training computes;
+/// `forward(..., pass_mode::evaluation)` gives the evaluation-mode outputs (running
+/// statistics, dropout off). Layers with state (batch normalization's running statistics)
+/// change it only in `on_real_step`, which the solver calls once per real optimizer step of
+/// the level, with the point and batch of that step; look-ahead steps, HVPs and finite
+/// differences never do. The same call advances the step counter that seeds dropout masks,
+/// so every evaluation between two real steps (a virtual step, its HVPs and its mixed
+/// products) sees one mask.
 ///
 /// Parameters live in one flat vector, layer after layer. The loss is
 /// L = (1/B) Σ_i c_i ℓ_i with ℓ_i cross-entropy against the target row (one-hot or soft) or
@@ -25,9 +37,11 @@
 /// nothing outside the vector's owner can count its modifications. So the key is the cache's
 /// own copy of θ, the targets and the inputs, compared element by element (the policy's
 /// equal(), a vectorised pass that stops at the first block that differs).
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <random>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -36,6 +50,7 @@
 
 #include "bilevel/core/learner.hpp"
 #include "bilevel/learners/classification_batch.hpp"
+#include "bilevel/learners/layers/any_layer.hpp"
 #include "bilevel/learners/layers/activation_layer.hpp"
 #include "bilevel/learners/layers/conv2d.hpp"
 #include "bilevel/learners/layers/dense.hpp"
@@ -80,8 +95,8 @@ class sequential {
   using vector = vector_t<P>;
   using matrix = typename P::matrix;
   using scalar = scalar_t<P>;
-  using any_layer =
-      std::variant<dense_layer<P>, activation_layer<P>, conv2d_layer<P>, pool2d_layer<P>, flatten_layer<P>, mixed_layer<P>>;
+  using layer_variant = std::variant<dense_layer<P>, activation_layer<P>, conv2d_layer<P>, pool2d_layer<P>,
+                                     flatten_layer<P>, mixed_layer<P>, any_layer<P>>;
 
   /// `input`: one sample's geometry (e.g. {28, 28, 1}; {1, 1, n} for flat features).
   sequential(geometry input, const std::vector<layer::spec>& specs, loss_kind loss = loss_kind::cross_entropy,
@@ -91,7 +106,7 @@ class sequential {
     geometry g = input;
     std::size_t offset = 0;
     for (const auto& s : specs) {
-      any_layer l = std::visit([&](const auto& sp) { return make_any(g, sp, offset); }, s);
+      layer_variant l = std::visit([&](const auto& sp) { return make_any(g, sp, offset); }, s);
       std::visit([&](const auto& built) {
         g = built.out;
         offset += built.num_parameters();
@@ -106,6 +121,34 @@ class sequential {
     num_parameters_ = offset;
   }
 
+  /// A network of layers of the open layer concept, one after another (a single graph or
+  /// chain is one layer); the first takes `input`, the last gives 1 × 1 × classes. The
+  /// architecture vector, when the layers read one (mixed operations), is the network's last
+  /// input, its size the layers' largest arch_size().
+  sequential(geometry input, std::vector<any_layer<P>> layers, loss_kind loss = loss_kind::cross_entropy,
+             Weighting weighting = {})
+      : input_(input), loss_(loss), weighting_(std::move(weighting)) {
+    if (layers.empty()) throw std::invalid_argument("bilevel::learners::sequential: no layers");
+    geometry g = input;
+    std::size_t offset = 0;
+    for (std::size_t l = 0; l < layers.size(); ++l) {
+      if (!(layers[l].input_shape() == g))
+        throw std::invalid_argument("bilevel::learners::sequential: layer " + std::to_string(l) + " takes " +
+                                    shape_text(layers[l].input_shape()) + " but receives " + shape_text(g));
+      g = layers[l].output_shape();
+      box_offsets_.resize(l + 1, 0);
+      box_offsets_[l] = offset;
+      offset += layers[l].num_parameters();
+      arch_size_ = std::max(arch_size_, layers[l].arch_size());
+      layers_.push_back(std::move(layers[l]));
+    }
+    if (g.pixels() != 1)
+      throw std::invalid_argument("bilevel::learners::sequential: the last layer outputs " + shape_text(g) +
+                                  "; end with a global pooling or a flatten and a linear layer");
+    classes_ = g.channels;
+    num_parameters_ = offset;
+  }
+
   [[nodiscard]] std::size_t num_parameters() const { return num_parameters_; }
   /// The weighting's inputs, then the architecture vector when there are mixed operations.
   [[nodiscard]] std::size_t num_inputs() const { return Weighting::num_inputs + (arch_size_ > 0 ? 1 : 0); }
@@ -116,7 +159,7 @@ class sequential {
   [[nodiscard]] std::size_t arch_slot() const { return Weighting::num_inputs; }
   [[nodiscard]] std::size_t arch_size() const { return arch_size_; }
   [[nodiscard]] std::size_t classes() const { return classes_; }
-  [[nodiscard]] const std::vector<any_layer>& layer_list() const { return layers_; }
+  [[nodiscard]] const std::vector<layer_variant>& layer_list() const { return layers_; }
   /// How this network weights its samples (e.g. to read the learned weights of a data set).
   [[nodiscard]] const Weighting& weighting() const { return weighting_; }
 
@@ -135,9 +178,60 @@ class sequential {
     matrix logits, features;
     vector losses;
   };
-  [[nodiscard]] outputs forward(const vector& theta, const batch_type& b, input_list<P> in = {}) const {
-    const auto& c = value_pass(theta, b, architecture(in));
+  /// Training mode (batch statistics) unless told otherwise; evaluation reads running
+  /// statistics and turns dropout off.
+  [[nodiscard]] outputs forward(const vector& theta, const batch_type& b, input_list<P> in = {},
+                                pass_mode mode = pass_mode::training) const {
+    const auto& c = value_pass(theta, b, architecture(in), mode);
     return {c.acts.back(), c.acts[c.acts.size() - 2], c.losses};
+  }
+
+  /// The real optimizer step at (θ, inputs, batch) has been taken: layers fold what the value
+  /// pass there saw into their state (batch normalization's running statistics), and the
+  /// dropout step counter advances. The solver calls this once per real step; nothing else
+  /// should.
+  void on_real_step(const vector& theta, input_list<P> in, const batch_type& b) {
+    if (has_state_layers()) {
+      const auto& c = value_pass(theta, b, architecture(in), pass_mode::training);
+      for (std::size_t l = 0; l < layers_.size(); ++l)
+        if (auto* box = std::get_if<any_layer<P>>(&layers_[l]))
+          box->commit(context(l, P::rows(c.targets), pass_mode::training, nullptr), c.layers[l].boxed);
+    }
+    ++step_;
+    cache_.valid = false;  // dropout masks depend on the step
+    ++generation_;
+  }
+  /// Real steps taken so far (the dropout masks' counter).
+  [[nodiscard]] std::uint64_t real_steps() const { return step_; }
+
+  /// The layers' state (running statistics) and the step counter, for checkpoints.
+  [[nodiscard]] std::vector<double> state() const {
+    std::vector<double> s{double(step_)};
+    for (const auto& l : layers_)
+      if (const auto* box = std::get_if<any_layer<P>>(&l)) {
+        const auto ls = box->state();
+        s.insert(s.end(), ls.begin(), ls.end());
+      }
+    return s;
+  }
+  void restore(std::span<const double> s) {
+    if (s.empty()) throw std::invalid_argument("bilevel::learners::sequential: an empty state");
+    std::size_t at = 1;
+    for (auto& l : layers_)
+      if (auto* box = std::get_if<any_layer<P>>(&l)) {
+        const std::size_t n = box->state().size();
+        if (at + n > s.size())
+          throw std::invalid_argument("bilevel::learners::sequential: " + std::to_string(s.size()) +
+                                      " state values are too few for this network");
+        box->restore(s.subspan(at, n));
+        at += n;
+      }
+    if (at != s.size())
+      throw std::invalid_argument("bilevel::learners::sequential: " + std::to_string(s.size()) +
+                                  " state values, this network keeps " + std::to_string(at));
+    step_ = std::uint64_t(s[0]);
+    cache_.valid = false;
+    ++generation_;
   }
 
   double loss(const vector& theta, input_list<P> in, const batch_type& b) const {
@@ -218,6 +312,7 @@ class sequential {
 
   struct value_cache {
     bool valid = false, backward_done = false;
+    pass_mode mode = pass_mode::training;
     vector theta, alpha, weights, losses, gradient, arch_gradient, target_mass;
     matrix targets;
     std::vector<matrix> acts;            // acts[0] = input as (B·pixels) × channels, acts[l+1] = layer l's output
@@ -235,7 +330,7 @@ class sequential {
   };
 
   template <class Spec>
-  any_layer make_any(const geometry& g, const Spec& s, std::size_t offset) {
+  layer_variant make_any(const geometry& g, const Spec& s, std::size_t offset) {
     if constexpr (std::is_same_v<Spec, layer::mixed>) {
       std::vector<typename mixed_layer<P>::candidate> cands;
       std::size_t at = offset;
@@ -256,7 +351,7 @@ class sequential {
       arch_size_ += m.arch_size();
       return m;
     } else {
-      return std::visit([](auto&& l) -> any_layer { return std::move(l); }, basic(g, s, offset));
+      return std::visit([](auto&& l) -> layer_variant { return std::move(l); }, basic(g, s, offset));
     }
   }
   static basic_layer<P> basic(const geometry& g, const layer::dense& s, std::size_t offset) {
@@ -276,7 +371,7 @@ class sequential {
 
   /// Initialises a layer list (the network's, or a mixed operation's candidates, recursively).
   template <class Layers>
-  static void initialize(const Layers& layers, std::vector<scalar>& host, std::mt19937_64& gen) {
+  void initialize(const Layers& layers, std::vector<scalar>& host, std::mt19937_64& gen) const {
     for (std::size_t l = 0; l < layers.size(); ++l) {
       const bool relu_next = l + 1 < layers.size() && std::visit([](const auto& next) {
         if constexpr (std::is_same_v<std::decay_t<decltype(next)>, activation_layer<P>>) return next.kind == activation::relu;
@@ -284,12 +379,29 @@ class sequential {
       }, layers[l + 1]);
       std::visit([&](const auto& layer) {
         using T = std::decay_t<decltype(layer)>;
-        if constexpr (std::is_same_v<T, dense_layer<P>> || std::is_same_v<T, conv2d_layer<P>>)
+        if constexpr (std::is_same_v<T, any_layer<P>>)
+          layer.initialize(std::span<scalar>(host).subspan(box_offsets_[l], layer.num_parameters()), gen);
+        else if constexpr (std::is_same_v<T, dense_layer<P>> || std::is_same_v<T, conv2d_layer<P>>)
           layer.map.initialize(host, relu_next, gen);
         else if constexpr (std::is_same_v<T, mixed_layer<P>>)
           for (const auto& c : layer.candidates) initialize(c.layers, host, gen);
       }, layers[l]);
     }
+  }
+
+  /// The context of boxed layer l's passes.
+  pass_context<P> context(std::size_t l, std::size_t batch, pass_mode mode, vector* arch_grad) const {
+    const value_cache& c = cache_;
+    return {c.theta, box_offsets_[l], batch, mode, step_, arch_size_ > 0 ? &c.alpha : nullptr, 0, arch_grad};
+  }
+  tangent_context<P> tangent(std::size_t l, std::size_t batch, const vector& v, const vector* u,
+                             vector* arch_dot) const {
+    return {context(l, batch, pass_mode::training, nullptr), v, u, arch_dot};
+  }
+  [[nodiscard]] bool has_state_layers() const {
+    for (const auto& l : layers_)
+      if (std::holds_alternative<any_layer<P>>(l)) return true;
+    return false;
   }
 
   static vector ones(std::size_t n) {
@@ -330,11 +442,12 @@ class sequential {
   }
 
   /// The value pass and loss head at (θ, α, batch), reused when all are unchanged.
-  const value_cache& value_pass(const vector& theta, const batch_type& b, const vector* alpha) const {
+  const value_cache& value_pass(const vector& theta, const batch_type& b, const vector* alpha,
+                                pass_mode mode = pass_mode::training) const {
     value_cache& c = cache_;
     const std::size_t batch = P::rows(b.x);
     // Cheapest first: the targets are small, and a moved θ differs in its first block.
-    if (c.valid && P::rows(c.acts[0]) == batch * input_.pixels() && P::equal(c.targets, b.targets) &&
+    if (c.valid && c.mode == mode && P::rows(c.acts[0]) == batch * input_.pixels() && P::equal(c.targets, b.targets) &&
         P::equal(c.theta, theta) && (!alpha || P::equal(c.alpha, *alpha)) && same_input(c.acts[0], b.x))
       return c;
     if (P::size(theta) != num_parameters_)
@@ -346,6 +459,7 @@ class sequential {
     ++generation_;  // any kept tangent pass belongs to the old point
     c.theta = theta;
     if (alpha) c.alpha = *alpha;
+    c.mode = mode;
     c.targets = b.targets;
     P::resize(c.weights, 0);  // set by weighted_pass once the losses are known
     c.acts.resize(layers_.size() + 1);
@@ -353,7 +467,10 @@ class sequential {
     P::reshape(b.x, batch * input_.pixels(), input_.channels, c.acts[0]);
     for (std::size_t l = 0; l < layers_.size(); ++l)
       std::visit([&](const auto& layer) {
-        if constexpr (std::is_same_v<std::decay_t<decltype(layer)>, mixed_layer<P>>)
+        using T = std::decay_t<decltype(layer)>;
+        if constexpr (std::is_same_v<T, any_layer<P>>)
+          layer.forward(context(l, batch, mode, nullptr), c.acts[l], c.acts[l + 1], c.layers[l].boxed);
+        else if constexpr (std::is_same_v<T, mixed_layer<P>>)
           layer.forward(theta, *alpha, c.acts[l], batch, c.acts[l + 1], c.layers[l]);
         else
           layer.forward(theta, c.acts[l], batch, c.acts[l + 1], c.layers[l]);
@@ -431,7 +548,11 @@ class sequential {
     for (std::size_t l = L; l-- > 0;) {
       matrix* g_in = l > 0 ? &adjoint(l - 1) : nullptr;
       std::visit([&](const auto& layer) {
-        if constexpr (std::is_same_v<std::decay_t<decltype(layer)>, mixed_layer<P>>)
+        using T = std::decay_t<decltype(layer)>;
+        if constexpr (std::is_same_v<T, any_layer<P>>)
+          layer.backward(context(l, batch, pass_mode::training, &arch_grad), c.acts[l], adjoint(l), c.layers[l].boxed,
+                         g_in, out);
+        else if constexpr (std::is_same_v<T, mixed_layer<P>>)
           layer.backward(c.theta, c.acts[l], adjoint(l), batch, c.layers[l], g_in, out, &arch_grad);
         else
           layer.backward(c.theta, c.acts[l], adjoint(l), batch, c.layers[l], g_in, out);
@@ -457,7 +578,10 @@ class sequential {
     for (std::size_t l = 0; l < layers_.size(); ++l)
       std::visit([&](const auto& layer) {
         const matrix* in_dot = l > 0 ? &dots[l] : nullptr;
-        if constexpr (std::is_same_v<std::decay_t<decltype(layer)>, mixed_layer<P>>)
+        using T = std::decay_t<decltype(layer)>;
+        if constexpr (std::is_same_v<T, any_layer<P>>)
+          layer.tangent_forward(tangent(l, batch, v, u, nullptr), c.acts[l], in_dot, c.layers[l].boxed, dots[l + 1]);
+        else if constexpr (std::is_same_v<T, mixed_layer<P>>)
           layer.tangent_forward(c.theta, v, u, c.acts[l], in_dot, batch, c.layers[l], dots[l + 1]);
         else
           layer.tangent_forward(c.theta, v, c.acts[l], in_dot, batch, c.layers[l], dots[l + 1]);
@@ -500,7 +624,11 @@ class sequential {
       std::visit([&](const auto& layer) {
         const matrix* in_dot = l > 0 ? &dots[l] : nullptr;
         matrix* gx = l > 0 ? g_in_dot : nullptr;
-        if constexpr (std::is_same_v<std::decay_t<decltype(layer)>, mixed_layer<P>>)
+        using T = std::decay_t<decltype(layer)>;
+        if constexpr (std::is_same_v<T, any_layer<P>>)
+          layer.tangent_backward(tangent(l, batch, v, u, arch_dot), c.acts[l], in_dot, c.g[l], *g_dot, c.layers[l].boxed,
+                                 gx, out);
+        else if constexpr (std::is_same_v<T, mixed_layer<P>>)
           layer.tangent_backward(c.theta, v, u, c.acts[l], in_dot, c.g[l], *g_dot, batch, c.layers[l], gx, out, arch_dot);
         else
           layer.tangent_backward(c.theta, v, c.acts[l], in_dot, c.g[l], *g_dot, batch, c.layers[l], gx, out);
@@ -512,7 +640,9 @@ class sequential {
   geometry input_;
   loss_kind loss_;
   Weighting weighting_;
-  std::vector<any_layer> layers_;
+  std::vector<layer_variant> layers_;
+  std::vector<std::size_t> box_offsets_;  ///< each boxed layer's first parameter (the others keep their own)
+  std::uint64_t step_ = 0;                ///< real steps taken (on_real_step)
   std::size_t num_parameters_ = 0, classes_ = 0, arch_size_ = 0;
   mutable value_cache cache_;
   struct tangent_cache {

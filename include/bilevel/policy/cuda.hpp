@@ -421,6 +421,35 @@ struct cuda {
                                      cuda_detail::stream()>>>(m.size(), m.cols(), m.data(), c.data());
     cuda_detail::check_launch("scale_rows_kernel");
   }
+  /// m_ij *= c_j.
+  static void scale_columns(matrix& m, const vector& c) {
+    if (c.size() != m.cols())
+      throw std::invalid_argument("bilevel::policy::cuda::scale_columns: matrix is " + shape(m) + " but there are " +
+                                  std::to_string(c.size()) + " factors");
+    if (m.size() == 0) return;
+    cuda_detail::scale_columns_kernel<<<cuda_detail::blocks_for(m.size()), cuda_detail::threads_per_block, 0,
+                                        cuda_detail::stream()>>>(m.size(), m.cols(), m.data(), c.data());
+    cuda_detail::check_launch("scale_columns_kernel");
+  }
+  /// out = m's columns [first, first + n): one strided 2-D copy on the stream.
+  static void columns(const matrix& m, std::size_t first, std::size_t n, matrix& out) {
+    require_columns(m, first, n, "columns");
+    out.resize(m.rows(), n);
+    if (out.size() == 0) return;
+    BILEVEL_CUDA_CHECK(cudaMemcpy2DAsync(out.data(), n * sizeof(scalar), m.data() + first, m.cols() * sizeof(scalar),
+                                         n * sizeof(scalar), m.rows(), cudaMemcpyDeviceToDevice, cuda_detail::stream()));
+  }
+  /// dst's columns [first, first + src.cols) = src.
+  static void set_columns(const matrix& src, matrix& dst, std::size_t first) {
+    require_columns(dst, first, src.cols(), "set_columns");
+    if (src.rows() != dst.rows())
+      throw std::invalid_argument("bilevel::policy::cuda::set_columns: " + shape(src) + " into " + shape(dst) +
+                                  ": the row counts differ");
+    if (src.size() == 0) return;
+    BILEVEL_CUDA_CHECK(cudaMemcpy2DAsync(dst.data() + first, dst.cols() * sizeof(scalar), src.data(),
+                                         src.cols() * sizeof(scalar), src.cols() * sizeof(scalar), src.rows(),
+                                         cudaMemcpyDeviceToDevice, cuda_detail::stream()));
+  }
   /// Row-wise softmax, stable (the row maximum is subtracted first).
   static void row_softmax(const matrix& z, matrix& p) {
     if (&z == &p) {
@@ -639,6 +668,11 @@ struct cuda {
   }
   static void zero(scalar* p, std::size_t n) {
     if (n) BILEVEL_CUDA_CHECK(cudaMemsetAsync(p, 0, n * sizeof(scalar), cuda_detail::stream()));
+  }
+  static void require_columns(const matrix& m, std::size_t first, std::size_t n, const char* op) {
+    if (first + n > m.cols())
+      throw std::invalid_argument(std::string("bilevel::policy::cuda::") + op + ": columns [" + std::to_string(first) +
+                                  ", " + std::to_string(first + n) + ") exceed a " + shape(m) + " matrix");
   }
   static void device_copy(scalar* dst, const scalar* src, std::size_t n) {
     if (n && dst != src)

@@ -346,6 +346,27 @@ struct eigen {
   /// out (r × 1) = row sums of m.
   static void row_sums(const matrix& m, vector& out) { out = m.rowwise().sum(); }
 
+  /// out = m's columns [first, first + n): a channel slice of an activation matrix.
+  static void columns(const matrix& m, std::size_t first, std::size_t n, matrix& out) {
+    require_columns(m, first, n, "columns");
+    out = m.middleCols(static_cast<Eigen::Index>(first), static_cast<Eigen::Index>(n));
+  }
+  /// dst's columns [first, first + src.cols) = src (same rows): channel concatenation.
+  static void set_columns(const matrix& src, matrix& dst, std::size_t first) {
+    require_columns(dst, first, std::size_t(src.cols()), "set_columns");
+    if (src.rows() != dst.rows())
+      throw std::invalid_argument("bilevel::policy::eigen::set_columns: " + shape(src) + " into " + shape(dst) +
+                                  ": the row counts differ");
+    dst.middleCols(static_cast<Eigen::Index>(first), src.cols()) = src;
+  }
+  /// m_ij *= c_j (a per-channel factor).
+  static void scale_columns(matrix& m, const vector& c) {
+    if (c.size() != m.cols())
+      throw std::invalid_argument("bilevel::policy::eigen::scale_columns: matrix is " + shape(m) + " but there are " +
+                                  std::to_string(c.size()) + " factors");
+    m = m * c.asDiagonal();
+  }
+
   /// Exact equality (shape and every element; NaN equals nothing): what forward-pass caches
   /// key on. Compared a block at a time with a branch-free loop the compiler vectorises
   /// (Eigen's `a == b` tests one element at a time, which made these checks ~9% of a
@@ -419,6 +440,11 @@ struct eigen {
                                   " vs " + shape(y) + ")");
   }
   static void require_same_shape(const vector& x, const vector& y, const char* op) { require_same_size(x, y, op); }
+  static void require_columns(const matrix& m, std::size_t first, std::size_t n, const char* op) {
+    if (first + n > std::size_t(m.cols()))
+      throw std::invalid_argument(std::string("bilevel::policy::eigen::") + op + ": columns [" + std::to_string(first) +
+                                  ", " + std::to_string(first + n) + ") exceed a " + shape(m) + " matrix");
+  }
   static void require_range(const vector& v, std::size_t offset, std::size_t n, const char* op) {
     if (offset + n > std::size_t(v.size()))
       throw std::invalid_argument(std::string("bilevel::policy::eigen::") + op + ": range [" + std::to_string(offset) +

@@ -236,6 +236,37 @@ struct xtensor {
     for (std::size_t i = 0; i < rows(m); ++i)
       for (std::size_t j = 0; j < cols(m); ++j) out(i) += m(i, j);
   }
+  /// out = m's columns [first, first + n).
+  static void columns(const matrix& m, std::size_t first, std::size_t n, matrix& out) {
+    column_range(m, first, n, "columns");
+    out = matrix_zeros(rows(m), n);
+    for (std::size_t i = 0; i < rows(m); ++i)
+      std::copy(m.data() + i * cols(m) + first, m.data() + i * cols(m) + first + n, out.data() + i * n);
+  }
+  /// dst's columns [first, first + src.cols) = src.
+  static void set_columns(const matrix& src, matrix& dst, std::size_t first) {
+    column_range(dst, first, cols(src), "set_columns");
+    if (rows(src) != rows(dst))
+      throw std::invalid_argument("bilevel::policy::xtensor::set_columns: " + shape(src) + " into " + shape(dst) +
+                                  ": the row counts differ");
+    const std::size_t n = cols(src);
+    for (std::size_t i = 0; i < rows(src); ++i)
+      std::copy(src.data() + i * n, src.data() + (i + 1) * n, dst.data() + i * cols(dst) + first);
+  }
+  /// m_ij *= c_j.
+  static void scale_columns(matrix& m, const vector& c) {
+    if (c.size() != cols(m))
+      throw std::invalid_argument("bilevel::policy::xtensor::scale_columns: matrix is " + shape(m) +
+                                  " but there are " + std::to_string(c.size()) + " factors");
+    for (std::size_t i = 0; i < rows(m); ++i)
+      for (std::size_t j = 0; j < cols(m); ++j) m(i, j) *= c(j);
+  }
+  static void column_range(const matrix& m, std::size_t first, std::size_t n, const char* op) {
+    if (first + n > cols(m))
+      throw std::invalid_argument(std::string("bilevel::policy::xtensor::") + op + ": columns [" +
+                                  std::to_string(first) + ", " + std::to_string(first + n) + ") exceed a " + shape(m) +
+                                  " matrix");
+  }
   static void row_dots(const matrix& a, const matrix& b, vector& out) {
     same_shape(a, b, "row_dots");
     out = zeros(rows(a));

@@ -3,7 +3,8 @@
 /// \file
 /// The affine map out = X W + 1 bᵀ shared by dense layers (X = the input) and convolutions
 /// (X = the im2col patches), with its four passes. W is fan_in × fan_out, row-major, at
-/// `offset` in θ, followed by b.
+/// `offset` in θ, followed by b unless `bias` is false (DARTS's and ResNets' convolutions,
+/// which a batch normalization follows, have none).
 #include <cmath>
 #include <cstddef>
 #include <random>
@@ -18,33 +19,44 @@ struct affine_map {
   using vector = vector_t<P>;
   using scalar = scalar_t<P>;
   std::size_t fan_in = 0, fan_out = 0, offset = 0;
+  bool bias = true;
 
-  [[nodiscard]] std::size_t num_parameters() const { return fan_in * fan_out + fan_out; }
+  [[nodiscard]] std::size_t num_parameters() const { return fan_in * fan_out + (bias ? fan_out : 0); }
+  /// The same map with its parameters at another offset.
+  [[nodiscard]] affine_map at(std::size_t where) const {
+    affine_map m = *this;
+    m.offset = where;
+    return m;
+  }
   [[nodiscard]] std::size_t bias_offset() const { return offset + fan_in * fan_out; }
 
   // W (and the direction's V) enter the products where they lie in θ (v), through
   // gemm_by_segment: no unflattened copy of a layer's weights per pass.
   void forward(const vector& theta, const matrix& x, matrix& out) const {
+    P::gemm_by_segment(scalar(1), x, false, theta, offset, fan_in, fan_out, false, scalar(0), out);
+    if (!bias) return;
     vector b;
     P::segment(theta, bias_offset(), fan_out, b);
-    P::gemm_by_segment(scalar(1), x, false, theta, offset, fan_in, fan_out, false, scalar(0), out);
     P::add_row(out, b);
   }
   /// grad segment from g; dx = g Wᵀ when wanted.
   void backward(const vector& theta, const matrix& x, const matrix& g, matrix* dx, vector& grad) const {
     P::gemm_into_segment(scalar(1), x, true, g, false, scalar(0), grad, offset);
-    vector db;
-    P::column_sums(g, db);
-    P::set_segment(db, grad, bias_offset());
+    if (bias) {
+      vector db;
+      P::column_sums(g, db);
+      P::set_segment(db, grad, bias_offset());
+    }
     if (dx) P::gemm_by_segment(scalar(1), g, false, theta, offset, fan_in, fan_out, true, scalar(0), *dx);
   }
   /// out_dot = X V + 1 v_bᵀ (+ Ẋ W).
   void tangent_forward(const vector& theta, const vector& v, const matrix& x, const matrix* x_dot,
                        matrix& out_dot) const {
-    vector vb;
-    P::segment(v, bias_offset(), fan_out, vb);
     P::gemm_by_segment(scalar(1), x, false, v, offset, fan_in, fan_out, false, scalar(0), out_dot);
     if (x_dot) P::gemm_by_segment(scalar(1), *x_dot, false, theta, offset, fan_in, fan_out, false, scalar(1), out_dot);
+    if (!bias) return;
+    vector vb;
+    P::segment(v, bias_offset(), fan_out, vb);
     P::add_row(out_dot, vb);
   }
   /// grad_dot segment = Xᵀ ġ (+ Ẋᵀ g); dx_dot = ġ Wᵀ + g Vᵀ when wanted.
@@ -52,9 +64,11 @@ struct affine_map {
                         const matrix& g_dot, matrix* dx_dot, vector& grad_dot) const {
     P::gemm_into_segment(scalar(1), x, true, g_dot, false, scalar(0), grad_dot, offset);
     if (x_dot) P::gemm_into_segment(scalar(1), *x_dot, true, g, false, scalar(1), grad_dot, offset);
-    vector db;
-    P::column_sums(g_dot, db);
-    P::set_segment(db, grad_dot, bias_offset());
+    if (bias) {
+      vector db;
+      P::column_sums(g_dot, db);
+      P::set_segment(db, grad_dot, bias_offset());
+    }
     if (dx_dot) {
       P::gemm_by_segment(scalar(1), g_dot, false, theta, offset, fan_in, fan_out, true, scalar(0), *dx_dot);
       P::gemm_by_segment(scalar(1), g, false, v, offset, fan_in, fan_out, true, scalar(1), *dx_dot);

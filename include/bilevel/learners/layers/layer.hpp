@@ -17,6 +17,7 @@
 /// (in_dot == nullptr means a zero input tangent: the data). This is Pearlmutter's
 /// R-operator, one layer at a time: exact, and about twice the GEMMs of the gradient. Every
 /// pass gets the θ of the value pass; layers with weights read them there, in place.
+#include <any>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -43,6 +44,7 @@ struct layer_cache {
   std::vector<std::vector<typename P::matrix>> sub;  ///< per candidate: its activations
   std::vector<std::vector<layer_cache>> sub_cache;   ///< per candidate: its layers' caches
   std::vector<std::vector<typename P::matrix>> sub_g;  ///< per candidate: its layers' output adjoints
+  std::any boxed;                                    ///< an any_layer's own cache
 };
 
 }  // namespace bilevel::learners

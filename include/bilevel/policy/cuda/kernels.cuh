@@ -63,6 +63,11 @@ template <class S>
 __global__ void scale_rows_kernel(std::size_t n, std::size_t cols, S* m, const S* c) {
   for (std::size_t i = global_thread(); i < n; i += grid_threads()) m[i] *= c[i / cols];
 }
+/// m_ij *= c_j.
+template <class S>
+__global__ void scale_columns_kernel(std::size_t n, std::size_t cols, S* m, const S* c) {
+  for (std::size_t i = global_thread(); i < n; i += grid_threads()) m[i] *= c[i % cols];
+}
 
 // ---- reductions to one double ----
 

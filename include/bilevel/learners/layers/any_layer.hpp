@@ -1,0 +1,147 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+/// \file
+/// any_layer<P>: a layer of any type that satisfies network_layer (layer_concept.hpp), held by
+/// value. Chains, graphs and networks store their parts as any_layer, so a part can be a
+/// library layer, a user's layer or another chain or graph. Copies are deep (each copy owns
+/// its layer, whose state, such as running statistics, is then its own).
+///
+/// The cost is one virtual call per layer and pass, and the layer's cache lives in a std::any
+/// that is created on the first pass and reused after it.
+#include <any>
+#include <memory>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "bilevel/learners/layers/layer_concept.hpp"
+
+namespace bilevel::learners {
+
+template <nn_tensor_policy P>
+class any_layer {
+ public:
+  using matrix = typename P::matrix;
+  using vector = vector_t<P>;
+  using scalar = scalar_t<P>;
+  using cache = std::any;
+
+  template <class L>
+    requires(!std::same_as<std::remove_cvref_t<L>, any_layer>)
+  any_layer(L layer)  // NOLINT(google-explicit-constructor): a layer is an any_layer
+      : impl_(std::make_unique<model<L>>(std::move(layer))) {
+    static_assert(check_network_layer<L, P>());
+  }
+  any_layer(const any_layer& o) : impl_(o.impl_ ? o.impl_->clone() : nullptr) {}
+  any_layer(any_layer&&) noexcept = default;
+  any_layer& operator=(const any_layer& o) {
+    if (this != &o) impl_ = o.impl_ ? o.impl_->clone() : nullptr;
+    return *this;
+  }
+  any_layer& operator=(any_layer&&) noexcept = default;
+  ~any_layer() = default;
+
+  [[nodiscard]] geometry input_shape() const { return impl_->input_shape(); }
+  [[nodiscard]] geometry output_shape() const { return impl_->output_shape(); }
+  [[nodiscard]] std::size_t num_parameters() const { return impl_->num_parameters(); }
+  [[nodiscard]] std::size_t arch_size() const { return impl_->arch_size(); }
+  void initialize(std::span<scalar> params, std::mt19937_64& gen) const { impl_->initialize(params, gen); }
+
+  void forward(const pass_context<P>& p, const matrix& x, matrix& y, cache& c) const { impl_->forward(p, x, y, c); }
+  void backward(const pass_context<P>& p, const matrix& x, const matrix& g, cache& c, matrix* gx, vector& grad) const {
+    impl_->backward(p, x, g, c, gx, grad);
+  }
+  void tangent_forward(const tangent_context<P>& t, const matrix& x, const matrix* x_dot, cache& c,
+                       matrix& y_dot) const {
+    impl_->tangent_forward(t, x, x_dot, c, y_dot);
+  }
+  void tangent_backward(const tangent_context<P>& t, const matrix& x, const matrix* x_dot, const matrix& g,
+                        const matrix& g_dot, cache& c, matrix* gx_dot, vector& grad_dot) const {
+    impl_->tangent_backward(t, x, x_dot, g, g_dot, c, gx_dot, grad_dot);
+  }
+  void commit(const pass_context<P>& p, const cache& c) { impl_->commit(p, c); }
+  [[nodiscard]] std::vector<double> state() const { return impl_->state(); }
+  void restore(std::span<const double> s) { impl_->restore(s); }
+
+  /// The held layer if it is an L (for reading a trained layer back), else null.
+  template <class L>
+  [[nodiscard]] const L* get() const {
+    const auto* m = dynamic_cast<const model<L>*>(impl_.get());
+    return m ? &m->layer : nullptr;
+  }
+  template <class L>
+  [[nodiscard]] L* get() {
+    auto* m = dynamic_cast<model<L>*>(impl_.get());
+    return m ? &m->layer : nullptr;
+  }
+
+ private:
+  struct base {
+    virtual ~base() = default;
+    [[nodiscard]] virtual std::unique_ptr<base> clone() const = 0;
+    [[nodiscard]] virtual geometry input_shape() const = 0;
+    [[nodiscard]] virtual geometry output_shape() const = 0;
+    [[nodiscard]] virtual std::size_t num_parameters() const = 0;
+    [[nodiscard]] virtual std::size_t arch_size() const = 0;
+    virtual void initialize(std::span<scalar>, std::mt19937_64&) const = 0;
+    virtual void forward(const pass_context<P>&, const matrix&, matrix&, cache&) const = 0;
+    virtual void backward(const pass_context<P>&, const matrix&, const matrix&, cache&, matrix*, vector&) const = 0;
+    virtual void tangent_forward(const tangent_context<P>&, const matrix&, const matrix*, cache&, matrix&) const = 0;
+    virtual void tangent_backward(const tangent_context<P>&, const matrix&, const matrix*, const matrix&,
+                                  const matrix&, cache&, matrix*, vector&) const = 0;
+    virtual void commit(const pass_context<P>&, const cache&) = 0;
+    [[nodiscard]] virtual std::vector<double> state() const = 0;
+    virtual void restore(std::span<const double>) = 0;
+  };
+  template <class L>
+  struct model final : base {
+    using own_cache = typename L::cache;
+    L layer;
+    explicit model(L l) : layer(std::move(l)) {}
+    std::unique_ptr<base> clone() const override { return std::make_unique<model>(layer); }
+    geometry input_shape() const override { return layer.input_shape(); }
+    geometry output_shape() const override { return layer.output_shape(); }
+    std::size_t num_parameters() const override { return layer.num_parameters(); }
+    std::size_t arch_size() const override { return layer_arch_size(layer); }
+    void initialize(std::span<scalar> params, std::mt19937_64& gen) const override {
+      initialize_layer(layer, params, gen);
+    }
+    static own_cache& of(cache& c) {
+      if (auto* p = std::any_cast<own_cache>(&c)) return *p;
+      return c.template emplace<own_cache>();
+    }
+    void forward(const pass_context<P>& p, const matrix& x, matrix& y, cache& c) const override {
+      layer.forward(p, x, y, of(c));
+    }
+    void backward(const pass_context<P>& p, const matrix& x, const matrix& g, cache& c, matrix* gx,
+                  vector& grad) const override {
+      layer.backward(p, x, g, of(c), gx, grad);
+    }
+    void tangent_forward(const tangent_context<P>& t, const matrix& x, const matrix* x_dot, cache& c,
+                         matrix& y_dot) const override {
+      layer.tangent_forward(t, x, x_dot, of(c), y_dot);
+    }
+    void tangent_backward(const tangent_context<P>& t, const matrix& x, const matrix* x_dot, const matrix& g,
+                          const matrix& g_dot, cache& c, matrix* gx_dot, vector& grad_dot) const override {
+      layer.tangent_backward(t, x, x_dot, g, g_dot, of(c), gx_dot, grad_dot);
+    }
+    void commit(const pass_context<P>& p, const cache& c) override {
+      if (const auto* own = std::any_cast<own_cache>(&c)) commit_layer(layer, p, *own);
+    }
+    std::vector<double> state() const override { return layer_state(layer); }
+    void restore(std::span<const double> s) override {
+      if constexpr (requires { layer.restore(s); }) {
+        layer.restore(s);
+      } else if (!s.empty()) {
+        throw std::invalid_argument("bilevel::learners::any_layer: " + std::to_string(s.size()) +
+                                    " state values for a layer that keeps no state");
+      }
+    }
+  };
+  std::unique_ptr<base> impl_;
+};
+
+}  // namespace bilevel::learners
