@@ -108,8 +108,10 @@ class sequential {
     for (const auto& s : specs) {
       layer_variant l = std::visit([&](const auto& sp) { return make_any(g, sp, offset); }, s);
       std::visit([&](const auto& built) {
-        g = built.out;
-        offset += built.num_parameters();
+        if constexpr (!std::is_same_v<std::decay_t<decltype(built)>, any_layer<P>>) {  // specs build no boxed layers
+          g = built.out;
+          offset += built.num_parameters();
+        }
       }, l);
       layers_.push_back(std::move(l));
     }

@@ -29,8 +29,10 @@ class any_layer {
   using scalar = scalar_t<P>;
   using cache = std::any;
 
+  /// From any type that means to be a layer (it declares a cache or its shapes); what else it
+  /// lacks of the concept is named at compile time.
   template <class L>
-    requires(!std::same_as<std::remove_cvref_t<L>, any_layer>)
+    requires(!std::same_as<std::remove_cvref_t<L>, any_layer> && (detail::has_cache<L> || detail::has_shapes<L>))
   any_layer(L layer)  // NOLINT(google-explicit-constructor): a layer is an any_layer
       : impl_(std::make_unique<model<L>>(std::move(layer))) {
     static_assert(check_network_layer<L, P>());

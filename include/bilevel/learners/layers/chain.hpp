@@ -17,10 +17,6 @@
 
 namespace bilevel::learners {
 
-inline std::string shape_text(const geometry& g) {
-  return std::to_string(g.height) + "x" + std::to_string(g.width) + "x" + std::to_string(g.channels);
-}
-
 template <nn_tensor_policy P>
 class chain {
  public:

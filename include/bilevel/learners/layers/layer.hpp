@@ -20,6 +20,7 @@
 #include <any>
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "bilevel/core/tensor_policy.hpp"
@@ -33,6 +34,11 @@ struct geometry {
   [[nodiscard]] std::size_t pixels() const { return height * width; }
   friend bool operator==(const geometry&, const geometry&) = default;
 };
+
+/// "HxWxC", for messages.
+inline std::string shape_text(const geometry& g) {
+  return std::to_string(g.height) + "x" + std::to_string(g.width) + "x" + std::to_string(g.channels);
+}
 
 /// What a layer keeps from its value pass.
 template <tensor_policy P>
