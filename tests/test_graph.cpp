@@ -7,6 +7,7 @@
 #include <bilevel/learners/layers/graph.hpp>
 #include <bilevel/learners/layers/identity.hpp>
 #include <bilevel/learners/layers/linear.hpp>
+#include <bilevel/learners/layers/mixed_op.hpp>
 #include <bilevel/learners/layers/nonlinearity.hpp>
 #include <bilevel/learners/sequential.hpp>
 
@@ -134,4 +135,25 @@ TEST_CASE_TEMPLATE("graph: shapes and unread nodes are named", P, BILEVEL_DOUBLE
                        doctest::Contains("node 1 feeds no later node"), std::invalid_argument);
   CHECK_THROWS_WITH_AS(chain<P>({linear<P>({1, 1, 4}, 2), linear<P>({1, 1, 3}, 2)}),
                        doctest::Contains("layer 1 takes 1x1x3 but layer 0 gives 1x1x2"), std::invalid_argument);
+}
+
+TEST_CASE_TEMPLATE("mixed_op: shared and separate architecture entries, every exact product", P, BILEVEL_DOUBLE_POLICIES) {
+  const geometry in{1, 1, 4};
+  // Two edges read α[0, 4) (as DARTS's cells of one type share α), a third reads α[4, 8).
+  auto edge = [&](std::size_t arch_at) {
+    return mixed_op<P>({linear<P>(in, 4), chain<P>({linear<P>(in, 4, false), nonlinearity<P>(in, activation::tanh)}),
+                        identity_layer<P>(in), zero_layer<P>(in)},
+                       arch_at);
+  };
+  graph<P> g(in);
+  const auto n1 = g.add(g.input(), edge(0));
+  const auto n2 = g.sum({{g.input(), edge(0)}, {n1, edge(4)}});
+  g.add(n2, linear<P>(in, 3));
+  CHECK(g.arch_size() == 8);
+  const sequential<P, sample_weights> net(in, {g}, loss_kind::cross_entropy, sample_weights{3});
+  CHECK(net.num_inputs() == 2);
+  CHECK(net.arch_size() == 8);
+  test::check_learner_derivatives(net, test::host<P>(net.initial_parameters(5)),
+                                  {{0.5, 1.0, 1.5}, test::random_vector(8, 9, 0.5)}, test::random_batch<P>(3, 4, 3, 4),
+                                  1e-6);
 }

@@ -24,6 +24,7 @@
 
 #include "bilevel/learners/layers/activation_layer.hpp"
 #include "bilevel/learners/layers/conv2d.hpp"
+#include "bilevel/learners/layers/detail/edge_softmax.hpp"
 #include "bilevel/learners/layers/dense.hpp"
 #include "bilevel/learners/layers/flatten.hpp"
 #include "bilevel/learners/layers/pool2d.hpp"
@@ -178,37 +179,10 @@ struct mixed_layer {
     }
     return g;
   }
-  /// m = softmax of this edge's segment of α, as a one-row matrix on the policy.
   void softmax_of(const vector& alpha, vector& m) const {
-    const std::size_t k = candidates.size();
-    if (P::size(alpha) < arch_offset + k)
-      throw std::invalid_argument("bilevel::learners::mixed_layer: the architecture input has " +
-                                  std::to_string(P::size(alpha)) + " entries, this edge needs [" +
-                                  std::to_string(arch_offset) + ", " + std::to_string(arch_offset + k) + ")");
-    vector seg;
-    P::segment(alpha, arch_offset, k, seg);
-    matrix row, p;
-    P::reshape(seg, 1, k, row);
-    P::row_softmax(row, p);
-    m = P::zeros(k);
-    P::flatten_into(p, m, 0);
+    detail::edge_softmax<P>(alpha, arch_offset, candidates.size(), m, "bilevel::learners::mixed_layer");
   }
-  /// Jᵀ a = m ⊙ a − m ⟨m, a⟩ (the softmax Jacobian is symmetric); ⟨m, a⟩ as a 1 × 1 product,
-  /// so that it stays on the policy's device.
-  static vector softmax_vjp(const vector& m, const vector& a) {
-    const std::size_t k = P::size(m);
-    matrix mc, ac, ma = P::matrix_zeros(1, 1), r = P::matrix_zeros(k, 1);
-    P::reshape(m, k, 1, mc);
-    P::reshape(a, k, 1, ac);
-    P::gemm(scalar(1), mc, true, ac, false, scalar(0), ma);
-    P::gemm(scalar(-1), mc, false, ma, false, scalar(0), r);
-    matrix ms;
-    P::hadamard(mc, ac, ms);
-    P::axpy(scalar(1), ms, r);
-    vector out = P::zeros(k);
-    P::flatten_into(r, out, 0);
-    return out;
-  }
+  static vector softmax_vjp(const vector& m, const vector& a) { return detail::edge_softmax_vjp<P>(m, a); }
   /// ṁ along the architecture direction u (empty without one).
   vector mix_tangent(const vector& m, const vector* u) const {
     if (!u) return {};
