@@ -7,8 +7,10 @@
 ///     applied to an earlier node: residual blocks and the nodes of a DARTS cell; or
 ///   - the channel concatenation of earlier nodes of the same height and width: a DARTS
 ///     cell's output.
-/// The last node added is the graph's output, and every other node must feed a later one.
-/// Edges' parameters follow one another in θ in the order the edges were added.
+/// The last node added is the graph's output. A node that feeds no later node (a DARTS
+/// cell's input that its genotype does not read) is still computed, as in the DARTS code,
+/// and its edges' gradient is zero. Edges' parameters follow one another in θ in the order
+/// the edges were added.
 ///
 /// The passes visit the nodes in order (value, tangent) or in reverse (backward and its
 /// tangent), accumulating each node's adjoint from the edges and concatenations that read it.
@@ -75,7 +77,6 @@ class graph {
       n.edges.push_back(std::move(e));
     }
     nodes_.push_back(std::move(n));
-    checked_ = false;
     return nodes_.size() - 1;
   }
   /// A node that is the nodes' channels side by side (all of one height and width).
@@ -91,7 +92,6 @@ class graph {
       shape.channels += g.channels;
     }
     nodes_.push_back({node_kind::concat, {}, {}, std::move(sources), shape});
-    checked_ = false;
     return nodes_.size() - 1;
   }
   [[nodiscard]] geometry shape(node_id n) const { return nodes_.at(n).shape; }
@@ -112,7 +112,7 @@ class graph {
   }
 
   void forward(const pass_context<P>& p, const matrix& x, matrix& y, cache& c) const {
-    require_complete();
+    if (nodes_.size() < 2) throw std::invalid_argument("bilevel::learners::graph: no nodes besides the input");
     const std::size_t N = nodes_.size();
     c.acts.resize(N);
     c.edges.resize(N);
@@ -144,6 +144,10 @@ class graph {
     c.has_adjoint.assign(N, 0);
     for (std::size_t k = N; k-- > 1;) {
       const node& n = nodes_[k];
+      if (k + 1 < N && !c.has_adjoint[k]) {  // read by no later node
+        for (std::size_t e = 0; e < n.edges.size(); ++e) zero_segment(grad, p.offset + n.offsets[e], n.edges[e]);
+        continue;
+      }
       const matrix& gk = k + 1 == N ? g : c.g[k];
       if (n.kind == node_kind::concat) {
         std::size_t at = 0;
@@ -201,6 +205,10 @@ class graph {
     std::vector<char> has(N, 0);
     for (std::size_t k = N; k-- > 1;) {
       const node& n = nodes_[k];
+      if (k + 1 < N && !c.has_adjoint[k]) {
+        for (std::size_t e = 0; e < n.edges.size(); ++e) zero_segment(grad_dot, t.offset + n.offsets[e], n.edges[e]);
+        continue;
+      }
       const matrix& gk = k + 1 == N ? g : c.g[k];
       const matrix& gdk = k + 1 == N ? g_dot : c.g_dot[k];
       if (n.kind == node_kind::concat) {
@@ -274,21 +282,8 @@ class graph {
                                   " exist so far");
     return n;
   }
-  /// Every node but the last feeds a later one (an unread node would leave its edges'
-  /// gradient segments unwritten).
-  void require_complete() const {
-    if (checked_) return;
-    if (nodes_.size() < 2) throw std::invalid_argument("bilevel::learners::graph: no nodes besides the input");
-    std::vector<char> read(nodes_.size(), 0);
-    for (const auto& n : nodes_) {
-      for (const auto& e : n.edges) read[e.from] = 1;
-      for (node_id s : n.sources) read[s] = 1;
-    }
-    for (std::size_t k = 0; k + 1 < nodes_.size(); ++k)
-      if (!read[k])
-        throw std::invalid_argument("bilevel::learners::graph: node " + std::to_string(k) +
-                                    " feeds no later node (the last node added is the output)");
-    checked_ = true;
+  static void zero_segment(vector& grad, std::size_t offset, const edge& e) {
+    if (const std::size_t n = e.layer.num_parameters()) P::set_segment(P::zeros(n), grad, offset);
   }
   static const matrix& value(node_id s, const matrix& x, const cache& c) { return s == 0 ? x : c.acts[s]; }
   static const matrix* tangent(node_id s, const matrix* x_dot, const cache& c) { return s == 0 ? x_dot : &c.dots[s]; }
@@ -303,7 +298,6 @@ class graph {
 
   std::vector<node> nodes_;
   std::size_t num_parameters_ = 0, arch_size_ = 0;
-  mutable bool checked_ = false;
 };
 
 }  // namespace bilevel::learners
