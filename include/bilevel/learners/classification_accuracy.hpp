@@ -21,6 +21,7 @@
 #include "bilevel/core/tensor_policy.hpp"
 #include "bilevel/data/dataset.hpp"
 #include "bilevel/learners/classification_batch.hpp"
+#include "bilevel/learners/layers/layer_concept.hpp"
 
 namespace bilevel::learners {
 
@@ -42,7 +43,18 @@ concept classifier_network =
       { net.forward(theta, b, in).logits } -> std::convertible_to<typename Net::policy::matrix>;
     };
 
-/// Plain and class-balanced accuracy of `net` at parameters `theta` on every row of `d`, in
+/// The logits in evaluation mode (running statistics, no dropout) where the network has
+/// modes (sequential), else its only forward pass.
+template <classifier_network Net>
+auto evaluation_logits(const Net& net, const vector_t<typename Net::policy>& theta,
+                       const classification_batch<typename Net::policy>& b, input_list<typename Net::policy> in) {
+  if constexpr (requires { net.forward(theta, b, in, pass_mode::evaluation); })
+    return net.forward(theta, b, in, pass_mode::evaluation).logits;
+  else
+    return net.forward(theta, b, in).logits;
+}
+
+/// Plain and class-balanced accuracy of `net` in evaluation mode at parameters `theta` on every row of `d`, in
 /// chunks of `chunk_rows`; `in` is what the network reads (its architecture, for one that
 /// reads a segment of an upper level's variable), empty for a plain network.
 template <classifier_network Net>
@@ -61,7 +73,7 @@ accuracy_percent classification_accuracy(const Net& net, const vector_t<typename
     rows.resize(std::min(chunk_rows, d.rows - start));
     std::iota(rows.begin(), rows.end(), start);
     const auto batch = make_batch<P>(d, rows, staging);
-    const auto logits = net.forward(theta, batch, in).logits;
+    const auto logits = evaluation_logits(net, theta, batch, in);
     if (P::rows(logits) != rows.size() || P::cols(logits) != d.num_classes)
       throw std::invalid_argument("bilevel::learners::classification_accuracy: the network gives " +
                                   std::to_string(P::rows(logits)) + " x " + std::to_string(P::cols(logits)) +

@@ -77,6 +77,10 @@ class mistake_weighting {
                     const data::dataset& references, std::size_t prefix, std::size_t encoder_dim)
       : mistake_weighting(reference_losses<P>(input, first_learner_layers, references), references, prefix,
                           encoder_dim) {}
+  /// W1 the network of a design (the DARTS supernet, say), its architecture read as above.
+  mistake_weighting(const network_design& first_learner, const data::dataset& references, std::size_t prefix,
+                    std::size_t encoder_dim)
+      : mistake_weighting(reference_losses<P>(first_learner, references), references, prefix, encoder_dim) {}
 
   [[nodiscard]] std::size_t references() const { return refs_.size(); }
   [[nodiscard]] std::size_t top_size() const { return table_ + k_ * d_ + references(); }

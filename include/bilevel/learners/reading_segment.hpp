@@ -78,6 +78,22 @@ class reading_segment {
     const narrowed n(*this, in);
     return inner_.forward(theta, b, n.list());
   }
+  /// In a mode (evaluation: running statistics), where the wrapped network has modes.
+  template <class Mode>
+  [[nodiscard]] auto forward(const vector& theta, const batch_type& b, input_list<policy> in, Mode mode) const
+    requires requires(const L& l, const vector& t, const batch_type& bb, input_list<policy> i) { l.forward(t, bb, i, mode); }
+  {
+    const narrowed n(*this, in);
+    return inner_.forward(theta, b, n.list(), mode);
+  }
+  /// The wrapped network's state changes with the real step (batch normalization's running
+  /// statistics), reading the segment.
+  void on_real_step(const vector& theta, input_list<policy> in, const batch_type& b)
+    requires requires(L& l, const vector& t, const batch_type& bb, input_list<policy> i) { l.on_real_step(t, i, bb); }
+  {
+    const narrowed n(*this, in);
+    inner_.on_real_step(theta, n.list(), b);
+  }
 
   double loss(const vector& theta, input_list<policy> in, const batch_type& b) const {
     const narrowed n(*this, in);

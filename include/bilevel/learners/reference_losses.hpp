@@ -22,6 +22,7 @@
 #include "bilevel/learners/classification_batch.hpp"
 #include "bilevel/learners/mlp.hpp"
 #include "bilevel/learners/sample_weighting.hpp"
+#include "bilevel/learners/networks/network_design.hpp"
 #include "bilevel/learners/sequential.hpp"
 
 namespace bilevel::learners {
@@ -40,8 +41,10 @@ class reference_losses {
   /// mixed operations).
   reference_losses(geometry input, const std::vector<layer::spec>& first_learner_layers,
                    const data::dataset& references)
-      : reference_losses(sequential<P, sample_weights>(input, first_learner_layers, loss_kind::cross_entropy,
-                                                       sample_weights(references.rows)),
+      : reference_losses(layer_specs{input, first_learner_layers}, references) {}
+  /// The first learner's network of a design (a ResNet, the DARTS supernet, ...).
+  reference_losses(const network_design& first_learner, const data::dataset& references)
+      : reference_losses(build_network<P, sample_weights>(first_learner, sample_weights(references.rows)),
                          references) {}
 
   [[nodiscard]] std::size_t size() const { return batch_.size(); }

@@ -8,9 +8,11 @@
 ///     level 1 (architecture α):  min_α L_val(w*(α), α)
 ///
 /// Second order (the default) is hypergrad::finite_difference on the weights' level: one
-/// virtual step of the weights' own optimizer (momentum and weight decay included) and the
-/// mixed product by central differences at the original w, exactly DARTS's
-/// `_backward_step_unrolled`; first order is hypergrad::first_order. Defaults follow the
+/// virtual step of the weights' own optimizer (momentum and weight decay included) on the
+/// training batch the weights' real step then takes, and the mixed product by central
+/// differences at the original w, exactly DARTS's `_backward_step_unrolled`; first order is
+/// hypergrad::first_order. As in DARTS's train_search.py, α steps first in each iteration,
+/// then the weights. Defaults follow the
 /// official code (cnn/train_search.py): weights by SGD lr 0.025, momentum 0.9, weight decay
 /// 3e-4; α by Adam lr 3e-4, betas (0.5, 0.999), weight decay 1e-3, initialised to 1e-3·N(0,1).
 #include <cstddef>
@@ -28,6 +30,7 @@
 #include "bilevel/hypergrad/first_order.hpp"
 #include "bilevel/learners/architecture_loss.hpp"
 #include "bilevel/learners/classification_batch.hpp"
+#include "bilevel/learners/networks/network_design.hpp"
 #include "bilevel/learners/sequential.hpp"
 #include "bilevel/methods/detail/levels.hpp"
 #include "bilevel/methods/method_solver.hpp"
@@ -77,19 +80,29 @@ class darts_solver : public method_solver<Solver> {
   }
 };
 
-/// The two levels of a search over `specs` (which contain layer::mixed operations) on
-/// `input`-shaped samples. `Strategy` is hypergrad::finite_difference (second order) or
-/// hypergrad::first_order.
+namespace detail {
+/// DARTS's second order: the virtual step on the batch the real step takes.
+template <class Strategy>
+Strategy darts_strategy() {
+  if constexpr (std::is_same_v<Strategy, hypergrad::finite_difference>) return {.on_next_batch = true};
+  else return {};
+}
+}  // namespace detail
+
+/// The two levels of a search over a network with mixed operations: the DARTS supernet
+/// (learners::darts_supernet_design), or a chain of layer specs with layer::mixed operations.
+/// `Strategy` is hypergrad::finite_difference (second order) or hypergrad::first_order.
 template <nn_tensor_policy P, class Strategy = hypergrad::finite_difference>
-auto darts(learners::geometry input, const std::vector<learners::layer::spec>& specs,
-           std::shared_ptr<const data::dataset> train, std::shared_ptr<const data::dataset> validation,
-           const darts_config& cfg = {}, Strategy strategy = {}) {
+auto darts(const learners::network_design& design, std::shared_ptr<const data::dataset> train,
+           std::shared_ptr<const data::dataset> validation, const darts_config& cfg = {},
+           Strategy strategy = detail::darts_strategy<Strategy>()) {
   using namespace bilevel::learners;
   const std::string who = "bilevel::methods::darts";
   if (!train || !validation) throw std::invalid_argument(who + ": missing data");
   const std::size_t per_epoch = detail::iterations_per_epoch(train->rows, cfg.batch, who),
                     total = cfg.epochs * per_epoch;
-  sequential<P> net(input, specs);
+  sequential<P> net = build_network<P>(design);
+  if (net.arch_size() == 0) throw std::invalid_argument(who + ": the network has no mixed operations to search");
   std::mt19937_64 gen(cfg.seed + 7);
   std::normal_distribution<double> normal;
   std::vector<scalar_t<P>> alpha(net.arch_size());
@@ -112,7 +125,17 @@ auto darts(learners::geometry input, const std::vector<learners::layer::spec>& s
                                  dataset_batches<P>(std::move(validation), cfg.validation_batch, cfg.seed + 1, true))
                           .reading({0});
   solver s(std::move(weights), std::move(architecture));
+  s.schedule({1, 0});
   return darts_solver<decltype(s)>(std::move(s), per_epoch, cfg.epochs);
+}
+
+/// The search over `specs` (which contain layer::mixed operations) on `input`-shaped samples.
+template <nn_tensor_policy P, class Strategy = hypergrad::finite_difference>
+auto darts(learners::geometry input, const std::vector<learners::layer::spec>& specs,
+           std::shared_ptr<const data::dataset> train, std::shared_ptr<const data::dataset> validation,
+           const darts_config& cfg = {}, Strategy strategy = detail::darts_strategy<Strategy>()) {
+  return darts<P, Strategy>(learners::layer_specs{input, specs}, std::move(train), std::move(validation), cfg,
+                            std::move(strategy));
 }
 
 /// Which candidate each mixed operation keeps: the one with the largest α among those that

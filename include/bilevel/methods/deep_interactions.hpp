@@ -44,9 +44,9 @@ class deep_interactions_solver : public meta_weight_net_solver<Solver> {
 template <nn_tensor_policy P>
 auto deep_interactions(std::shared_ptr<const data::dataset> train, std::shared_ptr<const data::dataset> validation,
                        const deep_interactions_config& cfg = {}) {
-  if (!cfg.layers.empty())
+  if (!cfg.layers.empty() || cfg.network)
     throw std::invalid_argument("bilevel::methods::deep_interactions: the teacher reads an MLP student's penultimate "
-                                "features, sized from `widths`; a student given by `layers` is not supported");
+                                "features, sized from `widths`; a student given by `layers` or `network` is not supported");
   if (cfg.widths.size() < 3)
     throw std::invalid_argument("bilevel::methods::deep_interactions: the student needs a hidden layer for the "
                                 "teacher to read (widths has " + std::to_string(cfg.widths.size()) + " entries)");

@@ -27,6 +27,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -46,7 +47,8 @@ namespace bilevel::methods {
 /// The order: the classifier, its data and the length of training, its SGD, the seed. The
 /// weight table has no learning rate (the rule normalises it).
 struct l2rw_config {
-  std::vector<std::size_t> widths = {784, 256, 128, 10};  ///< the classifier (an MLP)
+  std::vector<std::size_t> widths = {784, 256, 128, 10};  ///< the classifier: an MLP, unless `network` is set
+  std::optional<learners::network_design> network{};       ///< or a designed network (a ResNet, say)
   std::size_t batch = 100, validation_batch = 100;
   /// The length of training in epochs of the training set, what lr_decay's fractions are
   /// of (total_iterations() of the result); 0: not stated, and only a constant rate allowed.
@@ -97,14 +99,15 @@ auto l2rw(std::shared_ptr<const data::dataset> train, std::shared_ptr<const data
   if (!train) throw std::invalid_argument(who + ": no training set");
   const std::size_t table = id_table_size(*train);
   const std::size_t per_epoch = detail::iterations_per_epoch(train->rows, cfg.batch, who);
-  auto model = detail::classifier_level<P>("classifier", cfg.widths, learners::sample_weights(table),
+  const detail::classifier_shape shape(cfg.widths, {}, {}, cfg.network);
+  auto model = detail::classifier_level<P>("classifier", shape, learners::sample_weights(table),
                                            {cfg.lr, cfg.momentum, cfg.weight_decay, cfg.nesterov,
                                             optim::resolve_schedule(cfg.lr_decay, cfg.lr, cfg.epochs * per_epoch,
                                                                     who + ": lr_decay")},
                                            cfg.seed,
                                            learners::dataset_batches<P>(std::move(train), cfg.batch, cfg.seed))
                    .reading({1});
-  auto weights = detail::validation_level<P>("weights", cfg.widths, optim::l2rw_rule<P>{.scale = double(cfg.batch)},
+  auto weights = detail::validation_level<P>("weights", shape, optim::l2rw_rule<P>{.scale = double(cfg.batch)},
                                              P::zeros(table), std::move(validation), cfg.validation_batch,
                                              cfg.seed + 2)
                      .reading({0});

@@ -98,24 +98,24 @@ class lfm_search_solver : public lfm_solver<Solver> {
   std::size_t arch_size_;
 };
 
-/// The three levels of a search over `specs` (which contain layer::mixed operations) on
-/// `input`-shaped samples, assembled and scheduled (top, W1, W2). Level 0 is W1, level 1 W2
-/// (the model the top level validates), level 2 the vector [A | V | r]; A is its first
-/// `sequential<P>(input, specs).arch_size()` entries (searched_architecture() reads them).
+/// The three levels of a search over a network with mixed operations (the DARTS supernet,
+/// learners::darts_supernet_design, or a chain of layer specs with layer::mixed operations),
+/// assembled and scheduled (top, W1, W2). Level 0 is W1, level 1 W2 (the model the top level
+/// validates), level 2 the vector [A | V | r]; A is its first arch_size() entries
+/// (searched_architecture() reads them).
 template <nn_tensor_policy P>
-auto lfm_architecture_search(learners::geometry input, const std::vector<learners::layer::spec>& specs,
-                             std::shared_ptr<const data::dataset> train,
+auto lfm_architecture_search(const learners::network_design& design, std::shared_ptr<const data::dataset> train,
                              std::shared_ptr<const data::dataset> validation, const lfm_search_config& cfg = {}) {
   using namespace bilevel::learners;
   const std::string who = "bilevel::methods::lfm_architecture_search";
   if (!train || !validation) throw std::invalid_argument(who + ": missing data");
   const std::size_t per_epoch = detail::iterations_per_epoch(train->rows, cfg.batch, who),
                     total = cfg.epochs * per_epoch;
-  const sequential<P> net(input, specs);
+  const sequential<P> net = build_network<P>(design);
   const std::size_t arch = net.arch_size();
   if (arch == 0)
     throw std::invalid_argument("bilevel::methods::lfm_architecture_search: the layers have no mixed operation to search");
-  mistake_weighting<P> mistakes(input, specs, reference_samples(*validation, cfg.references_per_class), arch,
+  mistake_weighting<P> mistakes(design, reference_samples(*validation, cfg.references_per_class), arch,
                                 cfg.encoder_dim);
   const std::size_t top = mistakes.top_size();
   // [A | V | r]: V random at the scale where the similarities are O(1), r = 1 (the
@@ -138,7 +138,7 @@ auto lfm_architecture_search(learners::geometry input, const std::vector<learner
                 .reading({2});
   // W2 reads W1's solution and the top vector (the weighting's inputs), then A (the prefix
   // of the same vector): level 2 twice, its two slots' contributions summed by the solver.
-  sequential<P, mistake_weighting<P>> w2_inner(input, specs, loss_kind::cross_entropy, std::move(mistakes));
+  auto w2_inner = build_network<P, mistake_weighting<P>>(design, std::move(mistakes));
   const std::size_t w2_arch_slot = w2_inner.arch_slot();
   auto w2_0 = w2_inner.initial_parameters(cfg.seed + 1);
   reading_segment<sequential<P, mistake_weighting<P>>> w2_net(std::move(w2_inner), w2_arch_slot, 0, top);
@@ -156,6 +156,14 @@ auto lfm_architecture_search(learners::geometry input, const std::vector<learner
   solver s(std::move(w1), std::move(w2), std::move(upper));
   s.schedule({2, 0, 1});
   return lfm_search_solver<decltype(s)>(std::move(s), per_epoch, cfg.epochs, arch);
+}
+
+/// The search over `specs` (which contain layer::mixed operations) on `input`-shaped samples.
+template <nn_tensor_policy P>
+auto lfm_architecture_search(learners::geometry input, const std::vector<learners::layer::spec>& specs,
+                             std::shared_ptr<const data::dataset> train,
+                             std::shared_ptr<const data::dataset> validation, const lfm_search_config& cfg = {}) {
+  return lfm_architecture_search<P>(learners::layer_specs{input, specs}, std::move(train), std::move(validation), cfg);
 }
 
 /// The first `arch_size` entries of a top vector (LFM's [A | V | r]), on the host: the

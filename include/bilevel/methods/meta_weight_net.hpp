@@ -24,6 +24,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -58,6 +59,9 @@ struct meta_weight_net_config {
   /// CNN, say); `widths` is then unused.
   std::vector<learners::layer::spec> layers{};
   learners::geometry input{};
+  /// Or a designed network (a ResNet, a DARTS network): `widths`, `layers` and `input` are
+  /// then unused.
+  std::optional<learners::network_design> network{};
   std::size_t batch = 100, validation_batch = 100;
   /// The length of training in epochs of the training set, what the decays' fractions are
   /// of (total_iterations() of the result); 0: not stated, and only constant rates allowed.
@@ -106,7 +110,7 @@ auto reweighting_with_net(Weighting weighting, vector_t<P> phi0, std::shared_ptr
                           std::shared_ptr<const data::dataset> validation, const meta_weight_net_config& cfg,
                           const char* weighting_name, const std::string& who) {
   if (!train) throw std::invalid_argument(who + ": no training set");
-  const classifier_shape shape(cfg.widths, cfg.input, cfg.layers);
+  const classifier_shape shape(cfg.widths, cfg.input, cfg.layers, cfg.network);
   const std::size_t per_epoch = iterations_per_epoch(train->rows, cfg.batch, who), total = cfg.epochs * per_epoch;
   auto strategy = [] {
     if constexpr (Schedule == mwn_schedule::virtual_step_first) return hypergrad::lookahead{.steps = 1, .on_next_batch = true};

@@ -120,9 +120,9 @@ class sgl_solver : public method_solver<Solver> {
 /// `input`-shaped samples, assembled and scheduled (architectures, W's, V's). Level k is W_k,
 /// level K + k is V_k, level 2K the architectures (group_architectures() splits them).
 template <nn_tensor_policy P, std::size_t K = 2, class Strategy = hypergrad::first_order>
-auto small_group_learning(learners::geometry input, const std::vector<learners::layer::spec>& specs,
-                          std::shared_ptr<const data::dataset> train, std::shared_ptr<const data::dataset> validation,
-                          const sgl_config& cfg = {}, Strategy strategy = {}) {
+auto small_group_learning(const learners::network_design& design, std::shared_ptr<const data::dataset> train,
+                          std::shared_ptr<const data::dataset> validation, const sgl_config& cfg = {},
+                          Strategy strategy = {}) {
   static_assert(K >= 2, "bilevel::methods::small_group_learning: a group has at least two learners");
   using namespace bilevel::learners;
   using net_t = reading_segment<sequential<P>>;
@@ -130,7 +130,7 @@ auto small_group_learning(learners::geometry input, const std::vector<learners::
   if (!train || !validation) throw std::invalid_argument(who + ": missing data");
   const std::size_t per_epoch = detail::iterations_per_epoch(train->rows, cfg.batch, who),
                     total = cfg.epochs * per_epoch;
-  const sequential<P> net(input, specs);
+  const sequential<P> net = build_network<P>(design);
   const std::size_t m = net.arch_size(), top = K * m;
   if (m == 0)
     throw std::invalid_argument("bilevel::methods::small_group_learning: the layers have no mixed operation to search");
@@ -186,6 +186,15 @@ auto small_group_learning(learners::geometry input, const std::vector<learners::
     s.schedule(std::move(order));
     return sgl_solver<decltype(s)>(std::move(s), per_epoch, cfg.epochs);
   }(std::make_index_sequence<K>{});
+}
+
+/// The search over `specs` (with layer::mixed operations) on `input`-shaped samples.
+template <nn_tensor_policy P, std::size_t K = 2, class Strategy = hypergrad::first_order>
+auto small_group_learning(learners::geometry input, const std::vector<learners::layer::spec>& specs,
+                          std::shared_ptr<const data::dataset> train, std::shared_ptr<const data::dataset> validation,
+                          const sgl_config& cfg = {}, Strategy strategy = {}) {
+  return small_group_learning<P, K, Strategy>(learners::layer_specs{input, specs}, std::move(train),
+                                              std::move(validation), cfg, std::move(strategy));
 }
 
 /// The K architectures of SGL's top vector [A_1 | … | A_K], on the host, each to discretise

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -20,6 +21,7 @@
 #include "bilevel/hypergrad/unrolled.hpp"
 #include "bilevel/learners/classification_batch.hpp"
 #include "bilevel/learners/mlp.hpp"
+#include "bilevel/learners/networks/network_design.hpp"
 #include "bilevel/learners/sequential.hpp"
 #include "bilevel/learners/solution_loss.hpp"
 #include "bilevel/optim/schedule.hpp"
@@ -40,19 +42,23 @@ struct sgd_settings {
 };
 
 /// The classifier's network: an MLP of `widths` (ReLU, cross-entropy), or, given layers, any
-/// sequential network (a CNN, say) on `input`-shaped samples. Converts from a widths list, so
-/// a method's configuration can keep `widths` as its common case.
+/// sequential network (a CNN, say) on `input`-shaped samples, or, given a design, its network
+/// (a ResNet, a DARTS network; learners/networks/network_design.hpp). Converts from a widths
+/// list, so a method's configuration can keep `widths` as its common case.
 struct classifier_shape {
   std::vector<std::size_t> widths;
   learners::geometry input{};
   std::vector<learners::layer::spec> layers{};
+  std::optional<learners::network_design> design{};
 
   classifier_shape(std::vector<std::size_t> w) : widths(std::move(w)) {}  // NOLINT(google-explicit-constructor)
-  classifier_shape(std::vector<std::size_t> w, learners::geometry in, std::vector<learners::layer::spec> l)
-      : widths(std::move(w)), input(in), layers(std::move(l)) {}
+  classifier_shape(std::vector<std::size_t> w, learners::geometry in, std::vector<learners::layer::spec> l,
+                   std::optional<learners::network_design> d = {})
+      : widths(std::move(w)), input(in), layers(std::move(l)), design(std::move(d)) {}
 
   template <nn_tensor_policy P, class Weighting = learners::unweighted>
   [[nodiscard]] learners::sequential<P, Weighting> network(Weighting weighting = {}) const {
+    if (design) return learners::build_network<P, Weighting>(*design, std::move(weighting));
     if (layers.empty())
       return learners::mlp<P, Weighting>(widths, learners::activation::relu, learners::loss_kind::cross_entropy,
                                          std::move(weighting));

@@ -1,0 +1,247 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+/// \file
+/// Pooling layers of the open layer concept (layer_concept.hpp):
+///
+///   pool<P>             max or average pooling over k × k windows with a stride and zero
+///                       padding, per channel, as PyTorch's MaxPool2d / AvgPool2d (floor
+///                       mode): the output is (H + 2p − k)/s + 1 each way. DARTS's
+///                       max_pool_3x3 and avg_pool_3x3 are k = 3, p = 1, s = 1 or 2.
+///   global_avg_pool<P>  the mean over the H · W pixels of each sample and channel, giving
+///                       1 × 1 × C (the head of ResNets and of the DARTS networks).
+///
+/// Windows are gathered through one sample's index map (the same for every sample, so for any
+/// batch size) into a (batch · H_out · W_out · C) × (k · k) matrix, as in pool2d.hpp.
+///
+/// Padding. As PyTorch requires, p <= k/2, so every window holds at least one input element.
+///   - Max pooling treats the padding as −∞: a padded slot of a window reads a duplicate of
+///     the window's first real element. A duplicate never changes the maximum; the one-hot
+///     choice takes the first maximum, which may be such a duplicate, and the adjoint then
+///     scatters through it onto the real element it copies.
+///   - Average pooling excludes the padding from the count (PyTorch's count_include_pad =
+///     False, which DARTS uses): padded slots read 0, and each output is divided by its
+///     number of real elements. The factors depend on the output pixel only, so they are one
+///     sample's vector, applied to the outputs laid out batch × (H_out · W_out · C).
+///
+/// Derivatives. Average pooling and global average pooling are linear: their tangent passes
+/// are the maps themselves, and the tangent of the adjoint is the adjoint of the tangent.
+/// Max pooling keeps, per output, a one-hot row marking the element it selected; backward
+/// and both tangent passes route through that element, which is exact wherever the window's
+/// maximum is unique (almost everywhere). None of these layers has parameters.
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "bilevel/learners/layers/layer_concept.hpp"
+#include "bilevel/learners/layers/pool2d.hpp"  // enum class pooling
+
+namespace bilevel::learners {
+
+template <nn_tensor_policy P>
+struct pool {
+  using matrix = typename P::matrix;
+  using vector = vector_t<P>;
+  using scalar = scalar_t<P>;
+  struct cache {
+    matrix choice;          ///< max pooling: one-hot rows, the window slot each output took
+    vector inverse_count;   ///< average pooling with padding: 1 / (real elements) per output of a sample
+  };
+  geometry in, out;
+  pooling kind;
+  std::size_t kernel, stride, padding;
+
+  /// Throws std::invalid_argument for a zero kernel or stride, padding > kernel/2, or a
+  /// window larger than the padded input.
+  pool(geometry input, pooling p, std::size_t k, std::size_t s, std::size_t pad = 0)
+      : in(input), kind(p), kernel(k), stride(s), padding(pad) {
+    const std::string who = "bilevel::learners::pool: ";
+    if (k == 0 || s == 0) throw std::invalid_argument(who + "kernel and stride must be >= 1");
+    if (input.channels == 0) throw std::invalid_argument(who + "the input has no channels");
+    if (2 * pad > k)
+      throw std::invalid_argument(who + "padding " + std::to_string(pad) + " exceeds half the " + std::to_string(k) +
+                                  "x" + std::to_string(k) + " window (as in PyTorch: pad <= kernel/2, so that every "
+                                  "window holds an input element)");
+    if (input.height + 2 * pad < k || input.width + 2 * pad < k)
+      throw std::invalid_argument(who + "a " + std::to_string(k) + "x" + std::to_string(k) +
+                                  " window does not fit a " + std::to_string(input.height) + "x" +
+                                  std::to_string(input.width) + " input padded by " + std::to_string(pad));
+    out = {(input.height + 2 * pad - k) / s + 1, (input.width + 2 * pad - k) / s + 1, input.channels};
+    build_maps();
+    broadcast_index_.assign(k * k, 0);
+  }
+  [[nodiscard]] geometry input_shape() const { return in; }
+  [[nodiscard]] geometry output_shape() const { return out; }
+  [[nodiscard]] std::size_t num_parameters() const { return 0; }
+
+  void forward(const pass_context<P>& p, const matrix& x, matrix& y, cache& c) const {
+    matrix cols;
+    P::gather_per_sample(x, index_, p.batch, out.features(), kernel * kernel, cols);
+    vector v;
+    if (kind == pooling::max) {
+      P::row_max_onehot(cols, v, c.choice);
+    } else {
+      P::row_sums(cols, v);
+    }
+    to_rows(v, p.batch, c, y);
+  }
+  void backward(const pass_context<P>& p, const matrix& x, const matrix& g, cache& c, matrix* gx, vector&) const {
+    if (gx) adjoint(g, x, p.batch, c, *gx);
+  }
+  void tangent_forward(const tangent_context<P>& t, const matrix&, const matrix* x_dot, cache& c,
+                       matrix& y_dot) const {
+    if (!x_dot) {
+      y_dot = P::matrix_zeros(t.batch * out.pixels(), out.channels);
+      return;
+    }
+    matrix w;
+    vector v;
+    P::gather_per_sample(*x_dot, index_, t.batch, out.features(), kernel * kernel, w);
+    if (kind == pooling::max) P::row_dots(w, c.choice, v);  // the selected element's tangent
+    else P::row_sums(w, v);
+    to_rows(v, t.batch, c, y_dot);
+  }
+  /// Linear given the selection: the tangent of the adjoint is the adjoint of ġ.
+  void tangent_backward(const tangent_context<P>& t, const matrix& x, const matrix*, const matrix&,
+                        const matrix& g_dot, cache& c, matrix* gx_dot, vector&) const {
+    if (gx_dot) adjoint(g_dot, x, t.batch, c, *gx_dot);
+  }
+
+ private:
+  /// Per-output sums (max pooling: maxima) v, ordered as the output's elements, as the
+  /// (batch · pixels) × C output; average pooling divides by the window's real elements.
+  void to_rows(const vector& v, std::size_t batch, cache& c, matrix& y) const {
+    if (kind == pooling::max) {
+      P::reshape(v, batch * out.pixels(), out.channels, y);
+    } else if (uniform_) {
+      P::reshape(v, batch * out.pixels(), out.channels, y);
+      P::scale(y, scalar(1.0 / double(kernel * kernel)));
+    } else {
+      P::reshape(v, batch, out.features(), y);
+      P::scale_columns(y, inverse_count(c));
+      P::reshape(y, batch * out.pixels(), out.channels, y);
+    }
+  }
+  /// The (linear) adjoint of the pooling map at the cached selection: each output's adjoint
+  /// spread over its window (onto the selected slot for max pooling, evenly over the real
+  /// elements for average pooling), then scattered back to the input (padded slots of
+  /// average pooling are dropped; those of max pooling land on the element they copy).
+  void adjoint(const matrix& g, const matrix& x, std::size_t batch, cache& c, matrix& gx) const {
+    const std::size_t kk = kernel * kernel, outputs = batch * out.features();
+    matrix g_col, spread;
+    if (kind == pooling::average && !uniform_) {
+      P::reshape(g, batch, out.features(), g_col);
+      P::scale_columns(g_col, inverse_count(c));
+      P::reshape(g_col, outputs, 1, g_col);
+    } else {
+      P::reshape(g, outputs, 1, g_col);
+    }
+    // Each output's adjoint copied across its window: a per-sample gather with one-element
+    // "samples" and a map that reads element 0 k·k times.
+    P::gather_per_sample(g_col, broadcast_index_, outputs, 1, kk, spread);
+    if (kind == pooling::max) P::hadamard(spread, c.choice, spread);
+    else if (uniform_) P::scale(spread, scalar(1.0 / double(kk)));
+    gx = P::matrix_zeros(P::rows(x), P::cols(x));
+    P::scatter_add_per_sample(spread, index_, batch, gx);
+  }
+  /// One sample's 1 / (real elements) per output, made once per cache (the same for every batch).
+  const vector& inverse_count(cache& c) const {
+    if (P::size(c.inverse_count) != inverse_count_.size()) c.inverse_count = P::from_host(inverse_count_);
+    return c.inverse_count;
+  }
+  /// One sample's window index: output element r = (oh·W_out + ow)·C + c, window slot
+  /// j = kh·k + kw, reads the sample's element (ih·W_in + iw)·C + c with ih = oh·s + kh − p,
+  /// iw = ow·s + kw − p; a padded slot reads −1 (zero) for average pooling and the window's
+  /// first real element for max pooling.
+  void build_maps() {
+    const std::size_t kk = kernel * kernel;
+    index_.assign(out.features() * kk, -1);
+    inverse_count_.assign(out.features(), scalar(0));
+    uniform_ = true;
+    std::size_t r = 0;
+    for (std::size_t oh = 0; oh < out.height; ++oh)
+      for (std::size_t ow = 0; ow < out.width; ++ow)
+        for (std::size_t ch = 0; ch < in.channels; ++ch, ++r) {
+          std::int64_t* w = index_.data() + r * kk;
+          std::int64_t first = -1;
+          std::size_t real = 0;
+          for (std::size_t kh = 0; kh < kernel; ++kh)
+            for (std::size_t kw = 0; kw < kernel; ++kw) {
+              const std::size_t ih = oh * stride + kh, iw = ow * stride + kw;  // + p: padded coordinates
+              if (ih < padding || iw < padding || ih - padding >= in.height || iw - padding >= in.width) continue;
+              const auto e = std::int64_t(((ih - padding) * in.width + (iw - padding)) * in.channels + ch);
+              w[kh * kernel + kw] = e;
+              if (first < 0) first = e;
+              ++real;
+            }
+          // padding <= k/2 leaves a real element in every window (see the constructor)
+          if (kind == pooling::max)
+            for (std::size_t j = 0; j < kk; ++j)
+              if (w[j] < 0) w[j] = first;
+          inverse_count_[r] = scalar(1.0 / double(real));
+          if (real != kk) uniform_ = false;
+        }
+  }
+  std::vector<std::int64_t> index_;            ///< build_maps(), at construction
+  std::vector<std::int64_t> broadcast_index_;  ///< k·k zeros (see adjoint)
+  std::vector<scalar> inverse_count_;          ///< one sample's 1 / (real elements) per output
+  bool uniform_ = true;                        ///< every window lies inside the input (no padded slot)
+};
+
+template <nn_tensor_policy P>
+struct global_avg_pool {
+  using matrix = typename P::matrix;
+  using vector = vector_t<P>;
+  using scalar = scalar_t<P>;
+  struct cache {};
+  geometry in, out;
+
+  explicit global_avg_pool(geometry input) : in(input), out{1, 1, input.channels} {
+    if (input.pixels() == 0 || input.channels == 0)
+      throw std::invalid_argument("bilevel::learners::global_avg_pool: the input " + shape_text(input) + " is empty");
+    const std::size_t hw = in.pixels(), ch = in.channels;
+    sum_index_.resize(ch * hw);
+    for (std::size_t c = 0; c < ch; ++c)
+      for (std::size_t q = 0; q < hw; ++q) sum_index_[c * hw + q] = std::int64_t(q * ch + c);
+    spread_index_.resize(hw * ch);
+    for (std::size_t q = 0; q < hw; ++q)
+      for (std::size_t c = 0; c < ch; ++c) spread_index_[q * ch + c] = std::int64_t(c);
+  }
+  [[nodiscard]] geometry input_shape() const { return in; }
+  [[nodiscard]] geometry output_shape() const { return out; }
+  [[nodiscard]] std::size_t num_parameters() const { return 0; }
+
+  void forward(const pass_context<P>& p, const matrix& x, matrix& y, cache&) const { mean(x, p.batch, y); }
+  void backward(const pass_context<P>& p, const matrix&, const matrix& g, cache&, matrix* gx, vector&) const {
+    if (gx) spread(g, p.batch, *gx);
+  }
+  void tangent_forward(const tangent_context<P>& t, const matrix&, const matrix* x_dot, cache&, matrix& y_dot) const {
+    if (x_dot) mean(*x_dot, t.batch, y_dot);
+    else y_dot = P::matrix_zeros(t.batch, out.channels);
+  }
+  void tangent_backward(const tangent_context<P>& t, const matrix&, const matrix*, const matrix&, const matrix& g_dot,
+                        cache&, matrix* gx_dot, vector&) const {
+    if (gx_dot) spread(g_dot, t.batch, *gx_dot);
+  }
+
+ private:
+  /// y (batch × C) = each sample's and channel's mean: its pixels gathered into a row, summed.
+  void mean(const matrix& x, std::size_t batch, matrix& y) const {
+    matrix rows;
+    vector v;
+    P::gather_per_sample(x, sum_index_, batch, in.channels, in.pixels(), rows);
+    P::row_sums(rows, v);
+    P::reshape(v, batch, in.channels, y);
+    P::scale(y, scalar(1.0 / double(in.pixels())));
+  }
+  /// The adjoint: gx (batch · H · W) × C, every pixel of a sample and channel g's entry / (H·W).
+  void spread(const matrix& g, std::size_t batch, matrix& gx) const {
+    P::gather_per_sample(g, spread_index_, batch, in.pixels(), in.channels, gx);
+    P::scale(gx, scalar(1.0 / double(in.pixels())));
+  }
+  std::vector<std::int64_t> sum_index_;     ///< row c of a sample, slot q: pixel q's channel c
+  std::vector<std::int64_t> spread_index_;  ///< pixel q's channel c: the sample's mean of channel c
+};
+
+}  // namespace bilevel::learners
