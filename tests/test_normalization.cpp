@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <cstddef>
+#include <filesystem>
 #include <memory>
 #include <span>
 #include <stdexcept>
@@ -574,4 +575,48 @@ TEST_CASE("batch_norm under a solver: running statistics are those of the last r
     CHECK(m[k] == doctest::Approx(mean[k]).epsilon(1e-12));
     CHECK(v[k] == doctest::Approx(var[k] * double(n) / double(n - 1)).epsilon(1e-12));
   }
+}
+
+// A checkpoint keeps the learner's state: running statistics and the dropout step counter.
+TEST_CASE("batch_norm and dropout under a solver: a resumed run is bit-identical") {
+  using namespace normalization_test;
+  using P = test::P64;
+  using sgd = bilevel::optim::sgd<P>;
+  const auto train = test::toy_classes(24, 3, 0.2), val = test::toy_classes(12, 4, 0.0, 1000);
+  const geometry in{1, 1, 8}, mid{1, 1, 4};
+  const sequential<P, sample_weights> net(in,
+                                          {linear<P>(in, 4), batch_norm<P>(mid), dropout<P>(mid, 0.25, 7),
+                                           nonlinearity<P>(mid, activation::tanh), linear<P>(mid, 3)},
+                                          loss_kind::cross_entropy, sample_weights{24});
+  const sequential<P> evaluated(in, {linear<P>(in, 4), batch_norm<P>(mid), nonlinearity<P>(mid, activation::tanh),
+                                     linear<P>(mid, 3)});
+  auto make = [&] {
+    auto weights0 = P::zeros(24);
+    P::fill(weights0, 1.0);
+    auto low = bilevel::make_level("classifier", net, sgd{.lr = 0.3, .momentum = 0.9},
+                                   bilevel::hypergrad::lookahead{.steps = 1, .on_next_batch = true},
+                                   net.initial_parameters(1), bilevel::learners::dataset_batches<P>(train.data, 6, 2))
+                   .reading({1});
+    auto high = bilevel::make_level("weights", bilevel::learners::solution_loss<sequential<P>>(evaluated, 24),
+                                    sgd{.lr = 0.5}, bilevel::hypergrad::first_order{}, weights0,
+                                    bilevel::learners::dataset_batches<P>(val.data, 6, 3, true))
+                    .reading({0});
+    bilevel::solver s(std::move(low), std::move(high));
+    s.schedule({1, 0});
+    return s;
+  };
+  const auto path = std::filesystem::temp_directory_path() / "bilevel_test_bn_checkpoint.ckpt";
+  auto straight = make();
+  straight.run(3);
+  straight.save_checkpoint(path);
+  straight.run(3);
+  auto resumed = make();
+  resumed.load_checkpoint(path);
+  CHECK(resumed.level<0>().learner.real_steps() == 3);
+  CHECK(resumed.level<0>().learner.state() != make().level<0>().learner.state());  // not the fresh state
+  resumed.run(3);
+  CHECK(P::equal(resumed.level<0>().theta, straight.level<0>().theta));
+  CHECK(P::equal(resumed.level<1>().theta, straight.level<1>().theta));
+  CHECK(resumed.level<0>().learner.state() == straight.level<0>().learner.state());
+  std::filesystem::remove(path);
 }

@@ -142,7 +142,7 @@ concept checkpointable_sampler = requires(const S& cs, S& s, checkpoint_writer& 
 };
 
 inline constexpr char checkpoint_magic[8] = {'B', 'L', 'V', 'L', 'C', 'K', 'P', 'T'};
-inline constexpr std::uint32_t checkpoint_format_version = 1;
+inline constexpr std::uint32_t checkpoint_format_version = 2;  ///< 2: each level's learner state
 
 /// Writes header + payload + CRC to `path` atomically (temporary file, fsync, rename).
 inline void write_checkpoint_file(const std::filesystem::path& path, std::string_view payload,

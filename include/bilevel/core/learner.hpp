@@ -26,6 +26,7 @@
 #include <concepts>
 #include <cstddef>
 #include <span>
+#include <vector>
 
 #include "bilevel/core/tensor_policy.hpp"
 
@@ -116,6 +117,14 @@ template <class L>
 concept has_real_step_hook = learner<L> && requires(L& l, const vector_t<typename L::policy>& theta,
                                                     input_list<typename L::policy> in,
                                                     const typename L::batch_type& b) { l.on_real_step(theta, in, b); };
+
+/// A learner whose state a checkpoint must keep (running statistics, the dropout step
+/// counter): state() gives it as doubles, restore() takes it back.
+template <class L>
+concept has_learner_state = requires(const L& cl, L& l, std::span<const double> s) {
+  { cl.state() } -> std::convertible_to<std::vector<double>>;
+  l.restore(s);
+};
 
 template <class L>
 concept declares_inputs = requires(const L& l, std::size_t slot) {

@@ -292,6 +292,12 @@ class solver {
           const auto host = P::to_host(b);
           w.values(std::span<const scalar_t<P>>(host));
         }
+        // The learner's own state (batch normalization's running statistics, the dropout
+        // step counter): empty for a learner without any.
+        std::vector<double> learner_state;
+        if constexpr (has_learner_state<typename std::remove_cvref_t<decltype(lv)>::learner_type>)
+          learner_state = lv.learner.state();
+        w.values(std::span<const double>(learner_state));
       });
     // Samplers last, in level order, as load_checkpoint reads them.
     for (std::size_t j = 0; j < N; ++j)
@@ -323,6 +329,7 @@ class solver {
     const std::size_t iteration = r.u64("iteration");
     std::vector<vector> thetas(N);
     std::vector<optimizer_state<P>> states(N);
+    std::vector<std::vector<double>> learner_states(N);
     auto samplers = std::apply([](const auto&... lv) { return std::make_tuple(lv.sampler...); }, levels_);
     for (std::size_t j = 0; j < N; ++j)
       visit(j, [&](auto& lv) {
@@ -348,6 +355,14 @@ class solver {
                                    " has the wrong size");
           states[j].buffers.push_back(P::from_host(host));
         }
+        learner_states[j] = r.template values<double>("learner state");
+        std::size_t expected = 0;
+        if constexpr (has_learner_state<typename std::remove_cvref_t<decltype(lv)>::learner_type>)
+          expected = lv.learner.state().size();
+        if (learner_states[j].size() != expected)
+          throw checkpoint_error("bilevel: " + where + " level '" + name + "' has " +
+                                 std::to_string(learner_states[j].size()) + " learner state values, this solver's "
+                                 "learner keeps " + std::to_string(expected) + " (another network?)");
       });
     load_samplers(r, samplers, std::make_index_sequence<N>{});
     if (!r.at_end()) throw checkpoint_error("bilevel: " + where + " has trailing data (written by another solver?)");
@@ -356,6 +371,8 @@ class solver {
       visit(j, [&](auto& lv) {
         lv.theta = std::move(thetas[j]);
         lv.state = std::move(states[j]);
+        if constexpr (has_learner_state<typename std::remove_cvref_t<decltype(lv)>::learner_type>)
+          lv.learner.restore(learner_states[j]);  // sizes checked above
       });
     [&]<std::size_t... I>(std::index_sequence<I...>) {
       (commit_sampler(std::get<I>(levels_).sampler, std::get<I>(samplers)), ...);

@@ -19,6 +19,7 @@
 /// L must declare its inputs (num_inputs(), input_size()); each call copies the segment
 /// (n entries), which is small beside a network's passes.
 #include <cstddef>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -85,6 +86,17 @@ class reading_segment {
   {
     const narrowed n(*this, in);
     return inner_.forward(theta, b, n.list(), mode);
+  }
+  /// The wrapped network's state, for checkpoints.
+  [[nodiscard]] std::vector<double> state() const
+    requires requires(const L& l) { l.state(); }
+  {
+    return inner_.state();
+  }
+  void restore(std::span<const double> s)
+    requires requires(L& l) { l.restore(s); }
+  {
+    inner_.restore(s);
   }
   /// The wrapped network's state changes with the real step (batch normalization's running
   /// statistics), reading the segment.
