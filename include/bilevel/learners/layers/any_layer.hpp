@@ -146,4 +146,35 @@ class any_layer {
   std::unique_ptr<base> impl_;
 };
 
+namespace detail {
+
+/// The states of a composite's parts, one after another; `for_each(f)` calls f on every part.
+template <class ForEach>
+std::vector<double> joined_state(ForEach for_each) {
+  std::vector<double> s;
+  for_each([&](const auto& part) {
+    const auto ps = part.state();
+    s.insert(s.end(), ps.begin(), ps.end());
+  });
+  return s;
+}
+
+/// Restores what joined_state gave, after checking the size (so a refused state changes nothing).
+template <class ForEach>
+void restore_joined(ForEach for_each, std::span<const double> s, const char* who) {
+  std::size_t total = 0;
+  for_each([&](auto& part) { total += part.state().size(); });
+  if (total != s.size())
+    throw std::invalid_argument(std::string(who) + ": " + std::to_string(s.size()) + " state values, its layers keep " +
+                                std::to_string(total));
+  std::size_t at = 0;
+  for_each([&](auto& part) {
+    const std::size_t n = part.state().size();
+    part.restore(s.subspan(at, n));
+    at += n;
+  });
+}
+
+}  // namespace detail
+
 }  // namespace bilevel::learners

@@ -97,26 +97,10 @@ class chain {
     for (std::size_t l = 0; l < parts_.size(); ++l) parts_[l].commit(p.shifted(offsets_[l]), c.parts[l]);
   }
   [[nodiscard]] std::vector<double> state() const {
-    std::vector<double> s;
-    for (const auto& part : parts_) {
-      const auto ps = part.state();
-      s.insert(s.end(), ps.begin(), ps.end());
-    }
-    return s;
+    return detail::joined_state([&](auto f) { for (const auto& part : parts_) f(part); });
   }
   void restore(std::span<const double> s) {
-    std::size_t at = 0;
-    for (auto& part : parts_) {
-      const std::size_t n = part.state().size();
-      if (at + n > s.size())
-        throw std::invalid_argument("bilevel::learners::chain: " + std::to_string(s.size()) +
-                                    " state values are too few for its layers");
-      part.restore(s.subspan(at, n));
-      at += n;
-    }
-    if (at != s.size())
-      throw std::invalid_argument("bilevel::learners::chain: " + std::to_string(s.size()) + " state values, its layers keep " +
-                                  std::to_string(at));
+    detail::restore_joined([&](auto f) { for (auto& part : parts_) f(part); }, s, "bilevel::learners::chain");
   }
 
  private:

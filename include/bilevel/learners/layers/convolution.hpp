@@ -185,23 +185,56 @@ struct grouped_patch_map {
   }
 };
 
-}  // namespace detail
-
+/// What convolution and factorized_reduce share: the shapes, a grouped_patch_map (which
+/// the derived layer fills with its index), He-uniform initial weights and the map's passes.
 template <nn_tensor_policy P>
-struct convolution {
+struct patch_layer {
   using matrix = typename P::matrix;
   using vector = vector_t<P>;
   using scalar = scalar_t<P>;
-  using cache = typename detail::grouped_patch_map<P>::cache;
+  using cache = typename grouped_patch_map<P>::cache;
 
   geometry in, out;
+  grouped_patch_map<P> map;
+
+  [[nodiscard]] geometry input_shape() const { return in; }
+  [[nodiscard]] geometry output_shape() const { return out; }
+  [[nodiscard]] std::size_t num_parameters() const { return map.num_parameters(); }
+  /// He-uniform weights (bound √(6 / fan_in), fan_in = one output's inputs), zero bias.
+  void initialize(std::span<scalar> params, std::mt19937_64& gen) const {
+    std::uniform_real_distribution<double> u(-1.0, 1.0);
+    const double bound = std::sqrt(6.0 / double(map.fan_in));
+    for (std::size_t i = 0; i < map.weights(); ++i) params[i] = scalar(bound * u(gen));
+    for (std::size_t i = map.weights(); i < map.num_parameters(); ++i) params[i] = scalar(0);
+  }
+
+  void forward(const pass_context<P>& p, const matrix& x, matrix& y, cache& c) const { map.forward(p, x, y, c); }
+  void backward(const pass_context<P>& p, const matrix& x, const matrix& g, cache& c, matrix* gx, vector& grad) const {
+    map.backward(p, x, g, c, gx, grad);
+  }
+  void tangent_forward(const tangent_context<P>& t, const matrix&, const matrix* x_dot, cache& c,
+                       matrix& y_dot) const {
+    map.tangent_forward(t, x_dot, c, y_dot);
+  }
+  void tangent_backward(const tangent_context<P>& t, const matrix& x, const matrix* x_dot, const matrix& g,
+                        const matrix& g_dot, cache& c, matrix* gx_dot, vector& grad_dot) const {
+    map.tangent_backward(t, x, x_dot, g, g_dot, c, gx_dot, grad_dot);
+  }
+};
+
+}  // namespace detail
+
+template <nn_tensor_policy P>
+struct convolution : detail::patch_layer<P> {
+  using base = detail::patch_layer<P>;
+  using base::in, base::out, base::map;
   conv_options options;
-  detail::grouped_patch_map<P> map;
 
   /// Output size as PyTorch's: (H + 2p − d(k − 1) − 1) / s + 1 each way. Throws
   /// std::invalid_argument for a zero size, groups that do not divide both channel counts or a
   /// kernel that does not fit the padded input.
-  convolution(geometry input, conv_options o) : in(input), options(o) {
+  convolution(geometry input, conv_options o) : options(o) {
+    in = input;
     const std::string who = "bilevel::learners::convolution: ";
     if (input.height == 0 || input.width == 0 || input.channels == 0)
       throw std::invalid_argument(who + "the input " + shape_text(input) + " has a zero size");
@@ -228,30 +261,6 @@ struct convolution {
     map.fan_out = o.channels / o.groups;
     map.bias = o.bias;
     map.index = patch_index();
-  }
-
-  [[nodiscard]] geometry input_shape() const { return in; }
-  [[nodiscard]] geometry output_shape() const { return out; }
-  [[nodiscard]] std::size_t num_parameters() const { return map.num_parameters(); }
-  /// He-uniform weights (bound √(6 / fan_in), fan_in = k · k · C_in / groups), zero bias.
-  void initialize(std::span<scalar> params, std::mt19937_64& gen) const {
-    std::uniform_real_distribution<double> u(-1.0, 1.0);
-    const double bound = std::sqrt(6.0 / double(map.fan_in));
-    for (std::size_t i = 0; i < map.weights(); ++i) params[i] = scalar(bound * u(gen));
-    for (std::size_t i = map.weights(); i < map.num_parameters(); ++i) params[i] = scalar(0);
-  }
-
-  void forward(const pass_context<P>& p, const matrix& x, matrix& y, cache& c) const { map.forward(p, x, y, c); }
-  void backward(const pass_context<P>& p, const matrix& x, const matrix& g, cache& c, matrix* gx, vector& grad) const {
-    map.backward(p, x, g, c, gx, grad);
-  }
-  void tangent_forward(const tangent_context<P>& t, const matrix&, const matrix* x_dot, cache& c,
-                       matrix& y_dot) const {
-    map.tangent_forward(t, x_dot, c, y_dot);
-  }
-  void tangent_backward(const tangent_context<P>& t, const matrix& x, const matrix* x_dot, const matrix& g,
-                        const matrix& g_dot, cache& c, matrix* gx_dot, vector& grad_dot) const {
-    map.tangent_backward(t, x, x_dot, g, g_dot, c, gx_dot, grad_dot);
   }
 
  private:

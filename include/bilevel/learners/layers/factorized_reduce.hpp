@@ -31,18 +31,14 @@
 namespace bilevel::learners {
 
 template <nn_tensor_policy P>
-struct factorized_reduce {
-  using matrix = typename P::matrix;
-  using vector = vector_t<P>;
-  using scalar = scalar_t<P>;
-  using cache = typename detail::grouped_patch_map<P>::cache;
-
-  geometry in, out;
-  detail::grouped_patch_map<P> map;
+struct factorized_reduce : detail::patch_layer<P> {
+  using base = detail::patch_layer<P>;
+  using base::in, base::out, base::map;
 
   /// `channels`: C_out, even and >= 2. Throws std::invalid_argument for zero sizes, an odd
   /// C_out or an odd height or width.
-  factorized_reduce(geometry input, std::size_t channels) : in(input) {
+  factorized_reduce(geometry input, std::size_t channels) {
+    in = input;
     const std::string who = "bilevel::learners::factorized_reduce: ";
     if (input.height == 0 || input.width == 0 || input.channels == 0)
       throw std::invalid_argument(who + "the input " + shape_text(input) + " has a zero size");
@@ -58,29 +54,6 @@ struct factorized_reduce {
     map.fan_out = channels / 2;
     map.bias = false;
     map.index = pixel_index();
-  }
-
-  [[nodiscard]] geometry input_shape() const { return in; }
-  [[nodiscard]] geometry output_shape() const { return out; }
-  [[nodiscard]] std::size_t num_parameters() const { return map.num_parameters(); }
-  /// He-uniform weights (bound √(6 / C_in), each half a 1 × 1 convolution of C_in inputs).
-  void initialize(std::span<scalar> params, std::mt19937_64& gen) const {
-    std::uniform_real_distribution<double> u(-1.0, 1.0);
-    const double bound = std::sqrt(6.0 / double(map.fan_in));
-    for (std::size_t i = 0; i < map.weights(); ++i) params[i] = scalar(bound * u(gen));
-  }
-
-  void forward(const pass_context<P>& p, const matrix& x, matrix& y, cache& c) const { map.forward(p, x, y, c); }
-  void backward(const pass_context<P>& p, const matrix& x, const matrix& g, cache& c, matrix* gx, vector& grad) const {
-    map.backward(p, x, g, c, gx, grad);
-  }
-  void tangent_forward(const tangent_context<P>& t, const matrix&, const matrix* x_dot, cache& c,
-                       matrix& y_dot) const {
-    map.tangent_forward(t, x_dot, c, y_dot);
-  }
-  void tangent_backward(const tangent_context<P>& t, const matrix& x, const matrix* x_dot, const matrix& g,
-                        const matrix& g_dot, cache& c, matrix* gx_dot, vector& grad_dot) const {
-    map.tangent_backward(t, x, x_dot, g, g_dot, c, gx_dot, grad_dot);
   }
 
  private:

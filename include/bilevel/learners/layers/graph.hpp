@@ -241,28 +241,18 @@ class graph {
         nodes_[k].edges[e].layer.commit(p.shifted(nodes_[k].offsets[e]), c.edges[k][e]);
   }
   [[nodiscard]] std::vector<double> state() const {
-    std::vector<double> s;
-    for (const auto& n : nodes_)
-      for (const auto& e : n.edges) {
-        const auto es = e.layer.state();
-        s.insert(s.end(), es.begin(), es.end());
-      }
-    return s;
+    return detail::joined_state([&](auto f) {
+      for (const auto& n : nodes_)
+        for (const auto& e : n.edges) f(e.layer);
+    });
   }
   void restore(std::span<const double> s) {
-    std::size_t at = 0;
-    for (auto& n : nodes_)
-      for (auto& e : n.edges) {
-        const std::size_t k = e.layer.state().size();
-        if (at + k > s.size())
-          throw std::invalid_argument("bilevel::learners::graph: " + std::to_string(s.size()) +
-                                      " state values are too few for its layers");
-        e.layer.restore(s.subspan(at, k));
-        at += k;
-      }
-    if (at != s.size())
-      throw std::invalid_argument("bilevel::learners::graph: " + std::to_string(s.size()) +
-                                  " state values, its layers keep " + std::to_string(at));
+    detail::restore_joined(
+        [&](auto f) {
+          for (auto& n : nodes_)
+            for (auto& e : n.edges) f(e.layer);
+        },
+        s, "bilevel::learners::graph");
   }
 
  private:

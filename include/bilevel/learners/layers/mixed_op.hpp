@@ -147,22 +147,10 @@ class mixed_op {
       if (!zero_[o]) ops_[o].commit(p.shifted(offsets_[o]), c.ops[o]);
   }
   [[nodiscard]] std::vector<double> state() const {
-    std::vector<double> s;
-    for (const auto& op : ops_) {
-      const auto os = op.state();
-      s.insert(s.end(), os.begin(), os.end());
-    }
-    return s;
+    return detail::joined_state([&](auto f) { for (const auto& op : ops_) f(op); });
   }
   void restore(std::span<const double> s) {
-    std::size_t at = 0;
-    for (auto& op : ops_) {
-      const std::size_t n = op.state().size();
-      if (at + n > s.size()) throw std::invalid_argument("bilevel::learners::mixed_op: too few state values");
-      op.restore(s.subspan(at, n));
-      at += n;
-    }
-    if (at != s.size()) throw std::invalid_argument("bilevel::learners::mixed_op: too many state values");
+    detail::restore_joined([&](auto f) { for (auto& op : ops_) f(op); }, s, "bilevel::learners::mixed_op");
   }
 
  private:
