@@ -394,3 +394,19 @@ TEST_CASE("level: a batch drawn ahead by peek_batch counts toward an epoch only 
   (void)lv.next_batch();
   CHECK(lv.epochs_completed() == 1);
 }
+
+TEST_CASE("level: peek_batch(ahead) shows the batches the next real steps take, in order") {
+  auto lv = epoch_solver(1).level<0>();
+  const auto third = lv.peek_batch(2);  // draws three batches ahead
+  const auto first = lv.peek_batch(0), second = lv.peek_batch(1);
+  CHECK(lv.sampler.epochs_completed() == 1);  // all three of the epoch's batches drawn
+  CHECK(lv.epochs_completed() == 0);
+  CHECK(P::equal(lv.next_batch().x, first.x));
+  CHECK(P::equal(lv.next_batch().x, second.x));
+  CHECK(lv.has_peeked_batch());
+  CHECK(lv.epochs_completed() == 0);
+  CHECK(P::equal(lv.next_batch().x, third.x));
+  CHECK_FALSE(lv.has_peeked_batch());
+  CHECK(lv.epochs_completed() == 1);
+  CHECK_FALSE(P::equal(lv.next_batch().x, third.x));  // a new draw
+}

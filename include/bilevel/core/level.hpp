@@ -11,6 +11,7 @@
 /// says how this level's best response is differentiated with respect to everything it reads.
 #include <cstddef>
 #include <initializer_list>
+#include <deque>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -94,34 +95,37 @@ class level {
     return *this;
   }
 
-  /// The next batch of this level's data: the one peek_batch() showed, if any, else a new one.
+  /// The next batch of this level's data: the first one peek_batch() showed, if any, else a
+  /// new one.
   batch_type next_batch() {
-    if (peeked_) {
-      batch_type b = std::move(*peeked_);
-      peeked_.reset();
+    if (!peeked_.empty()) {
+      batch_type b = std::move(peeked_.front().batch);
+      peeked_.pop_front();
       return b;
     }
     return sampler();
   }
-  /// The batch the next call of next_batch() will return, drawn now if needed. A virtual step
-  /// that must see the same data as the real step after it (Meta-Weight-Net, L2RW, DARTS
-  /// with the upper level scheduled first) reads its batch this way.
-  const batch_type& peek_batch() {
-    if (!peeked_) {
-      if constexpr (epoch_counting_sampler<Sampler>) epochs_before_peek_ = sampler.epochs_completed();
-      peeked_ = sampler();
+  /// The batch that next_batch() will return after `ahead` other calls, drawn now if needed.
+  /// A virtual step that must see the same data as the real step after it (Meta-Weight-Net,
+  /// L2RW, DARTS with the upper level scheduled first) reads its batch this way; a look-ahead
+  /// of T steps reads the batches of the next T real steps (ahead = 0 .. T − 1).
+  const batch_type& peek_batch(std::size_t ahead = 0) {
+    while (peeked_.size() <= ahead) {
+      std::size_t epochs = 0;
+      if constexpr (epoch_counting_sampler<Sampler>) epochs = sampler.epochs_completed();
+      peeked_.push_back({sampler(), epochs});  // a deque keeps references to the others valid
     }
-    return *peeked_;
+    return peeked_[ahead].batch;
   }
   /// Whether a peeked batch is waiting (a checkpoint cannot be taken then).
-  [[nodiscard]] bool has_peeked_batch() const { return peeked_.has_value(); }
+  [[nodiscard]] bool has_peeked_batch() const { return !peeked_.empty(); }
   /// Passes over the data completed by the batches next_batch() has handed out: a batch
   /// drawn ahead by peek_batch() counts only once it is used, so an epoch ends when its
   /// last batch is trained on, not when it is looked at.
   [[nodiscard]] std::size_t epochs_completed() const
     requires epoch_counting_sampler<Sampler>
   {
-    return peeked_ ? epochs_before_peek_ : std::size_t(sampler.epochs_completed());
+    return peeked_.empty() ? std::size_t(sampler.epochs_completed()) : peeked_.front().epochs_before;
   }
 
   std::string name;
@@ -136,8 +140,11 @@ class level {
   second_order_options second_order{default_fd_scale<scalar_t<policy>>(), false};
 
  private:
-  std::optional<batch_type> peeked_;
-  std::size_t epochs_before_peek_ = 0;  ///< the sampler's epochs_completed() before the peeked draw
+  struct peeked_batch {
+    batch_type batch;
+    std::size_t epochs_before = 0;  ///< the sampler's epochs before it was drawn
+  };
+  std::deque<peeked_batch> peeked_;
 };
 
 /// The Level concept: what the solver needs of each stage. bilevel::level satisfies it; a

@@ -77,8 +77,9 @@ struct unrolled {
 /// second-order products.
 struct lookahead {
   std::size_t steps = 1;
-  /// The first virtual step takes the batch the level's next real step will take (schedule
-  /// the upper level first, as the papers' code does); otherwise it draws its own.
+  /// Virtual step t takes the batch the level's real step t + 1 from now will take (schedule
+  /// the upper level first, as the papers' code does: with one step, the next real step's
+  /// batch); otherwise the virtual steps draw their own.
   bool on_next_batch = false;
 
   template <class L, class O>

@@ -93,9 +93,10 @@ void reverse_through_steps(Level& lv, input_list<typename Level::policy> in, con
 /// the virtual ("look-ahead") steps of DARTS, Meta-Weight-Net and L2RW. The level itself
 /// does not move. Returns the final iterate.
 ///
-/// With `first_on_next_batch`, the first virtual step sees the batch the level's next real
-/// step will take (level::peek_batch), as the official Meta-Weight-Net, L2RW and DARTS code
-/// do when the upper level is scheduled before the lower one.
+/// With `on_next_batches`, virtual step t sees the batch the level's real step t + 1 from now
+/// will take (level::peek_batch(t)): the first one the next real step's batch, as the official
+/// Meta-Weight-Net, L2RW and DARTS code do when the upper level is scheduled before the lower
+/// one, and the later ones the batches the real steps after it will take.
 ///
 /// The records of the previous call are overwritten rather than rebuilt (when the batch type
 /// can be assigned): assigning a same-sized vector or matrix keeps its buffer, so a look-ahead
@@ -104,7 +105,7 @@ template <class Level>
 vector_t<typename Level::policy> virtual_steps(Level& lv, input_list<typename Level::policy> in,
                                                std::size_t n,
                                                std::deque<step_record<typename Level::learner_type>>& tape,
-                                               hypergradient_report& r, bool first_on_next_batch = false) {
+                                               hypergradient_report& r, bool on_next_batches = false) {
   using batch_type = typename Level::learner_type::batch_type;
   constexpr bool reuse = std::is_copy_assignable_v<batch_type> && std::is_move_assignable_v<batch_type>;
   if constexpr (!reuse) tape.clear();
@@ -113,7 +114,7 @@ vector_t<typename Level::policy> virtual_steps(Level& lv, input_list<typename Le
   auto state = lv.state;
   // The record of step t: the old one overwritten, or a new one.
   auto record_for = [&](std::size_t t) -> step_record<typename Level::learner_type>& {
-    [[maybe_unused]] const bool peek = t == 0 && first_on_next_batch;
+    [[maybe_unused]] const bool peek = on_next_batches;
     if constexpr (reuse) {
       if (t < tape.size()) {
         auto& old = tape[t];
@@ -121,7 +122,7 @@ vector_t<typename Level::policy> virtual_steps(Level& lv, input_list<typename Le
         old.state = state;
         if constexpr (requires { lv.peek_batch(); }) {
           if (peek) {
-            old.batch = lv.peek_batch();
+            old.batch = lv.peek_batch(t);
             return old;
           }
         }
@@ -131,7 +132,7 @@ vector_t<typename Level::policy> virtual_steps(Level& lv, input_list<typename Le
     }
     auto batch = [&] {
       if constexpr (requires { lv.peek_batch(); }) {
-        if (peek) return lv.peek_batch();
+        if (peek) return lv.peek_batch(t);
       }
       return lv.next_batch();
     }();
