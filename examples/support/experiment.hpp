@@ -1,16 +1,18 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 // What the Fashion-MNIST experiments (examples 02, 03, 04) share: loading the data (or saying
-// why not), the training subset, the networks, the --schedule choices, the mean learned
-// weight of two groups of samples, per-run records and the mean ± std summary. Test accuracy
-// is the library's (learners/classification_accuracy.hpp), the subset too
-// (data/subset.hpp). The command line is options.hpp. Not part of the library: a convenience
-// of the examples.
+// why not), the training and test subsets, the networks, the --schedule choices, the mean
+// learned weight of two groups of samples, per-run records and the mean ± std summary. Test
+// accuracy is the library's (learners/classification_accuracy.hpp, in evaluation mode), the
+// subsets too (data/subset.hpp), the networks too (learners/networks/network_design.hpp). The
+// command line is options.hpp. Not part of the library: a convenience of the examples.
 #include <bilevel/eigen.hpp>
 #include <bilevel/data/fashion_mnist.hpp>
 #include <bilevel/data/subset.hpp>
+#include <bilevel/learners/classification_accuracy.hpp>
 #include <bilevel/learners/classification_batch.hpp>
 #include <bilevel/learners/mlp.hpp>
+#include <bilevel/learners/networks/network_design.hpp>
 #include <bilevel/optim/schedule.hpp>
 
 #include <algorithm>
@@ -23,6 +25,7 @@
 #include <map>
 #include <memory>
 #include <numeric>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <stdexcept>
@@ -79,6 +82,25 @@ inline bilevel::data::dataset training_subset(const bilevel::data::dataset& d, s
   return bilevel::data::stratified_subset(d, n, seed);
 }
 
+/// --test-size: `n` rows of the test split with each class's share kept, the same rows for
+/// every run of the process (drawn with a fixed seed, so that runs of different seeds and
+/// methods are tested on the same images), or all of it when n is 0.
+inline bilevel::data::dataset test_subset(const bilevel::data::dataset& test, std::size_t n) {
+  if (n == 0 || n >= test.rows) return test;
+  return bilevel::data::stratified_subset(test, n, 7);
+}
+
+/// Plain and balanced accuracy on `d` in evaluation mode (batch norm's running statistics,
+/// no dropout): the library's classification_accuracy, in chunks of 50 rows. The default
+/// chunk of 1000 rows makes a convolution's unfolded input some 100 MB, whose allocation and
+/// page faults cost more than the chunk saves: ResNet-20 on 1000 images took 17 s of wall
+/// time in chunks of 1000 and 3.3 s in chunks of 50 (2-core VM); MLPs are as fast either way.
+template <class Net>
+bilevel::learners::accuracy_percent test_accuracy(const Net& net, const P::vector& theta,
+                                                  const bilevel::data::dataset& d, bilevel::input_list<P> in = {}) {
+  return bilevel::learners::classification_accuracy(net, theta, d, in, 50);
+}
+
 /// The --schedule choices as the decay a method configuration holds (its `lr_decay`): the
 /// shape only, stated against the configuration's `lr` and `epochs`, so no step counts are
 /// worked out here. constant; multistep, ×0.1 at 2/3 and again at 5/6 of training
@@ -93,6 +115,9 @@ inline bilevel::optim::lr_decay make_schedule(const std::string& kind, double lr
 
 /// The --network choices. LeNet-5 on 28×28 grey images: conv 6@5×5 (padding 2), ReLU, max
 /// pool 2, conv 16@5×5, ReLU, max pool 2, then dense 120-84-10 (61,706 parameters).
+/// resnet20 and resnet32: He et al.'s CIFAR ResNets (learners/networks/resnet.hpp: widths
+/// 16-32-64, batch norm, option-A shortcuts; 269,434 and 463,866 parameters on 28x28x1). wrn:
+/// the wide ResNet WRN-16-2 (widths 32-64-128, pre-activation blocks, no dropout).
 inline const bilevel::learners::geometry image_input{28, 28, 1};
 inline std::vector<bilevel::learners::layer::spec> lenet_layers() {
   using namespace bilevel::learners;
@@ -102,13 +127,28 @@ inline std::vector<bilevel::learners::layer::spec> lenet_layers() {
           layer::dense{84},        layer::act{activation::relu}, layer::dense{10}};
 }
 inline const std::vector<std::size_t> mlp_widths = {784, 256, 128, 10};
+/// The network of --network as the design a method's configuration takes (its `network`), or
+/// nothing for mlp, which the configurations build from their `widths`.
+inline std::optional<bilevel::learners::network_design> network_design(const std::string& network) {
+  using namespace bilevel::learners;
+  if (network == "mlp") return std::nullopt;
+  if (network == "lenet") return layer_specs{image_input, lenet_layers()};
+  if (network == "resnet20") return resnet_options{.input = image_input, .classes = 10, .depth = 20};
+  if (network == "resnet32") return resnet_options{.input = image_input, .classes = 10, .depth = 32};
+  if (network == "wrn") return wide_resnet_options{.input = image_input, .classes = 10, .depth = 16, .widen = 2};
+  throw usage_error("--network: unknown network '" + network + "'");
+}
+/// The network of --network, for plain training.
 inline bilevel::learners::sequential<P> make_network(const std::string& network) {
-  if (network == "lenet") return bilevel::learners::sequential<P>(image_input, lenet_layers());
+  if (const auto design = network_design(network)) return bilevel::learners::build_network<P>(*design);
   return bilevel::learners::mlp<P>(mlp_widths);
 }
+/// A ResNet or the wide ResNet: networks a CPU trains slowly, which --quick shrinks further.
+inline bool is_resnet(const std::string& network) { return network.rfind("resnet", 0) == 0 || network == "wrn"; }
 
-/// Rejects --network lenet for a method that builds MLPs only (its config has widths but no
-/// layers), before anything is read.
+/// Rejects a --network other than mlp for a method that builds MLPs only (its configuration
+/// has `widths` but no `network`: the teacher's and LFM's weightings read an MLP), before
+/// anything is read.
 inline void check_network(const options& o, const std::set<std::string>& takes_any_network) {
   if (o.network == "mlp") return;
   for (const auto& m : o.methods)
@@ -239,8 +279,10 @@ inline void print_summary(const std::vector<std::string>& methods, const std::ma
 /// momentum 0.9 and `weight_decay`, learning rate `lr` decayed by `decay` over the `epochs`,
 /// batches of 100; `on_epoch(θ)` after each epoch. A plain loop has no method configuration
 /// to resolve the decay, so it does so itself (optim::resolve_schedule), with the same
-/// arithmetic the methods use.
-inline void train_plain(const bilevel::learners::sequential<P>& net, std::shared_ptr<const bilevel::data::dataset> train,
+/// arithmetic the methods use; and no solver to tell the network of its real steps, so it
+/// calls net.on_real_step itself at each step, as the solver does (batch normalization's
+/// running statistics, which evaluation reads, change there): evaluate `net` itself.
+inline void train_plain(bilevel::learners::sequential<P>& net, std::shared_ptr<const bilevel::data::dataset> train,
                         unsigned seed, std::size_t epochs, double lr, double weight_decay,
                         const bilevel::optim::lr_decay& decay, const std::function<void(const P::vector&)>& on_epoch) {
   constexpr std::size_t batch = 100;
@@ -257,7 +299,9 @@ inline void train_plain(const bilevel::learners::sequential<P>& net, std::shared
   P::vector g;
   for (std::size_t e = 0; e < epochs; ++e) {
     for (std::size_t t = 0; t < per_epoch; ++t) {
-      net.gradient(theta, {}, batches(), g);
+      const auto b = batches();
+      net.gradient(theta, {}, b, g);
+      net.on_real_step(theta, {}, b);  // at the point and batch of the step, before it is taken
       opt.step(theta, state, g);
     }
     on_epoch(theta);

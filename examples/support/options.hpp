@@ -49,6 +49,7 @@ struct options {
   std::vector<std::string> methods;
   std::size_t epochs = 15;
   std::size_t train_size = 0;  ///< 0: the whole training split
+  std::size_t test_size = 0;   ///< 0: the whole test split
   std::string network = "mlp";
   double lr = 0.1, weight_decay = 5e-4;
   std::string schedule = "multistep";
@@ -56,6 +57,9 @@ struct options {
   double noise = 0.4;
   double imbalance = 100;
   std::size_t retrain_epochs = 10;
+  std::string space = "mlp";                        ///< example 04's search space
+  std::size_t cells = 5, channels = 8, nodes = 4;   ///< the DARTS space's size (learners::darts_space_options)
+  std::size_t batch = 64;                           ///< example 04's search batch
   bool quick = false, skip_without_data = false;
   std::set<std::string> given;  ///< the options on the command line, so --quick leaves them alone
 
@@ -131,15 +135,19 @@ class command_line {
     app_.get_formatter()->column_width(28);
   }
 
-  /// The options of every Fashion-MNIST experiment: seeds, epochs, data and output
-  /// directories, --quick and --skip-without-data. `epochs_help` says what an epoch is in this
-  /// example.
+  /// The options of every Fashion-MNIST experiment: seeds, epochs, the test images, data and
+  /// output directories, --quick and --skip-without-data. `epochs_help` says what an epoch is
+  /// in this example.
   command_line& common(const std::string& epochs_help, const std::string& quick_help) {
     seed();
     add("--seeds", o_.seeds, "comma-separated seeds, one run per seed and method")
         ->delimiter(',')
         ->check(detail::whole_number(0, std::numeric_limits<unsigned>::max()));
     epochs(epochs_help);
+    add("--test-size", o_.test_size,
+        "test on N images drawn at random from the test split with each class's share kept (stratified, the same "
+        "images for every run) (default: all 10000)")
+        ->check(detail::whole_number(100, 10000));
     data("directory of the Fashion-MNIST IDX files, plain or .gz (default: $BILEVEL_FASHION_MNIST_DIR, else the "
          "Debian package's /usr/share/datasets/fashion-mnist)",
          "without the data set, exit 77 (what ctest reports as Skipped) instead of failing");
@@ -215,12 +223,14 @@ class command_line {
     return *this;
   }
 
-  /// --network mlp|lenet: the classifier.
-  command_line& network() {
+  /// --network mlp|lenet|resnet20|resnet32|wrn: the classifier; `takes` says which methods
+  /// take which.
+  command_line& network(const std::string& takes) {
     add("--network", o_.network,
-        "the classifier: mlp (784-256-128-10) or lenet (LeNet-5: two 5x5 convolutions with max pooling, then "
-        "120-84-10) (default " + o_.network + ")")
-        ->check(detail::one_of({"mlp", "lenet"}));
+        "the classifier: mlp (784-256-128-10), lenet (LeNet-5: two 5x5 convolutions with max pooling, then "
+        "120-84-10), resnet20 or resnet32 (He et al.'s CIFAR ResNets, widths 16-32-64, batch norm, option-A "
+        "shortcuts) or wrn (wide ResNet WRN-16-2, widths 32-64-128); " + takes + " (default " + o_.network + ")")
+        ->check(detail::one_of({"mlp", "lenet", "resnet20", "resnet32", "wrn"}));
     return *this;
   }
 
