@@ -20,6 +20,7 @@
 #include <bilevel/hypergrad/unrolled.hpp>
 #include <bilevel/learners/layers/batch_norm.hpp>
 #include <bilevel/learners/layers/dropout.hpp>
+#include <bilevel/learners/layers/identity.hpp>
 #include <bilevel/learners/layers/linear.hpp>
 #include <bilevel/learners/layers/nonlinearity.hpp>
 #include <bilevel/learners/sequential.hpp>
@@ -195,26 +196,10 @@ struct flatten_images {
 
 /// A user layer that passes its input on and counts its commits (the real steps it is told of).
 template <class P>
-struct commit_counter {
-  using matrix = typename P::matrix;
-  using vector = bilevel::vector_t<P>;
-  struct cache {};
-  geometry shape;
+struct commit_counter : bilevel::learners::identity_layer<P> {
+  using typename bilevel::learners::identity_layer<P>::cache;
   std::shared_ptr<std::size_t> commits = std::make_shared<std::size_t>(0);
-  [[nodiscard]] geometry input_shape() const { return shape; }
-  [[nodiscard]] geometry output_shape() const { return shape; }
-  [[nodiscard]] std::size_t num_parameters() const { return 0; }
-  void forward(const pass_context<P>&, const matrix& x, matrix& y, cache&) const { y = x; }
-  void backward(const pass_context<P>&, const matrix&, const matrix& g, cache&, matrix* gx, vector&) const {
-    if (gx) *gx = g;
-  }
-  void tangent_forward(const tangent_context<P>&, const matrix& x, const matrix* x_dot, cache&, matrix& y_dot) const {
-    y_dot = x_dot ? *x_dot : P::matrix_zeros(P::rows(x), P::cols(x));
-  }
-  void tangent_backward(const tangent_context<P>&, const matrix&, const matrix*, const matrix&, const matrix& g_dot,
-                        cache&, matrix* gx_dot, vector&) const {
-    if (gx_dot) *gx_dot = g_dot;
-  }
+  explicit commit_counter(geometry shape) : bilevel::learners::identity_layer<P>(shape) {}
   void commit(const pass_context<P>&, const cache&) { ++*commits; }
 };
 
