@@ -4,7 +4,10 @@
 # and the DARTS supernet (gradient; one second-order DARTS iteration), float, 1 thread; writes
 # build/compare/networks.jsonl and bench/NETWORKS.md.
 #
-#   bench/compare/networks.sh
+#   bench/compare/networks.sh [--report-only]
+#
+# --report-only rewrites bench/NETWORKS.md from the last run's build/compare/networks.jsonl (and
+# networks_meta.json) without measuring.
 #
 # Steps: the C++ program (bench_networks, bench/networks.cpp, built into build/compare/cmake with
 # the benchmarks' flags, -j1 under nice), then ROUNDS (3) interleaved rounds: in each, every case
@@ -45,7 +48,11 @@ report=$root/bench/NETWORKS.md
 results=$out/networks.jsonl
 [ -x "$py" ] || { echo "networks.sh: no $py (bench/compare/setup.sh makes the venv)" >&2; exit 1; }
 mkdir -p "$out"
+report_only=0
+[ "${1:-}" = --report-only ] && report_only=1
+meta=$out/networks_meta.json
 
+if [ "$report_only" = 0 ]; then
 echo "== building bench_networks (build/compare/cmake, -j1, nice)"
 cmake -S "$root" -B "$root/build/compare/cmake" -DCMAKE_BUILD_TYPE=Release -DBILEVEL_BUILD_TESTS=OFF \
   -DBILEVEL_BUILD_EXAMPLES=OFF -DBILEVEL_WITH_XTENSOR=OFF > "$out/networks_cmake.log"
@@ -73,6 +80,8 @@ done
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
 : > "$results"
 start=$(date +%s)
+commit=$(git rev-parse --short HEAD) dirty=false  # the code measured: as built just above
+[ -n "$(git status --porcelain)" ] && dirty=true
 round=0
 # run IMPL CASE WARMUP TIMED [BATCH]: one JSON line into networks.jsonl; 1 when the run failed
 # (a line with "failed" is written then).
@@ -126,10 +135,15 @@ for round in $(seq 1 "$ROUNDS"); do
   fi
 done
 end=$(date +%s)
+echo "{\"elapsed_s\": $((end - start)), \"waited_minutes\": $waited, \"rounds\": $ROUNDS, \"commit\": \"$commit\", \"dirty\": $dirty}" > "$meta"
+fi
+[ -f "$results" ] && [ -f "$meta" ] || { echo "networks.sh: no $results or $meta to report" >&2; exit 1; }
 
-"$py" - "$results" "$report" "$((end - start))" "$waited" "$ROUNDS" <<'PY'
+"$py" - "$results" "$report" "$meta" <<'PY'
 import json, os, statistics, subprocess, sys, datetime
-results, report, elapsed, waited, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+results, report = sys.argv[1], sys.argv[2]
+meta = json.load(open(sys.argv[3]))
+elapsed, waited, rounds = meta["elapsed_s"], meta["waited_minutes"], meta["rounds"]
 rows = [json.loads(l) for l in open(results) if l.strip()]
 ok = [r for r in rows if not r.get("failed")]
 failed = [r for r in rows if r.get("failed")]
@@ -138,8 +152,8 @@ def sh(*cmd):
     return subprocess.run(cmd, capture_output=True, text=True).stdout.strip()
 lscpu = sh("lscpu")
 field = lambda name: next((l.split(":", 1)[1].strip() for l in lscpu.splitlines() if l.startswith(name + ":")), "?")
-commit = sh("git", "rev-parse", "--short", "HEAD")
-dirty = sh("git", "status", "--porcelain") != ""
+commit = meta.get("commit") or sh("git", "rev-parse", "--short", "HEAD")
+dirty = meta["dirty"] if "dirty" in meta else sh("git", "status", "--porcelain") != ""
 torch_version = next((r["torch"] for r in ok if "torch" in r), "?")
 bl = next((r for r in ok if r["implementation"] == "bilevel"), {})
 
@@ -152,7 +166,8 @@ def span(rs, key):
 def ms(rs):
     if not rs: return "—"
     lo, hi = span(rs, "median_ms")
-    return f"{med(rs, 'median_ms'):,.0f} ({lo:,.0f}–{hi:,.0f})"
+    if len(rs) == 1: return f"{rs[0]['median_ms']:,.0f} (1 round of {rounds})"
+    return f"{med(rs, 'median_ms'):,.0f} ({lo:,.0f}–{hi:,.0f}{'' if len(rs) == rounds else f'; {len(rs)} rounds of {rounds}'})"
 def mb(rs, key):
     return f"{med(rs, key):,.0f}" if rs else "—"
 
@@ -170,7 +185,8 @@ L.append(f"- bilevel git {commit}{' with uncommitted changes' if dirty else ''},
 loads = [r["load_1min_before"] for r in rows]
 L.append(f"- {rounds} interleaved rounds (each: every case, bilevel then PyTorch); measuring took {elapsed // 60} min "
          f"{elapsed % 60} s; 1-min load average before the runs {min(loads):.2f}–{max(loads):.2f}"
-         f"{f', after waiting {waited} min for a quiet machine' if waited else ''}")
+         f"{f', after waiting {waited} min for a quiet machine' if waited else ''}"
+         f"{' (the machine was shared: other work ran alongside at normal priority; the interleaved rounds spread it over both implementations, and the min–max columns show its effect)' if max(loads) > 1.5 else ''}")
 reps = {}
 for r in ok: reps.setdefault((r["case"], r["batch"]), (r["warmup"], r["timed"]))
 L.append("- Repetitions per run (warm-up + timed): " +
@@ -217,7 +233,10 @@ if failed:
         lim = (f", virtual-memory limit {r['memory_limit_kb'] / 1048576:.1f} GB"
                if r.get("memory_limit_kb") and r["exit"] != 2 else "")
         batch = r["batch"] or (64 if r["case"].startswith("darts") else 128)
-        L.append(f"- round {r['round']}: {r['implementation']} {r['case']} (batch {batch}), exit {r['exit']}{lim}: {r['error'][:200]}")
+        why = r["error"].strip() or {137: "killed by SIGKILL: out of memory (the run sets oom_score_adj 1000, so the "
+                                          "kernel's OOM killer takes it before any other process)",
+                                     124: "over the time limit"}.get(r["exit"], "no message")
+        L.append(f"- round {r['round']}: {r['implementation']} {r['case']} (batch {batch}), exit {r['exit']}{lim}: {why[:240]}")
     L.append("")
 
 L.append("## Targets\n")
@@ -276,4 +295,4 @@ L.append("- Gradient cases: bilevel's network caches its last value and backward
 open(report, "w").write("\n".join(L) + "\n")
 print(f"networks.sh: wrote {report}")
 PY
-echo "networks.sh: $(wc -l < "$results") lines in $results; measuring took $((end - start)) s"
+echo "networks.sh: $(wc -l < "$results") lines in $results"
