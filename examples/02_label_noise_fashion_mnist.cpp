@@ -21,8 +21,8 @@
 // Options (--help lists them, with their ranges): --noise R in [0, 1) and --noise-type
 // symmetric|pair; --train-size N (a stratified random subset of the training split, drawn
 // with the seed) and --test-size N (of the test split); --network mlp|lenet|resnet20|resnet32|wrn
-// (LeNet-5, the CIFAR ResNet-20 and -32, the wide ResNet WRN-16-2; for plain, mwn and l2rw
-// only: the teacher's and LFM's configs build MLPs); --lr, --weight-decay and --schedule
+// (LeNet-5, the CIFAR ResNet-20 and -32, the wide ResNet WRN-16-2; every method trains it:
+// the teacher reads the features entering its last layer); --lr, --weight-decay and --schedule
 // constant|multistep|cosine for the classifier; --epochs, --seed or --seeds A,B,C, --methods
 // LIST|all, --data DIR, --out DIR; --quick (6000 images, 2 epochs, unless given; with a ResNet
 // 200 training and 500 test images, 1 epoch, as a ResNet trains slowly on a CPU).
@@ -78,13 +78,12 @@ int run(int argc, char** argv) {
              "(a smoke test, not a result)")
       .methods(method_names)
       .training("the classifier", "; L2RW's 0.03, as at 0.1 it diverges")
-      .network("plain, mwn and l2rw take any, teacher and lfm an mlp only")
+      .network()
       .noise();
   cli.add("--noise-type", o.noise_type,
           "symmetric (uniformly to another class) or pair (class c to c+1 mod 10) (default symmetric)")
       ->check(example::detail::one_of({"symmetric", "pair"}));
   if (const auto status = cli.parse(argc, argv)) return *status;
-  example::check_network(o, {"plain", "mwn", "l2rw"});  // the other methods' configs build MLPs only
   if (o.quick) {
     const bool resnet = example::is_resnet(o.network);
     if (!o.was_given("--train-size")) o.train_size = resnet ? 200 : 6000;
@@ -116,9 +115,10 @@ int run(int argc, char** argv) {
     // --schedule as a decay relative to each method's `lr` and `epochs`: the methods work out
     // the steps (epochs × batches per epoch of their training set), so each states its rate once.
     const auto decay = example::make_schedule(o.schedule);
-    // The classifier of the reweighting methods: the example's epochs, learning rate, its
-    // decay and weight decay, and with --network other than mlp that network's design
-    // (LeNet's layers, a ResNet's options) instead of the MLP's widths.
+    // The classifier of Meta-Weight-Net and the teacher: the example's epochs, learning rate,
+    // its decay and weight decay, and with --network other than mlp that network's design
+    // (LeNet's layers, a ResNet's options) instead of the MLP's widths; L2RW and LFM take the
+    // same design in their own configurations.
     methods::meta_weight_net_config classifier{.widths = example::mlp_widths, .network = design, .epochs = o.epochs,
                                                 .lr = o.lr, .lr_decay = decay, .weight_decay = o.weight_decay,
                                                 .seed = seed};
@@ -192,7 +192,8 @@ int run(int argc, char** argv) {
       } else if (method == "lfm") {
         auto s = methods::learning_from_mistakes_reweighting<P>(
             train, validation,
-            {.epochs = o.epochs, .lr = o.lr, .lr_decay = decay, .weight_decay = o.weight_decay, .seed = seed});
+            {.network = design, .epochs = o.epochs, .lr = o.lr, .lr_decay = decay, .weight_decay = o.weight_decay,
+             .seed = seed});  // W1 and W2: the --network's design, or the MLP of the default widths
         // model() is the re-learner W2, level 1: count the epochs of its batches.
         run_solver(s, [&] { return mean_weights(s); }, {.epoch_level = 1});
       }

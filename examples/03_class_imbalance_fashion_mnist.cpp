@@ -28,8 +28,8 @@
 // Options (--help lists them, with their ranges): --imbalance IF in [1, 1000]; --train-size N
 // (the stratified random subset of the training split the long tail is cut from, drawn with
 // the seed) and --test-size N (of the test split); --network mlp|lenet|resnet20|resnet32|wrn
-// (LeNet-5, the CIFAR ResNet-20 and -32, the wide ResNet WRN-16-2; for plain and mwn only: the
-// other methods' configs build MLPs); --lr, --weight-decay and --schedule
+// (LeNet-5, the CIFAR ResNet-20 and -32, the wide ResNet WRN-16-2; every method trains it, LFM
+// and LFM-CW as both their learners); --lr, --weight-decay and --schedule
 // constant|multistep|cosine for the classifiers; --epochs, --seed or --seeds A,B,C, --methods
 // LIST|all, --data DIR, --out DIR; --quick (5900 images, IF 10, 2 epochs, unless given; with a
 // ResNet the tail cut from 500 images, 500 test images, as a ResNet trains slowly on a CPU).
@@ -75,11 +75,10 @@ int run(int argc, char** argv) {
              "images (cut to some 200) and 500 test images (a smoke test, not a result)")
       .methods(method_names)
       .training("the classifiers")
-      .network("plain and mwn take any, lfm_cw and lfm an mlp only");
+      .network();
   cli.add("--imbalance", o.imbalance, "largest over smallest class size, IF (default 100)")
       ->check(example::detail::real_number(1, 1000));
   if (const auto status = cli.parse(argc, argv)) return *status;
-  example::check_network(o, {"plain", "mwn"});  // the other methods' configs build MLPs only
   if (o.quick) {
     const bool resnet = example::is_resnet(o.network);
     if (!o.was_given("--train-size")) o.train_size = resnet ? 500 : 5900;
@@ -149,7 +148,8 @@ int run(int argc, char** argv) {
         const auto generator = std::make_shared<const data::pca_gaussian_generator>(*train, 50, seed);
         auto s = methods::lfm_class_weighting<P>(
             train, validation, generator,
-            {.epochs = o.epochs, .lr = o.lr, .lr_decay = decay, .weight_decay = o.weight_decay, .seed = seed});
+            {.network = design, .epochs = o.epochs, .lr = o.lr, .lr_decay = decay, .weight_decay = o.weight_decay,
+             .seed = seed});
         // model() is the re-learner W2, level 1. Its weights are per class (the synthetic
         // samples of class k weigh γ·c_k): head is classes 0-4, tail 5-9.
         std::vector<bool> tail_class(train->num_classes);
@@ -166,7 +166,8 @@ int run(int argc, char** argv) {
       } else if (method == "lfm") {
         auto s = methods::learning_from_mistakes_reweighting<P>(
             train, validation,
-            {.epochs = o.epochs, .lr = o.lr, .lr_decay = decay, .weight_decay = o.weight_decay, .seed = seed});
+            {.network = design, .epochs = o.epochs, .lr = o.lr, .lr_decay = decay, .weight_decay = o.weight_decay,
+             .seed = seed});
         run_solver(s, 1, [&] { return example::group_means(s.sample_weights(*train), tail); });  // model(): W2
       }
       r.seconds = seconds(std::chrono::steady_clock::now() - t0).count();

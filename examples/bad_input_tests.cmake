@@ -18,10 +18,6 @@ bilevel_bad_input(${noise} seeds_not_numbers 2 "--seeds: 'abc' is not a whole nu
 bilevel_bad_input(${noise} unwritable_out 1 "--out '/proc/nope': cannot create the directory" --out /proc/nope
                   --skip-without-data)
 bilevel_bad_input(${noise} missing_data 1 "--data '/nonexistent': no such directory" --data /nonexistent)
-bilevel_bad_input(${noise} lenet_with_mlp_method 2 "--network lenet: method lfm builds MLPs only"
-                  --network lenet --methods lfm)
-bilevel_bad_input(${noise} resnet_with_mlp_method 2 "--network resnet20: method teacher builds MLPs only"
-                  --network resnet20 --methods plain,teacher)
 # A truncated train-images-idx3-ubyte.gz (cut from the real file, at test time): the
 # library's idx_error, naming the file. Skipped where the data set is not installed.
 set(truncated ${CMAKE_CURRENT_BINARY_DIR}/truncated_fashion_mnist)
@@ -38,8 +34,6 @@ foreach(example ${noise} 03_class_imbalance_fashion_mnist)
   bilevel_bad_input(${example} unknown_network 2 "--network: 'nosuch' is not one of mlp|lenet|resnet20|resnet32|wrn"
                     --network nosuch)
 endforeach()
-bilevel_bad_input(03_class_imbalance_fashion_mnist wrn_with_mlp_method 2
-                  "--network wrn: method lfm_cw builds MLPs only" --network wrn --methods lfm_cw)
 bilevel_bad_input(03_class_imbalance_fashion_mnist imbalance_below_one 2 "--imbalance: '0.5' is not a number in [1,"
                   --imbalance 0.5)
 bilevel_bad_input(04_architecture_search_fashion_mnist zero_retrain_epochs 2

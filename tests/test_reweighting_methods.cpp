@@ -21,34 +21,37 @@ namespace {
 using P = test::P64;
 using bilevel::learners::make_batch;
 using bilevel::learners::mlp;
+using bilevel::learners::sequential;
 
 const std::vector<std::size_t> widths = {8, 6, 3};
 
-/// F(u) = L_val(θ'(u)): the validation loss after the classifier's optimizer step from its
-/// current state on batch b, with its upper input set to u. What a look-ahead hypergradient
-/// differentiates.
+/// F(u) = L_val(θ'(u)): the validation loss by `net` (the classifier's network, built afresh)
+/// after the classifier's optimizer step from its current state on batch b, with its upper
+/// input set to u. What a look-ahead hypergradient differentiates.
 template <class Level>
 double step_objective(const Level& low, P::vector theta, bilevel::optimizer_state<P> state,
                       const std::vector<double>& u, const bilevel::learners::classification_batch<P>& b,
-                      const bilevel::learners::classification_batch<P>& vb) {
+                      const bilevel::learners::classification_batch<P>& vb, const sequential<P>& net = mlp<P>(widths)) {
   const P::vector upper = test::device<P>(u);
   const P::vector* in[] = {&upper};
   P::vector g;
   low.learner.gradient(theta, in, b, g);
   low.optimizer.step(theta, state, g);
-  return mlp<P>(widths).loss(theta, {}, vb);
+  return net.loss(theta, {}, vb);
 }
 template <class Solver>
 double lookahead_objective(Solver& s, const std::vector<double>& u, const bilevel::learners::classification_batch<P>& b,
-                           const bilevel::learners::classification_batch<P>& vb) {
+                           const bilevel::learners::classification_batch<P>& vb, const sequential<P>& net) {
   const auto& low = s.template level<0>();
-  return step_objective(low, low.theta, low.state, u, b, vb);
+  return step_objective(low, low.theta, low.state, u, b, vb, net);
 }
 
 /// The solver's hypergradient of level 1 and central differences of the look-ahead objective
-/// on the same two batches, over the coordinates `which` of level 1's variable.
+/// on the same two batches, over the coordinates `which` of level 1's variable; `net` is the
+/// classifier's network (the MLP of `widths` unless given).
 template <class Solver>
-void check_lookahead_hypergradient(Solver& s, const std::vector<std::size_t>& which, double tolerance) {
+void check_lookahead_hypergradient(Solver& s, const std::vector<std::size_t>& which, double tolerance,
+                                   const sequential<P>& net = mlp<P>(widths)) {
   auto val_sampler = s.template level<1>().sampler;  // a copy: the batch the solver will draw
   const auto vb = val_sampler();
   const auto b = s.template level<0>().peek_batch();
@@ -60,9 +63,9 @@ void check_lookahead_hypergradient(Solver& s, const std::vector<std::size_t>& wh
     auto u = u0;
     const double h = 1e-5;
     u[k] = u0[k] + h;
-    const double fp = lookahead_objective(s, u, b, vb);
+    const double fp = lookahead_objective(s, u, b, vb, net);
     u[k] = u0[k] - h;
-    const double fm = lookahead_objective(s, u, b, vb);
+    const double fm = lookahead_objective(s, u, b, vb, net);
     fd.push_back((fp - fm) / (2 * h));
     picked.push_back(exact[k]);
   }
@@ -238,14 +241,25 @@ TEST_CASE("teacher (deep interactions): exact products of the teacher against ce
   CHECK(test::relative_error(jvp, fd) <= 1e-7);
 }
 
-TEST_CASE("teacher (deep interactions): its hypergradient against central differences, and an end-to-end run") {
+namespace {
+/// The teacher's hypergradient after three outer iterations on the toy data, with the student
+/// of `cfg` (whose batch, hidden width and seed are set here), against central differences.
+void check_teacher_hypergradient(bilevel::methods::deep_interactions_config cfg, const sequential<P>& student) {
   const auto train = test::toy_classes(60, 3, 0.3), val = test::toy_classes(20, 4, 0.0, 1000);
-  auto s = bilevel::methods::deep_interactions<P>(
-      train.data, val.data, {.widths = widths, .batch = 10, .validation_batch = 20, .hidden = 4, .seed = 5});
+  cfg.batch = 10;
+  cfg.validation_batch = 20;
+  cfg.hidden = 4;
+  cfg.seed = 5;
+  auto s = bilevel::methods::deep_interactions<P>(train.data, val.data, cfg);
   s.run(3);
   std::vector<std::size_t> coords(s.level<1>().theta.size());
   std::iota(coords.begin(), coords.end(), std::size_t(0));
-  check_lookahead_hypergradient(s, coords, 1e-6);
+  check_lookahead_hypergradient(s, coords, 1e-6, student);
+}
+}  // namespace
+
+TEST_CASE("teacher (deep interactions): its hypergradient against central differences, and an end-to-end run") {
+  check_teacher_hypergradient({.widths = widths}, mlp<P>(widths));
 
   const auto big = test::toy_classes(300, 7, 0.3), bigval = test::toy_classes(60, 8, 0.0, 1000);
   auto run = bilevel::methods::deep_interactions<P>(
@@ -258,6 +272,48 @@ TEST_CASE("teacher (deep interactions): its hypergradient against central differ
   const double after = net.loss(run.level<0>().theta, {}, vb);
   MESSAGE("teacher validation loss " << before << " -> " << after);
   CHECK(after < 0.7 * before);
+}
+
+TEST_CASE("teacher (deep interactions) on a ResNet student: its hypergradient against central differences") {
+  // The teacher reads the features after the ResNet's global pooling (4·width = 8 channels,
+  // one vector per sample). Batch norms in training mode are smooth and a ReLU kink within a
+  // difference step is as unlikely as in the MLP, so the MLP's tolerance holds.
+  const bilevel::learners::network_design resnet =
+      bilevel::learners::resnet_options{.input = {2, 4, 1}, .classes = 3, .depth = 8, .width = 2};
+  const auto net = bilevel::learners::build_network<P>(resnet);
+  check_teacher_hypergradient({.network = resnet}, net);
+  CHECK(net.feature_shape() == bilevel::learners::geometry{1, 1, 8});
+  CHECK(mlp<P>(widths).feature_shape() == bilevel::learners::geometry{1, 1, 6});
+}
+
+TEST_CASE("teacher (deep interactions): a student whose last layer reads images, or no hidden layer, is refused") {
+  using namespace bilevel::learners;
+  const auto train = test::toy_classes(60, 3, 0.3), val = test::toy_classes(20, 4, 0.0, 1000);
+  // The toy data's 8 features as 2x2 images of 2 channels: a 1x1 convolution, then a 2x2 one
+  // that covers the image. The last layer's input is 2x2x2: four feature vectors per sample.
+  const layer_specs convs{{2, 2, 2}, {layer::conv{2, 1}, layer::act{activation::tanh}, layer::conv{3, 2}}};
+  CHECK(build_network<P>(convs).feature_shape() == geometry{2, 2, 2});
+  CHECK_THROWS_WITH_AS(bilevel::methods::deep_interactions<P>(train.data, val.data, {.network = convs}),
+                       doctest::Contains("deep_interactions: the teacher reads one feature vector per sample at the "
+                                         "input of the student's last layer, which takes 2x2x2 images"),
+                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS(bilevel::methods::deep_interactions<P>(train.data, val.data, {.widths = {8, 3}}),
+                       doctest::Contains("deep_interactions: the student needs a hidden layer"), std::invalid_argument);
+}
+
+TEST_CASE("Meta-Weight-Net and L2RW refuse a network with mixed operations, naming the search methods") {
+  using namespace bilevel::learners;
+  const auto train = test::toy_classes(200, 3, 0.3), val = test::toy_classes(20, 4, 0.0, 1000);  // ≥ one default batch
+  // One mixed operation over {tanh, skip}: two architecture entries that no level would learn.
+  const network_design searched = layer_specs{
+      {1, 1, 8},
+      {layer::dense{6}, layer::mixed{{layer::candidate{{layer::act{activation::tanh}}}, layer::skip()}}, layer::dense{3}}};
+  const char* refusal = "the network has mixed operations (2 architecture entries) and no level here learns an "
+                        "architecture; search it with methods::darts or methods::lfm_architecture_search";
+  CHECK_THROWS_WITH_AS(bilevel::methods::meta_weight_net<P>(train.data, val.data, {.network = searched}),
+                       doctest::Contains(refusal), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(bilevel::methods::l2rw<P>(train.data, val.data, {.network = searched}),
+                       doctest::Contains(refusal), std::invalid_argument);
 }
 
 TEST_CASE("method results: the named levels are the solver's levels") {

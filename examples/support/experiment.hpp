@@ -26,7 +26,6 @@
 #include <memory>
 #include <numeric>
 #include <optional>
-#include <set>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -145,20 +144,6 @@ inline bilevel::learners::sequential<P> make_network(const std::string& network)
 }
 /// A ResNet or the wide ResNet: networks a CPU trains slowly, which --quick shrinks further.
 inline bool is_resnet(const std::string& network) { return network.rfind("resnet", 0) == 0 || network == "wrn"; }
-
-/// Rejects a --network other than mlp for a method that builds MLPs only (its configuration
-/// has `widths` but no `network`: the teacher's and LFM's weightings read an MLP), before
-/// anything is read.
-inline void check_network(const options& o, const std::set<std::string>& takes_any_network) {
-  if (o.network == "mlp") return;
-  for (const auto& m : o.methods)
-    if (!takes_any_network.count(m)) {
-      std::string list;
-      for (const auto& t : takes_any_network) list += (list.empty() ? "" : ",") + t;
-      throw usage_error("--network " + o.network + ": method " + m + " builds MLPs only (methods that take it: " +
-                        list + ")");
-    }
-}
 
 inline std::pair<double, double> mean_std(const std::vector<double>& v) {
   const double m = std::accumulate(v.begin(), v.end(), 0.0) / double(v.size());

@@ -223,13 +223,12 @@ class command_line {
     return *this;
   }
 
-  /// --network mlp|lenet|resnet20|resnet32|wrn: the classifier; `takes` says which methods
-  /// take which.
-  command_line& network(const std::string& takes) {
+  /// --network mlp|lenet|resnet20|resnet32|wrn: the classifier every method trains.
+  command_line& network() {
     add("--network", o_.network,
-        "the classifier: mlp (784-256-128-10), lenet (LeNet-5: two 5x5 convolutions with max pooling, then "
-        "120-84-10), resnet20 or resnet32 (He et al.'s CIFAR ResNets, widths 16-32-64, batch norm, option-A "
-        "shortcuts) or wrn (wide ResNet WRN-16-2, widths 32-64-128); " + takes + " (default " + o_.network + ")")
+        "the classifier every method trains: mlp (784-256-128-10), lenet (LeNet-5: two 5x5 convolutions with max "
+        "pooling, then 120-84-10), resnet20 or resnet32 (He et al.'s CIFAR ResNets, widths 16-32-64, batch norm, "
+        "option-A shortcuts) or wrn (wide ResNet WRN-16-2, widths 32-64-128) (default " + o_.network + ")")
         ->check(detail::one_of({"mlp", "lenet", "resnet20", "resnet32", "wrn"}));
     return *this;
   }

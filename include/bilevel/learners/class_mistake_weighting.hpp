@@ -22,6 +22,7 @@
 #include <cstddef>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "bilevel/core/elementwise.hpp"
@@ -40,26 +41,16 @@ class class_mistake_weighting {
   using matrix = typename P::matrix;
   static constexpr std::size_t num_inputs = 2;
 
+  /// `first_learner_widths`: W1's MLP; `references`: the reference validation samples (every
+  /// class among them); `synthetic_weight`: γ.
   class_mistake_weighting(const std::vector<std::size_t>& first_learner_widths, const data::dataset& references,
                           double synthetic_weight = 1.0)
-      : refs_(first_learner_widths, references), classes_(references.num_classes), gamma_(synthetic_weight),
-        per_class_(references.num_classes, 0) {
-    for (int y : refs_.labels()) ++per_class_[std::size_t(y)];
-    for (std::size_t k = 0; k < classes_; ++k)
-      if (per_class_[k] == 0)
-        throw std::invalid_argument("bilevel::learners::class_mistake_weighting: no reference sample of class " +
-                                    std::to_string(k));
-    if (!(gamma_ >= 0.0)) throw std::invalid_argument("bilevel::learners::class_mistake_weighting: γ must be >= 0");
-    const std::size_t n = refs_.size();
-    std::vector<scalar_t<P>> D(classes_ * n);
-    for (std::size_t j = 0; j < n; ++j) {
-      const auto y = std::size_t(refs_.labels()[j]);
-      for (std::size_t k = 0; k < classes_; ++k)
-        D[k * n + j] = scalar_t<P>((k == y ? 1.0 / double(per_class_[y]) : 0.0) -
-                                   1.0 / (double(classes_) * double(per_class_[y])));
-    }
-    centring_ = P::matrix_from_host(classes_, n, D);
-  }
+      : class_mistake_weighting(reference_losses<P>(first_learner_widths, references), references, synthetic_weight) {}
+  /// W1 the network of a design (a CNN, a ResNet), without mixed operations: no input here
+  /// carries an architecture for it.
+  class_mistake_weighting(const network_design& first_learner, const data::dataset& references,
+                          double synthetic_weight = 1.0)
+      : class_mistake_weighting(reference_losses<P>(first_learner, references), references, synthetic_weight) {}
 
   [[nodiscard]] std::size_t input_size(std::size_t slot) const { return slot == 0 ? refs_.num_parameters() : classes_; }
   [[nodiscard]] std::size_t classes() const { return classes_; }
@@ -120,6 +111,29 @@ class class_mistake_weighting {
   }
 
  private:
+  class_mistake_weighting(reference_losses<P> refs, const data::dataset& references, double synthetic_weight)
+      : refs_(std::move(refs)), classes_(references.num_classes), gamma_(synthetic_weight),
+        per_class_(references.num_classes, 0) {
+    if (refs_.arch_size() > 0)
+      throw std::invalid_argument("bilevel::learners::class_mistake_weighting: W1's network has mixed operations, "
+                                  "and no input here carries their architecture");
+    for (int y : refs_.labels()) ++per_class_[std::size_t(y)];
+    for (std::size_t k = 0; k < classes_; ++k)
+      if (per_class_[k] == 0)
+        throw std::invalid_argument("bilevel::learners::class_mistake_weighting: no reference sample of class " +
+                                    std::to_string(k));
+    if (!(gamma_ >= 0.0)) throw std::invalid_argument("bilevel::learners::class_mistake_weighting: γ must be >= 0");
+    const std::size_t n = refs_.size();
+    std::vector<scalar_t<P>> D(classes_ * n);
+    for (std::size_t j = 0; j < n; ++j) {
+      const auto y = std::size_t(refs_.labels()[j]);
+      for (std::size_t k = 0; k < classes_; ++k)
+        D[k * n + j] = scalar_t<P>((k == y ? 1.0 / double(per_class_[y]) : 0.0) -
+                                   1.0 / (double(classes_) * double(per_class_[y])));
+    }
+    centring_ = P::matrix_from_host(classes_, n, D);
+  }
+
   struct values {
     vector omega, d, c, slope;  // slope_k = ∂c_k/∂(ω_k d_k) = 2σ'(ω_k d_k)
   };

@@ -106,6 +106,7 @@ class sequential {
     geometry g = input;
     std::size_t offset = 0;
     for (const auto& s : specs) {
+      features_ = g;  // the input of the layer built next: at the end, the last layer's
       layer_variant l = std::visit([&](const auto& sp) { return make_any(g, sp, offset); }, s);
       std::visit([&](const auto& built) {
         if constexpr (!std::is_same_v<std::decay_t<decltype(built)>, any_layer<P>>) {  // specs build no boxed layers
@@ -137,6 +138,7 @@ class sequential {
       if (!(layers[l].input_shape() == g))
         throw std::invalid_argument("bilevel::learners::sequential: layer " + std::to_string(l) + " takes " +
                                     shape_text(layers[l].input_shape()) + " but receives " + shape_text(g));
+      features_ = g;
       g = layers[l].output_shape();
       box_offsets_.resize(l + 1, 0);
       box_offsets_[l] = offset;
@@ -161,6 +163,14 @@ class sequential {
   [[nodiscard]] std::size_t arch_slot() const { return Weighting::num_inputs; }
   [[nodiscard]] std::size_t arch_size() const { return arch_size_; }
   [[nodiscard]] std::size_t classes() const { return classes_; }
+  /// One sample's shape as the network takes it (its features() are a batch row's columns).
+  [[nodiscard]] geometry input_shape() const { return input_; }
+  /// One sample's shape at the input of the last layer: the features a weighting reads
+  /// (sample_signals::features, outputs::features), e.g. {1, 1, 128} for the MLP
+  /// 784-256-128-10 or {1, 1, 64} for a CIFAR ResNet after its global pooling. With more than
+  /// one pixel (a last layer that is a convolution, or one graph that holds the whole network),
+  /// those features come as (batch · pixels) × channels rows, not one row per sample.
+  [[nodiscard]] geometry feature_shape() const { return features_; }
   [[nodiscard]] const std::vector<layer_variant>& layer_list() const { return layers_; }
   /// How this network weights its samples (e.g. to read the learned weights of a data set).
   [[nodiscard]] const Weighting& weighting() const { return weighting_; }
@@ -639,7 +649,7 @@ class sequential {
     }
   }
 
-  geometry input_;
+  geometry input_, features_{};  ///< one sample's input, and the last layer's input (feature_shape)
   loss_kind loss_;
   Weighting weighting_;
   std::vector<layer_variant> layers_;

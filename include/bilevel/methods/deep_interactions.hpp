@@ -15,6 +15,7 @@
 #include <cstddef>
 #include <memory>
 #include <stdexcept>
+#include <string>
 
 #include "bilevel/learners/teacher_weighting_net.hpp"
 #include "bilevel/methods/meta_weight_net.hpp"
@@ -40,20 +41,38 @@ class deep_interactions_solver : public meta_weight_net_solver<Solver> {
   const auto& teacher() const { return Solver::template level<1>(); }
 };
 
+namespace detail {
+/// The teacher for the student of `cfg`: it reads the features entering the student's last
+/// layer, one vector per sample (sequential::feature_shape), and its logits. The student's
+/// network is built once here to size it.
+template <nn_tensor_policy P>
+learners::teacher_weighting_net teacher_for(const meta_weight_net_config& cfg, const std::string& who) {
+  const auto student = fixed_network<P>(classifier_shape(cfg.widths, cfg.input, cfg.layers, cfg.network), who,
+                                        "methods::darts or methods::lfm_architecture_search");
+  if (student.layer_list().size() < 2)
+    throw std::invalid_argument(who + ": the student needs a hidden layer for the teacher to read (its network "
+                                "has one layer, whose input is the data)");
+  const learners::geometry features = student.feature_shape();
+  if (features.pixels() != 1)
+    throw std::invalid_argument(who + ": the teacher reads one feature vector per sample at the input of the "
+                                "student's last layer, which takes " + learners::shape_text(features) +
+                                " images; end the network with a global pooling or a flatten before its last layer");
+  return {features.channels, student.classes(), cfg.hidden};
+}
+}  // namespace detail
+
 /// The two levels, assembled; level 0 holds the student, level 1 the teacher's parameters.
+/// The student is any network of the configuration (`widths`, `layers` or `network`) whose
+/// last layer reads one feature vector per sample: an MLP with a hidden layer, a CNN ending in
+/// flatten and dense layers, a ResNet; not one with mixed operations.
 template <nn_tensor_policy P>
 auto deep_interactions(std::shared_ptr<const data::dataset> train, std::shared_ptr<const data::dataset> validation,
                        const deep_interactions_config& cfg = {}) {
-  if (!cfg.layers.empty() || cfg.network)
-    throw std::invalid_argument("bilevel::methods::deep_interactions: the teacher reads an MLP student's penultimate "
-                                "features, sized from `widths`; a student given by `layers` or `network` is not supported");
-  if (cfg.widths.size() < 3)
-    throw std::invalid_argument("bilevel::methods::deep_interactions: the student needs a hidden layer for the "
-                                "teacher to read (widths has " + std::to_string(cfg.widths.size()) + " entries)");
-  const learners::teacher_weighting_net teacher{cfg.widths[cfg.widths.size() - 2], cfg.widths.back(), cfg.hidden};
+  const std::string who = "bilevel::methods::deep_interactions";
+  const learners::teacher_weighting_net teacher = detail::teacher_for<P>(cfg, who);
   return detail::reweighting_with_net<P, mwn_schedule::virtual_step_first, deep_interactions_solver>(
       teacher, teacher.initial_parameters<P>(cfg.seed + 1), std::move(train), std::move(validation), cfg, "teacher",
-      "bilevel::methods::deep_interactions");
+      who);
 }
 
 }  // namespace bilevel::methods

@@ -100,6 +100,7 @@ auto l2rw(std::shared_ptr<const data::dataset> train, std::shared_ptr<const data
   const std::size_t table = id_table_size(*train);
   const std::size_t per_epoch = detail::iterations_per_epoch(train->rows, cfg.batch, who);
   const detail::classifier_shape shape(cfg.widths, {}, {}, cfg.network);
+  (void)detail::fixed_network<P>(shape, who, "methods::darts or methods::lfm_architecture_search");
   auto model = detail::classifier_level<P>("classifier", shape, learners::sample_weights(table),
                                            {cfg.lr, cfg.momentum, cfg.weight_decay, cfg.nesterov,
                                             optim::resolve_schedule(cfg.lr_decay, cfg.lr, cfg.epochs * per_epoch,

@@ -25,6 +25,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -43,11 +44,15 @@ namespace bilevel::methods {
 
 /// LFM's settings (data reweighting). Designated initialisers must name the fields in
 /// declaration order (C++20): {.batch = 20, .lr = 0.05, .seed = 2} compiles,
-/// {.seed = 2, .lr = 0.05} does not. The order: W1 and W2, their data and the length of
-/// training, their SGD, the top level's Adam, the weighting, the seed. Each learning rate is
-/// stated once (`lr`, `meta_lr`); its decay is relative to it and to `epochs` (optim/schedule.hpp).
+/// {.seed = 2, .lr = 0.05} does not. The order: W1 and W2 (their MLP's widths, or a network),
+/// their data and the length of training, their SGD, the top level's Adam, the weighting, the
+/// seed. Each learning rate is stated once (`lr`, `meta_lr`); its decay is relative to it and
+/// to `epochs` (optim/schedule.hpp).
 struct lfm_reweighting_config {
-  std::vector<std::size_t> widths = {784, 256, 128, 10};  ///< W1 and W2 (MLPs)
+  std::vector<std::size_t> widths = {784, 256, 128, 10};  ///< W1 and W2 (MLPs), unless `network` is set
+  /// W1 and W2: this network instead of the MLP of widths (a CNN's layer specs, a ResNet, a
+  /// discrete DARTS network). Not one with mixed operations: lfm_architecture_search learns those.
+  std::optional<learners::network_design> network{};
   std::size_t batch = 100, validation_batch = 100;
   /// The length of training in epochs of the training set, what the decays' fractions are
   /// of (total_iterations() of the result); 0: not stated, and only constant rates allowed.
@@ -107,6 +112,16 @@ inline data::dataset reference_samples(const data::dataset& validation, std::siz
   return validation.subset(rows);
 }
 
+namespace detail {
+/// A weighting of the re-learner that reads the first learner W1 (LFM's mistake weights,
+/// LFM-CW's class weights), built for W1's network: the design's when `shape` has one, else
+/// the MLP of its widths. `args` are the weighting's own, after W1's network.
+template <class Weighting, class... Args>
+Weighting on_first_learner(const classifier_shape& shape, const Args&... args) {
+  return shape.design ? Weighting(*shape.design, args...) : Weighting(shape.widths, args...);
+}
+}  // namespace detail
+
 /// The three levels, assembled and scheduled (top, W1, W2). Level 0 is W1, level 1 W2 (the
 /// model to evaluate), level 2 the vector [B | V | r] (layout: learners/mistake_weighting.hpp).
 template <nn_tensor_policy P>
@@ -118,22 +133,24 @@ auto learning_from_mistakes_reweighting(std::shared_ptr<const data::dataset> tra
   if (!train || !validation) throw std::invalid_argument(who + ": missing data");
   const std::size_t per_epoch = detail::iterations_per_epoch(train->rows, cfg.batch, who),
                     total = cfg.epochs * per_epoch;
+  const detail::classifier_shape shape(cfg.widths, cfg.network);  // W1's, W2's and the validation loss's
+  detail::fixed_network<P>(shape, who, "methods::lfm_architecture_search");  // refuses mixed operations
   const std::size_t table = id_table_size(*train);
-  mistake_weighting<P> mistakes(cfg.widths, reference_samples(*validation, cfg.references_per_class), table,
-                                cfg.encoder_dim);
+  auto mistakes = detail::on_first_learner<mistake_weighting<P>>(
+      shape, reference_samples(*validation, cfg.references_per_class), table, cfg.encoder_dim);
   // B sits at the front of the top vector; W1's table weighting reads its first `table`
   // entries by sample id (ids are < table), so it takes the whole vector as its input.
   const sample_weights b_table(mistakes.top_size());
   auto top0 = mistakes.initial_top(cfg.seed + 3);
   const detail::sgd_settings sgd{cfg.lr, cfg.momentum, cfg.weight_decay, cfg.nesterov,
                                  optim::resolve_schedule(cfg.lr_decay, cfg.lr, total, who + ": lr_decay")};
-  auto w1 = detail::classifier_level<P>("W1", cfg.widths, b_table, sgd, cfg.seed,
+  auto w1 = detail::classifier_level<P>("W1", shape, b_table, sgd, cfg.seed,
                                         dataset_batches<P>(train, cfg.batch, cfg.seed))
                 .reading({2});
-  auto w2 = detail::classifier_level<P>("W2", cfg.widths, std::move(mistakes), sgd, cfg.seed + 1,
+  auto w2 = detail::classifier_level<P>("W2", shape, std::move(mistakes), sgd, cfg.seed + 1,
                                         dataset_batches<P>(train, cfg.batch, cfg.seed))
                 .reading({0, 2});
-  auto upper = detail::validation_level<P>("B_V_r", cfg.widths,
+  auto upper = detail::validation_level<P>("B_V_r", shape,
                                            optim::adam<P>{.lr = cfg.meta_lr,
                                                           .weight_decay = cfg.meta_weight_decay,
                                                           .schedule = optim::resolve_schedule(

@@ -19,6 +19,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -30,7 +31,6 @@
 #include "bilevel/hypergrad/unrolled.hpp"
 #include "bilevel/learners/class_mistake_weighting.hpp"
 #include "bilevel/learners/classification_batch.hpp"
-#include "bilevel/learners/mlp.hpp"
 #include "bilevel/learners/solution_loss.hpp"
 #include "bilevel/learners/synthetic_batches.hpp"
 #include "bilevel/methods/detail/levels.hpp"
@@ -44,11 +44,15 @@ namespace bilevel::methods {
 
 /// LFM-CW's settings. Designated initialisers must name the fields in declaration order
 /// (C++20): {.batch = 20, .lr = 0.05, .seed = 2} compiles, {.seed = 2, .lr = 0.05} does not.
-/// The order: W1 and W2, their data and the length of training, their SGD, ω's Adam, the
-/// weighting, the seed. Each learning rate is stated once (`lr`, `meta_lr`); its decay is
-/// relative to it and to `epochs` (optim/schedule.hpp).
+/// The order: W1 and W2 (their MLP's widths, or a network), their data and the length of
+/// training, their SGD, ω's Adam, the weighting, the seed. Each learning rate is stated once
+/// (`lr`, `meta_lr`); its decay is relative to it and to `epochs` (optim/schedule.hpp).
 struct lfm_class_weighting_config {
-  std::vector<std::size_t> widths = {784, 256, 128, 10};  ///< W1 and W2 (MLPs)
+  std::vector<std::size_t> widths = {784, 256, 128, 10};  ///< W1 and W2 (MLPs), unless `network` is set
+  /// W1 and W2: this network instead of the MLP of widths (a CNN's layer specs, a ResNet, a
+  /// discrete DARTS network; not one with mixed operations). It takes the generator's samples
+  /// as it takes the data's, so its input has the generator's number of features.
+  std::optional<learners::network_design> network{};
   std::size_t batch = 100, synthetic_per_batch = 50, validation_batch = 100;
   /// The length of training in epochs of the (real) training set, what the decays' fractions
   /// are of (total_iterations() of the result); 0: not stated, and only constant rates allowed.
@@ -92,21 +96,27 @@ auto lfm_class_weighting(std::shared_ptr<const data::dataset> train, std::shared
   const detail::sgd_settings sgd{cfg.lr, cfg.momentum, cfg.weight_decay, cfg.nesterov,
                                  optim::resolve_schedule(cfg.lr_decay, cfg.lr, total, who + ": lr_decay")};
   const std::size_t C = train->num_classes;
-  mlp<P> learner(cfg.widths);
+  const detail::classifier_shape shape(cfg.widths, cfg.network);  // W1's, W2's and the validation loss's
+  auto learner = detail::fixed_network<P>(shape, who, "methods::darts or methods::lfm_architecture_search");
+  // W2 trains on the generator's samples too: checked here, before its sampler draws any.
+  if (generator && generator->features() != learner.input_shape().features())
+    throw std::invalid_argument(who + ": the generator makes samples of " + std::to_string(generator->features()) +
+                                " features, the network takes " + std::to_string(learner.input_shape().features()) +
+                                " (" + shape_text(learner.input_shape()) + ")");
   auto w1_0 = learner.initial_parameters(cfg.seed);
   auto w1 = make_level("W1", std::move(learner), sgd.optimizer<P>(), hypergrad::first_order{}, std::move(w1_0),
                        dataset_batches<P>(train, cfg.batch, cfg.seed));
   auto w2 = detail::classifier_level<P>(
-                "W2", cfg.widths,
-                class_mistake_weighting<P>(cfg.widths, reference_samples(*validation, cfg.references_per_class),
-                                           cfg.synthetic_weight),
+                "W2", shape,
+                detail::on_first_learner<class_mistake_weighting<P>>(
+                    shape, reference_samples(*validation, cfg.references_per_class), cfg.synthetic_weight),
                 sgd, cfg.seed + 1,
                 with_synthetic_batches<P, G>(train, std::move(generator), cfg.batch, cfg.synthetic_per_batch,
                                              cfg.seed + 5))
                 .reading({0, 2});
   vector_t<P> omega0 = P::zeros(C);
   P::fill(omega0, scalar_t<P>(1));
-  auto upper = detail::validation_level<P>("omega", cfg.widths,
+  auto upper = detail::validation_level<P>("omega", shape,
                                            optim::adam<P>{.lr = cfg.meta_lr,
                                                           .weight_decay = cfg.meta_weight_decay,
                                                           .schedule = optim::resolve_schedule(

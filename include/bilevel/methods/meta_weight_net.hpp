@@ -111,6 +111,7 @@ auto reweighting_with_net(Weighting weighting, vector_t<P> phi0, std::shared_ptr
                           const char* weighting_name, const std::string& who) {
   if (!train) throw std::invalid_argument(who + ": no training set");
   const classifier_shape shape(cfg.widths, cfg.input, cfg.layers, cfg.network);
+  (void)fixed_network<P>(shape, who, "methods::darts or methods::lfm_architecture_search");
   const std::size_t per_epoch = iterations_per_epoch(train->rows, cfg.batch, who), total = cfg.epochs * per_epoch;
   auto strategy = [] {
     if constexpr (Schedule == mwn_schedule::virtual_step_first) return hypergrad::lookahead{.steps = 1, .on_next_batch = true};

@@ -11,6 +11,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -52,6 +53,9 @@ struct classifier_shape {
   std::optional<learners::network_design> design{};
 
   classifier_shape(std::vector<std::size_t> w) : widths(std::move(w)) {}  // NOLINT(google-explicit-constructor)
+  /// The MLP of `w`, or the design's network when one is given (the LFM methods' configurations).
+  classifier_shape(std::vector<std::size_t> w, std::optional<learners::network_design> d)
+      : widths(std::move(w)), design(std::move(d)) {}
   classifier_shape(std::vector<std::size_t> w, learners::geometry in, std::vector<learners::layer::spec> l,
                    std::optional<learners::network_design> d = {})
       : widths(std::move(w)), input(in), layers(std::move(l)), design(std::move(d)) {}
@@ -65,6 +69,21 @@ struct classifier_shape {
     return learners::sequential<P, Weighting>(input, layers, learners::loss_kind::cross_entropy, std::move(weighting));
   }
 };
+
+/// The network of `shape` for a method with no level that learns an architecture: a network
+/// with mixed operations (the DARTS supernet, a chain with layer::mixed) is refused, as nothing
+/// would read its architecture; `search` names the method that searches one. Methods whose
+/// weightings read the network itself (its features, its losses on references) build it once
+/// here to check it and to size those weightings.
+template <nn_tensor_policy P>
+learners::sequential<P> fixed_network(const classifier_shape& shape, const std::string& who, const std::string& search) {
+  auto net = shape.network<P>();
+  if (net.arch_size() > 0)
+    throw std::invalid_argument(who + ": the network has mixed operations (" + std::to_string(net.arch_size()) +
+                                " architecture entries) and no level here learns an architecture; search it with " +
+                                search + ", then train the derived network");
+  return net;
+}
 
 template <nn_tensor_policy P, class Weighting, class Sampler, class Strategy = hypergrad::lookahead>
 auto classifier_level(std::string name, const classifier_shape& shape, Weighting weighting, const sgd_settings& sgd,
