@@ -29,6 +29,15 @@ std::vector<double> from_matrix(const typename P::matrix& m) {
   return {s.begin(), s.end()};
 }
 
+/// Sets patch_chunk_elements() for a scope (1: one sample per chunk).
+struct chunk_budget {
+  std::size_t saved = patch_chunk_elements();
+  explicit chunk_budget(std::size_t elements) { patch_chunk_elements() = elements; }
+  chunk_budget(const chunk_budget&) = delete;
+  chunk_budget& operator=(const chunk_budget&) = delete;
+  ~chunk_budget() { patch_chunk_elements() = saved; }
+};
+
 /// y of a convolution by direct loops over NHWC data, with the documented parameter layout:
 /// per group a (kh, kw, c_in in group) × (c_out in group) row-major block, then the bias.
 std::vector<double> direct_convolution(const std::vector<double>& x, const std::vector<double>& theta, geometry in,
@@ -156,6 +165,7 @@ const std::vector<conv_case>& conv_cases() {
       {"padded and strided", {6, 6, 2}, {.channels = 3, .kernel = 3, .stride = 2, .padding = 1}, {3, 3, 3}},
       {"dilated", {6, 5, 2}, {.channels = 2, .kernel = 3, .padding = 2, .dilation = 2}, {6, 5, 2}},
       {"grouped", {5, 5, 4}, {.channels = 6, .kernel = 3, .stride = 2, .padding = 1, .groups = 2}, {3, 3, 6}},
+      {"pointwise (the identity patch map)", {3, 4, 3}, {.channels = 2, .kernel = 1}, {3, 4, 2}},
       {"depthwise", {5, 5, 3}, {.channels = 3, .kernel = 3, .padding = 1, .groups = 3, .bias = false}, {5, 5, 3}},
       {"depthwise, dilated and strided", {6, 6, 2},
        {.channels = 2, .kernel = 3, .stride = 2, .padding = 2, .dilation = 2, .groups = 2}, {3, 3, 2}},
@@ -168,10 +178,15 @@ const std::vector<conv_case>& conv_cases() {
 TEST_CASE_TEMPLATE("convolution: forward equals direct loops; the four passes match central differences", P,
                    BILEVEL_DOUBLE_POLICIES) {
   static_assert(check_network_layer<convolution<P>, P>());
-  const std::size_t batch = 2;
+  const std::size_t batch = 3;
   unsigned seed = 10;
+  // Once with the whole batch in one chunk, once one sample per chunk (a host back end's
+  // passes then gather, multiply and write sample by sample, and add up the weight gradients).
+  for (const std::size_t elements : {patch_chunk_elements(), std::size_t(1)})
   for (const auto& cc : conv_cases()) {
+    const chunk_budget budget(elements);
     CAPTURE(cc.name);
+    CAPTURE(elements);
     const convolution<P> conv(cc.in, cc.options);
     CHECK(conv.output_shape() == cc.out);
     const std::size_t cig = cc.in.channels / cc.options.groups;
@@ -221,6 +236,8 @@ TEST_CASE_TEMPLATE("factorized_reduce: forward equals a direct loop; the four pa
         }
   CHECK(test::relative_error(from_matrix<P>(y), expected) <= 1e-14);
   check_layer<P>(fr, batch, 7);
+  const chunk_budget one_sample(1);
+  check_layer<P>(fr, batch, 7);
 }
 
 TEST_CASE_TEMPLATE("convolutions: a depthwise-separable network through every exact product", P,
@@ -246,6 +263,9 @@ TEST_CASE_TEMPLATE("convolutions: a depthwise-separable network through every ex
   for (std::size_t i = 0; i < 18; ++i) CHECK(std::abs(theta0[i]) <= std::sqrt(6.0 / 9.0));
   for (std::size_t i = theta0.size() - 3; i < theta0.size(); ++i) CHECK(theta0[i] == 0.0);
   CHECK(std::abs(theta0[0]) > 0.0);
+  test::check_learner_derivatives(net, theta0, {{0.5, 1.0, 1.5, 0.7}}, test::random_batch<P>(4, in.features(), 3, 2),
+                                  1e-6);
+  const chunk_budget one_sample(1);  // the same products, sample by sample
   test::check_learner_derivatives(net, theta0, {{0.5, 1.0, 1.5, 0.7}}, test::random_batch<P>(4, in.features(), 3, 2),
                                   1e-6);
 }
@@ -276,4 +296,22 @@ TEST_CASE_TEMPLATE("convolutions: bad options are named", P, BILEVEL_DOUBLE_POLI
   fails([&] { return F({6, 6, 2}, 0); }, "output channels must be even and >= 2, not 0");
   fails([&] { return F({5, 6, 2}, 4); }, "the input 5x6x2 has an odd height or width");
   fails([&] { return F({6, 0, 2}, 4); }, "has a zero size");
+
+  // The depthwise primitives name a map that does not fit the activations.
+  if constexpr (bilevel::depthwise_maps<P>) {
+    const auto x = P::matrix_zeros(2 * 4, 3);  // 2 samples of 4 pixels, 3 channels
+    const auto theta = P::zeros(3 * 2);        // 2 taps per channel
+    typename P::matrix y;
+    auto dw = [&](std::vector<std::int64_t> map, std::size_t batch) {
+      return [&, map, batch] {
+        P::depthwise_per_sample(x, map, batch, 2, theta, 0, bilevel::scalar_t<P>(0), y);
+        return 0;
+      };
+    };
+    fails(dw({0, 1, 2}, 2), "a tap map of 3 entries is not whole pixels of 2 taps");
+    fails(dw({0, 4}, 2), "index 4 is out of range for samples of 4 elements");
+    fails(dw({0, 1}, 3), "8 input and 3 output rows are not 3 samples");
+    CHECK_THROWS_WITH_AS(P::depthwise_per_sample(x, {0, 1}, 2, 2, P::zeros(5), 0, bilevel::scalar_t<P>(0), y),
+                         doctest::Contains("weights [0, 6) exceed a vector of 5 elements"), std::invalid_argument);
+  }
 }

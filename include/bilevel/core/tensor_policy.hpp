@@ -91,9 +91,29 @@ concept nn_tensor_policy =
       P::row_sums(cm, v);
       P::columns(cm, n, n, m);
       P::set_columns(cm, m, n);
+      P::row_block(cm, n, n, m);
+      P::set_row_block(cm, m, n);
       P::scale_columns(m, cv);
       { P::equal(cm, cm) } -> std::same_as<bool>;
       { P::matrix_to_host(cm) } -> std::same_as<std::vector<typename P::scalar>>;
+    };
+
+/// Optional depthwise-convolution primitives (the Eigen and xtensor policies have them):
+/// through a per-sample map of (output pixel, tap) → input pixel (−1: padding), with channel
+/// c's taps at theta[offset + c · taps, + taps),
+///   depthwise_per_sample:                y = beta · y + Σ_t x[pixel(p, t)] ⊙ w_t
+///   depthwise_input_adjoint_per_sample:  gx[pixel(p, t)] += gy[p] ⊙ w_t
+///   depthwise_weight_adjoint_per_sample: grad[offset + c · taps + t] = beta · grad[…] + Σ x[pixel(p, t), c] gy[p, c]
+/// A convolution with groups == C_in == C_out uses them when a policy has them, and grouped
+/// patch products otherwise.
+template <class P>
+concept depthwise_maps =
+    nn_tensor_policy<P> && requires(typename P::vector& v, const typename P::vector& cv, typename P::matrix& m,
+                                    const typename P::matrix& cm, typename P::scalar s, std::size_t n,
+                                    const std::vector<std::int64_t>& index) {
+      P::depthwise_per_sample(cm, index, n, n, cv, n, s, m);
+      P::depthwise_input_adjoint_per_sample(cm, index, n, n, cv, n, m);
+      P::depthwise_weight_adjoint_per_sample(cm, cm, index, n, n, s, v, n);
     };
 
 /// The vector and scalar types of a policy, spelled once.

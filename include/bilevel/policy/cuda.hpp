@@ -110,6 +110,9 @@ template <std::floating_point Scalar>
   requires std::same_as<Scalar, float> || std::same_as<Scalar, double>
 struct cuda {
   using scalar = Scalar;
+  /// Convolutions gather a whole batch's patches at once (learners/layers/convolution.hpp):
+  /// on a GPU, one large GEMM beats a loop of cache-sized ones.
+  static constexpr bool whole_batch_maps = true;
   using vector = cuda_detail::device_vector<Scalar>;
   using matrix = cuda_detail::device_matrix<Scalar>;
   /// A solver's own stream and the scope that binds it (core/policy_stream.hpp).
@@ -450,6 +453,20 @@ struct cuda {
                                          src.cols() * sizeof(scalar), src.cols() * sizeof(scalar), src.rows(),
                                          cudaMemcpyDeviceToDevice, cuda_detail::stream()));
   }
+  /// out = m's rows [first, first + n): one contiguous copy on the stream (row-major).
+  static void row_block(const matrix& m, std::size_t first, std::size_t n, matrix& out) {
+    require_rows(m, first, n, "row_block");
+    out.resize(n, m.cols());
+    device_copy(out.data(), m.data() + first * m.cols(), n * m.cols());
+  }
+  /// dst's rows [first, first + src.rows) = src (same columns).
+  static void set_row_block(const matrix& src, matrix& dst, std::size_t first) {
+    require_rows(dst, first, src.rows(), "set_row_block");
+    if (src.cols() != dst.cols())
+      throw std::invalid_argument("bilevel::policy::cuda::set_row_block: " + shape(src) + " into " + shape(dst) +
+                                  ": the column counts differ");
+    device_copy(dst.data() + first * dst.cols(), src.data(), src.size());
+  }
   /// Row-wise softmax, stable (the row maximum is subtracted first).
   static void row_softmax(const matrix& z, matrix& p) {
     if (&z == &p) {
@@ -672,6 +689,11 @@ struct cuda {
   static void require_columns(const matrix& m, std::size_t first, std::size_t n, const char* op) {
     if (first + n > m.cols())
       throw std::invalid_argument(std::string("bilevel::policy::cuda::") + op + ": columns [" + std::to_string(first) +
+                                  ", " + std::to_string(first + n) + ") exceed a " + shape(m) + " matrix");
+  }
+  static void require_rows(const matrix& m, std::size_t first, std::size_t n, const char* op) {
+    if (first + n > m.rows())
+      throw std::invalid_argument(std::string("bilevel::policy::cuda::") + op + ": rows [" + std::to_string(first) +
                                   ", " + std::to_string(first + n) + ") exceed a " + shape(m) + " matrix");
   }
   static void device_copy(scalar* dst, const scalar* src, std::size_t n) {

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "bilevel/core/tensor_policy.hpp"
+#include "bilevel/policy/detail/depthwise_maps.hpp"
 #include "bilevel/policy/detail/per_sample_maps.hpp"
 
 namespace bilevel::policy {
@@ -21,8 +22,9 @@ namespace bilevel::policy {
 /// CPU back end on Eigen 3. `vector` is a dense column vector, `matrix` is row-major so that
 /// a data matrix keeps one sample a row, as IDX files and host arrays store it.
 template <std::floating_point Scalar>
-struct eigen {
+struct eigen : detail::host_depthwise<eigen<Scalar>> {
   using scalar = Scalar;
+  static constexpr const char* name = "eigen";  ///< in error messages
   using vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
   using matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
@@ -359,6 +361,20 @@ struct eigen {
                                   ": the row counts differ");
     dst.middleCols(static_cast<Eigen::Index>(first), src.cols()) = src;
   }
+  /// out = m's rows [first, first + n): a block of samples of an activation matrix (rows are
+  /// contiguous in row-major storage).
+  static void row_block(const matrix& m, std::size_t first, std::size_t n, matrix& out) {
+    require_rows(m, first, n, "row_block");
+    out = m.middleRows(static_cast<Eigen::Index>(first), static_cast<Eigen::Index>(n));
+  }
+  /// dst's rows [first, first + src.rows) = src (same columns).
+  static void set_row_block(const matrix& src, matrix& dst, std::size_t first) {
+    require_rows(dst, first, std::size_t(src.rows()), "set_row_block");
+    if (src.cols() != dst.cols())
+      throw std::invalid_argument("bilevel::policy::eigen::set_row_block: " + shape(src) + " into " + shape(dst) +
+                                  ": the column counts differ");
+    dst.middleRows(static_cast<Eigen::Index>(first), src.rows()) = src;
+  }
   /// m_ij *= c_j (a per-channel factor).
   static void scale_columns(matrix& m, const vector& c) {
     if (c.size() != m.cols())
@@ -443,6 +459,11 @@ struct eigen {
   static void require_columns(const matrix& m, std::size_t first, std::size_t n, const char* op) {
     if (first + n > std::size_t(m.cols()))
       throw std::invalid_argument(std::string("bilevel::policy::eigen::") + op + ": columns [" + std::to_string(first) +
+                                  ", " + std::to_string(first + n) + ") exceed a " + shape(m) + " matrix");
+  }
+  static void require_rows(const matrix& m, std::size_t first, std::size_t n, const char* op) {
+    if (first + n > std::size_t(m.rows()))
+      throw std::invalid_argument(std::string("bilevel::policy::eigen::") + op + ": rows [" + std::to_string(first) +
                                   ", " + std::to_string(first + n) + ") exceed a " + shape(m) + " matrix");
   }
   static void require_range(const vector& v, std::size_t offset, std::size_t n, const char* op) {

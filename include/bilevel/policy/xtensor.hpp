@@ -20,13 +20,15 @@
 #include <xtensor/xtensor.hpp>
 
 #include "bilevel/core/tensor_policy.hpp"
+#include "bilevel/policy/detail/depthwise_maps.hpp"
 #include "bilevel/policy/detail/per_sample_maps.hpp"
 
 namespace bilevel::policy {
 
 template <std::floating_point Scalar>
-struct xtensor {
+struct xtensor : detail::host_depthwise<xtensor<Scalar>> {
   using scalar = Scalar;
+  static constexpr const char* name = "xtensor";  ///< in error messages
   using vector = xt::xtensor<Scalar, 1>;
   using matrix = xt::xtensor<Scalar, 2>;
 
@@ -252,6 +254,25 @@ struct xtensor {
     const std::size_t n = cols(src);
     for (std::size_t i = 0; i < rows(src); ++i)
       std::copy(src.data() + i * n, src.data() + (i + 1) * n, dst.data() + i * cols(dst) + first);
+  }
+  /// out = m's rows [first, first + n) (contiguous in row-major storage).
+  static void row_block(const matrix& m, std::size_t first, std::size_t n, matrix& out) {
+    row_range(m, first, n, "row_block");
+    out = matrix_zeros(n, cols(m));
+    std::copy(m.data() + first * cols(m), m.data() + (first + n) * cols(m), out.data());
+  }
+  /// dst's rows [first, first + src.rows) = src.
+  static void set_row_block(const matrix& src, matrix& dst, std::size_t first) {
+    row_range(dst, first, rows(src), "set_row_block");
+    if (cols(src) != cols(dst))
+      throw std::invalid_argument("bilevel::policy::xtensor::set_row_block: " + shape(src) + " into " + shape(dst) +
+                                  ": the column counts differ");
+    std::copy(src.data(), src.data() + src.size(), dst.data() + first * cols(dst));
+  }
+  static void row_range(const matrix& m, std::size_t first, std::size_t n, const char* op) {
+    if (first + n > rows(m))
+      throw std::invalid_argument(std::string("bilevel::policy::xtensor::") + op + ": rows [" + std::to_string(first) +
+                                  ", " + std::to_string(first + n) + ") exceed a " + shape(m) + " matrix");
   }
   /// m_ij *= c_j.
   static void scale_columns(matrix& m, const vector& c) {

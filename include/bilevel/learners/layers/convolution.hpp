@@ -4,31 +4,30 @@
 /// convolution<P>: a 2-D convolution (stride, zero padding, dilation, groups, optional bias)
 /// as a layer of the open layer concept (layer_concept.hpp).
 ///
-/// It is computed by im2col, as conv2d_layer: one sample's index map (the same for every
-/// sample, so for any batch size) gathers the patches of every output pixel into a
-/// (batch · H_out · W_out) × (k · k · C_in) matrix, zero where a window overhangs the padding,
-/// and the layer is then an affine map of the patches; col2im is the index map's adjoint
-/// scatter-add. With groups, the patch columns are ordered group-major, (group, kh, kw,
-/// channel in the group), so that group g's patches are the contiguous column block
-/// [g · F, (g + 1) · F), F = k · k · C_in / groups, and group g's output channels
-/// [g · C_g, (g + 1) · C_g), C_g = C_out / groups, are that block times its own F × C_g
-/// weight block (P::columns, P::gemm_by_segment, P::set_columns; the transposed products for
-/// the backward passes). With one group the order is (kh, kw, channel), conv2d_layer's, and no
-/// column block is copied.
+/// It is computed by im2col: one sample's index map (the same for every sample, so for any
+/// batch size) gathers the patches of every output pixel into a (samples · H_out · W_out) ×
+/// (k · k · C_in) matrix, zero where a window overhangs the padding, and the layer is then an
+/// affine map of the patches; col2im is the index map's adjoint scatter-add. With groups, the
+/// patch columns are ordered group-major, (group, kh, kw, channel in the group), so that group
+/// g's patches are the contiguous column block [g · F, (g + 1) · F), F = k · k · C_in / groups,
+/// and group g's output channels [g · C_g, (g + 1) · C_g), C_g = C_out / groups, are that block
+/// times its own F × C_g weight block. On a host back end the patches are gathered a few
+/// samples at a time and never kept (detail::patch_chunk): every pass gathers them again from
+/// its input, so a network's memory is its activations, not k² times them.
 ///
 /// The map is bilinear in (θ, x) and gather/scatter are linear, so the tangent passes are the
-/// affine map's (detail::affine_map) on the gathered patches and their tangents.
+/// affine map's on the gathered patches and their tangents.
 ///
 /// Depthwise convolutions (groups == C_in == C_out: DARTS's sep_conv and dil_conv, followed by
-/// a bias-free 1x1 `linear`) take the same grouped path: C GEMVs of k · k weights each. A
-/// specialised path (k · k `scale_columns` over (kh, kw, channel)-ordered blocks, one weight
-/// row per kernel tap) would do k · k operations instead of C, but needs each tap's weights as a
-/// contiguous row, which the per-group parameter layout does not give; the grouped path was
-/// chosen because it is simpler and shares every pass with the dense case.
+/// a bias-free 1x1 `linear`) run the policy's depthwise primitives when it has them (Eigen and
+/// xtensor do; core/tensor_policy.hpp, depthwise_maps): per output pixel and tap, the input
+/// pixel's channels times that tap's per-channel weights, with no patches at all. Otherwise
+/// they take the grouped path (C small products of k · k columns each).
 ///
 /// Parameters, at the layer's offset in θ: per group, its F × C_g row-major weight block (row
 /// (kh · k + kw) · C_in/groups + c, column the output channel in the group), groups one after
 /// another, then the bias (C_out entries) unless `bias` is false.
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -38,7 +37,6 @@
 #include <string>
 #include <vector>
 
-#include "bilevel/learners/layers/affine.hpp"
 #include "bilevel/learners/layers/layer_concept.hpp"
 
 namespace bilevel::learners {
@@ -56,12 +54,43 @@ struct conv_options {
   bool bias = true;
 };
 
+/// Elements of gathered patches a convolution works on at once on a host back end (default
+/// 2^20, 4 MB of floats): the passes take as many samples as fit, at least one. Larger chunks
+/// make fewer, larger GEMMs; smaller ones stay in a smaller cache. A process-wide setting,
+/// read at every pass (the tests lower it to check that chunking changes no result).
+inline std::size_t& patch_chunk_elements() {
+  static std::size_t elements = std::size_t(1) << 20;
+  return elements;
+}
+
 namespace detail {
+
+/// How many samples a patch map gathers at once. On a host back end the patches of a few
+/// samples at a time (patch_chunk_elements()) stay in cache and are never kept: each pass
+/// gathers them again from its input, which costs far less than storing k²-times-the-input
+/// patches for every convolution of a network (they were most of a DARTS supernet's memory,
+/// and allocating them afresh most of a ResNet's page faults). A device back end
+/// (P::whole_batch_maps) takes the whole batch in one gather and one GEMM.
+template <nn_tensor_policy P>
+[[nodiscard]] std::size_t patch_chunk(std::size_t batch, std::size_t patch_elements_per_sample) {
+  if constexpr (requires { requires P::whole_batch_maps; }) {
+    return batch;
+  } else {
+    const std::size_t n = patch_chunk_elements() / std::max<std::size_t>(patch_elements_per_sample, 1);
+    return std::clamp<std::size_t>(n, 1, std::max<std::size_t>(batch, 1));
+  }
+}
 
 /// A gather of per-sample patches (through an index map, -1 for a zero) followed by a
 /// block-diagonal affine map: `groups` column blocks of `fan_in` patch columns, each times its
 /// own fan_in × fan_out weight block, giving `groups` blocks of fan_out output columns, plus
 /// an optional bias over all of them. Used by convolution and factorized_reduce.
+///
+/// Every pass works through the batch in chunks of samples (patch_chunk): it gathers a
+/// chunk's patches (and their tangents) from the input it is given, multiplies, and writes the
+/// chunk's rows of the output; weight gradients accumulate over the chunks. The cache holds
+/// only these chunk-sized work buffers. A map that is the identity (a 1x1 convolution with
+/// stride 1 and no padding) multiplies the input itself.
 template <nn_tensor_policy P>
 struct grouped_patch_map {
   using matrix = typename P::matrix;
@@ -75,103 +104,207 @@ struct grouped_patch_map {
   [[nodiscard]] std::size_t weights() const { return groups * fan_in * fan_out; }
   [[nodiscard]] std::size_t num_parameters() const { return weights() + (bias ? groups * fan_out : 0); }
 
-  /// forward: the gathered patches, one matrix per group (one group: the whole patch matrix).
-  struct cache {
-    std::vector<matrix> blocks;
-  };
+  /// Nothing is kept between passes: the value pass's input is all the others need.
+  struct cache {};
 
-  void forward(const pass_context<P>& p, const matrix& x, matrix& y, cache& c) const {
-    gather(x, p.batch, c.blocks);
-    assemble(P::rows(c.blocks[0]), fan_out, y, [&](std::size_t g, matrix& yg) {
-      group(g, p.offset).forward(p.theta, c.blocks[g], yg);
+  void forward(const pass_context<P>& p, const matrix& x, matrix& y, cache&) const {
+    workspace& c = scratch();
+    if (chunked(p.batch)) shape(y, p.batch * out_pixels, groups * fan_out);
+    for_chunks(p.batch, [&](const chunk& k) {
+      const matrix& cols = patches(rows_of(x, k, in_rows(x, p.batch), c.x), k.count, c.cols, c.blocks);
+      matrix& yc = k.whole ? y : c.y;
+      assemble(k.count * out_pixels, fan_out, yc, c.block, [&](std::size_t g, matrix& yg) {
+        P::gemm_by_segment(scalar(1), group_block(cols, c.blocks, g), false, p.theta, group_offset(p.offset, g),
+                           fan_in, fan_out, false, scalar(0), yg);
+      });
+      add_bias(p.theta, p.offset, yc);
+      if (!k.whole) P::set_row_block(yc, y, k.first * out_pixels);
     });
-    add_bias(p.theta, p.offset, y);
   }
 
-  void backward(const pass_context<P>& p, const matrix& x, const matrix& gy, const cache& c, matrix* gx,
+  void backward(const pass_context<P>& p, const matrix& x, const matrix& gy, cache&, matrix* gx,
                 vector& grad) const {
-    matrix dcols, tmp;
-    assemble_if(gx != nullptr, P::rows(gy), fan_in, dcols, [&](std::size_t g, matrix* dg) {
-      group(g, p.offset).backward(p.theta, c.blocks[g], part(gy, g, fan_out, tmp), dg, grad);
+    workspace& c = scratch();
+    const std::size_t rows_in = in_rows(x, p.batch);
+    if (gx && chunked(p.batch)) shape(*gx, P::rows(x), P::cols(x));
+    for_chunks(p.batch, [&](const chunk& k) {
+      const matrix& cols = patches(rows_of(x, k, rows_in, c.x), k.count, c.cols, c.blocks);
+      const matrix& gyc = rows_of(gy, k, out_pixels, c.g);
+      const scalar beta = k.first == 0 ? scalar(0) : scalar(1);  // weight gradients add up over chunks
+      for (std::size_t g = 0; g < groups; ++g)
+        P::gemm_into_segment(scalar(1), group_block(cols, c.blocks, g), true, part(gyc, g, fan_out, c.part), false,
+                             beta, grad, group_offset(p.offset, g));
+      if (!gx) return;
+      assemble(k.count * out_pixels, fan_in, c.dcols, c.block, [&](std::size_t g, matrix& dg) {
+        P::gemm_by_segment(scalar(1), part(gyc, g, fan_out, c.part), false, p.theta, group_offset(p.offset, g),
+                           fan_in, fan_out, true, scalar(0), dg);
+      });
+      col2im(c.dcols, k, rows_in, P::cols(x), k.whole ? *gx : c.gx);
+      if (!k.whole) P::set_row_block(c.gx, *gx, k.first * rows_in);
     });
     if (bias) {
       vector db;
       P::column_sums(gy, db);
       P::set_segment(db, grad, p.offset + weights());
     }
-    if (gx) col2im(dcols, x, p.batch, *gx);
   }
 
-  void tangent_forward(const tangent_context<P>& t, const matrix* x_dot, const cache& c, matrix& y_dot) const {
-    std::vector<matrix> blocks_dot;
-    if (x_dot) gather(*x_dot, t.batch, blocks_dot);
-    assemble(P::rows(c.blocks[0]), fan_out, y_dot, [&](std::size_t g, matrix& yg) {
-      group(g, t.offset).tangent_forward(t.theta, t.v, c.blocks[g], x_dot ? &blocks_dot[g] : nullptr, yg);
+  void tangent_forward(const tangent_context<P>& t, const matrix& x, const matrix* x_dot, cache&,
+                       matrix& y_dot) const {
+    workspace& c = scratch();
+    const std::size_t rows_in = in_rows(x, t.batch);
+    if (chunked(t.batch)) shape(y_dot, t.batch * out_pixels, groups * fan_out);
+    for_chunks(t.batch, [&](const chunk& k) {
+      const matrix& cols = patches(rows_of(x, k, rows_in, c.x), k.count, c.cols, c.blocks);
+      const matrix* cols_dot =
+          x_dot ? &patches(rows_of(*x_dot, k, rows_in, c.x_dot), k.count, c.cols_dot, c.blocks_dot) : nullptr;
+      matrix& yc = k.whole ? y_dot : c.y;
+      assemble(k.count * out_pixels, fan_out, yc, c.block, [&](std::size_t g, matrix& yg) {
+        const std::size_t at = group_offset(t.offset, g);
+        P::gemm_by_segment(scalar(1), group_block(cols, c.blocks, g), false, t.v, at, fan_in, fan_out, false,
+                           scalar(0), yg);
+        if (cols_dot)
+          P::gemm_by_segment(scalar(1), group_block(*cols_dot, c.blocks_dot, g), false, t.theta, at, fan_in, fan_out,
+                             false, scalar(1), yg);
+      });
+      add_bias(t.v, t.offset, yc);
+      if (!k.whole) P::set_row_block(yc, y_dot, k.first * out_pixels);
     });
-    add_bias(t.v, t.offset, y_dot);
   }
 
   void tangent_backward(const tangent_context<P>& t, const matrix& x, const matrix* x_dot, const matrix& gy,
-                        const matrix& gy_dot, const cache& c, matrix* gx_dot, vector& grad_dot) const {
-    std::vector<matrix> blocks_dot;
-    if (x_dot) gather(*x_dot, t.batch, blocks_dot);
-    matrix dcols_dot, tmp, tmp_dot;
-    assemble_if(gx_dot != nullptr, P::rows(gy), fan_in, dcols_dot, [&](std::size_t g, matrix* dg) {
-      group(g, t.offset).tangent_backward(t.theta, t.v, c.blocks[g], x_dot ? &blocks_dot[g] : nullptr,
-                                          part(gy, g, fan_out, tmp), part(gy_dot, g, fan_out, tmp_dot), dg,
-                                          grad_dot);
+                        const matrix& gy_dot, cache&, matrix* gx_dot, vector& grad_dot) const {
+    workspace& c = scratch();
+    const std::size_t rows_in = in_rows(x, t.batch);
+    if (gx_dot && chunked(t.batch)) shape(*gx_dot, P::rows(x), P::cols(x));
+    for_chunks(t.batch, [&](const chunk& k) {
+      const matrix& cols = patches(rows_of(x, k, rows_in, c.x), k.count, c.cols, c.blocks);
+      const matrix* cols_dot =
+          x_dot ? &patches(rows_of(*x_dot, k, rows_in, c.x_dot), k.count, c.cols_dot, c.blocks_dot) : nullptr;
+      const matrix& gyc = rows_of(gy, k, out_pixels, c.g);
+      const matrix& gyc_dot = rows_of(gy_dot, k, out_pixels, c.g_dot);
+      const scalar beta = k.first == 0 ? scalar(0) : scalar(1);
+      // grad_dot = Xᵀ ġ (+ Ẋᵀ g), per group.
+      for (std::size_t g = 0; g < groups; ++g) {
+        const std::size_t at = group_offset(t.offset, g);
+        P::gemm_into_segment(scalar(1), group_block(cols, c.blocks, g), true, part(gyc_dot, g, fan_out, c.part_dot),
+                             false, beta, grad_dot, at);
+        if (cols_dot)
+          P::gemm_into_segment(scalar(1), group_block(*cols_dot, c.blocks_dot, g), true, part(gyc, g, fan_out, c.part),
+                               false, scalar(1), grad_dot, at);
+      }
+      if (!gx_dot) return;
+      // ġx = col2im(ġ Wᵀ + g Vᵀ).
+      assemble(k.count * out_pixels, fan_in, c.dcols, c.block, [&](std::size_t g, matrix& dg) {
+        const std::size_t at = group_offset(t.offset, g);
+        P::gemm_by_segment(scalar(1), part(gyc_dot, g, fan_out, c.part_dot), false, t.theta, at, fan_in, fan_out,
+                           true, scalar(0), dg);
+        P::gemm_by_segment(scalar(1), part(gyc, g, fan_out, c.part), false, t.v, at, fan_in, fan_out, true,
+                           scalar(1), dg);
+      });
+      col2im(c.dcols, k, rows_in, P::cols(x), k.whole ? *gx_dot : c.gx);
+      if (!k.whole) P::set_row_block(c.gx, *gx_dot, k.first * rows_in);
     });
     if (bias) {
       vector db;
       P::column_sums(gy_dot, db);
       P::set_segment(db, grad_dot, t.offset + weights());
     }
-    if (gx_dot) col2im(dcols_dot, x, t.batch, *gx_dot);
   }
 
  private:
-  /// Group g's weights as a bias-free affine map at their place in θ.
-  [[nodiscard]] affine_map<P> group(std::size_t g, std::size_t offset) const {
-    return {fan_in, fan_out, offset + g * fan_in * fan_out, false};
+  /// Work buffers for one chunk, shared by every patch map of the thread (passes of layers
+  /// run one at a time; per-layer buffers would add up to gigabytes in a DARTS supernet).
+  /// Nothing in them outlives a pass.
+  struct workspace {
+    matrix x, x_dot, g, g_dot;               // the chunk's rows of the pass's inputs
+    matrix cols, cols_dot;                   // its patches (and their tangents)
+    std::vector<matrix> blocks, blocks_dot;  // per group (groups > 1)
+    matrix y, dcols, gx, part, part_dot, block;
+  };
+  static workspace& scratch() {
+    thread_local workspace w;
+    return w;
   }
+  /// Samples [first, first + count) of the batch; `whole` when that is all of it.
+  struct chunk {
+    std::size_t first, count;
+    bool whole;
+  };
+  /// Calls f on each chunk of the batch, in order.
+  template <class F>
+  void for_chunks(std::size_t batch, F f) const {
+    const std::size_t n = patch_chunk<P>(batch, out_pixels * groups * fan_in);
+    for (std::size_t first = 0; first < batch; first += n) f(chunk{first, std::min(n, batch - first), n >= batch});
+  }
+  /// Whether the passes go chunk by chunk (and so write their outputs' rows in place).
+  [[nodiscard]] bool chunked(std::size_t batch) const {
+    return patch_chunk<P>(batch, out_pixels * groups * fan_in) < batch;
+  }
+  /// Gives m the shape r × c unless it has it (its contents are then overwritten row by row).
+  static void shape(matrix& m, std::size_t r, std::size_t c) {
+    if (P::rows(m) != r || P::cols(m) != c) m = P::matrix_zeros(r, c);
+  }
+  [[nodiscard]] static std::size_t in_rows(const matrix& x, std::size_t batch) { return P::rows(x) / batch; }
+  /// The chunk's rows of m (per_sample rows a sample), or m itself for the whole batch.
+  static const matrix& rows_of(const matrix& m, const chunk& k, std::size_t per_sample, matrix& tmp) {
+    if (k.whole) return m;
+    P::row_block(m, k.first * per_sample, k.count * per_sample, tmp);
+    return tmp;
+  }
+  [[nodiscard]] std::size_t group_offset(std::size_t offset, std::size_t g) const {
+    return offset + g * fan_in * fan_out;
+  }
+  /// A chunk's patches of x (count samples): one matrix, split per group into `blocks` when
+  /// there are several groups. The identity map is x itself.
+  const matrix& patches(const matrix& x, std::size_t count, matrix& cols, std::vector<matrix>& blocks) const {
+    const matrix* all = &x;
+    if (!identity()) {
+      P::gather_per_sample(x, index, count, out_pixels, groups * fan_in, cols);
+      all = &cols;
+    }
+    if (groups > 1) {
+      blocks.resize(groups);
+      for (std::size_t g = 0; g < groups; ++g) P::columns(*all, g * fan_in, fan_in, blocks[g]);
+    }
+    return *all;
+  }
+  [[nodiscard]] const matrix& group_block(const matrix& cols, const std::vector<matrix>& blocks,
+                                          std::size_t g) const {
+    return groups == 1 ? cols : blocks[g];
+  }
+  /// Whether every sample's patch matrix is the sample itself (identity index, no padding).
+  [[nodiscard]] bool identity() const { return identity_; }
+
+ public:
+  /// Records whether `index` is the identity map on samples of `input` (call after setting
+  /// it): then each sample's patch matrix is the sample's own rows.
+  void finish(geometry input) {
+    identity_ = groups == 1 && fan_in == input.channels && index.size() == input.features();
+    for (std::size_t i = 0; identity_ && i < index.size(); ++i) identity_ = index[i] == std::int64_t(i);
+  }
+
+ private:
+  bool identity_ = false;
+
   /// Group g's column block of m (m itself for one group).
   const matrix& part(const matrix& m, std::size_t g, std::size_t width, matrix& tmp) const {
     if (groups == 1) return m;
     P::columns(m, g * width, width, tmp);
     return tmp;
   }
-  void gather(const matrix& x, std::size_t batch, std::vector<matrix>& blocks) const {
-    blocks.resize(groups);
-    if (groups == 1) {
-      P::gather_per_sample(x, index, batch, out_pixels, fan_in, blocks[0]);
-      return;
-    }
-    matrix cols;
-    P::gather_per_sample(x, index, batch, out_pixels, groups * fan_in, cols);
-    for (std::size_t g = 0; g < groups; ++g) P::columns(cols, g * fan_in, fan_in, blocks[g]);
-  }
   /// out = the groups' blocks side by side, block g (width columns) written by f(g, block).
   template <class F>
-  void assemble(std::size_t rows, std::size_t width, matrix& out, F f) const {
+  void assemble(std::size_t rows, std::size_t width, matrix& out, matrix& block, F f) const {
     if (groups == 1) {
       f(0, out);
       return;
     }
-    out = P::matrix_zeros(rows, groups * width);
-    matrix block;
+    if (P::rows(out) != rows || P::cols(out) != groups * width) out = P::matrix_zeros(rows, groups * width);
     for (std::size_t g = 0; g < groups; ++g) {
       f(g, block);
       P::set_columns(block, out, g * width);
     }
-  }
-  /// As assemble, when the output is wanted; f(g, nullptr) otherwise.
-  template <class F>
-  void assemble_if(bool wanted, std::size_t rows, std::size_t width, matrix& out, F f) const {
-    if (!wanted) {
-      for (std::size_t g = 0; g < groups; ++g) f(g, nullptr);
-      return;
-    }
-    assemble(rows, width, out, [&](std::size_t g, matrix& block) { f(g, &block); });
   }
   void add_bias(const vector& params, std::size_t offset, matrix& y) const {
     if (!bias) return;
@@ -179,9 +312,11 @@ struct grouped_patch_map {
     P::segment(params, offset + weights(), groups * fan_out, b);
     P::add_row(y, b);
   }
-  void col2im(const matrix& dcols, const matrix& x, std::size_t batch, matrix& gx) const {
-    gx = P::matrix_zeros(P::rows(x), P::cols(x));
-    P::scatter_add_per_sample(dcols, index, batch, gx);
+  /// gx (the chunk's input rows) = the patches' adjoint scatter of dcols.
+  void col2im(const matrix& dcols, const chunk& k, std::size_t rows_in, std::size_t channels, matrix& gx) const {
+    gx = P::matrix_zeros(k.count * rows_in, channels);
+    if (identity()) P::axpy(scalar(1), dcols, gx);
+    else P::scatter_add_per_sample(dcols, index, k.count, gx);
   }
 };
 
@@ -212,9 +347,9 @@ struct patch_layer {
   void backward(const pass_context<P>& p, const matrix& x, const matrix& g, cache& c, matrix* gx, vector& grad) const {
     map.backward(p, x, g, c, gx, grad);
   }
-  void tangent_forward(const tangent_context<P>& t, const matrix&, const matrix* x_dot, cache& c,
+  void tangent_forward(const tangent_context<P>& t, const matrix& x, const matrix* x_dot, cache& c,
                        matrix& y_dot) const {
-    map.tangent_forward(t, x_dot, c, y_dot);
+    map.tangent_forward(t, x, x_dot, c, y_dot);
   }
   void tangent_backward(const tangent_context<P>& t, const matrix& x, const matrix* x_dot, const matrix& g,
                         const matrix& g_dot, cache& c, matrix* gx_dot, vector& grad_dot) const {
@@ -228,6 +363,7 @@ template <nn_tensor_policy P>
 struct convolution : detail::patch_layer<P> {
   using base = detail::patch_layer<P>;
   using base::in, base::out, base::map;
+  using typename base::matrix, typename base::vector, typename base::scalar, typename base::cache;
   conv_options options;
 
   /// Output size as PyTorch's: (H + 2p − d(k − 1) − 1) / s + 1 each way. Throws
@@ -261,9 +397,107 @@ struct convolution : detail::patch_layer<P> {
     map.fan_out = o.channels / o.groups;
     map.bias = o.bias;
     map.index = patch_index();
+    map.finish(in);
+    if constexpr (depthwise_maps<P>) {
+      if (o.groups > 1 && o.groups == input.channels && o.channels == input.channels) taps_ = tap_index();
+    }
+  }
+
+  // A depthwise convolution (groups == C_in == C_out) on a policy with the depthwise
+  // primitives (core/tensor_policy.hpp) runs them directly on the input, through a map of
+  // (output pixel, tap) → input pixel; otherwise, and for every other convolution, the
+  // grouped patch products. The parameters are the same either way.
+  void forward(const pass_context<P>& p, const matrix& x, matrix& y, cache& c) const {
+    if constexpr (depthwise_maps<P>) {
+      if (direct()) {
+        P::depthwise_per_sample(x, taps_, p.batch, taps(), p.theta, p.offset, scalar(0), y);
+        add_bias(p.theta, p.offset, y);
+        return;
+      }
+    }
+    base::forward(p, x, y, c);
+  }
+  void backward(const pass_context<P>& p, const matrix& x, const matrix& g, cache& c, matrix* gx, vector& grad) const {
+    if constexpr (depthwise_maps<P>) {
+      if (direct()) {
+        P::depthwise_weight_adjoint_per_sample(x, g, taps_, p.batch, taps(), scalar(0), grad, p.offset);
+        bias_gradient(g, p.offset, grad);
+        if (gx) {
+          *gx = P::matrix_zeros(P::rows(x), P::cols(x));
+          P::depthwise_input_adjoint_per_sample(g, taps_, p.batch, taps(), p.theta, p.offset, *gx);
+        }
+        return;
+      }
+    }
+    base::backward(p, x, g, c, gx, grad);
+  }
+  /// ẏ = x ⊛ V (+ ẋ ⊛ W), + v_b.
+  void tangent_forward(const tangent_context<P>& t, const matrix& x, const matrix* x_dot, cache& c,
+                       matrix& y_dot) const {
+    if constexpr (depthwise_maps<P>) {
+      if (direct()) {
+        P::depthwise_per_sample(x, taps_, t.batch, taps(), t.v, t.offset, scalar(0), y_dot);
+        if (x_dot) P::depthwise_per_sample(*x_dot, taps_, t.batch, taps(), t.theta, t.offset, scalar(1), y_dot);
+        add_bias(t.v, t.offset, y_dot);
+        return;
+      }
+    }
+    base::tangent_forward(t, x, x_dot, c, y_dot);
+  }
+  /// ġ_W = adj_W(x, ġ) (+ adj_W(ẋ, g)); ġx = adj_x(ġ, W) + adj_x(g, V).
+  void tangent_backward(const tangent_context<P>& t, const matrix& x, const matrix* x_dot, const matrix& g,
+                        const matrix& g_dot, cache& c, matrix* gx_dot, vector& grad_dot) const {
+    if constexpr (depthwise_maps<P>) {
+      if (direct()) {
+        P::depthwise_weight_adjoint_per_sample(x, g_dot, taps_, t.batch, taps(), scalar(0), grad_dot, t.offset);
+        if (x_dot) P::depthwise_weight_adjoint_per_sample(*x_dot, g, taps_, t.batch, taps(), scalar(1), grad_dot, t.offset);
+        bias_gradient(g_dot, t.offset, grad_dot);
+        if (gx_dot) {
+          *gx_dot = P::matrix_zeros(P::rows(x), P::cols(x));
+          P::depthwise_input_adjoint_per_sample(g_dot, taps_, t.batch, taps(), t.theta, t.offset, *gx_dot);
+          P::depthwise_input_adjoint_per_sample(g, taps_, t.batch, taps(), t.v, t.offset, *gx_dot);
+        }
+        return;
+      }
+    }
+    base::tangent_backward(t, x, x_dot, g, g_dot, c, gx_dot, grad_dot);
   }
 
  private:
+  std::vector<std::int64_t> taps_;  ///< depthwise: (output pixel, tap) → input pixel or −1; else empty
+
+  [[nodiscard]] bool direct() const { return !taps_.empty(); }
+  [[nodiscard]] std::size_t taps() const { return options.kernel * options.kernel; }
+  void add_bias(const vector& params, std::size_t offset, matrix& y) const {
+    if (!options.bias) return;
+    vector b;
+    P::segment(params, offset + map.weights(), out.channels, b);
+    P::add_row(y, b);
+  }
+  void bias_gradient(const matrix& g, std::size_t offset, vector& grad) const {
+    if (!options.bias) return;
+    vector db;
+    P::column_sums(g, db);
+    P::set_segment(db, grad, offset + map.weights());
+  }
+  /// One sample's tap map: entry (oh · W_out + ow) · k² + kh · k + kw is the input pixel
+  /// ih · W_in + iw the tap reads (ih = oh · s + kh · d − p, iw likewise), or −1 (padding).
+  [[nodiscard]] std::vector<std::int64_t> tap_index() const {
+    const std::size_t k = options.kernel;
+    std::vector<std::int64_t> idx(out.pixels() * k * k, -1);
+    std::size_t i = 0;
+    for (std::size_t oh = 0; oh < out.height; ++oh)
+      for (std::size_t ow = 0; ow < out.width; ++ow)
+        for (std::size_t kh = 0; kh < k; ++kh)
+          for (std::size_t kw = 0; kw < k; ++kw, ++i) {
+            const auto ih = std::int64_t(oh * options.stride + kh * options.dilation) - std::int64_t(options.padding);
+            const auto iw = std::int64_t(ow * options.stride + kw * options.dilation) - std::int64_t(options.padding);
+            if (ih >= 0 && iw >= 0 && ih < std::int64_t(in.height) && iw < std::int64_t(in.width))
+              idx[i] = ih * std::int64_t(in.width) + iw;
+          }
+    return idx;
+  }
+
   /// One sample's im2col index: patch row oh · W_out + ow, column g · F + (kh · k + kw) · C_g,in + c
   /// reads the sample's element (ih · W_in + iw) · C_in + g · C_g,in + c, with
   /// ih = oh · s + kh · d − p (iw likewise), or −1 (zero padding).

@@ -54,6 +54,7 @@ struct factorized_reduce : detail::patch_layer<P> {
     map.fan_out = channels / 2;
     map.bias = false;
     map.index = pixel_index();
+    map.finish(in);
   }
 
  private:
