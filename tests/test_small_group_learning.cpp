@@ -13,6 +13,7 @@
 
 #include <bilevel/eigen.hpp>
 #include <bilevel/methods/darts.hpp>
+#include <bilevel/learners/networks/network_design.hpp>
 #include <bilevel/methods/small_group_learning.hpp>
 
 #include "derivative_checks.hpp"
@@ -231,6 +232,23 @@ TEST_CASE("SGL: every learner's architecture is its block of the top vector, dis
   CHECK(bilevel::methods::chosen_operations(cell(), archs[0]) == std::vector<std::size_t>{1, 1});
   CHECK(bilevel::methods::chosen_operations(cell(), archs[1]) == std::vector<std::size_t>{0, 0});
   CHECK_THROWS_AS(bilevel::methods::group_architectures<P>(test::device<P>(top), 5), std::invalid_argument);
+}
+
+TEST_CASE("SGL on the DARTS space: both stages' networks take their real steps (batch-norm running statistics)") {
+  // The second stage's networks sit inside peer_label_loss; their running statistics move
+  // with their own real steps as the first stage's do, so evaluation mode sees trained
+  // statistics in both.
+  const auto train = test::toy_classes(60, 7, 0.1), val = test::toy_classes(30, 8, 0.0, 1000);
+  // The toy data's 8 features as 2x4 images; one (reduction) cell of two nodes.
+  const network_design space = darts_supernet_design{{.input = {2, 4, 1}, .classes = 3, .cells = 1, .channels = 1,
+                                                      .nodes = 2, .stem_multiplier = 1}};
+  auto s = bilevel::methods::small_group_learning<P, 2>(
+      space, train.data, val.data, {.batch = 10, .unlabelled_batch = 10, .validation_batch = 10, .seed = 3});
+  const auto w0 = s.w<0>().learner.state(), v0 = s.v<1>().learner.state();
+  REQUIRE(!v0.empty());
+  s.run(2);
+  CHECK(s.w<0>().learner.state() != w0);
+  CHECK(s.v<1>().learner.state() != v0);
 }
 
 TEST_CASE("SGL end to end: the summed validation loss falls and the architectures leave uniform") {

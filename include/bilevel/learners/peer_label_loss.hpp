@@ -32,6 +32,7 @@
 #include <stdexcept>
 #include <string>
 #include <utility>
+#include <span>
 #include <vector>
 
 #include "bilevel/core/checkpoint.hpp"
@@ -124,6 +125,25 @@ class peer_label_loss {
   }
   [[nodiscard]] const Net& network() const { return own_; }
   [[nodiscard]] double lambda() const { return lambda_; }
+
+  /// The own network's real step (batch normalization's running statistics, dropout's step
+  /// counter), taken on the batch's samples; the peers' networks only give pseudo-labels.
+  void on_real_step(const vector& theta, input_list<policy> in, const batch_type& b)
+    requires requires(Net& n, const vector& t, const batch_type& bb, input_list<policy> i) { n.on_real_step(t, i, bb); }
+  {
+    own_.on_real_step(theta, own_input(in), b);
+  }
+  /// The own network's state, for checkpoints.
+  [[nodiscard]] std::vector<double> state() const
+    requires requires(const Net& n) { n.state(); }
+  {
+    return own_.state();
+  }
+  void restore(std::span<const double> s)
+    requires requires(Net& n) { n.restore(s); }
+  {
+    own_.restore(s);
+  }
 
   /// The batch the own network's loss is taken on: targets as the file comment says.
   [[nodiscard]] batch_type targets_filled(input_list<policy> in, const batch_type& b) const {
