@@ -30,24 +30,33 @@ std::vector<S> taps_major(const S* w, std::size_t channels, std::size_t taps) {
   return wt;
 }
 
+/// Calls f(y_row, x_row, t) for every sample, output pixel and tap that reads an input pixel
+/// (not padding): the offsets of the output row and of the input row it reads, in elements.
+template <class F>
+void for_each_tap(const std::vector<std::int64_t>& index, std::size_t taps, std::size_t batch, std::size_t in_pixels,
+                  std::size_t channels, F f) {
+  const std::size_t out_pixels = index.size() / taps;
+  for (std::size_t b = 0; b < batch; ++b)
+    for (std::size_t p = 0; p < out_pixels; ++p)
+      for (std::size_t t = 0; t < taps; ++t) {
+        const std::int64_t q = index[p * taps + t];
+        if (q >= 0) f((b * out_pixels + p) * channels, (b * in_pixels + std::size_t(q)) * channels, t);
+      }
+}
+
 /// y = beta · y + Σ_t x[pixel(p, t)] ⊙ w_t.
 template <class S>
 void depthwise_forward(const S* x, std::size_t in_pixels, std::size_t channels, const std::vector<std::int64_t>& index,
                        std::size_t taps, std::size_t batch, const S* w, S beta, S* y) {
-  const std::size_t out_pixels = index.size() / taps, C = channels;
+  const std::size_t C = channels, n = batch * (index.size() / taps) * C;
+  for (std::size_t i = 0; i < n; ++i) y[i] = beta == S(0) ? S(0) : beta * y[i];
   const auto wt = taps_major(w, C, taps);
-  for (std::size_t b = 0; b < batch; ++b)
-    for (std::size_t p = 0; p < out_pixels; ++p) {
-      S* __restrict yr = y + (b * out_pixels + p) * C;
-      for (std::size_t c = 0; c < C; ++c) yr[c] = beta == S(0) ? S(0) : beta * yr[c];
-      for (std::size_t t = 0; t < taps; ++t) {
-        const std::int64_t q = index[p * taps + t];
-        if (q < 0) continue;
-        const S* __restrict xr = x + (b * in_pixels + std::size_t(q)) * C;
-        const S* __restrict wr = wt.data() + t * C;
-        for (std::size_t c = 0; c < C; ++c) yr[c] += xr[c] * wr[c];
-      }
-    }
+  for_each_tap(index, taps, batch, in_pixels, C, [&](std::size_t yi, std::size_t xi, std::size_t t) {
+    S* __restrict yr = y + yi;
+    const S* __restrict xr = x + xi;
+    const S* __restrict wr = wt.data() + t * C;
+    for (std::size_t c = 0; c < C; ++c) yr[c] += xr[c] * wr[c];
+  });
 }
 
 /// gx[pixel(p, t)] += gy[p] ⊙ w_t (the adjoint in x).
@@ -55,19 +64,14 @@ template <class S>
 void depthwise_input_adjoint(const S* gy, std::size_t in_pixels, std::size_t channels,
                              const std::vector<std::int64_t>& index, std::size_t taps, std::size_t batch, const S* w,
                              S* gx) {
-  const std::size_t out_pixels = index.size() / taps, C = channels;
+  const std::size_t C = channels;
   const auto wt = taps_major(w, C, taps);
-  for (std::size_t b = 0; b < batch; ++b)
-    for (std::size_t p = 0; p < out_pixels; ++p) {
-      const S* __restrict gr = gy + (b * out_pixels + p) * C;
-      for (std::size_t t = 0; t < taps; ++t) {
-        const std::int64_t q = index[p * taps + t];
-        if (q < 0) continue;
-        S* __restrict xr = gx + (b * in_pixels + std::size_t(q)) * C;
-        const S* __restrict wr = wt.data() + t * C;
-        for (std::size_t c = 0; c < C; ++c) xr[c] += gr[c] * wr[c];
-      }
-    }
+  for_each_tap(index, taps, batch, in_pixels, C, [&](std::size_t yi, std::size_t xi, std::size_t t) {
+    const S* __restrict gr = gy + yi;
+    S* __restrict xr = gx + xi;
+    const S* __restrict wr = wt.data() + t * C;
+    for (std::size_t c = 0; c < C; ++c) xr[c] += gr[c] * wr[c];
+  });
 }
 
 /// g_w[c · taps + t] = beta · g_w[...] + Σ_{b, p} x[pixel(p, t), c] · gy[p, c] (the adjoint in
@@ -76,19 +80,14 @@ template <class S>
 void depthwise_weight_adjoint(const S* x, const S* gy, std::size_t in_pixels, std::size_t channels,
                               const std::vector<std::int64_t>& index, std::size_t taps, std::size_t batch, S beta,
                               S* gw) {
-  const std::size_t out_pixels = index.size() / taps, C = channels;
+  const std::size_t C = channels;
   std::vector<S> acc(taps * C, S(0));
-  for (std::size_t b = 0; b < batch; ++b)
-    for (std::size_t p = 0; p < out_pixels; ++p) {
-      const S* __restrict gr = gy + (b * out_pixels + p) * C;
-      for (std::size_t t = 0; t < taps; ++t) {
-        const std::int64_t q = index[p * taps + t];
-        if (q < 0) continue;
-        const S* __restrict xr = x + (b * in_pixels + std::size_t(q)) * C;
-        S* __restrict ar = acc.data() + t * C;
-        for (std::size_t c = 0; c < C; ++c) ar[c] += xr[c] * gr[c];
-      }
-    }
+  for_each_tap(index, taps, batch, in_pixels, C, [&](std::size_t yi, std::size_t xi, std::size_t t) {
+    const S* __restrict gr = gy + yi;
+    const S* __restrict xr = x + xi;
+    S* __restrict ar = acc.data() + t * C;
+    for (std::size_t c = 0; c < C; ++c) ar[c] += xr[c] * gr[c];
+  });
   for (std::size_t c = 0; c < C; ++c)
     for (std::size_t t = 0; t < taps; ++t)
       gw[c * taps + t] = (beta == S(0) ? S(0) : beta * gw[c * taps + t]) + acc[t * C + c];
