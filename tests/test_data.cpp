@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 // IDX reading and writing (plain and gzip), every malformed-file error, the real
 // Fashion-MNIST files when the Debian package is installed, seeded splits and batches that
-// keep sample ids, and the label-noise and long-tail corruptions.
+// keep sample ids, and the label-noise (symmetric, pair to the next class or along a checked
+// pairing) and long-tail corruptions.
 #include <doctest/doctest.h>
 
 #include <bilevel/data/corruption.hpp>
@@ -276,6 +277,55 @@ TEST_CASE("pair noise moves labels to the next class") {
     if (rec.corrupted[r]) CHECK(d.labels[r] == (rec.original_labels[r] + 1) % 5);
   CHECK_THROWS_WITH_AS(pair_label_noise(d, 1.5, 1), doctest::Contains("noise rate must be in [0, 1]"),
                        std::invalid_argument);
+}
+
+TEST_CASE("pair noise along a pairing: exactly the asked fraction, each to its partner, the rest kept") {
+  const auto partner = fashion_mnist_similar_pairs();
+  auto d = toy(200, 10);
+  const auto rec = pair_label_noise(d, 0.3, 4, partner);
+  CHECK(rec.count() == 60);
+  for (std::size_t r = 0; r < d.rows; ++r) {
+    CHECK(rec.original_labels[r] == int(r % 10));
+    CHECK(d.labels[r] == (rec.corrupted[r] ? partner[std::size_t(rec.original_labels[r])] : rec.original_labels[r]));
+  }
+  d.validate();
+  // The pairing decides where rows go, not which: the next-class noise of the same seed and
+  // rate corrupts the same rows.
+  auto cyclic = toy(200, 10);
+  CHECK(pair_label_noise(cyclic, 0.3, 4).corrupted == rec.corrupted);
+}
+
+TEST_CASE("the similar Fashion-MNIST classes pair up: each class and its partner are each other's") {
+  const auto partner = fashion_mnist_similar_pairs();
+  REQUIRE(partner.size() == 10);
+  for (int c = 0; c < 10; ++c) {
+    CHECK(partner[std::size_t(c)] != c);
+    CHECK(partner[std::size_t(partner[std::size_t(c)])] == c);
+  }
+  CHECK(partner[0] == 6);  // T-shirt/top and Shirt
+  CHECK(partner[2] == 4);  // Pullover and Coat
+  CHECK(partner[5] == 7);  // Sandal and Sneaker
+  CHECK(partner[1] == 3);  // Trouser and Dress
+  CHECK(partner[8] == 9);  // Bag and Ankle boot
+}
+
+TEST_CASE("pair noise refuses a pairing that does not send every class to another class") {
+  auto d = toy(30, 3);
+  const auto before = d.labels;
+  CHECK_THROWS_WITH_AS(pair_label_noise(d, 0.5, 1, {1, 0}),
+                       doctest::Contains("the pairing has 2 entries for 3 classes"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(pair_label_noise(d, 0.5, 1, {1, 3, 0}),
+                       doctest::Contains("the pairing maps class 1 to 3, outside [0, 3)"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(pair_label_noise(d, 0.5, 1, {1, -1, 0}),
+                       doctest::Contains("the pairing maps class 1 to -1, outside [0, 3)"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(pair_label_noise(d, 0.5, 1, {1, 0, 2}), doctest::Contains("the pairing maps class 2 to itself"),
+                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS(pair_label_noise(d, 1.5, 1, {1, 2, 0}), doctest::Contains("noise rate must be in [0, 1]"),
+                       std::invalid_argument);
+  auto one_class = toy(10, 1);
+  CHECK_THROWS_WITH_AS(pair_label_noise(one_class, 0.5, 1),
+                       doctest::Contains("pair_label_noise: needs at least 2 classes"), std::invalid_argument);
+  CHECK(d.labels == before);  // refused before any label changed
 }
 
 TEST_CASE("long tail: n_c = n_max · IF^(−c/(C−1))") {

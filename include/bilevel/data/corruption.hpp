@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 /// \file
-/// Corruptions for experiments: symmetric and pair label noise, long-tail class imbalance.
+/// Corruptions for experiments: symmetric and pair label noise (to the next class or along a
+/// given pairing, such as fashion_mnist_similar_pairs()), long-tail class imbalance.
 /// Each is seeded and records what it did, so that experiments can report the learned
 /// weight of corrupted against clean samples.
 #include <algorithm>
@@ -39,6 +40,22 @@ inline std::vector<std::size_t> pick_rows(std::size_t rows, double rate, std::mt
   order.resize(static_cast<std::size_t>(std::llround(rate * double(rows))));
   return order;
 }
+/// A pairing for pair noise must send every class to a real class other than itself: a class
+/// sent to itself would count rows as corrupted whose labels did not change.
+inline void check_pairing(const std::vector<int>& partner, std::size_t classes, const char* who) {
+  const std::string where = std::string("bilevel::data::") + who + ": ";
+  if (classes < 2) throw std::invalid_argument(where + "needs at least 2 classes");
+  if (partner.size() != classes)
+    throw std::invalid_argument(where + "the pairing has " + std::to_string(partner.size()) + " entries for " +
+                                std::to_string(classes) + " classes");
+  for (std::size_t c = 0; c < classes; ++c) {
+    if (partner[c] < 0 || std::size_t(partner[c]) >= classes)
+      throw std::invalid_argument(where + "the pairing maps class " + std::to_string(c) + " to " +
+                                  std::to_string(partner[c]) + ", outside [0, " + std::to_string(classes) + ")");
+    if (std::size_t(partner[c]) == c)
+      throw std::invalid_argument(where + "the pairing maps class " + std::to_string(c) + " to itself");
+  }
+}
 }  // namespace detail
 
 /// Symmetric (uniform) noise. By default exactly round(rate·rows) rows get a label drawn
@@ -70,17 +87,46 @@ inline corruption_record symmetric_label_noise(dataset& ds, double rate, std::ui
   return rec;
 }
 
-/// Pair (flip) noise: exactly round(rate·rows) rows move to the next class, c → (c+1) mod C.
-inline corruption_record pair_label_noise(dataset& ds, double rate, std::uint64_t seed) {
+/// Pair (flip) noise with a given pairing: exactly round(rate·rows) rows, drawn from all rows
+/// whatever their class, move from their class c to `partner[c]`. The pairing need not be
+/// symmetric, but must map each of the data set's classes to another class (std::invalid_argument
+/// otherwise, naming the entry), so every row drawn is a changed label and counts as corrupted.
+/// The rows drawn depend on the seed and the rate only, not on the pairing.
+inline corruption_record pair_label_noise(dataset& ds, double rate, std::uint64_t seed,
+                                          const std::vector<int>& partner) {
   detail::check_rate(rate, "pair_label_noise");
+  detail::check_pairing(partner, ds.num_classes, "pair_label_noise");
   std::mt19937_64 gen(seed);
   corruption_record rec{std::vector<bool>(ds.rows, false), ds.labels};
   for (std::size_t r : detail::pick_rows(ds.rows, rate, gen)) {
-    ds.labels[r] = (ds.labels[r] + 1) % int(ds.num_classes);
+    ds.labels[r] = partner[std::size_t(ds.labels[r])];
     rec.corrupted[r] = true;
   }
   return rec;
 }
+
+/// The pairing c → (c+1) mod C: each class to the next, which knows nothing of the classes.
+inline std::vector<int> next_class_pairing(std::size_t classes) {
+  std::vector<int> partner(classes);
+  for (std::size_t c = 0; c < classes; ++c) partner[c] = int((c + 1) % classes);
+  return partner;
+}
+
+/// Pair (flip) noise to the next class: exactly round(rate·rows) rows move c → (c+1) mod C.
+inline corruption_record pair_label_noise(dataset& ds, double rate, std::uint64_t seed) {
+  return pair_label_noise(ds, rate, seed, next_class_pairing(ds.num_classes));
+}
+
+/// The pairing of similar Fashion-MNIST classes, for pair noise whose wrong labels are the
+/// plausible mistakes (a shirt labelled T-shirt) rather than arbitrary ones (a shirt labelled
+/// sneaker, as next_class_pairing would have it). Three pairs are garments or shoes of nearly
+/// the same outline: T-shirt/top (0) ↔ Shirt (6), Pullover (2) ↔ Coat (4), Sandal (5) ↔
+/// Sneaker (7). Of the four classes left, Trouser (1) ↔ Dress (3) are the two long, narrow
+/// garments, and Bag (8) ↔ Ankle boot (9) pairs the two that remain (the ankle boot's closer
+/// classes, the other shoes, are taken). The pairing is symmetric, every class flipping to a
+/// partner that flips back, so that on balanced data such as Fashion-MNIST's each class gains
+/// about as many wrong labels as it loses and keeps its size in expectation.
+inline std::vector<int> fashion_mnist_similar_pairs() { return {6, 3, 4, 1, 2, 7, 0, 5, 9, 8}; }
 
 /// The per-class counts of a long tail: n_c = round(n_max · IF^(−c/(C−1))), so class 0 keeps
 /// n_max and the last class n_max/IF.
