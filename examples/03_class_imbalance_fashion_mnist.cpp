@@ -2,7 +2,8 @@
 // 03 — Class imbalance on Fashion-MNIST: plain training against class weighting learned from
 // mistakes (LFM-CW, with synthetic data from a class-conditional generator), Meta-Weight-Net
 // and learning from mistakes (LFM, data reweighting), each a method header handed to the one
-// solver.
+// solver; and the fixed class weightings a learned one has to beat, c_k ∝ n_k^(−1/2) and
+// n_k^(−1) (data::class_frequency_weights, on a network whose loss reads class weights).
 //
 // What it teaches: a three-level method whose re-learner trains on real plus generated data
 // (bilevel/methods/lfm_class_weighting.hpp), a generator behind a concept
@@ -61,7 +62,8 @@ using seconds = std::chrono::duration<double>;
 namespace {
 
 const std::map<std::string, std::string> method_names = {
-    {"plain", "plain"}, {"lfm_cw", "LFM-CW"}, {"mwn", "Meta-Weight-Net"}, {"lfm", "LFM (reweighting)"}};
+    {"plain", "plain"},         {"inv_sqrt", "fixed n^-1/2"},       {"inv_freq", "fixed 1/n"},
+    {"lfm_cw", "LFM-CW"},       {"mwn", "Meta-Weight-Net"},         {"lfm", "LFM (reweighting)"}};
 
 int run(int argc, char** argv) {
   example::options o;
@@ -144,6 +146,21 @@ int run(int argc, char** argv) {
         auto net = example::make_network(o.network);  // a fresh one for each run: it keeps running statistics
         example::train_plain(net, train, seed, o.epochs, o.lr, o.weight_decay, decay,
                              [&](const P::vector& theta) { report(net, theta, {1.0, 1.0}); });
+      } else if (method == "inv_sqrt" || method == "inv_freq") {
+        // Plain training with fixed class weights c_k ∝ n_k^(−1/2) or n_k^(−1), mean 1 over
+        // the classes (data::class_frequency_weights): the baselines a learned class
+        // weighting has to beat. Reported weights: the mean c of head and tail samples.
+        const auto c = data::class_frequency_weights(*train, method == "inv_freq" ? 1.0 : 0.5);
+        const std::vector<P::scalar> host(c.begin(), c.end());
+        const P::vector table = P::from_host(host);
+        std::vector<double> per_sample(train->rows);
+        for (std::size_t row = 0; row < train->rows; ++row) per_sample[row] = c[std::size_t(train->labels[row])];
+        const auto means = example::group_means(per_sample, tail);
+        auto net = example::make_network(o.network, learners::class_weights(train->num_classes));
+        const P::vector* in[] = {&table};
+        example::train_plain(
+            net, train, seed, o.epochs, o.lr, o.weight_decay, decay,
+            [&](const P::vector& theta) { report(net, theta, means); }, in);
       } else if (method == "lfm_cw") {
         const auto generator = std::make_shared<const data::pca_gaussian_generator>(*train, 50, seed);
         auto s = methods::lfm_class_weighting<P>(

@@ -341,6 +341,28 @@ TEST_CASE("long tail: n_c = n_max · IF^(−c/(C−1))") {
                        std::invalid_argument);
 }
 
+TEST_CASE("class frequency weights: c_k ∝ n_k^(−power), mean 1 over the classes present") {
+  const auto d = long_tail(toy(1000, 10), 10.0, 2);  // 100 ... 10 per class
+  const auto c = d.class_counts();
+  for (double power : {0.0, 0.5, 1.0}) {
+    const auto w = class_frequency_weights(d, power);
+    REQUIRE(w.size() == 10);
+    double mean = 0;
+    for (double x : w) mean += x / 10;
+    CHECK(mean == doctest::Approx(1.0).epsilon(1e-14));
+    // the ratio of two classes' weights is the inverse ratio of their sizes to the power
+    CHECK(w[9] / w[0] == doctest::Approx(std::pow(double(c[0]) / double(c[9]), power)).epsilon(1e-13));
+  }
+  CHECK(class_frequency_weights(d, 0.0) == std::vector<double>(10, 1.0));
+  auto gap = toy(30, 3);  // class 2 emptied: weight 0, the other two keep a mean of 1
+  for (auto& l : gap.labels) l = l == 2 ? 0 : l;
+  const auto w = class_frequency_weights(gap, 1.0);
+  CHECK(w[2] == 0.0);
+  CHECK(w[0] + w[1] == doctest::Approx(2.0));
+  CHECK_THROWS_WITH_AS(class_frequency_weights(d, -1.0), doctest::Contains("power must be finite and >= 0, got -1"),
+                       std::invalid_argument);
+}
+
 TEST_CASE("dataset validation names the bad label") {
   auto d = toy(10, 3);
   d.labels[4] = 3;

@@ -5,6 +5,8 @@
 // short run that lowers the validation loss.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <numeric>
 #include <optional>
 #include <string>
@@ -101,6 +103,37 @@ TEST_CASE("LFM mistake weights: VJP and JVP in both inputs are exact (adjoint id
   const test::weighting_at<P, bilevel::learners::mistake_weighting<P>> at(mw, point);
   const auto vjp = test::host<P>(mw.scatter(at.in(), b, s, test::device<P>(test::random_vector(12, 7, 1.0)), 1));
   for (std::size_t k = 0; k < 20; ++k) CHECK(vjp[k] == 0.0);
+}
+
+TEST_CASE("LFM mistake weights: similarity_scale multiplies the starting similarities, and sharpens the weights") {
+  const auto train = test::toy_classes(12, 3, 0.3), refs = test::toy_classes(9, 4, 0.0, 500);
+  const bilevel::learners::mistake_weighting<P> mw(widths, *refs.data, 20, 4);
+  const auto base = test::host<P>(mw.initial_top(6)), sharp = test::host<P>(mw.initial_top(6, 25.0));
+  REQUIRE(base.size() == sharp.size());
+  // B and r start at 1 whatever the scale; V's entries grow as √scale (the same draws), so
+  // every similarity f_V(x)·f_V(x̃) = xᵀVᵀVx̃ grows as the scale.
+  for (std::size_t k = 0; k < base.size(); ++k) {
+    if (k >= mw.encoder_offset() && k < mw.r_offset())
+      CHECK(sharp[k] == doctest::Approx(5.0 * base[k]).epsilon(1e-6));
+    else
+      CHECK(sharp[k] == base[k]);
+  }
+  // A sharper softmax moves the weights: they are not all the same as at scale 1.
+  const auto b = test::whole<P>(*train.data);
+  const mlp<P> w1net(widths);
+  const P::vector dummy_losses = P::zeros(12);
+  const bilevel::learners::sample_signals<P> s{dummy_losses};
+  const auto w1 = w1net.initial_parameters(5);
+  const P::vector t1 = mw.initial_top(6), t25 = mw.initial_top(6, 25.0);
+  const P::vector* in1[] = {&w1, &t1};
+  const P::vector* in25[] = {&w1, &t25};
+  const auto a1 = test::host<P>(mw.gather(in1, b, s)), a25 = test::host<P>(mw.gather(in25, b, s));
+  double moved = 0;
+  for (std::size_t i = 0; i < a1.size(); ++i) moved = std::max(moved, std::abs(a25[i] - a1[i]));
+  CHECK(moved > 1e-3);
+  for (double bad : {0.0, -1.0, std::nan("")})
+    CHECK_THROWS_WITH_AS(mw.initial_top(6, bad), doctest::Contains("similarity_scale must be finite and > 0"),
+                         std::invalid_argument);
 }
 
 TEST_CASE("LFM: the top level's hypergradient through W2 and W1 against central differences") {

@@ -137,10 +137,13 @@ inline std::optional<bilevel::learners::network_design> network_design(const std
   if (network == "wrn") return wide_resnet_options{.input = image_input, .classes = 10, .depth = 16, .widen = 2};
   throw usage_error("--network: unknown network '" + network + "'");
 }
-/// The network of --network, for plain training.
-inline bilevel::learners::sequential<P> make_network(const std::string& network) {
-  if (const auto design = network_design(network)) return bilevel::learners::build_network<P>(*design);
-  return bilevel::learners::mlp<P>(mlp_widths);
+/// The network of --network, for plain training, its loss weighing samples by `weighting`
+/// (none by default; class_weights for the fixed class-weight baselines).
+template <class Weighting = bilevel::learners::unweighted>
+bilevel::learners::sequential<P, Weighting> make_network(const std::string& network, Weighting weighting = {}) {
+  using namespace bilevel::learners;
+  if (const auto design = network_design(network)) return build_network<P>(*design, std::move(weighting));
+  return mlp<P, Weighting>(mlp_widths, activation::relu, loss_kind::cross_entropy, std::move(weighting));
 }
 /// A ResNet or the wide ResNet: networks a CPU trains slowly, which --quick shrinks further.
 inline bool is_resnet(const std::string& network) { return network.rfind("resnet", 0) == 0 || network == "wrn"; }
@@ -266,10 +269,14 @@ inline void print_summary(const std::vector<std::string>& methods, const std::ma
 /// to resolve the decay, so it does so itself (optim::resolve_schedule), with the same
 /// arithmetic the methods use; and no solver to tell the network of its real steps, so it
 /// calls net.on_real_step itself at each step, as the solver does (batch normalization's
-/// running statistics, which evaluation reads, change there): evaluate `net` itself.
-inline void train_plain(bilevel::learners::sequential<P>& net, std::shared_ptr<const bilevel::data::dataset> train,
-                        unsigned seed, std::size_t epochs, double lr, double weight_decay,
-                        const bilevel::optim::lr_decay& decay, const std::function<void(const P::vector&)>& on_epoch) {
+/// running statistics, which evaluation reads, change there): evaluate `net` itself. `in` is
+/// what the network's weighting reads, fixed during training (a class-weight table for a
+/// sequential<P, class_weights>; nothing for an unweighted network).
+template <class Weighting = bilevel::learners::unweighted>
+void train_plain(bilevel::learners::sequential<P, Weighting>& net, std::shared_ptr<const bilevel::data::dataset> train,
+                 unsigned seed, std::size_t epochs, double lr, double weight_decay,
+                 const bilevel::optim::lr_decay& decay, const std::function<void(const P::vector&)>& on_epoch,
+                 bilevel::input_list<P> in = {}) {
   constexpr std::size_t batch = 100;
   if (train->rows < batch)  // not even one batch: no epoch to report
     throw std::runtime_error("only " + std::to_string(train->rows) + " training images, fewer than a batch of " +
@@ -285,8 +292,8 @@ inline void train_plain(bilevel::learners::sequential<P>& net, std::shared_ptr<c
   for (std::size_t e = 0; e < epochs; ++e) {
     for (std::size_t t = 0; t < per_epoch; ++t) {
       const auto b = batches();
-      net.gradient(theta, {}, b, g);
-      net.on_real_step(theta, {}, b);  // at the point and batch of the step, before it is taken
+      net.gradient(theta, in, b, g);
+      net.on_real_step(theta, in, b);  // at the point and batch of the step, before it is taken
       opt.step(theta, state, g);
     }
     on_epoch(theta);

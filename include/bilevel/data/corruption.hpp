@@ -160,4 +160,29 @@ inline dataset long_tail(const dataset& ds, double imbalance_factor, std::uint64
   return ds.subset(keep);
 }
 
+/// Fixed class weights from class sizes, the baselines that learned class weighting must beat:
+/// c_k ∝ n_k^(−power), normalised to a mean of 1 over the classes that have samples (the convention of
+/// class-balanced losses, Cui et al. 2019), so that a batch's loss keeps its scale however
+/// skewed the classes are. power = 1 is inverse frequency, 0.5 the square-root rule, 0 all
+/// ones. A class with no samples gets weight 0 (nothing to weigh). For a sequential<P, class_weights> network's input.
+inline std::vector<double> class_frequency_weights(const dataset& ds, double power) {
+  ds.validate("class_frequency_weights input");
+  if (!(power >= 0.0) || !std::isfinite(power))
+    throw std::invalid_argument("bilevel::data::class_frequency_weights: power must be finite and >= 0, got " +
+                                std::to_string(power));
+  const auto counts = ds.class_counts();
+  std::vector<double> w(counts.size(), 0.0);
+  double sum = 0;
+  std::size_t present = 0;
+  for (std::size_t k = 0; k < counts.size(); ++k)
+    if (counts[k] > 0) {
+      w[k] = std::pow(double(counts[k]), -power);
+      sum += w[k];
+      ++present;
+    }
+  if (present == 0) throw std::invalid_argument("bilevel::data::class_frequency_weights: the data set has no rows");
+  for (double& x : w) x *= double(present) / sum;
+  return w;
+}
+
 }  // namespace bilevel::data

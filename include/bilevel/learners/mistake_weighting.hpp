@@ -93,15 +93,23 @@ class mistake_weighting {
   [[nodiscard]] std::size_t r_offset() const { return table_ + k_ * d_; }
 
   /// The top vector's starting value: B = 1, r = 1, V random at the scale where the
-  /// reference similarities f·g are O(1).
-  [[nodiscard]] vector initial_top(std::uint64_t seed) const {
+  /// reference similarities f·g are O(similarity_scale). The scale sets how sharp the softmax
+  /// over the references starts: at O(1) (scale 1) with a hundred references x_ij ≈ 1/n for
+  /// every j, so a_i hardly depends on which references sample i resembles, only on its
+  /// label; at scale 10-100 the softmax concentrates on the nearest references, as it does in
+  /// the paper's code on pretrained features, whose raw dot products are in the hundreds.
+  /// V's entries grow as √scale, so Adam's steps on V are relatively smaller too.
+  [[nodiscard]] vector initial_top(std::uint64_t seed, double similarity_scale = 1.0) const {
+    if (!(similarity_scale > 0) || !std::isfinite(similarity_scale))
+      throw std::invalid_argument("bilevel::learners::mistake_weighting: similarity_scale must be finite and > 0, got " +
+                                  std::to_string(similarity_scale));
     std::vector<scalar_t<P>> t(top_size(), scalar_t<P>(1));
     const auto xr = P::matrix_to_host(refs_.batch().x);
     double sq = 0;
     for (auto v : xr) sq += double(v) * double(v);
     sq /= double(references());
     std::mt19937_64 gen(seed);
-    std::normal_distribution<double> normal(0.0, 1.0 / std::sqrt(double(k_) * std::max(sq, 1e-12)));
+    std::normal_distribution<double> normal(0.0, std::sqrt(similarity_scale / (double(k_) * std::max(sq, 1e-12))));
     for (std::size_t i = 0; i < k_ * d_; ++i) t[table_ + i] = scalar_t<P>(normal(gen));
     return P::from_host(t);
   }

@@ -13,7 +13,8 @@
 /// W1 does badly. Each outer iteration steps the top level first, then W1, then W2 (the
 /// official order); W1 and W2 take one exact look-ahead step each (lookahead, on the batch
 /// their real step then takes), so the top level's hypergradient is the chain rule through
-/// both, with exact second-order products, where the official code uses finite differences.
+/// both, with exact second-order products, where the official code differentiates V and r
+/// through one plain SGD step of W2 and takes B's product by finite differences.
 ///
 /// Fixed against the official code (docs/methods.md, "LFM, data reweighting"; the mathematics,
 /// not the quirks):
@@ -66,6 +67,9 @@ struct lfm_reweighting_config {
   double meta_weight_decay = 0.0;
   std::size_t encoder_dim = 32;                    ///< k, V's output dimension
   std::size_t references_per_class = 10;           ///< reference validation samples for r and u
+  /// The scale of the encoder's starting similarities f_V(x)·f_V(x̃), i.e. how sharply a
+  /// sample's weight reads its nearest references (mistake_weighting::initial_top).
+  double similarity_scale = 1.0;
   std::uint64_t seed = 1;
 };
 
@@ -141,7 +145,7 @@ auto learning_from_mistakes_reweighting(std::shared_ptr<const data::dataset> tra
   // B sits at the front of the top vector; W1's table weighting reads its first `table`
   // entries by sample id (ids are < table), so it takes the whole vector as its input.
   const sample_weights b_table(mistakes.top_size());
-  auto top0 = mistakes.initial_top(cfg.seed + 3);
+  auto top0 = mistakes.initial_top(cfg.seed + 3, cfg.similarity_scale);
   const detail::sgd_settings sgd{cfg.lr, cfg.momentum, cfg.weight_decay, cfg.nesterov,
                                  optim::resolve_schedule(cfg.lr_decay, cfg.lr, total, who + ": lr_decay")};
   auto w1 = detail::classifier_level<P>("W1", shape, b_table, sgd, cfg.seed,
