@@ -28,7 +28,12 @@
 // the teacher reads the features entering its last layer); --lr, --weight-decay and --schedule
 // constant|multistep|cosine for the classifier; --epochs, --seed or --seeds A,B,C, --methods
 // LIST|all, --data DIR, --out DIR; --quick (6000 images, 2 epochs, unless given; with a ResNet
-// 200 training and 500 test images, 1 epoch, as a ResNet trains slowly on a CPU).
+// 200 training and 500 test images, 1 epoch, as a ResNet trains slowly on a CPU); --export DIR
+// writes, for each seed, the Meta-Weight-Net problem (training rows and their noisy labels,
+// which are corrupted, validation and test rows, the classifier's and the weighting net's
+// starting parameters, the settings) to DIR/seed<N>/ and trains nothing, for another
+// implementation to train on the same data from the same start
+// (bench/compare/label_noise_betty.py).
 //
 // What it prints: test accuracy per epoch and method; at the end a table of last and best
 // test accuracy (mean ± std over the seeds), the mean learned weight of corrupted and clean
@@ -88,6 +93,10 @@ int run(int argc, char** argv) {
           "Pullover <-> Coat, Sandal <-> Sneaker, Trouser <-> Dress, Bag <-> Ankle boot) (default " +
               o.noise_type + ")")
       ->check(example::detail::one_of({"symmetric", "pair"}));
+  std::string export_dir;
+  cli.add("--export", export_dir,
+          "write each seed's Meta-Weight-Net problem (rows, noisy labels, starting parameters, settings) to "
+          "DIR/seed<N>/ and train nothing");
   if (const auto status = cli.parse(argc, argv)) return *status;
   if (o.quick) {
     const bool resnet = example::is_resnet(o.network);
@@ -130,6 +139,20 @@ int run(int argc, char** argv) {
                                                 .lr = o.lr, .lr_decay = decay, .weight_decay = o.weight_decay,
                                                 .seed = seed};
 
+    if (!export_dir.empty()) {
+      if (design) throw example::usage_error("--export: only the MLP's problem is exported (drop --network)");
+      const auto s = methods::meta_weight_net<P>(train, validation, classifier);
+      const auto& cfg = classifier;
+      example::export_problem(
+          std::filesystem::path(export_dir) / ("seed" + std::to_string(seed)), *train, corruption.corrupted,
+          *validation, test, P::to_host(s.classifier().theta), P::to_host(s.weighting_net().theta),
+          {{"seed", double(seed)}, {"epochs", double(o.epochs)}, {"lr", cfg.lr}, {"momentum", cfg.momentum},
+           {"weight_decay", cfg.weight_decay}, {"nesterov", cfg.nesterov ? 1.0 : 0.0}, {"meta_lr", cfg.meta_lr},
+           {"meta_weight_decay", cfg.meta_weight_decay}, {"hidden", double(cfg.hidden)}, {"batch", double(cfg.batch)},
+           {"validation_batch", double(cfg.validation_batch)}, {"noise", noise}},
+          {{"schedule", o.schedule}, {"noise_type", o.noise_type}});
+      continue;
+    }
     for (const auto& method : o.methods) {
       example::run_result r;
       const auto t0 = std::chrono::steady_clock::now();
@@ -212,6 +235,10 @@ int run(int argc, char** argv) {
       if (!o.quick && method != "plain" && corruption.count() > 0) ok &= last.weight_b < last.weight_a;
       results[method].push_back(std::move(r));
     }
+  }
+  if (!export_dir.empty()) {
+    std::printf("exported %zu seed(s) to %s\n", o.seeds.size(), export_dir.c_str());
+    return 0;
   }
   example::print_summary(o.methods, method_names, results, "w clean", "w corrupt",
                          std::to_string(o.seeds.size()) + " seed(s), " + std::to_string(o.epochs) + " epochs, " +

@@ -19,6 +19,7 @@
 #include <bilevel/hypergrad/first_order.hpp>
 #include <bilevel/hypergrad/unrolled.hpp>
 #include <bilevel/learners/layers/batch_norm.hpp>
+#include <bilevel/learners/layers/chain.hpp>
 #include <bilevel/learners/layers/dropout.hpp>
 #include <bilevel/learners/layers/identity.hpp>
 #include <bilevel/learners/layers/linear.hpp>
@@ -604,4 +605,27 @@ TEST_CASE("batch_norm and dropout under a solver: a resumed run is bit-identical
   CHECK(P::equal(resumed.level<1>().theta, straight.level<1>().theta));
   CHECK(resumed.level<0>().learner.state() == straight.level<0>().learner.state());
   std::filesystem::remove(path);
+}
+
+// A network runs the value pass at a real step's point only when a layer keeps state that the
+// step changes; keeps_state() says which, through chains, graphs and mixed operations.
+TEST_CASE("keeps_state: batch norm and committing user layers do, stateless layers and their composites do not") {
+  using namespace normalization_test;
+  using P = test::P64;
+  const geometry in{1, 1, 4}, mid{1, 1, 3};
+  const any_layer<P> lin = linear<P>(in, 3), bn = batch_norm<P>(mid), tanh_layer = nonlinearity<P>(mid, activation::tanh);
+  CHECK_FALSE(lin.keeps_state());
+  CHECK_FALSE(tanh_layer.keeps_state());
+  CHECK_FALSE(any_layer<P>(dropout<P>(mid, 0.5, 1)).keeps_state());  // its masks follow the step counter
+  CHECK(bn.keeps_state());
+  CHECK(any_layer<P>(commit_counter<P>{mid}).keeps_state());  // commits, says nothing of its state
+  using bilevel::learners::chain;
+  CHECK_FALSE(any_layer<P>(chain<P>(std::vector<any_layer<P>>{lin, tanh_layer})).keeps_state());
+  CHECK(any_layer<P>(chain<P>(std::vector<any_layer<P>>{lin, bn, tanh_layer})).keeps_state());
+  CHECK(any_layer<P>(chain<P>(std::vector<any_layer<P>>{lin, commit_counter<P>{mid}})).keeps_state());
+  // In a network: a real step on a stateless network commits nothing and still counts the step.
+  sequential<P> net(in, {lin, tanh_layer, linear<P>(mid, 2)});
+  const auto theta = net.initial_parameters(3);
+  net.on_real_step(theta, {}, test::random_batch<P>(4, 4, 2, 5));
+  CHECK(net.real_steps() == 1);
 }

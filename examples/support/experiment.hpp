@@ -262,6 +262,46 @@ inline void print_summary(const std::vector<std::string>& methods, const std::ma
   }
 }
 
+/// Writes a label-noise problem for another implementation to train on the same data from
+/// the same start (bench/compare/label_noise_betty.py reads it), into `dir`:
+///   train_rows.i64, train_labels.i64  the training rows (rows of the Fashion-MNIST training
+///                                     file, the data sets' ids) and their noisy labels;
+///   corrupted.u8                      1 where a training label was corrupted;
+///   val_rows.i64, test_rows.i64       the validation rows (training file) and test rows (test file);
+///   theta0.f32, phi0.f32              the classifier's and the weighting net's starting parameters,
+///                                     in the library's layout (dense W fan_in × fan_out row-major, then b);
+///   problem.json                      `numbers` and `words`, the settings.
+/// Raw little-endian arrays, as bench/compare/mwn_step.cpp --export writes them.
+inline void export_problem(const std::filesystem::path& dir, const bilevel::data::dataset& train,
+                           const std::vector<bool>& corrupted, const bilevel::data::dataset& validation,
+                           const bilevel::data::dataset& test, const std::vector<P::scalar>& theta0,
+                           const std::vector<P::scalar>& phi0, const std::map<std::string, double>& numbers,
+                           const std::map<std::string, std::string>& words) {
+  std::filesystem::create_directories(dir);
+  auto write = [&](const char* name, const auto& values) {
+    std::ofstream f(dir / name, std::ios::binary);
+    f.write(reinterpret_cast<const char*>(values.data()), std::streamsize(values.size() * sizeof(values[0])));
+    if (!f) throw std::runtime_error("cannot write " + (dir / name).string());
+  };
+  auto as_i64 = [](const auto& v) { return std::vector<std::int64_t>(v.begin(), v.end()); };
+  write("train_rows.i64", as_i64(train.ids));
+  write("train_labels.i64", as_i64(train.labels));
+  write("corrupted.u8", std::vector<std::uint8_t>(corrupted.begin(), corrupted.end()));
+  write("val_rows.i64", as_i64(validation.ids));
+  write("test_rows.i64", as_i64(test.ids));
+  write("theta0.f32", theta0);
+  write("phi0.f32", phi0);
+  std::ofstream json(dir / "problem.json");
+  json << "{\"widths\": [";
+  for (std::size_t i = 0; i < mlp_widths.size(); ++i) json << (i ? ", " : "") << mlp_widths[i];
+  json << "], \"train\": " << train.rows << ", \"validation\": " << validation.rows << ", \"test\": " << test.rows;
+  json.precision(17);
+  for (const auto& [k, v] : numbers) json << ", \"" << k << "\": " << v;
+  for (const auto& [k, v] : words) json << ", \"" << k << "\": \"" << v << "\"";
+  json << "}\n";
+  if (!json) throw std::runtime_error("cannot write " + (dir / "problem.json").string());
+}
+
 /// Plain training, the baseline of every experiment: the same network (or any network without
 /// mixed operations, e.g. a searched architecture retrained from scratch), SGD with Nesterov
 /// momentum 0.9 and `weight_decay`, learning rate `lr` decayed by `decay` over the `epochs`,

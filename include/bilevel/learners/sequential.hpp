@@ -410,9 +410,13 @@ class sequential {
                              vector* arch_dot) const {
     return {context(l, batch, pass_mode::training, nullptr), v, u, arch_dot};
   }
+  /// Whether a layer keeps state that a real step updates (batch normalization's running
+  /// statistics, alone or inside a chain, graph or mixed operation): only then does
+  /// on_real_step need the value pass at the step's point. A network of layers without state
+  /// (linear, convolution, pooling, dropout, whose masks follow the step counter) skips it.
   [[nodiscard]] bool has_state_layers() const {
     for (const auto& l : layers_)
-      if (std::holds_alternative<any_layer<P>>(l)) return true;
+      if (const auto* box = std::get_if<any_layer<P>>(&l); box && box->keeps_state()) return true;
     return false;
   }
 

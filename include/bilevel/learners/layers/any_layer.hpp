@@ -65,6 +65,9 @@ class any_layer {
     impl_->tangent_backward(t, x, x_dot, g, g_dot, c, gx_dot, grad_dot);
   }
   void commit(const pass_context<P>& p, const cache& c) { impl_->commit(p, c); }
+  /// Whether a real step changes this layer (it has `commit`, and keeps state or says nothing
+  /// of it): a composite of stateless layers (a cell of convolutions) answers false.
+  [[nodiscard]] bool keeps_state() const { return impl_->keeps_state(); }
   [[nodiscard]] std::vector<double> state() const { return impl_->state(); }
   void restore(std::span<const double> s) { impl_->restore(s); }
 
@@ -95,6 +98,7 @@ class any_layer {
     virtual void tangent_backward(const tangent_context<P>&, const matrix&, const matrix*, const matrix&,
                                   const matrix&, cache&, matrix*, vector&) const = 0;
     virtual void commit(const pass_context<P>&, const cache&) = 0;
+    [[nodiscard]] virtual bool keeps_state() const = 0;
     [[nodiscard]] virtual std::vector<double> state() const = 0;
     virtual void restore(std::span<const double>) = 0;
   };
@@ -132,6 +136,16 @@ class any_layer {
     }
     void commit(const pass_context<P>& p, const cache& c) override {
       if (const auto* own = std::any_cast<own_cache>(&c)) commit_layer(layer, p, *own);
+    }
+    bool keeps_state() const override {
+      if constexpr (requires { { layer.keeps_state() } -> std::convertible_to<bool>; })
+        return layer.keeps_state();  // a composite asks its parts
+      else if constexpr (!requires(L& l, const pass_context<P>& p, const own_cache& c) { l.commit(p, c); })
+        return false;
+      else if constexpr (requires { { layer.state() } -> std::convertible_to<std::vector<double>>; })
+        return !layer.state().empty();
+      else
+        return true;  // commits without saying what it keeps: assume it needs the step's pass
     }
     std::vector<double> state() const override { return layer_state(layer); }
     void restore(std::span<const double> s) override {

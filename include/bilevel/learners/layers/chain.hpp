@@ -96,6 +96,9 @@ class chain {
     if (c.parts.size() != parts_.size()) return;  // no value pass yet
     for (std::size_t l = 0; l < parts_.size(); ++l) parts_[l].commit(p.shifted(offsets_[l]), c.parts[l]);
   }
+  [[nodiscard]] bool keeps_state() const {
+    return std::any_of(parts_.begin(), parts_.end(), [](const auto& l) { return l.keeps_state(); });
+  }
   [[nodiscard]] std::vector<double> state() const {
     return detail::joined_state([&](auto f) { for (const auto& part : parts_) f(part); });
   }

@@ -240,6 +240,12 @@ class graph {
       for (std::size_t e = 0; e < nodes_[k].edges.size(); ++e)
         nodes_[k].edges[e].layer.commit(p.shifted(nodes_[k].offsets[e]), c.edges[k][e]);
   }
+  [[nodiscard]] bool keeps_state() const {
+    for (const auto& n : nodes_)
+      for (const auto& e : n.edges)
+        if (e.layer.keeps_state()) return true;
+    return false;
+  }
   [[nodiscard]] std::vector<double> state() const {
     return detail::joined_state([&](auto f) {
       for (const auto& n : nodes_)

@@ -44,6 +44,10 @@
 ///                                           for look-ahead steps, HVPs or finite differences.
 ///   std::vector<double> state() const / void restore(std::span<const double>)
 ///                                           that state, for checkpoints
+///   bool keeps_state() const                whether a real step changes the layer (absent:
+///                                           true when it has commit and a non-empty state,
+///                                           or commit and no state()); the network runs the
+///                                           value pass at a real step's point only then
 ///
 /// check_network_layer<L, P>() turns an unmet requirement into a compile-time message naming it.
 #include <concepts>

@@ -14,6 +14,7 @@
 /// (∂²L/∂α∂θ) v; along an architecture direction u, ṁ = m ⊙ (u − ⟨m, u⟩) enters the tangent
 /// passes, which gives (∂²L/∂θ∂α) u. The tangent of ∂L/∂α is written only for u = 0 (what the
 /// mixed product (∂²L/∂α∂θ) v needs); the second derivative of the softmax is never needed.
+#include <algorithm>
 #include <cstddef>
 #include <span>
 #include <stdexcept>
@@ -145,6 +146,9 @@ class mixed_op {
     if (c.ops.size() != ops_.size()) return;
     for (std::size_t o = 0; o < ops_.size(); ++o)
       if (!zero_[o]) ops_[o].commit(p.shifted(offsets_[o]), c.ops[o]);
+  }
+  [[nodiscard]] bool keeps_state() const {
+    return std::any_of(ops_.begin(), ops_.end(), [](const auto& l) { return l.keeps_state(); });
   }
   [[nodiscard]] std::vector<double> state() const {
     return detail::joined_state([&](auto f) { for (const auto& op : ops_) f(op); });
