@@ -28,7 +28,8 @@
 // the teacher reads the features entering its last layer); --lr, --weight-decay and --schedule
 // constant|multistep|cosine for the classifier; --epochs, --seed or --seeds A,B,C, --methods
 // LIST|all, --data DIR, --out DIR; --quick (6000 images, 2 epochs, unless given; with a ResNet
-// 200 training and 500 test images, 1 epoch, as a ResNet trains slowly on a CPU); --export DIR
+// 200 training and 500 test images, 1 epoch, as a ResNet trains slowly on a CPU);
+// --similarity-scale S for LFM (methods::lfm_reweighting_config::similarity_scale); --export DIR
 // writes, for each seed, the Meta-Weight-Net problem (training rows and their noisy labels,
 // which are corrupted, validation and test rows, the classifier's and the weighting net's
 // starting parameters, the settings) to DIR/seed<N>/ and trains nothing, for another
@@ -93,6 +94,11 @@ int run(int argc, char** argv) {
           "Pullover <-> Coat, Sandal <-> Sneaker, Trouser <-> Dress, Bag <-> Ankle boot) (default " +
               o.noise_type + ")")
       ->check(example::detail::one_of({"symmetric", "pair"}));
+  double similarity_scale = 1.0;
+  cli.add("--similarity-scale", similarity_scale,
+          "LFM: the scale of the encoder's starting similarities, how sharply a sample's weight reads its nearest "
+          "references (default 1)")
+      ->check(example::detail::real_number(1e-3, 1e3));
   std::string export_dir;
   cli.add("--export", export_dir,
           "write each seed's Meta-Weight-Net problem (rows, noisy labels, starting parameters, settings) to "
@@ -223,7 +229,7 @@ int run(int argc, char** argv) {
         auto s = methods::learning_from_mistakes_reweighting<P>(
             train, validation,
             {.network = design, .epochs = o.epochs, .lr = o.lr, .lr_decay = decay, .weight_decay = o.weight_decay,
-             .seed = seed});  // W1 and W2: the --network's design, or the MLP of the default widths
+             .similarity_scale = similarity_scale, .seed = seed});  // W1 and W2: --network's design, or the MLP
         // model() is the re-learner W2, level 1: count the epochs of its batches.
         run_solver(s, [&] { return mean_weights(s); }, {.epoch_level = 1});
       }
