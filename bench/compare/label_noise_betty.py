@@ -64,10 +64,6 @@ def load(name, dtype):
 def main():
     import logging
 
-    from betty.configs import Config, EngineConfig
-    from betty.engine import Engine
-    from betty.problems import ImplicitProblem
-
     logging.disable(logging.WARNING)  # Betty's initialisation messages
     x_all = peers.images("train-images-idx3-ubyte")
     x_test_all = peers.images("t10k-images-idx3-ubyte")
@@ -92,27 +88,10 @@ def main():
         sys.exit(f"label_noise_betty.py: schedule {meta['schedule']} is not set up here (multistep or constant)")
     scheduler = torch.optim.lr_scheduler.MultiStepLR(sgd, milestones=milestones, gamma=0.1)
 
-    class Inner(ImplicitProblem):
-        def training_step(self, batch):
-            xb, yb = batch
-            cost = F.cross_entropy(self.forward(xb), yb, reduction="none")
-            w = self.outer(cost.detach().unsqueeze(1)).squeeze(1)
-            return (w * cost).mean()
-
-    class Outer(ImplicitProblem):
-        def training_step(self, batch):
-            xb, yb = batch
-            return F.cross_entropy(self.inner(xb), yb)
-
-    inner = Inner(name="inner", config=Config(type="darts", unroll_steps=1), module=model, optimizer=sgd,
-                  scheduler=scheduler, train_data_loader=peers.TrainBatches(x, y, int(meta["seed"])))
-    outer = Outer(name="outer", config=Config(type="darts", retain_graph=True), module=vnet,
-                  optimizer=torch.optim.Adam(vnet.parameters(), lr=meta["meta_lr"],
-                                             weight_decay=meta["meta_weight_decay"]),
-                  train_data_loader=peers.ValBatches(xv, yv, int(meta["seed"]) + 2))
-    engine = Engine(config=EngineConfig(train_iters=10**9, valid_step=10**9, strategy="cpu"), problems=[outer, inner],
-                    dependencies={"l2u": {inner: [outer]}, "u2l": {outer: [inner]}})
-    engine.train()  # sets the engine up; its loop is run below, epoch by epoch
+    adam = torch.optim.Adam(vnet.parameters(), lr=meta["meta_lr"], weight_decay=meta["meta_weight_decay"])
+    step = peers.make_betty(None, model, vnet, peers.TrainBatches(x, y, int(meta["seed"])),
+                            peers.ValBatches(xv, yv, int(meta["seed"]) + 2), optimizer=sgd, scheduler=scheduler,
+                            meta_optimizer=adam)
 
     @torch.no_grad()
     def mean_weights():
@@ -123,8 +102,7 @@ def main():
     rows, t0 = [], time.perf_counter()
     for epoch in range(1, epochs + 1):
         for _ in range(per_epoch):
-            engine.global_step += 1
-            engine.train_step()
+            step()
         model.eval()
         acc = peers.accuracy(model, x_test, y_test)
         clean, wrong = mean_weights()
@@ -145,7 +123,7 @@ def main():
     print(json.dumps({"implementation": "betty", "seed": int(meta["seed"]), "epochs": epochs, "steps": total,
                       "last_test_accuracy": rows[-1][1], "best_test_accuracy": max(r[1] for r in rows),
                       "weight_clean": rows[-1][2], "weight_corrupted": rows[-1][3], "seconds": round(seconds, 1),
-                      "final_lr": inner.optimizer.param_groups[0]["lr"],
+                      "final_lr": step.inner.optimizer.param_groups[0]["lr"],
                       "versions": {"torch": torch.__version__, "betty-ml": md.version("betty-ml")}}))
 
 

@@ -350,7 +350,9 @@ def make_torchopt(p, model, vnet, train, val):
     return step, sync
 
 
-def make_betty(p, model, vnet, train_iterable, val_iterable):
+def make_betty(p, model, vnet, train_iterable, val_iterable, optimizer=None, scheduler=None, meta_optimizer=None):
+    """Betty's engine for the two problems; the optimizers default to this comparison's (the
+    label-noise comparison, label_noise_betty.py, passes its own and a learning-rate schedule)."""
     from betty.configs import Config, EngineConfig
     from betty.engine import Engine
     from betty.problems import ImplicitProblem
@@ -372,10 +374,10 @@ def make_betty(p, model, vnet, train_iterable, val_iterable):
                           neumann_iterations=ARGS.iterations, neumann_alpha=ARGS.neumann_step)
     outer_config = Config(type="darts", retain_graph=True)
     inner = Inner(name="inner", config=inner_config, module=model,
-                  optimizer=torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WD),
-                  train_data_loader=train_iterable)
+                  optimizer=optimizer or torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WD),
+                  scheduler=scheduler, train_data_loader=train_iterable)
     outer = Outer(name="outer", config=outer_config, module=vnet,
-                  optimizer=torch.optim.Adam(vnet.parameters(), lr=META_LR, weight_decay=META_WD),
+                  optimizer=meta_optimizer or torch.optim.Adam(vnet.parameters(), lr=META_LR, weight_decay=META_WD),
                   train_data_loader=val_iterable)
     engine = Engine(config=EngineConfig(train_iters=10**9, valid_step=10**9, strategy="cpu"), problems=[outer, inner],
                     dependencies={"l2u": {inner: [outer]}, "u2l": {outer: [inner]}})
@@ -385,6 +387,7 @@ def make_betty(p, model, vnet, train_iterable, val_iterable):
         engine.global_step += 1
         engine.train_step()
 
+    step.inner = inner  # Betty's problem, with the optimizer it steps (a patched copy of the one given)
     return step
 
 
