@@ -2,8 +2,9 @@
 // 04 — Architecture search on Fashion-MNIST: DARTS (first and second order), Learning from
 // Mistakes in its architecture-search form and Small-Group Learning, each a method header
 // handed to the one solver, on a small MLP search space or on the DARTS search space (its
-// supernet of cells); each searched architecture is then discretised, retrained from scratch
-// and tested.
+// supernet of cells), against the random-search baseline (architectures drawn uniformly, each
+// trained briefly, the best on validation kept: learners::random_genotype for the DARTS space);
+// each searched architecture is then discretised, retrained from scratch and tested.
 //
 // What it teaches: searches as multilevel problems (bilevel/methods/darts.hpp,
 // lfm_architecture_search.hpp, small_group_learning.hpp: two, three and five levels) over a
@@ -46,7 +47,8 @@
 // step long); exits 1 with one line on stderr on missing or malformed data or an unwritable
 // --out, 2 on a bad command line (examples/support/options.hpp).
 //
-// Options (--help lists them, with their ranges): --space mlp|darts, and for darts --cells,
+// Options (--help lists them, with their ranges): --random-samples N (random search's
+// architectures, each trained for --epochs); --space mlp|darts, and for darts --cells,
 // --channels and --nodes; --epochs (search) and --retrain-epochs; --batch (the search's);
 // --train-size N (a stratified random subset, drawn with the seed: the images split for the
 // search and retrained on) and --test-size N (of the test split); --lr, --weight-decay and
@@ -79,6 +81,7 @@
 #include <map>
 #include <memory>
 #include <numeric>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -91,7 +94,8 @@ using seconds = std::chrono::duration<double>;
 namespace {
 
 const std::map<std::string, std::string> method_names = {
-    {"darts1", "DARTS 1st order"}, {"darts2", "DARTS 2nd order"}, {"lfm", "LFM (search)"}, {"sgl", "SGL (K = 2)"}};
+    {"darts1", "DARTS 1st order"}, {"darts2", "DARTS 2nd order"}, {"lfm", "LFM (search)"}, {"sgl", "SGL (K = 2)"},
+    {"random", "random search"}};
 
 // The MLP space: flat 784-pixel rows, three mixed edges of four candidates.
 const char* const candidate_names[] = {"linear+relu", "linear+tanh", "skip", "zero"};
@@ -138,6 +142,14 @@ struct search_space {
   [[nodiscard]] learners::network_design derived(const std::vector<double>& alpha) const {
     if (is_darts) return learners::darts_network_design{learners::derive_genotype(alpha, darts), darts};
     return learners::layer_specs{mlp_input, methods::derive_architecture(specs, alpha)};
+  }
+  /// An architecture drawn uniformly: for the DARTS space a random genotype (random_genotype,
+  /// recorded as the α that derives it), for the MLP space one candidate per edge.
+  [[nodiscard]] std::vector<double> random_architecture(std::mt19937_64& gen) const {
+    if (is_darts) return learners::genotype_alpha(learners::random_genotype(darts, gen), darts);
+    std::vector<double> alpha(edges * 4, 0.0);
+    for (std::size_t e = 0; e < edges; ++e) alpha[e * 4 + std::uniform_int_distribution<std::size_t>(0, 3)(gen)] = 1.0;
+    return alpha;
   }
   [[nodiscard]] std::string summary() const {
     if (!is_darts) return "mlp space";
@@ -190,7 +202,7 @@ double mean_loss(const learners::network_design& supernet, const P::vector& thet
 
 int run(int argc, char** argv) {
   example::options o;
-  o.methods = {"darts1", "darts2", "lfm", "sgl"};
+  o.methods = {"darts1", "darts2", "lfm", "sgl", "random"};
   o.epochs = 10;
   o.lr = 0.025, o.weight_decay = 3e-4, o.schedule = "cosine";  // DARTS's weights
   example::command_line cli("04_architecture_search_fashion_mnist",
@@ -218,6 +230,11 @@ int run(int argc, char** argv) {
       ->check(example::detail::whole_number(1, 64));
   cli.add("--nodes", o.nodes, "--space darts: intermediate nodes of a cell (default " + std::to_string(o.nodes) + ")")
       ->check(example::detail::whole_number(1, 8));
+  std::size_t random_samples = 8;
+  cli.add("--random-samples", random_samples,
+          "random search: architectures drawn uniformly, each trained for the search epochs on the training half "
+          "and the best on the validation half kept (default 8)")
+      ->check(example::detail::whole_number(1, 1000));
   cli.add("--batch", o.batch, "batch size of the search: the weights', the architecture's and SGL's unlabelled "
                               "batches (default " + std::to_string(o.batch) + ", DARTS's)")
       ->check(example::detail::whole_number(1, 10000));
@@ -331,6 +348,26 @@ int run(int argc, char** argv) {
         const double loss[] = {mean_loss(supernet, s.v<0>().theta, found[0], *validation),
                                mean_loss(supernet, s.v<1>().theta, found[1], *validation)};
         pick = loss[1] < loss[0] ? 1 : 0;
+      } else if (method == "random") {
+        // The baseline of architecture search: architectures drawn uniformly, each trained
+        // from scratch on the training half for the search's epochs (the weights' rate, decay
+        // and batch of the search), the one with the best validation accuracy kept.
+        std::mt19937_64 gen(seed + 40);
+        double best = -1;
+        for (std::size_t k = 0; k < random_samples; ++k) {
+          found.push_back(space.random_architecture(gen));
+          learners::sequential<P> net = learners::build_network<P>(space.derived(found.back()));
+          double accuracy = 0;
+          example::train_plain(
+              net, train, seed + unsigned(k), o.epochs, o.lr, o.weight_decay, weights_decay,
+              [&](const P::vector& theta) { accuracy = example::test_accuracy(net, theta, *validation).plain; }, {},
+              batch);
+          std::printf("  %-16s seed %u sample %zu/%zu  validation accuracy %.2f%%  %s  (%.0f s)\n", name.c_str(),
+                      seed, k + 1, random_samples, accuracy, space.describe(found.back()).c_str(),
+                      seconds(std::chrono::steady_clock::now() - t0).count());
+          std::fflush(stdout);
+          if (accuracy > best) best = accuracy, pick = k;
+        }
       }
       const double search_seconds = seconds(std::chrono::steady_clock::now() - t0).count();
       for (std::size_t k = 0; k < found.size(); ++k)

@@ -5,6 +5,10 @@
 // differences of the outer objective.
 #include <doctest/doctest.h>
 
+#include <cmath>
+#include <map>
+#include <random>
+
 #include <bilevel/core/solver.hpp>
 #include <bilevel/hypergrad/finite_difference.hpp>
 #include <bilevel/hypergrad/unrolled.hpp>
@@ -141,6 +145,41 @@ TEST_CASE("darts: derive_genotype keeps each node's two strongest edges by their
   CHECK(g.reduce[2] == std::pair<dp, std::size_t>{dp::sep_conv_5x5, 2});
   CHECK(g.str().find("('sep_conv_3x3', 0)") != std::string::npos);
   CHECK_THROWS_WITH_AS(derive_genotype(std::vector<double>(3), o), doctest::Contains("α has 3 entries, the space has 80"),
+                       std::invalid_argument);
+}
+
+TEST_CASE("darts: random genotypes are valid, uniform over operations and inputs, and round-trip through α") {
+  const darts_space_options o{.nodes = 4};
+  std::mt19937_64 gen(11);
+  std::map<darts_primitive, std::size_t> ops;
+  std::map<std::size_t, std::size_t> inputs_of_last;  // node 3 picks two of states 0..4
+  constexpr std::size_t draws = 2000;
+  for (std::size_t d = 0; d < draws; ++d) {
+    const auto g = random_genotype(o, gen);
+    REQUIRE(g.normal.size() == 8);
+    REQUIRE(g.reduce.size() == 8);
+    for (const auto* gene : {&g.normal, &g.reduce})
+      for (std::size_t i = 0; i < 4; ++i) {
+        const auto& [op_a, a] = (*gene)[2 * i];
+        const auto& [op_b, b] = (*gene)[2 * i + 1];
+        CHECK(a < b);  // two distinct states, listed in order
+        CHECK(b < i + 2);
+        CHECK(op_a != darts_primitive::none);
+        CHECK(op_b != darts_primitive::none);
+        ++ops[op_a], ++ops[op_b];
+        if (i == 3 && gene == &g.normal) ++inputs_of_last[a], ++inputs_of_last[b];
+      }
+    if (d < 50) CHECK(derive_genotype(genotype_alpha(g, o), o) == g);  // α records the genotype exactly
+  }
+  // 7 operations over 2000 · 16 draws: each about 4571, binomial σ ≈ 63; 5 states for node 3,
+  // each picked in 2/5 of 2000 draws, σ ≈ 22. Bounds at about 6σ.
+  REQUIRE(ops.size() == 7);
+  for (const auto& [op, count] : ops) CHECK(std::abs(double(count) - draws * 16 / 7.0) < 400);
+  REQUIRE(inputs_of_last.size() == 5);
+  for (const auto& [state, count] : inputs_of_last) CHECK(std::abs(double(count) - draws * 2 / 5.0) < 130);
+  auto bad = random_genotype(o, gen);
+  bad.normal[0].first = darts_primitive::none;
+  CHECK_THROWS_WITH_AS(genotype_alpha(bad, o), doctest::Contains("the normal cell's node 0 reads state"),
                        std::invalid_argument);
 }
 

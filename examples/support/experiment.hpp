@@ -305,8 +305,8 @@ inline void export_problem(const std::filesystem::path& dir, const bilevel::data
 /// Plain training, the baseline of every experiment: the same network (or any network without
 /// mixed operations, e.g. a searched architecture retrained from scratch), SGD with Nesterov
 /// momentum 0.9 and `weight_decay`, learning rate `lr` decayed by `decay` over the `epochs`,
-/// batches of 100; `on_epoch(θ)` after each epoch. A plain loop has no method configuration
-/// to resolve the decay, so it does so itself (optim::resolve_schedule), with the same
+/// batches of `batch` (100 unless given); `on_epoch(θ)` after each epoch. A plain loop has no
+/// method configuration to resolve the decay, so it does so itself (optim::resolve_schedule), with the same
 /// arithmetic the methods use; and no solver to tell the network of its real steps, so it
 /// calls net.on_real_step itself at each step, as the solver does (batch normalization's
 /// running statistics, which evaluation reads, change there): evaluate `net` itself. `in` is
@@ -316,8 +316,7 @@ template <class Weighting = bilevel::learners::unweighted>
 void train_plain(bilevel::learners::sequential<P, Weighting>& net, std::shared_ptr<const bilevel::data::dataset> train,
                  unsigned seed, std::size_t epochs, double lr, double weight_decay,
                  const bilevel::optim::lr_decay& decay, const std::function<void(const P::vector&)>& on_epoch,
-                 bilevel::input_list<P> in = {}) {
-  constexpr std::size_t batch = 100;
+                 bilevel::input_list<P> in = {}, std::size_t batch = 100) {
   if (train->rows < batch)  // not even one batch: no epoch to report
     throw std::runtime_error("only " + std::to_string(train->rows) + " training images, fewer than a batch of " +
                              std::to_string(batch) + " (raise --train-size)");

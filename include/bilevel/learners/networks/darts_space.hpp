@@ -34,6 +34,7 @@
 #include <cstddef>
 #include <numeric>
 #include <optional>
+#include <random>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -164,6 +165,66 @@ struct darts_genotype {
   std::vector<std::size_t> concat(o.nodes);
   std::iota(concat.begin(), concat.end(), 2);
   return {parse(0), parse(o.edges() * K), concat, concat};
+}
+
+/// A genotype drawn uniformly from the space, the random-search baseline of architecture
+/// search (Li and Talwalkar, 2019): per node of each cell type, two distinct input states
+/// out of the node's predecessors and, for each, an operation other than `none`, all uniform.
+/// The pairs of a node are listed by input state, as derive_genotype lists them.
+template <class UniformRandomBitGenerator>
+[[nodiscard]] darts_genotype random_genotype(const darts_space_options& o, UniformRandomBitGenerator& gen) {
+  o.validate();
+  std::uniform_int_distribution<std::size_t> op(1, darts_primitives.size() - 1);  // not none
+  auto cell = [&] {
+    std::vector<std::pair<darts_primitive, std::size_t>> gene;
+    for (std::size_t i = 0; i < o.nodes; ++i) {
+      const std::size_t n = i + 2;  // s0, s1 and the nodes before
+      const std::size_t a = std::uniform_int_distribution<std::size_t>(0, n - 1)(gen);
+      std::size_t b = std::uniform_int_distribution<std::size_t>(0, n - 2)(gen);
+      if (b >= a) ++b;  // uniform over the states other than a
+      const auto [first, second] = std::minmax(a, b);
+      const auto op_first = darts_primitives[op(gen)], op_second = darts_primitives[op(gen)];
+      gene.emplace_back(op_first, first);
+      gene.emplace_back(op_second, second);
+    }
+    return gene;
+  };
+  std::vector<std::size_t> concat(o.nodes);
+  std::iota(concat.begin(), concat.end(), 2);
+  auto normal = cell();
+  auto reduce = cell();
+  return {std::move(normal), std::move(reduce), concat, concat};
+}
+
+/// An architecture α whose genotype (derive_genotype) is `g`: 1 for each chosen operation on
+/// its edge, 0 everywhere else. For recording a discrete architecture where a searched α goes.
+[[nodiscard]] inline std::vector<double> genotype_alpha(const darts_genotype& g, const darts_space_options& o) {
+  o.validate();
+  constexpr std::size_t K = darts_primitives.size();
+  std::vector<double> alpha(o.arch_size(), 0.0);
+  auto fill = [&](const std::vector<std::pair<darts_primitive, std::size_t>>& gene, std::size_t base,
+                  const char* which) {
+    if (gene.size() != 2 * o.nodes)
+      throw std::invalid_argument(std::string("bilevel::learners::genotype_alpha: the ") + which + " cell has " +
+                                  std::to_string(gene.size()) + " operations, the space's nodes need " +
+                                  std::to_string(2 * o.nodes));
+    std::size_t start = 0;
+    for (std::size_t i = 0; i < o.nodes; ++i) {
+      for (std::size_t e = 0; e < 2; ++e) {
+        const auto [op, state] = gene[2 * i + e];
+        if (state >= i + 2 || op == darts_primitive::none)
+          throw std::invalid_argument(std::string("bilevel::learners::genotype_alpha: the ") + which +
+                                      " cell's node " + std::to_string(i) + " reads state " + std::to_string(state) +
+                                      " with " + std::string(name(op)) + ": states below " + std::to_string(i + 2) +
+                                      " and an operation other than none are allowed");
+        alpha[base + (start + state) * K + std::size_t(op)] = 1.0;
+      }
+      start += i + 2;
+    }
+  };
+  fill(g.normal, 0, "normal");
+  fill(g.reduce, o.edges() * K, "reduction");
+  return alpha;
 }
 
 namespace detail {
