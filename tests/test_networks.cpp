@@ -14,6 +14,8 @@
 #include <bilevel/hypergrad/unrolled.hpp>
 #include <bilevel/learners/architecture_loss.hpp>
 #include <bilevel/learners/networks/network_design.hpp>
+#include <bilevel/learners/shared_network.hpp>
+#include <bilevel/methods/darts.hpp>
 #include <bilevel/optim/adam.hpp>
 #include <bilevel/optim/sgd.hpp>
 
@@ -237,6 +239,60 @@ TEST_CASE("darts supernet through the solver: α's hypergradient, finite differe
   // strategy's own differences O(s²) ≈ 1e-8.
   CHECK(test::relative_error(exact, reference) <= 1e-6);
   CHECK(test::relative_error(fd, exact) <= 1e-6);
+}
+
+TEST_CASE("darts supernet: the levels share one network, and a run equals one with a copy per level") {
+  // The cache is keyed on contents, so sharing changes only memory: three iterations of
+  // second-order DARTS (α first, on the weights' next batch) on the supernet, whose batch
+  // norms keep running statistics; weights, α and the statistics bit for bit equal to those
+  // of two copies (the same passes in the same order).
+  using P = test::P64;
+  using net_t = sequential<P>;
+  const auto o = tiny_space();
+  const auto train = test::random_batch<P>(4, 16, 3, 7), val = test::random_batch<P>(4, 16, 3, 8);
+  const P::vector alpha0 = test::device<P>(test::random_vector(o.arch_size(), 10, 0.3));
+  auto run = [&](bool shared) {
+    net_t net(o.input, darts_supernet<P>(o));
+    const auto w0 = net.initial_parameters(9);
+    const bilevel::optim::sgd<P> sgd{.lr = 0.1, .momentum = 0.9, .weight_decay = 3e-4};
+    const bilevel::optim::adam<P> adam{.lr = 3e-2};
+    const bilevel::hypergrad::finite_difference fd{.on_next_batch = true};
+    auto go = [&](auto weights_learner, auto arch_learner) {
+      bilevel::solver s(bilevel::make_level("weights", std::move(weights_learner), sgd, fd, w0, [&] { return train; })
+                            .reading({1}),
+                        bilevel::make_level("alpha", std::move(arch_learner), adam, bilevel::hypergrad::first_order{},
+                                            alpha0, [&] { return val; })
+                            .reading({0}));
+      s.schedule({1, 0});
+      for (int k = 0; k < 3; ++k) s.iterate();
+      auto out = test::host<P>(s.template level<0>().theta);
+      for (const std::vector<double>& part : {test::host<P>(s.template level<1>().theta), s.template level<0>().learner.state()})
+        out.insert(out.end(), part.begin(), part.end());
+      auto network_of = [](const auto& l) -> const net_t& {
+        if constexpr (requires { l.network(); }) return l.network();
+        else return l;
+      };
+      const bool one_network = &network_of(s.template level<1>().learner) == &network_of(s.template level<0>().learner);
+      CHECK(one_network == shared);
+      return out;
+    };
+    if (!shared) return go(net, architecture_loss<net_t>(net));
+    shared_network<net_t> one(std::move(net));
+    return go(one, architecture_loss<net_t>(one));
+  };
+  const auto apart = run(false), together = run(true);
+  REQUIRE(together.size() == apart.size());
+  CHECK(together == apart);
+
+  // methods::darts builds both levels on one network.
+  bilevel::data::dataset d;
+  d.rows = 8, d.cols = 16, d.num_classes = 3;
+  const auto x = test::random_vector(8 * 16, 5);
+  d.features.assign(x.begin(), x.end());
+  for (std::size_t i = 0; i < 8; ++i) d.labels.push_back(i % 3), d.ids.push_back(i);
+  auto data = std::make_shared<const bilevel::data::dataset>(d);
+  auto s = bilevel::methods::darts<P>(darts_supernet_design{o}, data, data, {.batch = 4, .validation_batch = 4});
+  CHECK(&s.architecture().learner.network() == &s.weights().learner.network());
 }
 
 TEST_CASE("network designs: one description, any policy and weighting") {

@@ -32,6 +32,7 @@
 #include "bilevel/learners/classification_batch.hpp"
 #include "bilevel/learners/networks/network_design.hpp"
 #include "bilevel/learners/sequential.hpp"
+#include "bilevel/learners/shared_network.hpp"
 #include "bilevel/methods/detail/levels.hpp"
 #include "bilevel/methods/method_solver.hpp"
 #include "bilevel/optim/adam.hpp"
@@ -108,7 +109,9 @@ auto darts(const learners::network_design& design, std::shared_ptr<const data::d
   std::vector<scalar_t<P>> alpha(net.arch_size());
   for (auto& a : alpha) a = scalar_t<P>(1e-3 * normal(gen));
   auto w0 = net.initial_parameters(cfg.seed);
-  auto weights = make_level("weights", net,
+  // One network for both levels: one value cache instead of two (shared_network.hpp).
+  shared_network<sequential<P>> shared(std::move(net));
+  auto weights = make_level("weights", shared,
                             optim::sgd<P>{.lr = cfg.lr,
                                           .momentum = cfg.momentum,
                                           .weight_decay = cfg.weight_decay,
@@ -116,7 +119,7 @@ auto darts(const learners::network_design& design, std::shared_ptr<const data::d
                                                                               who + ": lr_decay")},
                             strategy, std::move(w0), dataset_batches<P>(std::move(train), cfg.batch, cfg.seed))
                      .reading({1});
-  auto architecture = make_level("architecture", architecture_loss<sequential<P>>(net),
+  auto architecture = make_level("architecture", architecture_loss<sequential<P>>(shared),
                                  optim::adam<P>{.lr = cfg.arch_lr, .beta1 = cfg.arch_beta1, .beta2 = 0.999,
                                                 .weight_decay = cfg.arch_weight_decay,
                                                 .schedule = optim::resolve_schedule(cfg.arch_lr_decay, cfg.arch_lr,
