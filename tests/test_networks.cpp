@@ -106,6 +106,56 @@ TEST_CASE_TEMPLATE("darts supernet: a whole search network, every exact product,
                                   test::random_batch<P>(6, 16, 3, 5), 1e-6);
 }
 
+TEST_CASE("networks: released adjoints give the same numbers, and a second-order product after any pass is right") {
+  // keep_adjoints(false) releases the inner adjoints of chains, graphs and mixed operations;
+  // an HVP or mixed product then re-runs the backward pass keeping them. The products must
+  // equal those of a network that keeps them, bit for bit (the same operations in the same
+  // order), in any order of calls at one point, including a mixed_jvp along the sample
+  // weights, whose backward pass with other weights overwrites the inner adjoints.
+  using P = test::P64;
+  using net_t = sequential<P, sample_weights>;
+  const auto o = tiny_space();
+  auto make = [&](bool keep) {
+    net_t net(o.input, darts_supernet<P>(o), loss_kind::cross_entropy, sample_weights{6});
+    net.keep_adjoints(keep);
+    return net;
+  };
+  const auto theta = make(true).initial_parameters(2);
+  const P::vector w = test::device<P>(weights_near_one(6, 3)),
+                  alpha = test::device<P>(test::random_vector(o.arch_size(), 4, 0.5));
+  const P::vector* in[] = {&w, &alpha};
+  const auto b = test::random_batch<P>(6, 16, 3, 5);
+  const P::vector v = test::device<P>(test::random_vector(P::size(theta), 6)),
+                  u_w = test::device<P>(test::random_vector(6, 7)),
+                  u_a = test::device<P>(test::random_vector(o.arch_size(), 8));
+  // Every product alone, each on a fresh network that keeps its adjoints.
+  enum product { gradient, hvp, vjp_w, vjp_a, jvp_w, jvp_a };
+  auto apply = [&](const net_t& net, product k) {
+    P::vector out;
+    switch (k) {
+      case gradient: net.gradient(theta, in, b, out); break;
+      case hvp: net.hvp(theta, in, b, v, out); break;
+      case vjp_w: net.mixed_vjp(theta, in, b, 0, v, out); break;
+      case vjp_a: net.mixed_vjp(theta, in, b, 1, v, out); break;
+      case jvp_w: net.mixed_jvp(theta, in, b, 0, u_w, out); break;
+      case jvp_a: net.mixed_jvp(theta, in, b, 1, u_a, out); break;
+    }
+    return test::host<P>(out);
+  };
+  std::vector<std::vector<double>> fresh;
+  for (product k : {gradient, hvp, vjp_w, vjp_a, jvp_w, jvp_a}) fresh.push_back(apply(make(true), k));
+  const std::vector<product> order = {gradient, hvp, jvp_w, hvp, vjp_a, gradient, jvp_a, jvp_w, vjp_a, vjp_w, hvp};
+  for (bool keep : {true, false}) {
+    CAPTURE(keep);
+    const net_t net = make(keep);
+    CHECK(net.keeps_adjoints() == keep);
+    for (std::size_t i = 0; i < order.size(); ++i) {
+      CAPTURE(i);
+      CHECK(apply(net, order[i]) == fresh[order[i]]);
+    }
+  }
+}
+
 TEST_CASE("darts supernet: the CPU size on Fashion-MNIST's shape") {
   using P = test::P64;
   const darts_space_options o{};  // 28x28x1, 5 cells of 8 channels, 4 nodes

@@ -213,6 +213,16 @@ class sequential {
     cache_.valid = false;  // dropout masks depend on the step
     ++generation_;
   }
+  /// Whether the backward pass keeps every inner adjoint for later second-order products.
+  /// true (the default): an HVP or mixed product at the point of a gradient costs only the
+  /// two tangent passes, as CG and Neumann solves want. false: each adjoint is released once
+  /// used, so a backward pass holds a few adjoints at a time instead of one per activation
+  /// (for strategies with no exact second-order product: first order, finite differences);
+  /// an HVP or mixed product then re-runs the backward pass, keeping them, before its
+  /// tangent passes. The numbers are the same either way.
+  void keep_adjoints(bool keep) { keep_adjoints_ = keep; }
+  [[nodiscard]] bool keeps_adjoints() const { return keep_adjoints_; }
+
   /// Real steps taken so far (the dropout masks' counter).
   [[nodiscard]] std::uint64_t real_steps() const { return step_; }
 
@@ -274,7 +284,7 @@ class sequential {
 
   /// (∂²L/∂θ²) v by the R-operator.
   void hvp(const vector& theta, input_list<P> in, const batch_type& b, const vector& v, vector& out) const {
-    backward_pass(theta, in, b);
+    backward_pass(theta, in, b, true);
     const auto& dots = tangent_forward(v, nullptr);
     tangent_backward(v, nullptr, dots, out, nullptr);
   }
@@ -284,7 +294,7 @@ class sequential {
   void mixed_vjp(const vector& theta, input_list<P> in, const batch_type& b, std::size_t slot, const vector& v,
                  vector& out) const {
     check_slot(slot);
-    backward_pass(theta, in, b);
+    backward_pass(theta, in, b, true);
     const auto& dots = tangent_forward(v, nullptr);
     if (slot == arch_slot()) {
       vector hv;
@@ -304,13 +314,14 @@ class sequential {
   void mixed_jvp(const vector& theta, input_list<P> in, const batch_type& b, std::size_t slot, const vector& u,
                  vector& out) const {
     check_slot(slot);
-    const auto& c = backward_pass(theta, in, b);
     if (slot == arch_slot()) {
+      backward_pass(theta, in, b, true);
       const vector zero = P::zeros(num_parameters_);
       const auto& dots = tangent_forward(zero, &u);
       tangent_backward(zero, &u, dots, out, nullptr);
       return;
     }
+    const auto& c = weighted_pass(theta, in, b);
     vector ignored;
     backward(weighting_.gather_tangent(in, b, signals(c), u, slot), false, out, ignored);
   }
@@ -324,6 +335,7 @@ class sequential {
 
   struct value_cache {
     bool valid = false, backward_done = false;
+    bool adjoints_kept = false;          // the backward pass kept every adjoint, inner ones included
     pass_mode mode = pass_mode::training;
     vector theta, alpha, weights, losses, gradient, arch_gradient, target_mass;
     matrix targets;
@@ -404,7 +416,8 @@ class sequential {
   /// The context of boxed layer l's passes.
   pass_context<P> context(std::size_t l, std::size_t batch, pass_mode mode, vector* arch_grad) const {
     const value_cache& c = cache_;
-    return {c.theta, box_offsets_[l], batch, mode, step_, arch_size_ > 0 ? &c.alpha : nullptr, 0, arch_grad};
+    return {c.theta, box_offsets_[l], batch, mode, step_, arch_size_ > 0 ? &c.alpha : nullptr, 0, arch_grad,
+            keep_adjoints_};
   }
   tangent_context<P> tangent(std::size_t l, std::size_t batch, const vector& v, const vector* u,
                              vector* arch_dot) const {
@@ -525,10 +538,13 @@ class sequential {
     return c;
   }
 
-  /// Value and backward passes at the inputs' weights, reused when cached.
-  const value_cache& backward_pass(const vector& theta, input_list<P> in, const batch_type& b) const {
+  /// Value and backward passes at the inputs' weights, reused when cached; with
+  /// `second_order`, with every adjoint kept for the tangent passes.
+  const value_cache& backward_pass(const vector& theta, input_list<P> in, const batch_type& b,
+                                   bool second_order = false) const {
     const auto& c = weighted_pass(theta, in, b);
-    if (!c.backward_done) backward(c.weights, true, cache_.gradient, cache_.arch_gradient);
+    if (!c.backward_done || (second_order && !c.adjoints_kept))
+      backward(c.weights, true, cache_.gradient, cache_.arch_gradient, keep_adjoints_ || second_order);
     return c;
   }
 
@@ -542,20 +558,24 @@ class sequential {
   }
 
   /// Backpropagation of L = (1/B) Σ c_i ℓ_i for the given c, writing ∂L/∂θ to out and ∂L/∂α
-  /// to arch_grad. With `store` (out is then the cache's gradient), keeps each layer's output
-  /// adjoint in the cache (the HVP's tangent pass needs them); without, the adjoints go
-  /// through two scratch buffers in turn. Layers overwrite the buffers they are given, so the
-  /// buffers of the last call are reused as they are.
-  void backward(const vector& weights, bool store, vector& out, vector& arch_grad) const {
+  /// to arch_grad. With `store` (out is then the cache's gradient) and `keep`, keeps every
+  /// adjoint, each layer's output adjoint here and the inner ones in the layers' caches (the
+  /// tangent passes need them); otherwise the adjoints go through two scratch buffers in
+  /// turn and the layers release their inner ones. Layers overwrite the buffers they are
+  /// given, so the buffers of the last call are reused as they are.
+  void backward(const vector& weights, bool store, vector& out, vector& arch_grad, bool keep = false) const {
     value_cache& c = cache_;
     const std::size_t batch = P::rows(c.targets), L = layers_.size();
+    keep = keep && store;
     if (store) c.backward_done = false;  // c.g is overwritten below: valid again only at the end
+    c.adjoints_kept = false;  // the layers' inner adjoints are overwritten (or released) below
     P::resize(out, num_parameters_);  // every parameter segment is written below
     arch_grad = P::zeros(arch_size_);
-    std::vector<matrix>& gs = store ? c.g : scratch_.g;
-    gs.resize(store ? L : 2);
+    if (store && !keep) c.g.clear();
+    std::vector<matrix>& gs = keep ? c.g : scratch_.g;
+    gs.resize(keep ? L : 2);
     // adjoint(l) = ∂L/∂acts[l+1]: stored per layer, or alternating between the two scratch matrices.
-    auto adjoint = [&](std::size_t l) -> matrix& { return store ? gs[l] : gs[l % 2]; };
+    auto adjoint = [&](std::size_t l) -> matrix& { return keep ? gs[l] : gs[l % 2]; };
     matrix& top = adjoint(L - 1);
     top = c.d;
     P::copy(weights, scratch_.scaled);
@@ -565,9 +585,11 @@ class sequential {
       matrix* g_in = l > 0 ? &adjoint(l - 1) : nullptr;
       std::visit([&](const auto& layer) {
         using T = std::decay_t<decltype(layer)>;
-        if constexpr (std::is_same_v<T, any_layer<P>>)
-          layer.backward(context(l, batch, pass_mode::training, &arch_grad), c.acts[l], adjoint(l), c.layers[l].boxed,
-                         g_in, out);
+        if constexpr (std::is_same_v<T, any_layer<P>>) {
+          pass_context<P> p = context(l, batch, pass_mode::training, &arch_grad);
+          p.keep_adjoints = keep;
+          layer.backward(p, c.acts[l], adjoint(l), c.layers[l].boxed, g_in, out);
+        }
         else if constexpr (std::is_same_v<T, mixed_layer<P>>)
           layer.backward(c.theta, c.acts[l], adjoint(l), batch, c.layers[l], g_in, out, &arch_grad);
         else
@@ -575,6 +597,7 @@ class sequential {
       }, layers_[l]);
     }
     if (store) c.backward_done = true;
+    c.adjoints_kept = keep;
   }
 
   /// dots[l] = Ṙ(acts[l]) along (v, u) (dots[0] is the data's: zero, left empty). The last
@@ -659,6 +682,7 @@ class sequential {
   std::vector<layer_variant> layers_;
   std::vector<std::size_t> box_offsets_;  ///< each boxed layer's first parameter (the others keep their own)
   std::uint64_t step_ = 0;                ///< real steps taken (on_real_step)
+  bool keep_adjoints_ = true;             ///< keep_adjoints()
   std::size_t num_parameters_ = 0, classes_ = 0, arch_size_ = 0;
   mutable value_cache cache_;
   struct tangent_cache {

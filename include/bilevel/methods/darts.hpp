@@ -21,6 +21,7 @@
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <variant>
 #include <vector>
 
@@ -109,6 +110,12 @@ auto darts(const learners::network_design& design, std::shared_ptr<const data::d
   std::vector<scalar_t<P>> alpha(net.arch_size());
   for (auto& a : alpha) a = scalar_t<P>(1e-3 * normal(gen));
   auto w0 = net.initial_parameters(cfg.seed);
+  // Neither finite differences nor first order takes an exact second-order product, so the
+  // backward passes need not keep their adjoints (any other strategy would still be exact:
+  // the network re-runs a backward pass that keeps them when a product asks).
+  if constexpr (std::is_same_v<Strategy, hypergrad::finite_difference> ||
+                std::is_same_v<Strategy, hypergrad::first_order>)
+    net.keep_adjoints(false);
   // One network for both levels: one value cache instead of two (shared_network.hpp).
   shared_network<sequential<P>> shared(std::move(net));
   auto weights = make_level("weights", shared,

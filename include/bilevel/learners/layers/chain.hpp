@@ -4,8 +4,8 @@
 /// chain<P>: layers applied one after another, itself a layer (so chains nest in graphs and
 /// graphs in chains). Each part's parameters follow the previous part's in θ. The value
 /// pass keeps every intermediate activation, the backward pass every intermediate adjoint
-/// and the tangent pass every intermediate tangent, in the chain's cache, for the passes
-/// after them.
+/// (unless told no second-order pass follows: pass_context::keep_adjoints) and the tangent
+/// pass every intermediate tangent, in the chain's cache, for the passes after them.
 #include <algorithm>
 #include <span>
 #include <stdexcept>
@@ -69,9 +69,11 @@ class chain {
                 vector& grad) const {
     const std::size_t L = parts_.size();
     c.g.resize(L - 1);
-    for (std::size_t l = L; l-- > 0;)
+    for (std::size_t l = L; l-- > 0;) {
       parts_[l].backward(p.shifted(offsets_[l]), in(l, x, c), l + 1 == L ? g : c.g[l], c.parts[l],
                          l > 0 ? &c.g[l - 1] : gx, grad);
+      if (!p.keep_adjoints && l + 1 < L) c.g[l] = matrix{};  // used: released
+    }
   }
   void tangent_forward(const tangent_context<P>& t, const matrix& x, const matrix* x_dot, cache& c,
                        matrix& y_dot) const {

@@ -159,6 +159,7 @@ class graph {
           }
           at += ch;
         }
+        if (!p.keep_adjoints && k + 1 < N) c.g[k] = matrix{};
         continue;
       }
       for (std::size_t e = 0; e < n.edges.size(); ++e) {
@@ -168,8 +169,10 @@ class graph {
                                   want ? &c.gx_part : nullptr, grad);
         if (want) accumulate(c.g, c.has_adjoint, s, c.gx_part);
       }
+      if (!p.keep_adjoints && k + 1 < N) c.g[k] = matrix{};  // every reader has added to it: released
     }
     if (gx) *gx = c.has_adjoint[0] ? c.g[0] : P::matrix_zeros(P::rows(x), P::cols(x));
+    if (!p.keep_adjoints) c.g[0] = matrix{}, c.gx_part = matrix{};
   }
 
   void tangent_forward(const tangent_context<P>& t, const matrix& x, const matrix* x_dot, cache& c,

@@ -101,6 +101,7 @@ class mixed_op {
     }
     if (gx && first) *gx = P::matrix_zeros(P::rows(x), P::cols(x));
     if (p.arch_grad) add_segment(detail::edge_softmax_vjp<P>(c.mix, a), *p.arch_grad, p.arch_offset + arch_at_);
+    if (!p.keep_adjoints) c.g_o = matrix{}, c.gx_o = matrix{};  // scratch: not held between passes
   }
 
   void tangent_forward(const tangent_context<P>& t, const matrix& x, const matrix* x_dot, cache& c,

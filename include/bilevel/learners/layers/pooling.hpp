@@ -25,9 +25,13 @@
 ///
 /// Derivatives. Average pooling and global average pooling are linear: their tangent passes
 /// are the maps themselves, and the tangent of the adjoint is the adjoint of the tangent.
-/// Max pooling keeps, per output, a one-hot row marking the element it selected; backward
-/// and both tangent passes route through that element, which is exact wherever the window's
-/// maximum is unique (almost everywhere). None of these layers has parameters.
+/// Max pooling routes backward and both tangent passes through the element each output
+/// selected (a one-hot row per output), which is exact wherever the window's maximum is
+/// unique (almost everywhere). The selection is k·k values per output, nine times the
+/// output for 3x3 windows. A network that keeps its adjoints for second-order products
+/// (pass_context::keep_adjoints) keeps the selection from the value pass; one that does not
+/// finds it again from the input in the backward pass, and keeps it then only for a backward
+/// pass that second-order products follow. None of these layers has parameters.
 #include <cstddef>
 #include <cstdint>
 #include <stdexcept>
@@ -45,7 +49,7 @@ struct pool {
   using vector = vector_t<P>;
   using scalar = scalar_t<P>;
   struct cache {
-    matrix choice;          ///< max pooling: one-hot rows, the window slot each output took
+    matrix choice;          ///< max pooling: one-hot rows, the window slot each output took (see above)
     vector inverse_count;   ///< average pooling with padding: 1 / (real elements) per output of a sample
   };
   geometry in, out;
@@ -76,20 +80,20 @@ struct pool {
   [[nodiscard]] std::size_t num_parameters() const { return 0; }
 
   void forward(const pass_context<P>& p, const matrix& x, matrix& y, cache& c) const {
-    matrix cols;
-    P::gather_per_sample(x, index_, p.batch, out.features(), kernel * kernel, cols);
-    vector v;
+    workspace& w = scratch();
+    P::gather_per_sample(x, index_, p.batch, out.features(), kernel * kernel, w.cols);
     if (kind == pooling::max) {
-      P::row_max_onehot(cols, v, c.choice);
+      if (!p.keep_adjoints) c.choice = matrix{};  // found again when a backward pass needs it
+      P::row_max_onehot(w.cols, w.v, p.keep_adjoints ? c.choice : w.onehot);
     } else {
-      P::row_sums(cols, v);
+      P::row_sums(w.cols, w.v);
     }
-    to_rows(v, p.batch, c, y);
+    to_rows(w.v, p.batch, c, y);
   }
   void backward(const pass_context<P>& p, const matrix& x, const matrix& g, cache& c, matrix* gx, vector&) const {
-    if (gx) adjoint(g, x, p.batch, c, *gx);
+    if (gx) adjoint(g, x, p.batch, c, *gx, p.keep_adjoints);
   }
-  void tangent_forward(const tangent_context<P>& t, const matrix&, const matrix* x_dot, cache& c,
+  void tangent_forward(const tangent_context<P>& t, const matrix& x, const matrix* x_dot, cache& c,
                        matrix& y_dot) const {
     if (!x_dot) {
       y_dot = P::matrix_zeros(t.batch * out.pixels(), out.channels);
@@ -98,14 +102,14 @@ struct pool {
     matrix w;
     vector v;
     P::gather_per_sample(*x_dot, index_, t.batch, out.features(), kernel * kernel, w);
-    if (kind == pooling::max) P::row_dots(w, c.choice, v);  // the selected element's tangent
+    if (kind == pooling::max) P::row_dots(w, selection(x, t.batch, c), v);  // the selected element's tangent
     else P::row_sums(w, v);
     to_rows(v, t.batch, c, y_dot);
   }
   /// Linear given the selection: the tangent of the adjoint is the adjoint of ġ.
   void tangent_backward(const tangent_context<P>& t, const matrix& x, const matrix*, const matrix&,
                         const matrix& g_dot, cache& c, matrix* gx_dot, vector&) const {
-    if (gx_dot) adjoint(g_dot, x, t.batch, c, *gx_dot);
+    if (gx_dot) adjoint(g_dot, x, t.batch, c, *gx_dot, true);
   }
 
  private:
@@ -127,9 +131,11 @@ struct pool {
   /// spread over its window (onto the selected slot for max pooling, evenly over the real
   /// elements for average pooling), then scattered back to the input (padded slots of
   /// average pooling are dropped; those of max pooling land on the element they copy).
-  void adjoint(const matrix& g, const matrix& x, std::size_t batch, cache& c, matrix& gx) const {
+  void adjoint(const matrix& g, const matrix& x, std::size_t batch, cache& c, matrix& gx, bool keep) const {
     const std::size_t kk = kernel * kernel, outputs = batch * out.features();
-    matrix g_col, spread;
+    workspace& w = scratch();
+    matrix g_col;
+    matrix& spread = w.spread;
     if (kind == pooling::average && !uniform_) {
       P::reshape(g, batch, out.features(), g_col);
       P::scale_columns(g_col, inverse_count(c));
@@ -140,10 +146,31 @@ struct pool {
     // Each output's adjoint copied across its window: a per-sample gather with one-element
     // "samples" and a map that reads element 0 k·k times.
     P::gather_per_sample(g_col, broadcast_index_, outputs, 1, kk, spread);
-    if (kind == pooling::max) P::hadamard(spread, c.choice, spread);
+    if (kind == pooling::max) P::hadamard(spread, keep ? selection(x, batch, c) : selection(x, batch, w.onehot), spread);
     else if (uniform_) P::scale(spread, scalar(1.0 / double(kk)));
     gx = P::matrix_zeros(P::rows(x), P::cols(x));
     P::scatter_add_per_sample(spread, index_, batch, gx);
+  }
+  /// Max pooling's one-hot selection at input x, found again unless kept since the value pass.
+  const matrix& selection(const matrix& x, std::size_t batch, cache& c) const {
+    if (P::rows(c.choice) != batch * out.features()) selection(x, batch, c.choice);
+    return c.choice;
+  }
+  const matrix& selection(const matrix& x, std::size_t batch, matrix& into) const {
+    workspace& w = scratch();
+    P::gather_per_sample(x, index_, batch, out.features(), kernel * kernel, w.cols);
+    P::row_max_onehot(w.cols, w.v, into);
+    return into;
+  }
+  /// Batch-sized temporaries (window matrices are k·k times the output), one set per thread
+  /// for every pooling layer, so that a pass neither keeps them nor allocates them afresh.
+  struct workspace {
+    matrix cols, onehot, spread;
+    vector v;
+  };
+  static workspace& scratch() {
+    thread_local workspace w;
+    return w;
   }
   /// One sample's 1 / (real elements) per output, made once per cache (the same for every batch).
   const vector& inverse_count(cache& c) const {
