@@ -10,6 +10,7 @@
 // transpose or coefficient gives an O(1) relative error and fails them.
 #include <doctest/doctest.h>
 
+#include <bilevel/core/elementwise.hpp>
 #include <bilevel/policy/eigen.hpp>
 
 #include <cmath>
@@ -106,6 +107,10 @@ TEST_CASE_TEMPLATE("policy: allocation, BLAS-1 and reductions match naive loops"
     P::transform(x, y, out, [](S a, S b) { return a - S(3) * b; });
     REQUIRE(P::size(out) == n);
     for (std::size_t i = 0; i < n; ++i) CHECK(out[long(i)] == S(xh[i]) - S(3) * S(yh[i]));  // f applied as given: exact
+    // The CUDA policy's opt-in to host maps is plain f on the host policies, so generic code
+    // may use it with any policy.
+    P::transform(x, y, out, bilevel::elementwise::on_host([](S a, S b) { return a + S(2) * b; }));
+    for (std::size_t i = 0; i < n; ++i) CHECK(out[long(i)] == S(xh[i]) + S(2) * S(yh[i]));
   }
 }
 

@@ -10,6 +10,7 @@
 // for either.
 #include <doctest/doctest.h>
 
+#include <bilevel/core/elementwise.hpp>
 #include <bilevel/policy/cuda.hpp>
 
 #include <cmath>
@@ -152,7 +153,7 @@ TEST_CASE_TEMPLATE("cuda policy: allocation, BLAS-1 and reductions match naive l
     CHECK(P::sum(P::zeros(0)) == 0.0);
     CHECK(P::norm(P::zeros(0)) == 0.0);
   }
-  SUBCASE("hadamard and transform: on the device, and on the host for a host-only functor") {
+  SUBCASE("hadamard and transform: on the device, and on the host for a functor that opts in") {
     typename P::vector out;
     P::hadamard(x, y, out);
     REQUIRE(P::size(out) == n);
@@ -175,11 +176,12 @@ TEST_CASE_TEMPLATE("cuda policy: allocation, BLAS-1 and reductions match naive l
     for (std::size_t i = 0; i < n; ++i) CHECK(got[i] == double(S(xh[i]) * S(xh[i])));
     CHECK(P::host_transforms() == before);  // all three ran in kernels
 
-    // A plain lambda cannot run in a kernel: the policy maps on the host, exactly as given.
-    P::transform(x, out, [](S v) { return S(2) * v + S(1); });
+    // A plain lambda cannot run in a kernel: wrapped in on_host (without, it does not compile:
+    // tests/cuda/compile_fail), the policy maps on the host, exactly as given.
+    P::transform(x, out, bilevel::elementwise::on_host([](S v) { return S(2) * v + S(1); }));
     got = host<P>(out);
     for (std::size_t i = 0; i < n; ++i) CHECK(got[i] == double(S(2) * S(xh[i]) + S(1)));
-    P::transform(x, y, out, [](S a, S b) { return a - S(3) * b; });
+    P::transform(x, y, out, bilevel::elementwise::on_host([](S a, S b) { return a - S(3) * b; }));
     got = host<P>(out);
     for (std::size_t i = 0; i < n; ++i) CHECK(got[i] == double(S(xh[i]) - S(3) * S(yh[i])));
     CHECK(P::host_transforms() == before + 2);
@@ -351,7 +353,7 @@ TEST_CASE_TEMPLATE("cuda policy: shape errors throw std::invalid_argument naming
   CHECK_THROWS_WITH_AS(P::dot(a, b), doctest::Contains("dot: vector sizes differ (3 vs 4)"), std::invalid_argument);
   CHECK_THROWS_WITH_AS(P::hadamard(b, a, out), doctest::Contains("hadamard: vector sizes differ (4 vs 3)"),
                        std::invalid_argument);
-  CHECK_THROWS_WITH_AS(P::transform(a, b, out, [](S p, S q) { return p + q; }),
+  CHECK_THROWS_WITH_AS(P::transform(a, b, out, bilevel::elementwise::on_host([](S p, S q) { return p + q; })),
                        doctest::Contains("transform: vector sizes differ (3 vs 4)"), std::invalid_argument);
   const std::vector<S> six(6, S(1));
   const auto m = P::matrix_from_host(2, 3, six);

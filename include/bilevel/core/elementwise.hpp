@@ -10,6 +10,11 @@
 /// `bilevel_device_callable`; with any other compiler the macro is empty and they are
 /// ordinary functors. A user functor is made device-callable the same way.
 ///
+/// A functor that cannot run on the device is a compile-time error under the CUDA policy,
+/// unless it is wrapped in `bilevel::elementwise::on_host(f)`: the explicit opt-in to the
+/// host round trip (two transfers and a synchronisation per call). On the host policies the
+/// wrapper is just f.
+///
 /// They compute in double whatever the scalar, as the host lambdas they replace did, and use
 /// the C library's global math functions (::exp, ::sqrt, ::log1p), which both the host and
 /// CUDA's device math library provide.
@@ -22,6 +27,21 @@
 #endif
 
 namespace bilevel::elementwise {
+
+/// f, marked as allowed to run on the host under a device policy (see the file comment).
+template <class F>
+struct host_only {
+  using bilevel_host_fallback = void;
+  F f;
+  template <class... S>
+  auto operator()(S... x) const {
+    return f(x...);
+  }
+};
+template <class F>
+host_only<F> on_host(F f) {
+  return {f};
+}
 
 /// σ(z), without overflow of e^{±z}.
 BILEVEL_HOST_DEVICE inline double sigmoid(double z) {

@@ -34,6 +34,7 @@
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -130,7 +131,10 @@ auto small_group_learning(const learners::network_design& design, std::shared_pt
   if (!train || !validation) throw std::invalid_argument(who + ": missing data");
   const std::size_t per_epoch = detail::iterations_per_epoch(train->rows, cfg.batch, who),
                     total = cfg.epochs * per_epoch;
-  const sequential<P> net = build_network<P>(design);
+  sequential<P> net = build_network<P>(design);
+  // With first order everywhere no level takes an exact second-order product, so every copy of
+  // the network may release its adjoints (sequential::keep_adjoints; exact either way).
+  if constexpr (std::is_same_v<Strategy, hypergrad::first_order>) net.keep_adjoints(false);
   const std::size_t m = net.arch_size(), top = K * m;
   if (m == 0)
     throw std::invalid_argument("bilevel::methods::small_group_learning: the layers have no mixed operation to search");

@@ -190,8 +190,8 @@ struct cuda {
     shape_like(x, out);
     launch_map2(x.size(), x.data(), y.data(), out.data(), cuda_detail::multiplies{});
   }
-  /// out_i = f(x_i): in a kernel when f can run on the device (cuda/functors.cuh), on the
-  /// host otherwise.
+  /// out_i = f(x_i): in a kernel when f can run on the device (cuda/functors.cuh); on the host
+  /// only when the call opted in (elementwise::on_host), a compile-time error otherwise.
   template <class T, class F>
     requires std::same_as<T, vector> || std::same_as<T, matrix>
   static void transform(const T& x, T& out, F f) {
@@ -203,11 +203,11 @@ struct cuda {
                                 cuda_detail::stream()>>>(x.size(), x.data(), out.data(), map::get(f));
       cuda_detail::check_launch("map_kernel");
     } else {
-#ifdef BILEVEL_CUDA_STRICT_TRANSFORM
-      static_assert(map::on_device, "bilevel::policy::cuda::transform: this functor cannot run on the device "
-                                    "(make it an extended __host__ __device__ lambda, or tag a functor struct "
-                                    "with `using bilevel_device_callable = void;`)");
-#endif
+      static_assert(cuda_detail::host_fallback_allowed<F>,
+                    "bilevel::policy::cuda::transform: this functor cannot run on the device (make it an extended "
+                    "__host__ __device__ lambda, or tag a functor struct with 'using bilevel_device_callable = "
+                    "void;'), and the call did not opt in to a host round trip (wrap it in "
+                    "bilevel::elementwise::on_host(f))");
       auto h = download(x.data(), x.size());
       for (auto& e : h) e = scalar(f(e));
       shape_like(x, out);
@@ -225,11 +225,11 @@ struct cuda {
       shape_like(x, out);
       launch_map2(x.size(), x.data(), y.data(), out.data(), map::get(f));
     } else {
-#ifdef BILEVEL_CUDA_STRICT_TRANSFORM
-      static_assert(map::on_device, "bilevel::policy::cuda::transform: this functor cannot run on the device "
-                                    "(make it an extended __host__ __device__ lambda, or tag a functor struct "
-                                    "with `using bilevel_device_callable = void;`)");
-#endif
+      static_assert(cuda_detail::host_fallback_allowed<F>,
+                    "bilevel::policy::cuda::transform: this functor cannot run on the device (make it an extended "
+                    "__host__ __device__ lambda, or tag a functor struct with 'using bilevel_device_callable = "
+                    "void;'), and the call did not opt in to a host round trip (wrap it in "
+                    "bilevel::elementwise::on_host(f))");
       auto hx = download(x.data(), x.size());
       const auto hy = download(y.data(), y.size());
       for (std::size_t i = 0; i < hx.size(); ++i) hx[i] = scalar(f(hx[i], hy[i]));
@@ -238,8 +238,8 @@ struct cuda {
       ++cuda_detail::host_transform_counter();
     }
   }
-  /// How many transform calls so far (all threads, both scalars) mapped on the host because
-  /// their functor cannot run on the device.
+  /// How many transform calls so far (all threads, both scalars) mapped on the host (calls that
+  /// opted in with elementwise::on_host, or under BILEVEL_CUDA_HOST_TRANSFORM_FALLBACK).
   static std::size_t host_transforms() { return cuda_detail::host_transform_counter().load(); }
 
   // ---- BLAS-2/3 ----

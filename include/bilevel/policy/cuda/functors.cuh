@@ -12,10 +12,13 @@
 ///     operator() must be `__host__ __device__`);
 ///   - the library's activation functors (learners/activation.hpp), through device mirrors
 ///     below that compute the same formulas;
-/// and every other functor (a plain lambda in a library header, say) on the host: the
-/// operand comes to the host, the functor maps it there, the result goes back. Correct, but
-/// two transfers and a synchronisation per call; host_transforms() counts them. Define
-/// BILEVEL_CUDA_STRICT_TRANSFORM to make such a call a compile error instead.
+/// Any other functor (a plain lambda, an untagged struct) is a compile-time error, which
+/// names the two ways above, unless the call opts in to the host round trip: the functor
+/// wrapped in `elementwise::on_host(f)` (core/elementwise.hpp), or every such call of a
+/// translation unit with BILEVEL_CUDA_HOST_TRANSFORM_FALLBACK defined before the first
+/// include. The operand then comes to the host, the functor maps it there and the result goes
+/// back: correct, but two transfers and a synchronisation per call; host_transforms() counts
+/// them.
 #include <cuda/std/cmath>
 
 #include <atomic>
@@ -28,6 +31,15 @@ namespace bilevel::policy::cuda_detail {
 
 template <class F>
 concept tagged_device_functor = requires { typename F::bilevel_device_callable; };
+
+/// The caller allowed F to run on the host (elementwise::on_host, or the macro above).
+template <class F>
+inline constexpr bool host_fallback_allowed =
+#if defined(BILEVEL_CUDA_HOST_TRANSFORM_FALLBACK)
+    true;
+#else
+    requires { typename F::bilevel_host_fallback; };
+#endif
 
 template <class F>
 inline constexpr bool is_extended_lambda =
