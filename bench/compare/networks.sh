@@ -16,10 +16,11 @@
 # figures); the report takes, per case, the median over rounds of the runs' medians, and their
 # min-max.
 #
-# Memory: bilevel's DARTS step at batch 64 needs about 9.5 GB of RSS (20.5 GB before convolutions stopped
-# keeping their patches). It runs with oom_score_adj 1000 (under memory pressure the kernel kills
-# it, not another process) and a virtual-memory limit of the memory available just before it less
-# 0.5 GB, and only when DARTS_STEP_GB (12) GB are available, after waiting up to MEM_WAIT_S (60)
+# Memory: bilevel's DARTS step at batch 64 needs about 2.7 GB of RSS (9.5 GB before its levels
+# shared one network and released their adjoints, 20.5 GB before convolutions stopped keeping
+# their patches). It runs with oom_score_adj 1000 (under memory pressure the kernel kills it,
+# not another process) and a virtual-memory limit of the memory available just before it less
+# 0.5 GB, and only when DARTS_STEP_GB (6) GB are available, after waiting up to MEM_WAIT_S (60)
 # seconds for them. When it cannot run or fails, the report says so, and that round also times
 # both implementations' DARTS step at batch FALLBACK_BATCH (32).
 #
@@ -37,7 +38,7 @@ ROUNDS=${ROUNDS:-3}
 RUN_LIMIT=${RUN_LIMIT:-600}
 WAIT_MINUTES=${WAIT_MINUTES:-10}
 MEM_WAIT_S=${MEM_WAIT_S:-60}
-DARTS_STEP_GB=${DARTS_STEP_GB:-12}
+DARTS_STEP_GB=${DARTS_STEP_GB:-6}
 FALLBACK_BATCH=${FALLBACK_BATCH:-32}
 RESNET_GRAD=${RESNET_GRAD:-2 8}
 RESNET_HVP=${RESNET_HVP:-1 5}
