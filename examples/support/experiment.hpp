@@ -33,7 +33,7 @@
 #include <utility>
 #include <vector>
 
-#include "options.hpp"
+#include "options_cli.hpp"
 
 namespace example {
 
