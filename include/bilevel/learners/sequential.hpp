@@ -294,7 +294,7 @@ class sequential {
   void mixed_vjp(const vector& theta, input_list<P> in, const batch_type& b, std::size_t slot, const vector& v,
                  vector& out) const {
     check_slot(slot);
-    backward_pass(theta, in, b, true);
+    backward_pass(theta, in, b, slot == arch_slot());  // the weights' slot needs only the tangent forward
     const auto& dots = tangent_forward(v, nullptr);
     if (slot == arch_slot()) {
       vector hv;

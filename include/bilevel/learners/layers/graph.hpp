@@ -171,7 +171,11 @@ class graph {
       }
       if (!p.keep_adjoints && k + 1 < N) c.g[k] = matrix{};  // every reader has added to it: released
     }
-    if (gx) *gx = c.has_adjoint[0] ? c.g[0] : P::matrix_zeros(P::rows(x), P::cols(x));
+    if (gx) {
+      if (!c.has_adjoint[0]) *gx = P::matrix_zeros(P::rows(x), P::cols(x));
+      else if (p.keep_adjoints) *gx = c.g[0];
+      else *gx = std::move(c.g[0]);  // released: handed over instead of copied
+    }
     if (!p.keep_adjoints) c.g[0] = matrix{}, c.gx_part = matrix{};
   }
 
