@@ -38,8 +38,6 @@ class shared_network {
 
   [[nodiscard]] Net& network() { return *net_; }
   [[nodiscard]] const Net& network() const { return *net_; }
-  /// Whether two handles are the same network.
-  [[nodiscard]] bool shares_with(const shared_network& other) const { return net_ == other.net_; }
 
   [[nodiscard]] std::size_t num_parameters() const { return net_->num_parameters(); }
   [[nodiscard]] std::size_t num_inputs() const { return net_->num_inputs(); }
