@@ -3,7 +3,8 @@
 # of it is already there, so the set-up scripts stay fast and idempotent.
 set -euo pipefail
 packages=(build-essential cmake g++ pkg-config ccache libeigen3-dev doctest-dev libxtensor-dev
-          libbenchmark-dev libcli11-dev zlib1g-dev libopenblas-dev dataset-fashion-mnist)
+          libbenchmark-dev libcli11-dev zlib1g-dev libopenblas-dev libopenmpi-dev openmpi-bin
+          dataset-fashion-mnist)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -54,11 +54,14 @@ struct unrolled {
     /// The adjoints go to the values the level read while it stepped (the snapshot), which
     /// is what "the steps actually taken" depended on.
     template <class Level>
-    hypergradient_report vjp(Level& lv, input_list<P>, const vector_t<P>& adjoint,
+    hypergradient_report vjp(Level& lv, input_list<P> in, const vector_t<P>& adjoint,
                              std::span<vector_t<P>> out) {
       hypergradient_report r{.strategy = keep_last_ == std::numeric_limits<std::size_t>::max()
                                              ? "unrolled" : "unrolled_truncated"};
-      detail::reverse_through_steps(lv, inputs_.view(), tape_, adjoint, out, lv.second_order, r);
+      // Before the level's first block nothing was recorded: no step depended on the inputs,
+      // and the adjoints are zeros the size of the inputs as they are now.
+      const input_list<P> read = inputs_.view().size() == in.size() ? inputs_.view() : in;
+      detail::reverse_through_steps(lv, read, tape_, adjoint, out, lv.second_order, r);
       return r;
     }
 

@@ -1,0 +1,238 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+/// \file
+/// data_parallel<L, C>: any learner, computed by several processes on their shares of the data.
+///
+/// The loss of a batch of n samples is their mean, so it splits over R ranks as
+///     L(θ, in, B) = Σ_r (n_r / n) · L_r(θ, in, B_r),
+/// with B_r rank r's rows and L_r the learner's mean over them. Every quantity a strategy asks
+/// of a learner is linear in L, so each rank computes its term, scales it by its share
+/// n_r / n, and one all-reduce (a rank-ordered sum, identical on every rank: communicator.hpp)
+/// gives every rank the global value: the loss, the gradient, the input gradient, the
+/// Hessian-vector product and both mixed products. Strategies, optimizers and methods see an
+/// ordinary learner and run unchanged; parameters stay replicated because every rank takes
+/// the same step from the same numbers.
+///
+/// Two ways to share the data:
+///   - `rows_of_each_batch{}` (the default): every rank draws the same global batch (the same
+///     sampler, the same seed) and takes its rows [⌊r·n/R⌋, ⌊(r+1)·n/R⌋), keeping the samples'
+///     ids, so per-sample upper variables (weight tables, sample weights) follow the sample.
+///     The global batch sequence therefore does not depend on the number of ranks. The batch
+///     type must offer take_rows(batch, first, count) (classification_batch does);
+///   - `own_data{share}`: each rank's learner was built on its own part of the data
+///     (full-batch learners, data sets too large to hold on each rank), and share is its rows
+///     over all rows (the shares sum to 1 over the ranks).
+/// A term that does not average over samples (a weight penalty) is the same on every rank and
+/// comes out once, because the shares sum to 1.
+///
+/// What is not the same as one process: layers that compute statistics over the batch
+/// (batch normalization in training mode) see their rank's rows only, as PyTorch's
+/// DistributedDataParallel without SyncBatchNorm does, and their running statistics are each
+/// rank's own. Everything else equals one process up to the round-off of summing n_r-row
+/// means instead of one n-row mean (tests/mpi/: 1e-12 relative in double).
+#include <cmath>
+#include <cstddef>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "bilevel/core/learner.hpp"
+#include "bilevel/distributed/communicator.hpp"
+#include "bilevel/learners/classification_batch.hpp"
+
+namespace bilevel::distributed {
+
+/// Every rank draws the same global batch and computes its rows.
+struct rows_of_each_batch {};
+/// The rank's learner holds its own part of the data: `share` = its rows / all rows.
+struct own_data {
+  double share = 1.0;
+};
+
+/// Rows [first, first + count) of a classification batch, with their targets, labels and ids.
+template <tensor_policy P>
+learners::classification_batch<P> take_rows(const learners::classification_batch<P>& b, std::size_t first,
+                                            std::size_t count) {
+  learners::classification_batch<P> s;
+  P::row_block(b.x, first, count, s.x);
+  P::row_block(b.targets, first, count, s.targets);
+  s.labels.assign(b.labels.begin() + std::ptrdiff_t(first), b.labels.begin() + std::ptrdiff_t(first + count));
+  s.ids.assign(b.ids.begin() + std::ptrdiff_t(first), b.ids.begin() + std::ptrdiff_t(first + count));
+  return s;
+}
+
+/// A batch type data_parallel can split by rows.
+template <class B>
+concept row_shardable = requires(const B& b, std::size_t i) {
+  { b.size() } -> std::convertible_to<std::size_t>;
+  { take_rows(b, i, i) } -> std::same_as<B>;
+};
+
+template <class L, communicator C>
+  requires learner<L>
+class data_parallel {
+ public:
+  using policy = typename L::policy;
+  using batch_type = typename L::batch_type;
+  using vector = vector_t<policy>;
+  using scalar = scalar_t<policy>;
+
+  /// Splits every batch by rows over the communicator's ranks.
+  data_parallel(L inner, C comm, rows_of_each_batch = {}) : inner_(std::move(inner)), comm_(std::move(comm)) {
+    static_assert(check_communicator<C>());
+    static_assert(row_shardable<batch_type>,
+                  "bilevel::distributed::data_parallel: this learner's batch type cannot be split by rows "
+                  "(it needs size() and a take_rows(batch, first, count) overload); build each rank's learner "
+                  "on its own data and pass own_data{share} instead");
+  }
+  /// The learner already holds this rank's part of the data.
+  data_parallel(L inner, C comm, own_data d) : inner_(std::move(inner)), comm_(std::move(comm)), share_(d.share) {
+    static_assert(check_communicator<C>());
+    if (!(d.share >= 0.0 && d.share <= 1.0))
+      throw std::invalid_argument("bilevel::distributed::data_parallel: own_data share " + std::to_string(d.share) +
+                                  " is not in [0, 1] (it is this rank's rows over all rows)");
+    split_ = false;
+    // The shares must sum to 1, or every loss and derivative is off by their sum.
+    const double total = all_reduce_scalar(comm_, d.share);
+    if (std::abs(total - 1.0) > 1e-12)
+      throw std::invalid_argument("bilevel::distributed::data_parallel: the ranks' own_data shares sum to " +
+                                  std::to_string(total) + ", not 1");
+  }
+
+  [[nodiscard]] const L& inner() const { return inner_; }
+  [[nodiscard]] L& inner() { return inner_; }
+  [[nodiscard]] const C& comm() const { return comm_; }
+
+  [[nodiscard]] std::size_t num_parameters() const { return inner_.num_parameters(); }
+  [[nodiscard]] std::size_t num_inputs() const
+    requires declares_inputs<L>
+  {
+    return inner_.num_inputs();
+  }
+  [[nodiscard]] std::size_t input_size(std::size_t s) const
+    requires declares_inputs<L>
+  {
+    return inner_.input_size(s);
+  }
+
+  double loss(const vector& theta, input_list<policy> in, const batch_type& b) const {
+    const shard s = shard_of(b);
+    return all_reduce_scalar(comm_, s.share * inner_.loss(theta, in, s.batch()));
+  }
+  double gradient(const vector& theta, input_list<policy> in, const batch_type& b, vector& out) const {
+    const shard s = shard_of(b);
+    const double l = inner_.gradient(theta, in, s.batch(), out);
+    return reduce(s, out, l);
+  }
+  void input_gradient(const vector& theta, input_list<policy> in, const batch_type& b, std::size_t slot,
+                      vector& out) const
+    requires input_differentiable_learner<L>
+  {
+    const shard s = shard_of(b);
+    inner_.input_gradient(theta, in, s.batch(), slot, out);
+    reduce(s, out);
+  }
+  void hvp(const vector& theta, input_list<policy> in, const batch_type& b, const vector& v, vector& out) const
+    requires has_exact_hvp<L>
+  {
+    const shard s = shard_of(b);
+    inner_.hvp(theta, in, s.batch(), v, out);
+    reduce(s, out);
+  }
+  void mixed_vjp(const vector& theta, input_list<policy> in, const batch_type& b, std::size_t slot, const vector& v,
+                 vector& out) const
+    requires has_exact_mixed_vjp<L>
+  {
+    const shard s = shard_of(b);
+    inner_.mixed_vjp(theta, in, s.batch(), slot, v, out);
+    reduce(s, out);
+  }
+  void mixed_jvp(const vector& theta, input_list<policy> in, const batch_type& b, std::size_t slot, const vector& u,
+                 vector& out) const
+    requires has_exact_mixed_jvp<L>
+  {
+    const shard s = shard_of(b);
+    inner_.mixed_jvp(theta, in, s.batch(), slot, u, out);
+    reduce(s, out);
+  }
+
+  /// The learner's state changes at real steps from the rank's rows (see the file comment).
+  void on_real_step(const vector& theta, input_list<policy> in, const batch_type& b)
+    requires has_real_step_hook<L>
+  {
+    const shard s = shard_of(b);
+    inner_.on_real_step(theta, in, s.batch());
+  }
+  [[nodiscard]] std::vector<double> state() const
+    requires has_learner_state<L>
+  {
+    return inner_.state();
+  }
+  void restore(std::span<const double> st)
+    requires has_learner_state<L>
+  {
+    inner_.restore(st);
+  }
+  /// The wrapped learner's forward pass on a whole batch, on this rank alone (evaluation:
+  /// every rank computes the same thing; nothing is communicated).
+  template <class... Args>
+  [[nodiscard]] auto forward(const vector& theta, const batch_type& b, Args&&... args) const
+    requires requires(const L& l) { l.forward(theta, b, std::forward<Args>(args)...); }
+  {
+    return inner_.forward(theta, b, std::forward<Args>(args)...);
+  }
+  [[nodiscard]] std::size_t arch_slot() const
+    requires requires(const L& l) { l.arch_slot(); }
+  {
+    return inner_.arch_slot();
+  }
+
+ private:
+  /// This rank's rows of a batch, or the batch itself (own_data), and its weight.
+  struct shard {
+    const batch_type* whole = nullptr;
+    std::variant<std::monostate, batch_type> rows;
+    double share = 1.0;
+    [[nodiscard]] const batch_type& batch() const {
+      return rows.index() == 1 ? std::get<1>(rows) : *whole;
+    }
+  };
+
+  [[nodiscard]] shard shard_of(const batch_type& b) const {
+    shard s{.whole = &b, .rows = {}, .share = share_};
+    if constexpr (row_shardable<batch_type>) {
+      if (split_ && comm_.size() > 1) {
+        const std::size_t n = b.size(), ranks = comm_.size(), r = comm_.rank();
+        if (n < ranks)
+          throw std::invalid_argument("bilevel::distributed::data_parallel: a batch of " + std::to_string(n) +
+                                      " rows cannot be split over " + std::to_string(ranks) +
+                                      " ranks: each rank needs at least one row");
+        const std::size_t first = r * n / ranks, last = (r + 1) * n / ranks;
+        s.rows.template emplace<1>(take_rows(b, first, last - first));
+        s.share = double(last - first) / double(n);
+      }
+    }
+    return s;
+  }
+  /// out ← Σ_r share_r out_r; returns Σ_r share_r loss_r.
+  double reduce(const shard& s, vector& out, double loss) const {
+    if (comm_.size() == 1) return loss;
+    reduce(s, out);
+    return all_reduce_scalar(comm_, s.share * loss);
+  }
+  void reduce(const shard& s, vector& out) const {
+    if (comm_.size() == 1) return;
+    if (s.share != 1.0) policy::scale(out, scalar(s.share));
+    all_reduce<policy>(comm_, out);
+  }
+
+  L inner_;
+  C comm_;
+  double share_ = 1.0;
+  bool split_ = true;
+};
+
+}  // namespace bilevel::distributed

@@ -1,0 +1,271 @@
+// SPDX-License-Identifier: MIT
+// Data parallelism over MPI, run by ctest as `mpirun -np 2` (tests/mpi/CMakeLists.txt). Every
+// rank runs every case; each case also computes the one-process answer itself, in the same
+// process, and compares. Tolerances: the 2-rank numbers differ from one process only by the
+// round-off of summing two half-batch means instead of one mean (about 1e-16 relative per
+// product in double), amplified by what a strategy does with them (a CG solve of condition
+// number ~20, 1/s for central differences); 1e-12 in double covers every strategy but central
+// differences with a margin of 100 or more (the measured errors are printed).
+#define DOCTEST_CONFIG_IMPLEMENT
+#include <doctest/doctest.h>
+
+#include <bilevel/distributed/data_parallel.hpp>
+#include <bilevel/distributed/mpi.hpp>
+#include <bilevel/distributed/replicas.hpp>
+#include <bilevel/eigen.hpp>
+#include <bilevel/learners/mlp.hpp>
+#include <bilevel/learners/sample_weighting.hpp>
+#include <bilevel/learners/solution_loss.hpp>
+#include <bilevel/problems/ridge.hpp>
+
+#include <cstring>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "host_math.hpp"
+#include "toy_data.hpp"
+
+namespace {
+
+namespace dist = bilevel::distributed;
+namespace hg = bilevel::hypergrad;
+using bilevel::problems::labelled_data;
+using bilevel::problems::ridge_problem;
+using bilevel::problems::ridge_training_loss;
+using bilevel::problems::validation_least_squares;
+using P64 = bilevel::policy::eigen<double>;
+using P32 = bilevel::policy::eigen<float>;
+
+const dist::mpi_communicator& world() {
+  static const dist::mpi_communicator comm;
+  return comm;
+}
+
+/// Rows [⌊r·n/R⌋, ⌊(r+1)·n/R⌋) of a data set: this rank's part.
+template <class P>
+labelled_data<P> my_rows(const labelled_data<P>& d, std::size_t rank, std::size_t ranks) {
+  const std::size_t first = rank * d.rows / ranks, last = (rank + 1) * d.rows / ranks;
+  std::vector<double> x(d.host_x.begin() + std::ptrdiff_t(first * d.cols), d.host_x.begin() + std::ptrdiff_t(last * d.cols));
+  std::vector<double> y(d.host_y.begin() + std::ptrdiff_t(first), d.host_y.begin() + std::ptrdiff_t(last));
+  return labelled_data<P>::from_host(last - first, d.cols, std::move(x), std::move(y));
+}
+
+constexpr std::size_t d = 8;
+const std::vector<double> log_penalty = {-1.0, -0.5, -1.5, 0.0, -1.0, -2.0, -0.3, -1.2};
+const std::vector<double> theta0 = {0.1, -0.2, 0.3, 0.0, 0.5, -0.1, 0.2, 0.4};
+
+/// The ridge problem's hypergradient with `strategy` after a block of `steps` inner steps, computed by
+/// one process (comm == nullptr) or by every rank of `comm` on its rows.
+template <class P, class Strategy>
+std::vector<double> ridge_hypergradient(Strategy strategy, std::size_t steps, const dist::mpi_communicator* comm,
+                                        std::uint64_t* bytes = nullptr) {
+  static const auto problem = ridge_problem<P>::synthetic(60, 40, d, 3, 0.5, 7);
+  const bilevel::optim::sgd<P> inner_opt{.lr = 0.1};
+  const bilevel::optim::sgd<P> outer_opt{.lr = 0.1};
+  if (!comm) {
+    auto inner = bilevel::make_level("theta", ridge_training_loss<P>(problem.train), inner_opt, strategy,
+                                     test::device<P>(theta0))
+                     .reading({1})
+                     .steps_per_iteration(steps);
+    auto outer = bilevel::make_level("log_penalty", validation_least_squares<P>(problem.validation, d), outer_opt,
+                                     hg::first_order{}, test::device<P>(log_penalty))
+                     .reading({0});
+    bilevel::solver s(std::move(inner), std::move(outer));
+    s.step_level(0);
+    return test::host<P>(s.hypergradient(1).gradient);
+  }
+  const std::size_t r = comm->rank(), n = comm->size();
+  const auto train = my_rows(problem.train, r, n), val = my_rows(problem.validation, r, n);
+  const double train_share = double(train.rows) / double(problem.train.rows);
+  const double val_share = double(val.rows) / double(problem.validation.rows);
+  auto inner = bilevel::make_level("theta",
+                                   dist::data_parallel(ridge_training_loss<P>(train), *comm, dist::own_data{train_share}),
+                                   inner_opt, strategy, test::device<P>(theta0))
+                   .reading({1})
+                   .steps_per_iteration(steps);
+  auto outer = bilevel::make_level(
+                   "log_penalty",
+                   dist::data_parallel(validation_least_squares<P>(val, d), *comm, dist::own_data{val_share}),
+                   outer_opt, hg::first_order{}, test::device<P>(log_penalty))
+                   .reading({0});
+  bilevel::solver s(std::move(inner), std::move(outer));
+  s.step_level(0);
+  const auto before = comm->all_reduced_bytes();
+  const auto g = s.hypergradient(1);
+  if (bytes) *bytes = comm->all_reduced_bytes() - before;
+  return test::host<P>(g.gradient);
+}
+
+/// Bit patterns of a vector, for "identical on every rank".
+bool same_on_every_rank(const std::vector<double>& v) {
+  std::vector<double> mine = v, sum = v;
+  world().all_reduce_sum(std::span<double>(sum));
+  for (std::size_t i = 0; i < v.size(); ++i)
+    if (sum[i] != mine[i] * double(world().size())) return false;
+  return true;
+}
+
+template <class Strategy>
+void check_strategy(const char* name, Strategy strategy, std::size_t steps, double tolerance) {
+  const auto one = ridge_hypergradient<P64>(strategy, steps, nullptr);
+  std::uint64_t bytes = 0;
+  const auto two = ridge_hypergradient<P64>(strategy, steps, &world(), &bytes);
+  const double err = test::relative_error(two, one);
+  MESSAGE(std::string(name) << " on " << world().size() << " ranks against one process: " << err << "; all-reduced "
+                            << bytes / (sizeof(double) * d) << " vectors of |theta| (" << bytes << " bytes)");
+  CHECK(err <= tolerance);
+  // Every rank holds the same bits: replicas stay replicas.
+  CHECK(same_on_every_rank(two));
+}
+
+}  // namespace
+
+TEST_CASE("mpi: every strategy's hypergradient on 2 ranks equals one process's (ridge, own rows, double)") {
+  REQUIRE(world().size() >= 2);
+  check_strategy("implicit_cg", hg::implicit_cg{}, 40, 1e-12);
+  check_strategy("neumann", hg::neumann{.iterations = 50}, 40, 1e-12);
+  check_strategy("fixed_point", hg::fixed_point{.max_iterations = 2000}, 40, 1e-12);
+  check_strategy("unrolled", hg::unrolled{}, 10, 1e-12);
+  check_strategy("unrolled (last 3)", hg::unrolled{.keep_last = 3}, 10, 1e-12);
+  check_strategy("lookahead", hg::lookahead{}, 1, 1e-12);
+  check_strategy("forward_mode", hg::forward_mode{}, 10, 1e-12);
+  // Central differences divide the two gradients' round-off (1e-16 relative) by the relative
+  // step s = 1e-4 (double's default), so they agree to ~1e-12 at best (measured 7e-13): 1e-10.
+  check_strategy("finite_difference", hg::finite_difference{}, 10, 1e-10);
+  check_strategy("first_order", hg::first_order{}, 10, 1e-12);
+}
+
+TEST_CASE("mpi: float hypergradients on 2 ranks equal one process's to float round-off") {
+  const auto one = ridge_hypergradient<P32>(hg::implicit_cg{}, 40, nullptr);
+  const auto two = ridge_hypergradient<P32>(hg::implicit_cg{}, 40, &world());
+  const double err = test::relative_error(two, one);
+  MESSAGE("implicit_cg, float: " << err);
+  // Float's unit round-off is 6e-8; 40 inner steps and a CG solve (κ ~ 20) of products that
+  // differ by a few ulps give errors of order 1e-6 (the CG tolerance for float is 1e-5).
+  CHECK(err <= 1e-4);
+  CHECK(same_on_every_rank(two));
+}
+
+namespace {
+/// 50 outer iterations of a reweighting problem: an MLP whose loss reads one weight per
+/// training sample (the upper level's variable), trained by SGD with momentum on batches of
+/// 16 drawn from 64 samples; the upper level steps the weights by the one-step look-ahead
+/// hypergradient of the validation loss. Both levels' learners split every batch by rows
+/// when `comm` is given. Returns both levels' final parameters.
+std::vector<double> reweighting_run(const dist::mpi_communicator* comm, std::size_t iterations,
+                                    const std::function<void(std::size_t)>& each = {}) {
+  using P = P64;
+  using bilevel::learners::mlp;
+  using bilevel::learners::sample_weights;
+  using bilevel::learners::solution_loss;
+  static const auto train = test::toy_classes(64, 3, 0.3);
+  static const auto validation = test::toy_classes(30, 4, 0.0, 1000);
+  const mlp<P, sample_weights> net({8, 12, 3}, bilevel::learners::activation::tanh,
+                                   bilevel::learners::loss_kind::cross_entropy, sample_weights{64});
+  const mlp<P> judge({8, 12, 3});
+  std::vector<double> ones(64, 1.0);
+  auto build = [&](auto classifier, auto validator) {
+    auto inner = bilevel::make_level("classifier", std::move(classifier),
+                                     bilevel::optim::sgd<P>{.lr = 0.2, .momentum = 0.9}, hg::lookahead{},
+                                     net.initial_parameters(11),
+                                     bilevel::learners::dataset_batches<P>(train.data, 16, 5))
+                     .reading({1});
+    auto outer = bilevel::make_level("weights", std::move(validator), bilevel::optim::sgd<P>{.lr = 1.0},
+                                     hg::first_order{}, test::device<P>(ones),
+                                     bilevel::learners::dataset_batches<P>(validation.data, 30, 6))
+                     .reading({0});
+    bilevel::solver s(std::move(inner), std::move(outer));
+    s.schedule({1, 0});
+    for (std::size_t it = 0; it < iterations; ++it) {
+      s.iterate();
+      if (each) each(it);
+      if (comm && (it + 1) % 10 == 0) dist::check_replicas(*comm, s, it);
+    }
+    std::vector<double> out = test::host<P>(s.template level<0>().theta);
+    const auto w = test::host<P>(s.template level<1>().theta);
+    out.insert(out.end(), w.begin(), w.end());
+    return out;
+  };
+  const solution_loss<mlp<P>> val_loss(judge, 64);
+  if (!comm) return build(net, val_loss);
+  return build(dist::data_parallel(net, *comm), dist::data_parallel(val_loss, *comm));
+}
+}  // namespace
+
+TEST_CASE("mpi: 50 outer steps of a per-sample reweighting on 2 ranks match one process") {
+  const auto one = reweighting_run(nullptr, 50);
+  const auto two = reweighting_run(&world(), 50);
+  const double err = test::relative_error(two, one);
+  MESSAGE("both levels' parameters after 50 outer steps, 2 ranks against one process: " << err);
+  // 50 steps of SGD with momentum and 50 look-ahead hypergradients compound the per-product
+  // round-off (1e-16) by the steps' Lipschitz constants; measured 3e-16 (Eigen, double).
+  CHECK(err <= 1e-12);
+  CHECK(same_on_every_rank(two));
+}
+
+TEST_CASE("mpi: the sum is in rank order and bit-identical on every rank; the bytes are counted") {
+  const std::size_t r = world().rank(), n = world().size();
+  std::vector<double> v(1001);
+  for (std::size_t i = 0; i < v.size(); ++i) v[i] = 1.0 / double(i + 1) + 1e-3 * double(r + 1) * double(i % 7);
+  std::vector<double> expected(v.size(), 0.0);
+  for (std::size_t k = 0; k < n; ++k)
+    for (std::size_t i = 0; i < v.size(); ++i) expected[i] += 1.0 / double(i + 1) + 1e-3 * double(k + 1) * double(i % 7);
+  const auto before = world().all_reduced_bytes();
+  world().all_reduce_sum(std::span<double>(v));
+  CHECK(world().all_reduced_bytes() - before == v.size() * sizeof(double));
+  CHECK(std::memcmp(v.data(), expected.data(), v.size() * sizeof(double)) == 0);
+  CHECK(same_on_every_rank(v));
+  std::vector<float> f(5, float(r + 1));
+  world().all_reduce_sum(std::span<float>(f));
+  CHECK(f[4] == float(n * (n + 1) / 2));
+  std::vector<double> b(3, double(r));
+  world().broadcast(std::span<double>(b), 1);
+  CHECK(b[0] == 1.0);
+}
+
+TEST_CASE("mpi: parameters are broadcast at the start, and replicas that drift apart are found") {
+  using P = P64;
+  static const auto problem = ridge_problem<P>::synthetic(60, 40, d, 3, 0.5, 7);
+  std::vector<double> start = theta0;
+  start[0] += double(world().rank());  // a different start on each rank
+  auto inner = bilevel::make_level("theta", ridge_training_loss<P>(problem.train), bilevel::optim::sgd<P>{.lr = 0.1},
+                                   hg::implicit_cg{}, test::device<P>(start))
+                   .reading({1});
+  auto outer = bilevel::make_level("log_penalty", validation_least_squares<P>(problem.validation, d),
+                                   bilevel::optim::sgd<P>{.lr = 0.1}, hg::first_order{}, test::device<P>(log_penalty))
+                   .reading({0});
+  bilevel::solver s(std::move(inner), std::move(outer));
+  CHECK_THROWS_WITH_AS(dist::check_replicas(world(), s, 0), doctest::Contains("level 0's parameters on rank 1"),
+                       std::runtime_error);
+  dist::broadcast_parameters(world(), s);
+  CHECK(test::host<P>(s.level<0>().theta) == theta0);
+  CHECK_NOTHROW(dist::check_replicas(world(), s, 0));
+}
+
+TEST_CASE("mpi: bad configurations are reported on every rank") {
+  using P = P64;
+  static const auto problem = ridge_problem<P>::synthetic(60, 40, d, 3, 0.5, 7);
+  // Shares that do not sum to 1: every rank claims all the rows.
+  CHECK_THROWS_WITH_AS(dist::data_parallel(ridge_training_loss<P>(problem.train), world(), dist::own_data{1.0}),
+                       doctest::Contains("shares sum to 2"), std::invalid_argument);
+  // A batch with fewer rows than ranks.
+  const auto tiny = test::toy_classes(1, 3);
+  const bilevel::learners::mlp<P> net({8, 4, 3});
+  const dist::data_parallel wide(net, world());
+  const auto batch = test::whole<P>(*tiny.data);
+  CHECK_THROWS_WITH_AS((void)wide.loss(net.initial_parameters(1), {}, batch),
+                       doctest::Contains("a batch of 1 rows cannot be split over 2 ranks"), std::invalid_argument);
+}
+
+int main(int argc, char** argv) {
+  dist::mpi_environment mpi(argc, argv);
+  doctest::Context context(argc, argv);
+  // Only rank 0 prints the summary; every rank's failures are printed, with its rank.
+  if (world().rank() != 0) context.setOption("minimal", true);
+  const int failed = context.run();
+  // Every rank must agree: a failure on one rank fails the test program on all.
+  double any = failed ? 1.0 : 0.0;
+  world().all_reduce_sum(std::span<double>(&any, 1));
+  return any > 0 ? 1 : 0;
+}
