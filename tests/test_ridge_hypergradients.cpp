@@ -257,3 +257,169 @@ TEST_CASE("ridge: float CG with exact products reaches float accuracy") {
   // products accumulate a few ε more; 1e-5 allows that and nothing like a missing term.
   CHECK(err <= 1e-5);
 }
+
+// ---- Nyström (bilevel/hypergrad/nystrom.hpp) ----
+
+#include <limits>
+#include <random>
+#include <sstream>
+
+namespace {
+
+/// The hypergradient the paper's Woodbury form gives, x = (1/μ)[v − Y(μC + YᵀY)⁻¹Yᵀv] with
+/// Y = HΩ and C = ΩᵀY, computed densely on the host from the problem's data and the
+/// directions nystrom documents (drawn in order from std::mt19937_64(seed), d normals each).
+/// Ĥ depends on the span of Ω alone, so the directions are used as drawn, not orthonormalised.
+template <class P>
+std::vector<double> nystrom_woodbury_reference(std::size_t k, double mu, std::uint64_t seed) {
+  const auto& tr = problem<P>.train;
+  const auto& va = problem<P>.validation;
+  const auto theta = problem<P>.solution(log_penalty);
+  std::vector<double> h(d * d, 0.0), v(d, 0.0), omega(d * k), y(d * k, 0.0);  // row-major; Ω and Y are d×k
+  for (std::size_t r = 0; r < tr.rows; ++r)
+    for (std::size_t i = 0; i < d; ++i)
+      for (std::size_t j = 0; j < d; ++j) h[i * d + j] += tr.host_x[r * d + i] * tr.host_x[r * d + j] / tr.rows;
+  for (std::size_t i = 0; i < d; ++i) h[i * d + i] += std::exp(log_penalty[i]);
+  for (std::size_t r = 0; r < va.rows; ++r) {  // v = ∇_θ F = X_vᵀ(X_vθ − y_v)/m
+    double res = -va.host_y[r];
+    for (std::size_t i = 0; i < d; ++i) res += va.host_x[r * d + i] * theta[i];
+    for (std::size_t i = 0; i < d; ++i) v[i] += va.host_x[r * d + i] * res / va.rows;
+  }
+  std::mt19937_64 gen(seed);
+  std::normal_distribution<double> normal;
+  for (std::size_t j = 0; j < k; ++j)
+    for (std::size_t i = 0; i < d; ++i) omega[i * k + j] = normal(gen);
+  for (std::size_t i = 0; i < d; ++i)
+    for (std::size_t j = 0; j < k; ++j)
+      for (std::size_t l = 0; l < d; ++l) y[i * k + j] += h[i * d + l] * omega[l * k + j];
+  bilevel::detail::dense_matrix m{k, std::vector<double>(k * k, 0.0)};
+  std::vector<double> w(k, 0.0);
+  for (std::size_t a = 0; a < k; ++a) {
+    for (std::size_t b = 0; b < k; ++b)
+      for (std::size_t i = 0; i < d; ++i)
+        m(a, b) += mu * omega[i * k + a] * y[i * k + b] + y[i * k + a] * y[i * k + b];
+    for (std::size_t i = 0; i < d; ++i) w[a] += y[i * k + a] * v[i];
+  }
+  bilevel::detail::cholesky_solve(m, w);  // μC + YᵀY is positive definite: H is
+  std::vector<double> g(d);
+  for (std::size_t i = 0; i < d; ++i) {
+    double x = v[i];
+    for (std::size_t a = 0; a < k; ++a) x -= y[i * k + a] * w[a];
+    g[i] = -std::exp(log_penalty[i]) * theta[i] * x / mu;
+  }
+  return g;
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("ridge: Nyström with rank d matches implicit CG at the same damping", P, BILEVEL_DOUBLE_POLICIES) {
+  const auto closed = problem<P>.hypergradient(log_penalty);
+  for (double mu : {0.0, 1e-6, 1e-2}) {
+    auto cg = make_solver<P>(hg::implicit_cg{.damping = mu, .tolerance = 1e-14}, 1, problem<P>.solution(log_penalty));
+    auto ny = make_solver<P>(hg::nystrom{.rank = d, .damping = mu}, 1, problem<P>.solution(log_penalty));
+    const auto reference = test::host<P>(cg.hypergradient(1).gradient);
+    const auto r = ny.hypergradient(1);
+    const double err = test::relative_error(test::host<P>(r.gradient), reference);
+    MESSAGE("nystrom k=d, mu=" << mu << ": relative error vs implicit_cg " << err << "; " << r.reports.at(0));
+    // With k = d the 8 orthonormal directions span R^8, so Ĥ = H and nothing outside the
+    // sketch is divided by μ: what is left is round-off of two 8×8 eigen-decompositions and
+    // of S = RC⁻¹Rᵀ, about κ(H)²ε ≈ 400 · 2.2e-16 ≈ 1e-13 (κ ≈ 20), plus CG's, at most
+    // κ · 1e-14 for its relative residual of 1e-14. 1e-10 leaves three orders of margin.
+    CHECK(err <= 1e-10);
+    if (mu == 0.0) CHECK(test::relative_error(test::host<P>(r.gradient), closed) <= 1e-10);
+    const auto& rep = r.reports.at(0);
+    CHECK(rep.strategy == "nystrom");
+    CHECK(rep.rank == d);
+    CHECK(rep.hvp_evals == d + 1);  // the sketch, then the residual
+    CHECK(rep.mixed_evals == 1);
+    CHECK(rep.converged);
+    CHECK(rep.residual <= 1e-12);  // the true residual of (H + μI)x = v: κ(H)·ε-sized
+  }
+}
+
+TEST_CASE_TEMPLATE("ridge: Nyström's error against the closed form falls as its rank grows (damping 0)", P, BILEVEL_DOUBLE_POLICIES) {
+  // Damping 0, the sketch's pseudo-inverse: the closed form is the undamped derivative, and
+  // any μ > 0 both biases rank d by about μ/λ_min and multiplies the part of v outside a
+  // smaller sketch by 1/μ (the next test exercises that branch).
+  const auto closed = problem<P>.hypergradient(log_penalty);
+  double previous = 1e300;
+  for (std::size_t k : {2u, 4u, 6u, 8u}) {
+    auto s = make_solver<P>(hg::nystrom{.rank = k}, 1, problem<P>.solution(log_penalty));
+    const auto r = s.hypergradient(1);
+    const double err = test::relative_error(test::host<P>(r.gradient), closed);
+    MESSAGE("nystrom k=" << k << ", mu=0: relative error vs closed form " << err << "; " << r.reports.at(0));
+    // The directions come in order from one seeded stream, so the sketches' spans are nested
+    // and Ĥ approaches H; the hypergradient's error need not fall at every step, hence 5%.
+    CHECK(err <= 1.05 * previous);
+    CHECK(r.reports.at(0).rank == k);
+    CHECK(r.reports.at(0).hvp_evals == k + 1);
+    previous = err;
+  }
+  CHECK(previous <= 1e-10);  // k = d: exact up to round-off, as in the previous test
+}
+
+TEST_CASE_TEMPLATE("ridge: Nyström below full rank with damping equals the paper's Woodbury form", P, BILEVEL_DOUBLE_POLICIES) {
+  // μ = 1, about the size of the eigenvalues a small sketch of this Hessian misses. The
+  // library's split solve and the dense Woodbury form factor different matrices; with this μ
+  // neither cancels, and μC + YᵀY for Gaussian directions has a condition well under 1e4, so
+  // the two agree to ~1e-12 or better; 1e-10 leaves margin and catches any wrong term.
+  const double mu = 1.0;
+  const std::uint64_t seed = 42;
+  double previous = 1e300;
+  for (std::size_t k : {2u, 4u, 6u, 8u}) {
+    auto s = make_solver<P>(hg::nystrom{.rank = k, .damping = mu, .seed = seed}, 1, problem<P>.solution(log_penalty));
+    auto cg = make_solver<P>(hg::implicit_cg{.damping = mu, .tolerance = 1e-14}, 1, problem<P>.solution(log_penalty));
+    const auto r = s.hypergradient(1);
+    const auto g = test::host<P>(r.gradient);
+    const double err_woodbury = test::relative_error(g, nystrom_woodbury_reference<P>(k, mu, seed));
+    const double err_cg = test::relative_error(g, test::host<P>(cg.hypergradient(1).gradient));
+    MESSAGE("nystrom k=" << k << ", mu=1: vs Woodbury " << err_woodbury << ", vs implicit_cg at mu=1 " << err_cg);
+    CHECK(err_woodbury <= 1e-10);
+    // Against the exact damped solve, the error falls with the rank, as above.
+    CHECK(err_cg <= 1.05 * previous);
+    previous = err_cg;
+  }
+  CHECK(previous <= 1e-10);
+}
+
+TEST_CASE_TEMPLATE("ridge: Nyström's report and options", P, BILEVEL_DOUBLE_POLICIES) {
+  auto small = make_solver<P>(hg::nystrom{.rank = 3}, 1, problem<P>.solution(log_penalty));
+  const auto rep = small.hypergradient(1).reports.at(0);
+  CHECK(rep.rank == 3);
+  CHECK(rep.hvp_evals == 4);
+  CHECK(rep.iterations == 0);
+  // A rank-3 sketch of a well-spread 8×8 Hessian is far from it, and the true residual says so.
+  CHECK(std::isfinite(rep.residual));
+  CHECK(rep.residual > 1e-3);
+  CHECK_FALSE(rep.converged);
+  std::ostringstream printed;
+  printed << rep;
+  CHECK(printed.str().find("rank 3") != std::string::npos);
+
+  // More directions than parameters add nothing: d are sketched.
+  auto wide = make_solver<P>(hg::nystrom{.rank = 3 * d}, 1, problem<P>.solution(log_penalty));
+  const auto wide_rep = wide.hypergradient(1).reports.at(0);
+  CHECK(wide_rep.rank == d);
+  CHECK(wide_rep.hvp_evals == d + 1);
+
+  // A loose tolerance counts a rough sketch as converged.
+  auto loose = make_solver<P>(hg::nystrom{.rank = 3, .tolerance = 0.99}, 1, problem<P>.solution(log_penalty));
+  CHECK(loose.hypergradient(1).reports.at(0).converged == (rep.residual <= 0.99));
+
+  const auto theta = problem<P>.solution(log_penalty);
+  CHECK_THROWS_WITH_AS(make_solver<P>(hg::nystrom{.rank = 0}, 1, theta), doctest::Contains("rank must be >= 1 (got 0)"),
+                       std::invalid_argument);
+  try {
+    make_solver<P>(hg::nystrom{.rank = 0}, 1, theta);
+  } catch (const std::invalid_argument& e) {
+    CHECK(std::string(e.what()).find("damping") == std::string::npos);  // names only what is wrong
+  }
+  CHECK_THROWS_WITH_AS(make_solver<P>(hg::nystrom{.damping = -1.0}, 1, theta),
+                       doctest::Contains("damping must be finite and >= 0 (got -1"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(make_solver<P>(hg::nystrom{.damping = std::numeric_limits<double>::quiet_NaN()}, 1, theta),
+                       doctest::Contains("damping must be finite and >= 0 (got nan"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(make_solver<P>(hg::nystrom{.damping = std::numeric_limits<double>::infinity()}, 1, theta),
+                       doctest::Contains("damping must be finite"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(make_solver<P>(hg::nystrom{.tolerance = 1.0}, 1, theta),
+                       doctest::Contains("tolerance must be in [0, 1)"), std::invalid_argument);
+}

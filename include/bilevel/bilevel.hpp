@@ -23,6 +23,7 @@
 #include "bilevel/hypergrad/forward_mode.hpp"
 #include "bilevel/hypergrad/implicit_cg.hpp"
 #include "bilevel/hypergrad/neumann.hpp"
+#include "bilevel/hypergrad/nystrom.hpp"
 #include "bilevel/hypergrad/unrolled.hpp"
 #include "bilevel/optim/adam.hpp"
 #include "bilevel/optim/clip.hpp"

@@ -13,6 +13,7 @@ struct hypergradient_report {
   std::size_t level = 0;         ///< index of the level whose best response was differentiated
   std::size_t iterations = 0;    ///< linear-solve or fixed-point iterations (0 for step-based)
   std::size_t steps_kept = 0;    ///< optimizer steps differentiated through (unrolled, forward)
+  std::size_t rank = 0;          ///< Nyström: the sketch's rank k (directions sketched)
   double residual = 0.0;         ///< relative residual ‖(H+μI)x − v‖/‖v‖ of a solve; 0 if none
   bool converged = true;         ///< the solve met its tolerance within its budget
   bool negative_curvature = false;  ///< CG met pᵀ(H+μI)p <= 0 and stopped there
@@ -29,6 +30,7 @@ inline std::ostream& operator<<(std::ostream& os, const hypergradient_report& r)
   os << r.strategy << " (level " << r.level << "): ";
   if (r.iterations) os << r.iterations << " iterations, residual " << r.residual << ", ";
   if (r.steps_kept) os << r.steps_kept << " steps, ";
+  if (r.rank) os << "rank " << r.rank << ", residual " << r.residual << ", ";
   os << r.hvp_evals << " HVPs, " << r.mixed_evals << " mixed products";
   if (!r.converged) os << ", NOT CONVERGED";
   if (r.negative_curvature) os << ", negative curvature";
