@@ -268,8 +268,18 @@ class solver {
   /// Saves every level's parameters and optimizer state, the samplers' generators and
   /// positions, and the iteration counter. Resuming from it with load_checkpoint continues
   /// bit-identically to a run that was never interrupted (same build, same back end).
+  ///
+  /// Data-parallel solvers (bilevel/distributed/data_parallel.hpp) write on rank 0 only: a
+  /// level's learner that says `writes_checkpoints()` is false makes this a no-op here, so the
+  /// ranks never write one file at once.
   void save_checkpoint(const std::filesystem::path& path) const {
     const policy_stream_scope_t<P> on_own_stream(stream_);
+    bool writer = true;
+    for (std::size_t j = 0; j < N; ++j)
+      visit(j, [&](const auto& lv) {
+        if constexpr (requires { { lv.learner.writes_checkpoints() } -> std::convertible_to<bool>; })
+          writer = writer && lv.learner.writes_checkpoints();
+      });
     for (std::size_t j = 0; j < N; ++j)
       visit(j, [&](const auto& lv) {
         if constexpr (requires { lv.has_peeked_batch(); })
@@ -312,7 +322,7 @@ class solver {
                         "run could not draw the same batches (see bilevel/core/checkpoint.hpp)");
         }
       });
-    write_checkpoint_file(path, w.bytes(), sizeof(scalar_t<P>));
+    if (writer) write_checkpoint_file(path, w.bytes(), sizeof(scalar_t<P>));
   }
 
   /// Restores what save_checkpoint wrote. The file is checked in full (magic, version, scalar
@@ -363,6 +373,10 @@ class solver {
           throw checkpoint_error("bilevel: " + where + " level '" + name + "' has " +
                                  std::to_string(learner_states[j].size()) + " learner state values, this solver's "
                                  "learner keeps " + std::to_string(expected) + " (another network?)");
+        // A learner that can tell a state it cannot take (a data-parallel learner: one written
+        // with another number of ranks) says so now, before anything changes.
+        if constexpr (requires(std::span<const double> st) { lv.learner.check_state(st); })
+          lv.learner.check_state(std::span<const double>(learner_states[j]));
       });
     load_samplers(r, samplers, std::make_index_sequence<N>{});
     if (!r.at_end()) throw checkpoint_error("bilevel: " + where + " has trailing data (written by another solver?)");

@@ -39,6 +39,7 @@
 #include <variant>
 #include <vector>
 
+#include "bilevel/core/checkpoint.hpp"
 #include "bilevel/core/learner.hpp"
 #include "bilevel/distributed/communicator.hpp"
 #include "bilevel/learners/classification_batch.hpp"
@@ -166,16 +167,28 @@ class data_parallel {
     const shard s = shard_of(b);
     inner_.on_real_step(theta, in, s.batch());
   }
-  [[nodiscard]] std::vector<double> state() const
-    requires has_learner_state<L>
-  {
-    return inner_.state();
+  /// The wrapped learner's state, then the number of ranks, so that a checkpoint written with
+  /// R ranks is refused by a run with another count (check_state): the global batches would be
+  /// the same, but the batch statistics of layers that keep any, and each rank's share of the
+  /// rows, would not.
+  [[nodiscard]] std::vector<double> state() const {
+    std::vector<double> st;
+    if constexpr (has_learner_state<L>) st = inner_.state();
+    st.push_back(double(comm_.size()));
+    return st;
   }
-  void restore(std::span<const double> st)
-    requires has_learner_state<L>
-  {
-    inner_.restore(st);
+  void check_state(std::span<const double> st) const {
+    const double ranks = st.empty() ? 0.0 : st.back();
+    if (ranks != double(comm_.size()))
+      throw checkpoint_error("bilevel::distributed::data_parallel: the checkpoint was written by a run on " +
+                             std::to_string(std::size_t(ranks)) + " rank(s), this run has " +
+                             std::to_string(comm_.size()) + "; resume with the same number of ranks");
   }
+  void restore(std::span<const double> st) {
+    if constexpr (has_learner_state<L>) inner_.restore(st.first(st.size() - 1));
+  }
+  /// Checkpoints are written by rank 0 only (solver::save_checkpoint asks); every rank reads.
+  [[nodiscard]] bool writes_checkpoints() const { return comm_.rank() == 0; }
   /// The wrapped learner's forward pass on a whole batch, on this rank alone (evaluation:
   /// every rank computes the same thing; nothing is communicated).
   template <class... Args>
@@ -234,5 +247,18 @@ class data_parallel {
   double share_ = 1.0;
   bool split_ = true;
 };
+
+/// What the methods take to run data-parallel (`methods::meta_weight_net<P>(train, val, cfg,
+/// distributed::across(comm))`): every learner a method builds is wrapped in data_parallel,
+/// splitting the rows of each batch over the communicator's ranks.
+template <communicator C>
+struct across {
+  C comm;
+  template <class L>
+  [[nodiscard]] data_parallel<L, C> operator()(L learner) const {
+    return data_parallel<L, C>(std::move(learner), comm);
+  }
+};
+template <communicator C> across(C) -> across<C>;
 
 }  // namespace bilevel::distributed

@@ -110,11 +110,15 @@ class mpi_communicator {
   [[nodiscard]] std::size_t size() const { return size_; }
   [[nodiscard]] MPI_Comm handle() const { return comm_; }
   [[nodiscard]] std::uint64_t all_reduced_bytes() const { return *bytes_; }
+  /// Seconds this rank has spent in all_reduce_sum, waiting for the others included (what
+  /// communication costs a step, for benchmarks).
+  [[nodiscard]] double all_reduce_seconds() const { return *seconds_; }
 
   template <class T>
   void all_reduce_sum(std::span<T> buffer) const {
     *bytes_ += buffer.size() * sizeof(T);
     if (size_ == 1 || buffer.empty()) return;
+    const double start = MPI_Wtime();
     const std::size_t block = (buffer.size() + size_ - 1) / size_;
     if (block > std::size_t(std::numeric_limits<int>::max()))
       throw std::length_error("bilevel::distributed::mpi_communicator: a buffer of " + std::to_string(buffer.size()) +
@@ -135,6 +139,7 @@ class mpi_communicator {
     }
     check(MPI_Allgather(send.data(), count, type, recv.data(), count, type, comm_), "MPI_Allgather");
     std::copy_n(recv.begin(), buffer.size(), buffer.begin());
+    *seconds_ += MPI_Wtime() - start;
   }
 
   template <class T>
@@ -170,8 +175,9 @@ class mpi_communicator {
   MPI_Comm comm_;
   std::size_t rank_ = 0, size_ = 1;
   // Shared by copies (a communicator is copied into every data-parallel learner): one count
-  // of the bytes this rank reduced, and one set of work buffers.
+  // of the bytes this rank reduced and of the time it took, and one set of work buffers.
   std::shared_ptr<std::uint64_t> bytes_ = std::make_shared<std::uint64_t>(0);
+  std::shared_ptr<double> seconds_ = std::make_shared<double>(0.0);
   std::shared_ptr<buffers> buffers_ = std::make_shared<buffers>();
 };
 

@@ -65,14 +65,14 @@ learners::teacher_weighting_net teacher_for(const meta_weight_net_config& cfg, c
 /// The student is any network of the configuration (`widths`, `layers` or `network`) whose
 /// last layer reads one feature vector per sample: an MLP with a hidden layer, a CNN ending in
 /// flatten and dense layers, a ResNet; not one with mixed operations.
-template <nn_tensor_policy P>
+template <nn_tensor_policy P, class Adapt = detail::learner_as_is>
 auto deep_interactions(std::shared_ptr<const data::dataset> train, std::shared_ptr<const data::dataset> validation,
-                       const deep_interactions_config& cfg = {}) {
+                       const deep_interactions_config& cfg = {}, const Adapt& adapt = {}) {
   const std::string who = "bilevel::methods::deep_interactions";
   const learners::teacher_weighting_net teacher = detail::teacher_for<P>(cfg, who);
   return detail::reweighting_with_net<P, mwn_schedule::virtual_step_first, deep_interactions_solver>(
       teacher, teacher.initial_parameters<P>(cfg.seed + 1), std::move(train), std::move(validation), cfg, "teacher",
-      who);
+      who, adapt);
 }
 
 }  // namespace bilevel::methods

@@ -92,9 +92,9 @@ inline std::size_t id_table_size(const data::dataset& d) {
 
 /// The two levels, assembled and scheduled; run with .run(iterations). Level 0 holds the
 /// classifier, level 1 the weight table (indexed by sample id).
-template <nn_tensor_policy P>
+template <nn_tensor_policy P, class Adapt = detail::learner_as_is>
 auto l2rw(std::shared_ptr<const data::dataset> train, std::shared_ptr<const data::dataset> validation,
-          const l2rw_config& cfg = {}) {
+          const l2rw_config& cfg = {}, const Adapt& adapt = {}) {
   const std::string who = "bilevel::methods::l2rw";
   if (!train) throw std::invalid_argument(who + ": no training set");
   const std::size_t table = id_table_size(*train);
@@ -106,11 +106,12 @@ auto l2rw(std::shared_ptr<const data::dataset> train, std::shared_ptr<const data
                                             optim::resolve_schedule(cfg.lr_decay, cfg.lr, cfg.epochs * per_epoch,
                                                                     who + ": lr_decay")},
                                            cfg.seed,
-                                           learners::dataset_batches<P>(std::move(train), cfg.batch, cfg.seed))
+                                           learners::dataset_batches<P>(std::move(train), cfg.batch, cfg.seed),
+                                           hypergrad::lookahead{.steps = 1, .on_next_batch = true}, adapt)
                    .reading({1});
   auto weights = detail::validation_level<P>("weights", shape, optim::l2rw_rule<P>{.scale = double(cfg.batch)},
                                              P::zeros(table), std::move(validation), cfg.validation_batch,
-                                             cfg.seed + 2)
+                                             cfg.seed + 2, adapt)
                      .reading({0});
   solver s(std::move(model), std::move(weights));
   s.schedule({1, 0});

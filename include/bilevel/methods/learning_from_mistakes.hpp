@@ -128,10 +128,10 @@ Weighting on_first_learner(const classifier_shape& shape, const Args&... args) {
 
 /// The three levels, assembled and scheduled (top, W1, W2). Level 0 is W1, level 1 W2 (the
 /// model to evaluate), level 2 the vector [B | V | r] (layout: learners/mistake_weighting.hpp).
-template <nn_tensor_policy P>
+template <nn_tensor_policy P, class Adapt = detail::learner_as_is>
 auto learning_from_mistakes_reweighting(std::shared_ptr<const data::dataset> train,
                                         std::shared_ptr<const data::dataset> validation,
-                                        const lfm_reweighting_config& cfg = {}) {
+                                        const lfm_reweighting_config& cfg = {}, const Adapt& adapt = {}) {
   using namespace bilevel::learners;
   const std::string who = "bilevel::methods::learning_from_mistakes_reweighting";
   if (!train || !validation) throw std::invalid_argument(who + ": missing data");
@@ -148,11 +148,12 @@ auto learning_from_mistakes_reweighting(std::shared_ptr<const data::dataset> tra
   auto top0 = mistakes.initial_top(cfg.seed + 3, cfg.similarity_scale);
   const detail::sgd_settings sgd{cfg.lr, cfg.momentum, cfg.weight_decay, cfg.nesterov,
                                  optim::resolve_schedule(cfg.lr_decay, cfg.lr, total, who + ": lr_decay")};
+  const hypergrad::lookahead one_step{.steps = 1, .on_next_batch = true};
   auto w1 = detail::classifier_level<P>("W1", shape, b_table, sgd, cfg.seed,
-                                        dataset_batches<P>(train, cfg.batch, cfg.seed))
+                                        dataset_batches<P>(train, cfg.batch, cfg.seed), one_step, adapt)
                 .reading({2});
   auto w2 = detail::classifier_level<P>("W2", shape, std::move(mistakes), sgd, cfg.seed + 1,
-                                        dataset_batches<P>(train, cfg.batch, cfg.seed))
+                                        dataset_batches<P>(train, cfg.batch, cfg.seed), one_step, adapt)
                 .reading({0, 2});
   auto upper = detail::validation_level<P>("B_V_r", shape,
                                            optim::adam<P>{.lr = cfg.meta_lr,
@@ -160,7 +161,8 @@ auto learning_from_mistakes_reweighting(std::shared_ptr<const data::dataset> tra
                                                           .schedule = optim::resolve_schedule(
                                                               cfg.meta_lr_decay, cfg.meta_lr, total,
                                                               who + ": meta_lr_decay")},
-                                           std::move(top0), std::move(validation), cfg.validation_batch, cfg.seed + 2)
+                                           std::move(top0), std::move(validation), cfg.validation_batch, cfg.seed + 2,
+                                           adapt)
                    .reading({1});
   solver s(std::move(w1), std::move(w2), std::move(upper));
   s.schedule({2, 0, 1});

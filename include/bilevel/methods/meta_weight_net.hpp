@@ -105,10 +105,10 @@ namespace detail {
 /// per-sample weights come from a net `Weighting` with parameters φ on the level above,
 /// stepped first with a one-step exact look-ahead on the batch the classifier then takes.
 template <nn_tensor_policy P, mwn_schedule Schedule = mwn_schedule::virtual_step_first,
-          template <class> class Result = meta_weight_net_solver, class Weighting>
+          template <class> class Result = meta_weight_net_solver, class Weighting, class Adapt = learner_as_is>
 auto reweighting_with_net(Weighting weighting, vector_t<P> phi0, std::shared_ptr<const data::dataset> train,
                           std::shared_ptr<const data::dataset> validation, const meta_weight_net_config& cfg,
-                          const char* weighting_name, const std::string& who) {
+                          const char* weighting_name, const std::string& who, const Adapt& adapt = {}) {
   if (!train) throw std::invalid_argument(who + ": no training set");
   const classifier_shape shape(cfg.widths, cfg.input, cfg.layers, cfg.network);
   (void)fixed_network<P>(shape, who, "methods::darts or methods::lfm_architecture_search");
@@ -121,14 +121,15 @@ auto reweighting_with_net(Weighting weighting, vector_t<P> phi0, std::shared_ptr
                                    {cfg.lr, cfg.momentum, cfg.weight_decay, cfg.nesterov,
                                     optim::resolve_schedule(cfg.lr_decay, cfg.lr, total, who + ": lr_decay")},
                                    cfg.seed,
-                                   learners::dataset_batches<P>(std::move(train), cfg.batch, cfg.seed), strategy)
+                                   learners::dataset_batches<P>(std::move(train), cfg.batch, cfg.seed), strategy,
+                                   adapt)
                    .reading({1});
   auto net = validation_level<P>(weighting_name, shape,
                                  optim::adam<P>{.lr = cfg.meta_lr,
                                                 .weight_decay = cfg.meta_weight_decay,
                                                 .schedule = optim::resolve_schedule(cfg.meta_lr_decay, cfg.meta_lr,
                                                                                     total, who + ": meta_lr_decay")},
-                                 std::move(phi0), std::move(validation), cfg.validation_batch, cfg.seed + 2)
+                                 std::move(phi0), std::move(validation), cfg.validation_batch, cfg.seed + 2, adapt)
                  .reading({0});
   solver s(std::move(model), std::move(net));
   if constexpr (Schedule == mwn_schedule::virtual_step_first) s.schedule({1, 0});
@@ -139,13 +140,15 @@ auto reweighting_with_net(Weighting weighting, vector_t<P> phi0, std::shared_ptr
 
 /// The two levels, assembled; run with .run(iterations) like any solver. Level 0 holds the
 /// classifier (its learner evaluates with .forward), level 1 the weighting net's parameters.
-template <nn_tensor_policy P, mwn_schedule Schedule = mwn_schedule::virtual_step_first>
+/// `adapt` wraps each level's learner: distributed::across(comm) runs both data-parallel.
+template <nn_tensor_policy P, mwn_schedule Schedule = mwn_schedule::virtual_step_first,
+          class Adapt = detail::learner_as_is>
 auto meta_weight_net(std::shared_ptr<const data::dataset> train, std::shared_ptr<const data::dataset> validation,
-                     const meta_weight_net_config& cfg = {}) {
+                     const meta_weight_net_config& cfg = {}, const Adapt& adapt = {}) {
   const learners::loss_weighting_net v{cfg.hidden};
   return detail::reweighting_with_net<P, Schedule>(v, v.initial_parameters<P>(cfg.seed + 1), std::move(train),
                                                    std::move(validation), cfg, "weighting_net",
-                                                   "bilevel::methods::meta_weight_net");
+                                                   "bilevel::methods::meta_weight_net", adapt);
 }
 
 }  // namespace bilevel::methods

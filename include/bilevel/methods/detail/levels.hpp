@@ -85,22 +85,34 @@ learners::sequential<P> fixed_network(const classifier_shape& shape, const std::
   return net;
 }
 
-template <nn_tensor_policy P, class Weighting, class Sampler, class Strategy = hypergrad::lookahead>
+/// What a method does to each learner it builds before making it a level: nothing by default;
+/// distributed::across(comm) makes every level data-parallel (bilevel/distributed/data_parallel.hpp).
+struct learner_as_is {
+  template <class L>
+  L operator()(L learner) const {
+    return learner;
+  }
+};
+
+template <nn_tensor_policy P, class Weighting, class Sampler, class Strategy = hypergrad::lookahead,
+          class Adapt = learner_as_is>
 auto classifier_level(std::string name, const classifier_shape& shape, Weighting weighting, const sgd_settings& sgd,
                       std::uint64_t init_seed, Sampler sampler,
-                      Strategy strategy = hypergrad::lookahead{.steps = 1, .on_next_batch = true}) {
+                      Strategy strategy = hypergrad::lookahead{.steps = 1, .on_next_batch = true},
+                      const Adapt& adapt = {}) {
   auto net = shape.network<P>(std::move(weighting));
   auto theta0 = net.initial_parameters(init_seed);
-  return make_level(std::move(name), std::move(net), sgd.optimizer<P>(), std::move(strategy), std::move(theta0),
-                    std::move(sampler));
+  return make_level(std::move(name), adapt(std::move(net)), sgd.optimizer<P>(), std::move(strategy),
+                    std::move(theta0), std::move(sampler));
 }
 
-template <nn_tensor_policy P, class Optimizer>
+template <nn_tensor_policy P, class Optimizer, class Adapt = learner_as_is>
 auto validation_level(std::string name, const classifier_shape& shape, Optimizer optimizer, vector_t<P> theta0,
-                      std::shared_ptr<const data::dataset> validation, std::size_t batch, std::uint64_t seed) {
+                      std::shared_ptr<const data::dataset> validation, std::size_t batch, std::uint64_t seed,
+                      const Adapt& adapt = {}) {
   const std::size_t own = P::size(theta0);
   using network = learners::sequential<P>;
-  return make_level(std::move(name), learners::solution_loss<network>(shape.network<P>(), own),
+  return make_level(std::move(name), adapt(learners::solution_loss<network>(shape.network<P>(), own)),
                     std::move(optimizer), hypergrad::first_order{}, std::move(theta0),
                     learners::dataset_batches<P>(std::move(validation), batch, seed, true));
 }
