@@ -44,6 +44,23 @@ if(BILEVEL_WITH_CUDA)
     include(${CMAKE_CURRENT_LIST_DIR}/bilevelCudaInterface.cmake)
     bilevel_cuda_interface(bilevel_cuda bilevel)
     message(STATUS "bilevel: CUDA policy enabled (CUDA ${CUDAToolkit_VERSION}, architectures ${CMAKE_CUDA_ARCHITECTURES})")
+    # NCCL (bilevel/distributed/nccl.hpp): data parallelism between GPUs, bootstrapped over MPI,
+    # so only where bilevel::mpi exists. NCCL comes with recent CUDA toolkits (lib/, next to
+    # lib64/), from the package index's nvidia-nccl wheel, or from NCCL_HOME.
+    if(TARGET bilevel::mpi)
+      find_path(BILEVEL_NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} ENV NCCL_HOME PATH_SUFFIXES include)
+      find_library(BILEVEL_NCCL_LIBRARY nccl HINTS ${CUDAToolkit_LIBRARY_DIR} ${CUDAToolkit_LIBRARY_ROOT}/lib
+                   ${CUDAToolkit_LIBRARY_ROOT}/lib64 ENV NCCL_HOME PATH_SUFFIXES lib lib64)
+      if(BILEVEL_NCCL_INCLUDE_DIR AND BILEVEL_NCCL_LIBRARY)
+        add_library(bilevel_nccl INTERFACE)
+        add_library(bilevel::nccl ALIAS bilevel_nccl)
+        target_include_directories(bilevel_nccl SYSTEM INTERFACE ${BILEVEL_NCCL_INCLUDE_DIR})
+        target_link_libraries(bilevel_nccl INTERFACE bilevel_cuda bilevel_mpi ${BILEVEL_NCCL_LIBRARY})
+        message(STATUS "bilevel: NCCL found (${BILEVEL_NCCL_LIBRARY}); bilevel::nccl defined")
+      else()
+        message(STATUS "bilevel: NCCL not found; bilevel::nccl is not defined")
+      endif()
+    endif()
     if(BILEVEL_BUILD_TESTS)
       enable_testing()  # in case this file is included before the top level enables it
       add_subdirectory(${CMAKE_CURRENT_LIST_DIR}/../tests/cuda ${CMAKE_CURRENT_BINARY_DIR}/tests/cuda)

@@ -16,7 +16,10 @@
 #include <bilevel/learners/mlp.hpp>
 #include <bilevel/learners/sample_weighting.hpp>
 #include <bilevel/learners/solution_loss.hpp>
+#include <bilevel/data/generator.hpp>
+#include <bilevel/methods/darts.hpp>
 #include <bilevel/methods/learning_from_mistakes.hpp>
+#include <bilevel/methods/lfm_class_weighting.hpp>
 #include <bilevel/methods/meta_weight_net.hpp>
 #include <bilevel/problems/ridge.hpp>
 
@@ -249,6 +252,36 @@ TEST_CASE("mpi: 50 outer iterations of Meta-Weight-Net and of LFM on 2 ranks mat
   MESSAGE("LFM (reweighting), every parameter of its three levels after 50 outer iterations: " << lfm_err);
   CHECK(lfm_err <= 1e-12);
   CHECK(same_on_every_rank(ltwo));
+}
+
+TEST_CASE("mpi: LFM with class weighting and DARTS (an MLP search space) on 2 ranks match one process") {
+  const auto train = test::toy_classes(96, 3, 0.3), val = test::toy_classes(48, 4, 0.0, 1000);
+  auto gen = std::make_shared<const bilevel::data::pca_gaussian_generator>(*train.data, 4, 1);
+  const bilevel::methods::lfm_class_weighting_config cw{.widths = {8, 6, 3}, .batch = 12, .synthetic_per_batch = 6,
+                                                        .validation_batch = 12, .references_per_class = 3, .seed = 4};
+  auto cw_one = bilevel::methods::lfm_class_weighting<P64>(train.data, val.data, gen, cw);
+  auto cw_two = bilevel::methods::lfm_class_weighting<P64>(train.data, val.data, gen, cw, dist::across(world()));
+  const auto a = all_parameters(cw_one, 30), b = all_parameters(cw_two, 30);
+  const double cw_err = test::relative_error(b, a);
+  MESSAGE("LFM-CW, every parameter after 30 outer iterations, 2 ranks against one process: " << cw_err);
+  CHECK(cw_err <= 1e-12);
+
+  namespace layer = bilevel::learners::layer;
+  using bilevel::learners::activation;
+  const std::vector<layer::spec> specs = {
+      layer::dense{6}, layer::act{activation::tanh},
+      layer::mixed{{layer::candidate{{layer::dense{6}, layer::act{activation::tanh}}}, layer::skip(), layer::zero_op()}},
+      layer::dense{3}};
+  const bilevel::methods::darts_config dc{.batch = 16, .validation_batch = 16, .lr = 0.1, .arch_lr = 3e-2};
+  auto d_one = bilevel::methods::darts<P64>({1, 1, 8}, specs, train.data, val.data, dc);
+  auto d_two = bilevel::methods::darts<P64>({1, 1, 8}, specs, train.data, val.data, dc,
+                                            bilevel::methods::darts_second_order(), dist::across(world()));
+  const auto c = all_parameters(d_one, 30), e = all_parameters(d_two, 30);
+  const double d_err = test::relative_error(e, c);
+  MESSAGE("DARTS (second order), weights and architecture after 30 outer iterations: " << d_err);
+  // Its mixed product is a central difference (relative step 1e-4 in double), which divides
+  // the round-off of two gradients by the step: 1e-10, as for finite_difference above.
+  CHECK(d_err <= 1e-10);
 }
 
 TEST_CASE("mpi: a checkpoint written by rank 0 resumes on every rank, bit for bit; another rank count is refused") {

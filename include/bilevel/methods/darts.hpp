@@ -82,11 +82,16 @@ class darts_solver : public method_solver<Solver> {
   }
 };
 
+/// DARTS's second order: central differences through a virtual step on the batch the real
+/// step takes (what darts() uses by default; name it to pass the arguments after it, e.g.
+/// `darts<P>(design, train, val, cfg, methods::darts_second_order(), distributed::across(comm))`;
+/// a plain `hypergrad::finite_difference{}` would take its virtual step on another batch).
+inline hypergrad::finite_difference darts_second_order() { return {.on_next_batch = true}; }
+
 namespace detail {
-/// DARTS's second order: the virtual step on the batch the real step takes.
 template <class Strategy>
 Strategy darts_strategy() {
-  if constexpr (std::is_same_v<Strategy, hypergrad::finite_difference>) return {.on_next_batch = true};
+  if constexpr (std::is_same_v<Strategy, hypergrad::finite_difference>) return darts_second_order();
   else return {};
 }
 }  // namespace detail
@@ -94,10 +99,12 @@ Strategy darts_strategy() {
 /// The two levels of a search over a network with mixed operations: the DARTS supernet
 /// (learners::darts_supernet_design), or a chain of layer specs with layer::mixed operations.
 /// `Strategy` is hypergrad::finite_difference (second order) or hypergrad::first_order.
-template <nn_tensor_policy P, class Strategy = hypergrad::finite_difference>
+/// `adapt` wraps each level's learner: distributed::across(comm) runs both data-parallel (the
+/// supernet's batch normalizations then use each rank's rows, as in PyTorch's DDP).
+template <nn_tensor_policy P, class Strategy = hypergrad::finite_difference, class Adapt = detail::learner_as_is>
 auto darts(const learners::network_design& design, std::shared_ptr<const data::dataset> train,
            std::shared_ptr<const data::dataset> validation, const darts_config& cfg = {},
-           Strategy strategy = detail::darts_strategy<Strategy>()) {
+           Strategy strategy = detail::darts_strategy<Strategy>(), const Adapt& adapt = {}) {
   using namespace bilevel::learners;
   const std::string who = "bilevel::methods::darts";
   if (!train || !validation) throw std::invalid_argument(who + ": missing data");
@@ -118,7 +125,7 @@ auto darts(const learners::network_design& design, std::shared_ptr<const data::d
     net.keep_adjoints(false);
   // One network for both levels: one value cache instead of two (shared_network.hpp).
   shared_network<sequential<P>> shared(std::move(net));
-  auto weights = make_level("weights", shared,
+  auto weights = make_level("weights", adapt(shared),
                             optim::sgd<P>{.lr = cfg.lr,
                                           .momentum = cfg.momentum,
                                           .weight_decay = cfg.weight_decay,
@@ -126,7 +133,7 @@ auto darts(const learners::network_design& design, std::shared_ptr<const data::d
                                                                               who + ": lr_decay")},
                             strategy, std::move(w0), dataset_batches<P>(std::move(train), cfg.batch, cfg.seed))
                      .reading({1});
-  auto architecture = make_level("architecture", architecture_loss<sequential<P>>(shared),
+  auto architecture = make_level("architecture", adapt(architecture_loss<sequential<P>>(shared)),
                                  optim::adam<P>{.lr = cfg.arch_lr, .beta1 = cfg.arch_beta1, .beta2 = 0.999,
                                                 .weight_decay = cfg.arch_weight_decay,
                                                 .schedule = optim::resolve_schedule(cfg.arch_lr_decay, cfg.arch_lr,
@@ -140,12 +147,13 @@ auto darts(const learners::network_design& design, std::shared_ptr<const data::d
 }
 
 /// The search over `specs` (which contain layer::mixed operations) on `input`-shaped samples.
-template <nn_tensor_policy P, class Strategy = hypergrad::finite_difference>
+template <nn_tensor_policy P, class Strategy = hypergrad::finite_difference, class Adapt = detail::learner_as_is>
 auto darts(learners::geometry input, const std::vector<learners::layer::spec>& specs,
            std::shared_ptr<const data::dataset> train, std::shared_ptr<const data::dataset> validation,
-           const darts_config& cfg = {}, Strategy strategy = detail::darts_strategy<Strategy>()) {
+           const darts_config& cfg = {}, Strategy strategy = detail::darts_strategy<Strategy>(),
+           const Adapt& adapt = {}) {
   return darts<P, Strategy>(learners::layer_specs{input, specs}, std::move(train), std::move(validation), cfg,
-                            std::move(strategy));
+                            std::move(strategy), adapt);
 }
 
 /// Which candidate each mixed operation keeps: the one with the largest α among those that

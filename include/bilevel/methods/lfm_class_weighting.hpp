@@ -79,15 +79,17 @@ class lfm_class_weighting_solver : public lfm_solver<Solver> {
  public:
   using lfm_solver<Solver>::lfm_solver;
   [[nodiscard]] std::vector<double> class_weights() const {
-    return this->relearner().learner.weighting().class_weights(this->learner().theta, this->top().theta);
+    return detail::weighting_of(this->relearner().learner).class_weights(this->learner().theta, this->top().theta);
   }
 };
 
 /// The three levels, assembled and scheduled (ω, W1, W2). Level 1 (W2) is the model to
 /// evaluate; level 2 holds ω, starting at 1.
-template <nn_tensor_policy P, data::class_conditional_generator G>
+/// `adapt` wraps each level's learner: distributed::across(comm) runs all three data-parallel.
+template <nn_tensor_policy P, data::class_conditional_generator G, class Adapt = detail::learner_as_is>
 auto lfm_class_weighting(std::shared_ptr<const data::dataset> train, std::shared_ptr<const data::dataset> validation,
-                         std::shared_ptr<const G> generator, const lfm_class_weighting_config& cfg = {}) {
+                         std::shared_ptr<const G> generator, const lfm_class_weighting_config& cfg = {},
+                         const Adapt& adapt = {}) {
   using namespace bilevel::learners;
   const std::string who = "bilevel::methods::lfm_class_weighting";
   if (!train || !validation) throw std::invalid_argument(who + ": missing data");
@@ -104,7 +106,7 @@ auto lfm_class_weighting(std::shared_ptr<const data::dataset> train, std::shared
                                 " features, the network takes " + std::to_string(learner.input_shape().features()) +
                                 " (" + shape_text(learner.input_shape()) + ")");
   auto w1_0 = learner.initial_parameters(cfg.seed);
-  auto w1 = make_level("W1", std::move(learner), sgd.optimizer<P>(), hypergrad::first_order{}, std::move(w1_0),
+  auto w1 = make_level("W1", adapt(std::move(learner)), sgd.optimizer<P>(), hypergrad::first_order{}, std::move(w1_0),
                        dataset_batches<P>(train, cfg.batch, cfg.seed));
   auto w2 = detail::classifier_level<P>(
                 "W2", shape,
@@ -112,7 +114,8 @@ auto lfm_class_weighting(std::shared_ptr<const data::dataset> train, std::shared
                     shape, reference_samples(*validation, cfg.references_per_class), cfg.synthetic_weight),
                 sgd, cfg.seed + 1,
                 with_synthetic_batches<P, G>(train, std::move(generator), cfg.batch, cfg.synthetic_per_batch,
-                                             cfg.seed + 5))
+                                             cfg.seed + 5),
+                hypergrad::lookahead{.steps = 1, .on_next_batch = true}, adapt)
                 .reading({0, 2});
   vector_t<P> omega0 = P::zeros(C);
   P::fill(omega0, scalar_t<P>(1));
@@ -122,7 +125,8 @@ auto lfm_class_weighting(std::shared_ptr<const data::dataset> train, std::shared
                                                           .schedule = optim::resolve_schedule(
                                                               cfg.meta_lr_decay, cfg.meta_lr, total,
                                                               who + ": meta_lr_decay")},
-                                           std::move(omega0), std::move(validation), cfg.validation_batch, cfg.seed + 2)
+                                           std::move(omega0), std::move(validation), cfg.validation_batch, cfg.seed + 2,
+                                           adapt)
                    .reading({1});
   solver s(std::move(w1), std::move(w2), std::move(upper));
   s.schedule({2, 0, 1});
