@@ -24,6 +24,7 @@
 #include "bilevel/hypergrad/implicit_cg.hpp"
 #include "bilevel/hypergrad/neumann.hpp"
 #include "bilevel/hypergrad/nystrom.hpp"
+#include "bilevel/hypergrad/soba.hpp"
 #include "bilevel/hypergrad/unrolled.hpp"
 #include "bilevel/optim/adam.hpp"
 #include "bilevel/optim/clip.hpp"
