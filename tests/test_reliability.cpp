@@ -297,3 +297,124 @@ TEST_CASE("bad input: a schedule that is not a permutation of the levels is refu
   CHECK_THROWS_WITH_AS(s.schedule({0, 0}), doctest::Contains("not a permutation"), std::invalid_argument);
   CHECK_THROWS_WITH_AS(s.schedule({0}), doctest::Contains("1 entries for 2 levels"), std::invalid_argument);
 }
+
+// ---------------------------------------------------------------------------------------------
+// A finite-difference hypergradient perturbs θ by ±εv to take its differences. A peer library
+// once left the perturbed weights in its model; here every level's parameters and optimizer
+// state must be, bit for bit, what they were before the hypergradient was taken.
+
+#include <cstring>
+
+namespace {
+/// The ridge training loss with its first-order members only, so that every product falls
+/// back to central differences.
+class ridge_without_products {
+ public:
+  using policy = P;
+  using batch_type = bilevel::full_batch;
+  explicit ridge_without_products(bilevel::problems::ridge_training_loss<P> inner) : inner_(std::move(inner)) {}
+  [[nodiscard]] std::size_t num_parameters() const { return inner_.num_parameters(); }
+  [[nodiscard]] std::size_t num_inputs() const { return inner_.num_inputs(); }
+  [[nodiscard]] std::size_t input_size(std::size_t s) const { return inner_.input_size(s); }
+  double loss(const P::vector& theta, bilevel::input_list<P> in, const batch_type& b) const {
+    return inner_.loss(theta, in, b);
+  }
+  double gradient(const P::vector& theta, bilevel::input_list<P> in, const batch_type& b, P::vector& out) const {
+    return inner_.gradient(theta, in, b, out);
+  }
+  void input_gradient(const P::vector& theta, bilevel::input_list<P> in, const batch_type& b, std::size_t s,
+                      P::vector& out) const {
+    inner_.input_gradient(theta, in, b, s, out);
+  }
+
+ private:
+  bilevel::problems::ridge_training_loss<P> inner_;
+};
+
+/// Momentum (and weight decay) on both levels, so that each has an optimizer buffer to keep.
+template <class Learner, class Strategy>
+auto ridge_with_momentum(Learner learner, Strategy strategy, bool force_finite_differences) {
+  auto inner = bilevel::make_level("theta", std::move(learner), sgd{.lr = 0.1, .momentum = 0.9, .weight_decay = 0.01},
+                                   strategy, P::zeros(d))
+                   .reading({1})
+                   .steps_per_iteration(4);
+  inner.second_order.force_finite_differences = force_finite_differences;
+  auto outer = bilevel::make_level("lambda", bilevel::problems::validation_least_squares<P>(ridge.validation, d),
+                                   sgd{.lr = 0.5, .momentum = 0.5}, hg::first_order{}, P::zeros(d))
+                   .reading({0});
+  return bilevel::solver(std::move(inner), std::move(outer));
+}
+
+/// Every level's θ, optimizer buffers and step count, as raw bytes (NaN-safe, −0 ≠ +0).
+template <class Solver>
+std::vector<std::vector<unsigned char>> state_bits(const Solver& s) {
+  std::vector<std::vector<unsigned char>> out;
+  auto bytes = [&](const std::vector<double>& v) {
+    std::vector<unsigned char> b(v.size() * sizeof(double));
+    if (!v.empty()) std::memcpy(b.data(), v.data(), b.size());
+    out.push_back(std::move(b));
+  };
+  auto level = [&](const auto& lv) {
+    bytes(test::host<P>(lv.theta));
+    for (const auto& buffer : lv.state.buffers) bytes(test::host<P>(buffer));
+    bytes({double(lv.state.step)});
+  };
+  level(s.template level<0>());
+  level(s.template level<1>());
+  return out;
+}
+
+/// Takes a few steps, then two hypergradients; checks that neither moved anything and that
+/// both are the same bits (a perturbation left behind would shift the second).
+template <class Solver>
+void check_restored(Solver s, const char* what) {
+  CAPTURE(what);
+  s.run(3);
+  s.step_level(0);  // mid-iteration too: the lower level's block is the latest thing it did
+  const auto before = state_bits(s);
+  auto untouched = s;
+  REQUIRE(s.template level<0>().state.buffers.size() == 1);
+  REQUIRE(s.template level<1>().state.buffers.size() == 1);
+  REQUIRE(test::norm(test::host<P>(s.template level<0>().state.buffers[0])) > 0.0);
+  const auto first = s.hypergradient(1);
+  CHECK(state_bits(s) == before);
+  const auto second = s.hypergradient(1);
+  CHECK(state_bits(s) == before);
+  REQUIRE(first.reports.size() == 1);
+  CHECK_FALSE(first.reports[0].exact_second_order);  // central differences did run
+  const auto g1 = test::host<P>(first.gradient), g2 = test::host<P>(second.gradient);
+  REQUIRE(g1.size() == g2.size());
+  CHECK(std::memcmp(g1.data(), g2.data(), g1.size() * sizeof(double)) == 0);
+  CHECK(test::norm(g1) > 0.0);
+  // And the run goes on from exactly where it was: as a copy that never took them does.
+  s.run(1);
+  untouched.run(1);
+  CHECK(state_bits(s) != before);
+  CHECK(state_bits(s) == state_bits(untouched));
+}
+}  // namespace
+
+TEST_CASE("finite differences leave every level's parameters and optimizer state exactly as they were") {
+  using bilevel::problems::ridge_training_loss;
+  // DARTS's strategy: a virtual step, then differences of the input gradient around θ.
+  check_restored(ridge_with_momentum(ridge_training_loss<P>(ridge.train), hg::finite_difference{}, false),
+                 "finite_difference");
+  check_restored(ridge_with_momentum(ridge_training_loss<P>(ridge.train), hg::finite_difference{.scale = 1e-1}, false),
+                 "finite_difference, large scale");
+  // Exact products available but central differences forced (second_order_options).
+  check_restored(ridge_with_momentum(ridge_training_loss<P>(ridge.train), hg::unrolled{}, true), "unrolled, forced");
+  check_restored(ridge_with_momentum(ridge_training_loss<P>(ridge.train), hg::implicit_cg{}, true),
+                 "implicit_cg, forced");
+  check_restored(ridge_with_momentum(ridge_training_loss<P>(ridge.train), hg::lookahead{.steps = 2}, true),
+                 "lookahead, forced");
+  check_restored(ridge_with_momentum(ridge_training_loss<P>(ridge.train), hg::fixed_point{.max_iterations = 20}, true),
+                 "fixed_point, forced");
+  // No exact products at all: every product is the fallback.
+  check_restored(ridge_with_momentum(ridge_without_products(ridge_training_loss<P>(ridge.train)), hg::unrolled{}, false),
+                 "unrolled, fallback");
+  check_restored(ridge_with_momentum(ridge_without_products(ridge_training_loss<P>(ridge.train)), hg::neumann{}, false),
+                 "neumann, fallback");
+  check_restored(ridge_with_momentum(ridge_without_products(ridge_training_loss<P>(ridge.train)), hg::forward_mode{},
+                                     false),
+                 "forward_mode, fallback");
+}

@@ -410,3 +410,291 @@ TEST_CASE("level: peek_batch(ahead) shows the batches the next real steps take, 
   CHECK(lv.epochs_completed() == 1);
   CHECK_FALSE(P::equal(lv.next_batch().x, third.x));  // a new draw
 }
+
+// ---------------------------------------------------------------------------------------------
+// Stationarity of implicit hypergradients, and divergence of unrolled ones.
+
+#include <algorithm>
+#include <limits>
+#include <sstream>
+
+#include <bilevel/problems/weighted_logistic.hpp>
+
+namespace {
+using bilevel::problems::logistic_problem;
+using bilevel::problems::validation_logistic_loss;
+using bilevel::problems::weighted_logistic_loss;
+
+// L2-regularised logistic regression with learned per-sample weights. Its curvature falls
+// away from the optimum, so gradient descent with a step above 2/λ_max neither converges nor
+// diverges: it settles into an oscillation around θ* whose gradient never vanishes (a
+// quadratic such as ridge would diverge instead).
+constexpr std::size_t logistic_rows = 40, logistic_features = 5;
+constexpr double logistic_l2 = 0.05;
+const auto logistic = logistic_problem<P>::synthetic(logistic_rows, 30, logistic_features, 0.2, 3);
+
+struct logistic_optimum {
+  std::vector<double> theta;  ///< θ* at unit weights
+  double lambda_max;          ///< the Hessian's largest eigenvalue there
+};
+
+/// By Newton's method with the learner's own products, so no step size is involved.
+logistic_optimum logistic_solution() {
+  const weighted_logistic_loss<P> loss(logistic.train, logistic_l2);
+  const P::vector weights = P::from_host(std::vector<double>(logistic_rows, 1.0));
+  const std::vector<const P::vector*> in_ptrs{&weights};
+  const bilevel::input_list<P> in(in_ptrs);
+  constexpr std::size_t f = logistic_features;
+  auto hessian_times = [&](const std::vector<double>& theta, const std::vector<double>& v) {
+    P::vector hv;
+    loss.hvp(test::device<P>(theta), in, {}, test::device<P>(v), hv);
+    return test::host<P>(hv);
+  };
+  std::vector<double> theta(f, 0.0);
+  for (int it = 0; it < 30; ++it) {
+    P::vector g;
+    loss.gradient(test::device<P>(theta), in, {}, g);
+    bilevel::detail::dense_matrix h{f, std::vector<double>(f * f)};
+    for (std::size_t j = 0; j < f; ++j) {
+      std::vector<double> e(f, 0.0);
+      e[j] = 1.0;
+      const auto column = hessian_times(theta, e);
+      for (std::size_t i = 0; i < f; ++i) h(i, j) = column[i];
+    }
+    auto newton = test::host<P>(g);
+    bilevel::detail::cholesky_solve(h, newton);
+    for (std::size_t i = 0; i < f; ++i) theta[i] -= newton[i];
+  }
+  std::vector<double> v(f, 1.0);
+  double lambda = 0.0;
+  for (int k = 0; k < 500; ++k) {
+    const double nv = test::norm(v);
+    for (double& x : v) x /= nv;
+    const auto hv = hessian_times(theta, v);
+    lambda = 0.0;
+    for (std::size_t i = 0; i < f; ++i) lambda += v[i] * hv[i];
+    v = hv;
+  }
+  return {theta, lambda};
+}
+const logistic_optimum logistic_star = logistic_solution();
+
+/// Weights (upper, first order) over θ (lower, implicit CG), θ taking `steps` SGD steps of `lr`
+/// per outer iteration from 0.
+auto logistic_solver(double lr, std::size_t steps) {
+  auto inner = bilevel::make_level("theta", weighted_logistic_loss<P>(logistic.train, logistic_l2), sgd{.lr = lr},
+                                   hg::implicit_cg{}, P::zeros(logistic_features))
+                   .reading({1})
+                   .steps_per_iteration(steps);
+  auto outer = bilevel::make_level("weights", validation_logistic_loss<P>(logistic.validation, logistic_rows),
+                                   sgd{.lr = 1.0}, hg::first_order{}, P::from_host(std::vector<double>(logistic_rows, 1.0)))
+                   .reading({0});
+  return bilevel::solver(std::move(inner), std::move(outer));
+}
+
+/// The step past 2/λ_max that oscillates, and a safe one.
+const double oscillating_lr = 1.5 * 2.0 / logistic_star.lambda_max;
+const double safe_lr = 1.0 / logistic_star.lambda_max;
+constexpr std::size_t logistic_steps = 2000;
+
+/// The exact hypergradient: CG at θ* itself.
+std::vector<double> exact_logistic_hypergradient() {
+  auto s = logistic_solver(safe_lr, 1);
+  s.level<0>().theta = test::device<P>(logistic_star.theta);
+  return test::host<P>(s.hypergradient(1).gradient);
+}
+}  // namespace
+
+TEST_CASE("stationarity: SGD past 2/λ_max oscillates, and CG's clean residual hides it; the report does not") {
+  REQUIRE(oscillating_lr > 2.0 / logistic_star.lambda_max);
+  REQUIRE(oscillating_lr * logistic_l2 < 2.0);  // the regulariser alone would contract: bounded iterates
+  auto s = logistic_solver(oscillating_lr, logistic_steps);
+  double largest_norm = 0.0, first_gradient = 0.0, last_gradient = 0.0;
+  s.step_level(0, {.on_step = [&](const bilevel::step_event& e) {
+    largest_norm = std::max(largest_norm, test::norm(test::host<P>(s.level<0>().theta)));
+    (e.step == 0 ? first_gradient : last_gradient) = e.gradient_norm;
+  }});
+  const auto result = s.hypergradient(1);
+  REQUIRE(result.reports.size() == 1);
+  const auto& r = result.reports[0];
+  const double error = test::relative_error(test::host<P>(result.gradient), exact_logistic_hypergradient());
+  MESSAGE("lr " << oscillating_lr << " = " << oscillating_lr * logistic_star.lambda_max / 2.0 << " x 2/lambda_max; |theta*| "
+                << test::norm(logistic_star.theta) << ", largest |theta| " << largest_norm << "; gradient norm "
+                << first_gradient << " at the first step, " << last_gradient << " at the last; " << r
+                << "; relative error against the exact hypergradient " << error);
+  CHECK(largest_norm < 10.0 * test::norm(logistic_star.theta));  // bounded ...
+  CHECK(last_gradient > 0.5 * first_gradient);                     // ... but not converging
+  CHECK(r.converged);
+  CHECK(r.residual < 1e-12);  // the solve is fine
+  CHECK(r.assumes_stationarity);
+  CHECK(r.gradient_norm > 0.1);
+  CHECK(r.stationarity > 0.5);  // the point is not
+  CHECK(r.gradient_evals == 1);
+  CHECK(error > 0.5);
+  std::ostringstream printed;
+  printed << r;
+  CHECK(printed.str().find("stationarity ") != std::string::npos);
+}
+
+TEST_CASE("stationarity: a well-converged lower level reports a tiny stationarity and no policy fails on it") {
+  auto s = logistic_solver(safe_lr, logistic_steps);
+  s.on_failure({.stationarity_tolerance = 1e-6});
+  double worst = 0.0;
+  std::size_t reports = 0;
+  s.run(3, {.on_step = [&](const bilevel::step_event& e) {
+    for (const auto& r : e.reports) {
+      ++reports;
+      CHECK(r.assumes_stationarity);
+      worst = std::max(worst, r.stationarity);
+    }
+  }});
+  MESSAGE("converged lower level (lr = 1/lambda_max, " << logistic_steps << " steps): largest stationarity " << worst);
+  CHECK(reports == 3);
+  CHECK(worst < 1e-6);
+  // At θ* of the current weights the hypergradient is the exact one (first iteration: unit weights).
+  auto fresh = logistic_solver(safe_lr, logistic_steps);
+  fresh.step_level(0);
+  CHECK(test::relative_error(test::host<P>(fresh.hypergradient(1).gradient), exact_logistic_hypergradient()) < 1e-8);
+}
+
+TEST_CASE("stationarity: the failure policy stops, skips or rolls back a step at a non-stationary lower level") {
+  const bilevel::failure_policy strict{.stationarity_tolerance = 1e-3};
+  auto stopping = logistic_solver(oscillating_lr, logistic_steps);
+  stopping.on_failure(strict);
+  try {
+    stopping.run(2);
+    FAIL("expected bilevel::stationarity_error");
+  } catch (const bilevel::stationarity_error& e) {
+    const std::string what = e.what();
+    MESSAGE(what);
+    CHECK(what.find("level 'weights' at outer iteration 0, step 0") != std::string::npos);
+    CHECK(what.find("assumes level 'theta' is at a stationary point") != std::string::npos);
+    CHECK(what.find("relative stationarity ") != std::string::npos);
+    CHECK(what.find("tolerance 0.001") != std::string::npos);
+    CHECK(e.level() == 1);
+    CHECK(e.iteration() == 0);
+    CHECK(e.step() == 0);
+    CHECK(e.stationarity() > 0.5);
+    CHECK(e.tolerance() == 1e-3);
+    CHECK(e.residual() < 1e-12);
+  }
+  // It is a convergence_error too, so code that handles unconverged solves handles it.
+  auto as_convergence = logistic_solver(oscillating_lr, logistic_steps);
+  as_convergence.on_failure(strict);
+  CHECK_THROWS_AS(as_convergence.run(1), bilevel::convergence_error);
+
+  // skip_step: the weights never move, every skipped step is reported with its stationarity.
+  auto skipping = logistic_solver(oscillating_lr, logistic_steps);
+  skipping.on_failure({.stationarity_tolerance = 1e-3, .non_stationary = bilevel::failure_action::skip_step});
+  std::vector<bilevel::failure_event> events;
+  const auto summary = skipping.run(2, {.on_failure = [&](const bilevel::failure_event& e) { events.push_back(e); }});
+  CHECK(summary.skipped_steps == 2);
+  REQUIRE(events.size() == 2);
+  CHECK(events[0].level == 1);
+  CHECK(events[0].action == bilevel::failure_action::skip_step);
+  CHECK(events[1].what.find("relative stationarity") != std::string::npos);
+  CHECK(test::host<P>(skipping.level<1>().theta) == std::vector<double>(logistic_rows, 1.0));
+
+  // roll_back: θ's block is undone with the weights' step.
+  auto rolling = logistic_solver(oscillating_lr, logistic_steps);
+  rolling.on_failure({.stationarity_tolerance = 1e-3, .non_stationary = bilevel::failure_action::roll_back});
+  CHECK(rolling.run(1).rollbacks == 1);
+  CHECK(test::host<P>(rolling.level<0>().theta) == std::vector<double>(logistic_features, 0.0));
+
+  // accept: the run goes on, and the reports say what was accepted.
+  auto accepting = logistic_solver(oscillating_lr, logistic_steps);
+  accepting.on_failure({.stationarity_tolerance = 1e-3, .non_stationary = bilevel::failure_action::accept});
+  double seen = 0.0;
+  accepting.run(2, {.on_step = [&](const bilevel::step_event& e) {
+    for (const auto& r : e.reports) seen = std::max(seen, r.stationarity);
+  }});
+  CHECK(seen > 0.5);
+
+  // The default checks nothing: the same run goes through.
+  auto by_default = logistic_solver(oscillating_lr, logistic_steps);
+  CHECK(by_default.failure_handling().stationarity_tolerance == std::numeric_limits<double>::infinity());
+  CHECK_NOTHROW(by_default.run(2));
+  CHECK_THROWS_WITH_AS(by_default.on_failure({.stationarity_tolerance = -1.0}),
+                       doctest::Contains("stationarity_tolerance must be >= 0"), std::invalid_argument);
+}
+
+TEST_CASE("stationarity: undefined (NaN) before the lower level's first step, and then not a failure") {
+  // The weights step first, so their first hypergradient comes before θ has stepped at all.
+  auto s = logistic_solver(oscillating_lr, logistic_steps);
+  s.schedule({1, 0}).on_failure({.stationarity_tolerance = 1e-3});
+  std::vector<double> seen;
+  const auto record = [&](const bilevel::step_event& e) {
+    for (const auto& r : e.reports) seen.push_back(r.stationarity);
+  };
+  CHECK_NOTHROW(s.run(1, {.on_step = record}));
+  REQUIRE(seen.size() == 1);
+  CHECK(std::isnan(seen[0]));
+  // The next one sees the block θ took in between: oscillating, so it stops.
+  CHECK_THROWS_AS(s.run(1, {.on_step = record}), bilevel::stationarity_error);
+  std::ostringstream printed;
+  auto fresh = logistic_solver(oscillating_lr, logistic_steps);
+  printed << fresh.hypergradient(1).reports.at(0);
+  CHECK(printed.str().find("stationarity undefined") != std::string::npos);
+}
+
+TEST_CASE("stationarity: every implicit strategy reports it; the step-based ones do not") {
+  auto with = [](auto strategy) {
+    auto inner = bilevel::make_level("theta", weighted_logistic_loss<P>(logistic.train, logistic_l2),
+                                     sgd{.lr = oscillating_lr}, strategy, P::zeros(logistic_features))
+                     .reading({1})
+                     .steps_per_iteration(logistic_steps);
+    auto outer = bilevel::make_level("weights", validation_logistic_loss<P>(logistic.validation, logistic_rows),
+                                     sgd{.lr = 1.0}, hg::first_order{},
+                                     P::from_host(std::vector<double>(logistic_rows, 1.0)))
+                     .reading({0});
+    bilevel::solver s(std::move(inner), std::move(outer));
+    s.step_level(0);
+    return s.hypergradient(1).reports.at(0);
+  };
+  const auto cg = with(hg::implicit_cg{});
+  for (const auto& r : {cg, with(hg::neumann{.iterations = 200}), with(hg::nystrom{.rank = logistic_features}),
+                        with(hg::fixed_point{})}) {
+    MESSAGE(r);
+    CHECK(r.assumes_stationarity);
+    CHECK(r.gradient_norm == doctest::Approx(cg.gradient_norm).epsilon(1e-12));
+    CHECK(r.stationarity == doctest::Approx(cg.stationarity).epsilon(1e-12));
+    CHECK(r.stationarity > 0.5);
+  }
+  const auto unrolled = with(hg::unrolled{});
+  MESSAGE(unrolled << "; gradient growth over the block " << unrolled.gradient_growth);
+  CHECK_FALSE(unrolled.assumes_stationarity);
+  CHECK(std::isnan(unrolled.stationarity));
+  CHECK_FALSE(unrolled.diverged);  // oscillating is not diverging: unrolled differentiates it as it is
+  CHECK(unrolled.gradient_growth < 3.0);
+}
+
+TEST_CASE("unrolled: the report flags inner iterates that diverged, and only those") {
+  auto ridge_unrolled = [](double lr, std::size_t steps) {
+    auto inner = bilevel::make_level("theta", ridge_training_loss<P>(ridge.train), sgd{.lr = lr}, hg::unrolled{},
+                                     P::zeros(d))
+                     .reading({1})
+                     .steps_per_iteration(steps);
+    auto outer = bilevel::make_level("lambda", validation_least_squares<P>(ridge.validation, d), sgd{.lr = 0.1},
+                                     hg::first_order{}, P::zeros(d))
+                     .reading({0});
+    bilevel::solver s(std::move(inner), std::move(outer));
+    s.step_level(0);
+    return s.hypergradient(1).reports.at(0);
+  };
+  // ridge is quadratic: a step of 50 multiplies the top mode by |1 − 50·λ_max| > 100 per step.
+  const auto blown = ridge_unrolled(50.0, 10);
+  MESSAGE(blown);
+  CHECK(blown.diverged);
+  CHECK(blown.gradient_growth > 1e10);
+  CHECK(blown.steps_kept == 10);
+  const auto fine = ridge_unrolled(0.1, 50);
+  MESSAGE(fine);
+  CHECK_FALSE(fine.diverged);
+  CHECK(fine.gradient_growth <= 1.0);
+  std::ostringstream printed;
+  printed << blown;
+  CHECK(printed.str().find("DIVERGED") != std::string::npos);
+  CHECK_THROWS_WITH_AS(bilevel::make_level("theta", ridge_training_loss<P>(ridge.train), sgd{.lr = 0.1},
+                                           hg::unrolled{.divergence_factor = 1.0}, P::zeros(d)),
+                       doctest::Contains("divergence_factor must be > 1"), std::invalid_argument);
+}

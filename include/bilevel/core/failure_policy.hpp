@@ -2,8 +2,10 @@
 #pragma once
 /// \file
 /// What the solver does when a step fails numerically: a NaN or Inf in a loss, gradient,
-/// hypergradient, response or in the parameters after a step, or a linear solve inside a
-/// hypergradient that did not reach its tolerance.
+/// hypergradient, response or in the parameters after a step, a linear solve inside a
+/// hypergradient that did not reach its tolerance, or an implicit hypergradient taken where
+/// the lower level is not stationary (the report's `stationarity` above
+/// `stationarity_tolerance`).
 ///
 /// The choices, per kind of failure:
 ///   - stop: throw (numerical_error / convergence_error) naming level, iteration and step;
@@ -11,13 +13,17 @@
 ///     failing step, and go on with its next step (the batch is consumed);
 ///   - roll_back: restore every level to the state at the start of the outer iteration and
 ///     go on with the next iteration (fresh batches);
-///   - accept: take the step anyway (only for unconverged solves, whose result is still a
-///     finite, if less accurate, hypergradient: the report says so).
+///   - accept: take the step anyway (only for unconverged solves and non-stationary lower
+///     levels, whose result is still a finite, if less accurate, hypergradient: the report
+///     says so).
 /// Either recovery gives up, throwing, after `max_consecutive_failures` failures in a row: a
 /// run that cannot take a good step should not spin.
 #include <cstddef>
+#include <limits>
 #include <string>
 #include <string_view>
+
+#include "bilevel/core/errors.hpp"
 
 namespace bilevel {
 
@@ -37,6 +43,36 @@ struct failure_policy {
   failure_action non_finite = failure_action::stop;
   failure_action unconverged_solve = failure_action::accept;
   std::size_t max_consecutive_failures = 10;
+  /// The largest relative stationarity (hypergradient_report::stationarity: the lower
+  /// level's gradient norm at the solve over its norm at the start of the level's block) an
+  /// implicit hypergradient may be taken at. +Inf, the default, checks nothing, because the
+  /// right ratio depends on the problem: how far a block of steps can bring the gradient
+  /// down, how noisy minibatch gradients are (with one step per block it is the contraction
+  /// of a single step, often near 1, however well trained the level is). Set it to what the
+  /// block should achieve, e.g. 1e-3 for a lower level trained to convergence in each
+  /// block. A NaN stationarity (no step since the block began) never fails.
+  double stationarity_tolerance = std::numeric_limits<double>::infinity();
+  /// What to do when a report's stationarity is above the tolerance. Its own field rather
+  /// than unconverged_solve's: setting a tolerance asks for the check, so it stops by
+  /// default, while unconverged solves are accepted by default.
+  failure_action non_stationary = failure_action::stop;
+};
+
+/// An implicit hypergradient taken where the lower level was not stationary, thrown when
+/// failure_policy::non_stationary says it matters. A convergence_error (the lower level's
+/// training did not converge), so handlers of that catch it too; residual() is the linear
+/// solve's, which is usually fine: stationarity() is what failed.
+class stationarity_error : public convergence_error {
+ public:
+  stationarity_error(const std::string& what, std::size_t level, std::size_t iteration, std::size_t step,
+                     double residual, double stationarity, double tolerance)
+      : convergence_error(what, level, iteration, step, residual), stationarity_(stationarity), tolerance_(tolerance) {}
+  [[nodiscard]] double stationarity() const noexcept { return stationarity_; }
+  [[nodiscard]] double tolerance() const noexcept { return tolerance_; }
+
+ private:
+  double stationarity_;
+  double tolerance_;
 };
 
 /// Passed to `on_failure` whenever the policy recovered from a failure.

@@ -16,6 +16,10 @@
 ///   4. `engine.vjp(lv, in, adjoint, out) -> hypergradient_report`: given adjoint = ∂F/∂θ*,
 ///      write (∂θ*/∂in_s)ᵀ adjoint to out[s] for each input slot s.
 /// Chaining vjp() level by level gives the hypergradients of three and more levels.
+///
+/// An engine that differentiates by perturbing the inputs instead of differentiating the loss
+/// in them (hypergrad::zero_order) declares `static constexpr bool needs_input_gradient =
+/// false;`, and the solver then lets a learner without input_gradient() be read through.
 #include <concepts>
 #include <span>
 

@@ -13,7 +13,8 @@
 ///   5. `double gradient(θ, inputs, batch, out) const`: writes ∂L/∂θ to out, returns the loss.
 /// Refinements:
 ///   - input_differentiable_learner adds `input_gradient(θ, inputs, batch, slot, out)`:
-///     ∂L/∂inputs[slot]. Every level that a hypergradient passes through needs it.
+///     ∂L/∂inputs[slot]. Every level that a hypergradient passes through needs it, unless its
+///     strategy perturbs the inputs instead (hypergrad::zero_order: a black-box lower level).
 ///   - Exact second-order members, each optional (bilevel::hvp() and friends fall back to
 ///     central differences of gradients when one is missing, and say so in the report):
 ///     `hvp(θ, in, b, v, out)` = (∂²L/∂θ²) v,

@@ -28,8 +28,10 @@
 #include <cstddef>
 #include <filesystem>
 #include <functional>
+#include <limits>
 #include <optional>
 #include <span>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <tuple>
@@ -226,7 +228,8 @@ class solver {
   void iterate_levels(const solver_callbacks& callbacks) {
     const policy_stream_scope_t<P> on_own_stream(stream_);
     const bool may_roll_back = policy_.non_finite == failure_action::roll_back ||
-                               policy_.unconverged_solve == failure_action::roll_back;
+                               policy_.unconverged_solve == failure_action::roll_back ||
+                               policy_.non_stationary == failure_action::roll_back;
     std::vector<std::pair<vector, optimizer_state<P>>> snapshot;
     if (may_roll_back)
       for (std::size_t j = 0; j < N; ++j) visit(j, [&](auto& lv) { snapshot.emplace_back(lv.theta, lv.state); });
@@ -247,10 +250,13 @@ class solver {
 
  public:
   /// What to do when a step fails numerically (see core/failure_policy.hpp). Default: stop
-  /// on NaN/Inf, accept unconverged solves (their reports say so).
+  /// on NaN/Inf, accept unconverged solves (their reports say so), check no stationarity.
   solver& on_failure(const failure_policy& policy) {
     if (policy.non_finite == failure_action::accept)
       throw std::invalid_argument("bilevel::solver: a NaN/Inf step cannot be accepted; choose stop, skip_step or roll_back");
+    if (!(policy.stationarity_tolerance >= 0.0))
+      throw std::invalid_argument("bilevel::solver: stationarity_tolerance must be >= 0 (+Inf: no check), got " +
+                                  std::to_string(policy.stationarity_tolerance));
     policy_ = policy;
     return *this;
   }
@@ -398,7 +404,8 @@ class solver {
   void step_level(std::size_t j, const solver_callbacks& callbacks = {}) {
     const policy_stream_scope_t<P> on_own_stream(stream_);
     const bool may_skip = policy_.non_finite == failure_action::skip_step ||
-                          policy_.unconverged_solve == failure_action::skip_step;
+                          policy_.unconverged_solve == failure_action::skip_step ||
+                          policy_.non_stationary == failure_action::skip_step;
     visit(j, [&](auto& lv) {
       const auto in_ptrs = current_inputs(lv);
       const input_list<P> in(in_ptrs);
@@ -414,6 +421,7 @@ class solver {
           }
           require_finite(j, t, hg);
           require_converged(j, t, hg);
+          require_stationary(j, t, hg);
           if (may_skip) {
             // Take the step on copies, so a failure leaves the level (and its engine's
             // record of steps) as if the step had never been tried.
@@ -525,8 +533,11 @@ class solver {
       done[i] = 1;
       if (P::size(adjoint[i]) == 0) continue;
       visit(i, [&](auto& lv) {
-        using L = typename std::remove_cvref_t<decltype(lv)>::learner_type;
-        if constexpr (input_differentiable_learner<L>) {
+        using Lv = std::remove_cvref_t<decltype(lv)>;
+        // A strategy that perturbs the inputs rather than differentiating the loss in them
+        // (hypergrad::zero_order) says so, and then any learner will do.
+        if constexpr (input_differentiable_learner<typename Lv::learner_type> ||
+                      requires { requires !Lv::engine_type::needs_input_gradient; }) {
           std::vector<vector> out(lv.reads.size());
           auto report = lv.engine.vjp(lv, input_list<P>(inputs[i]), adjoint[i], std::span<vector>(out));
           report.level = i;
@@ -539,7 +550,7 @@ class solver {
           }
         } else {
           throw std::invalid_argument("bilevel::solver: a hypergradient passes through level '" + lv.name +
-                                      "', whose learner has no input_gradient()");
+                                      "', whose learner has no input_gradient() (hypergrad::zero_order needs none)");
         }
       });
     }
@@ -588,7 +599,27 @@ class solver {
     }
   }
 
+  /// Implicit hypergradients taken where a level below was not stationary are errors only
+  /// when a tolerance is set; the report carries the measurement either way.
+  void require_stationary(std::size_t j, std::size_t step, const hypergradient_result<P>& hg) const {
+    const double tol = policy_.stationarity_tolerance;
+    if (tol == std::numeric_limits<double>::infinity() || policy_.non_stationary == failure_action::accept) return;
+    for (const auto& r : hg.reports) {
+      if (!r.assumes_stationarity || !(r.stationarity > tol)) continue;  // NaN: undefined, not failed
+      std::ostringstream m;
+      m.precision(3);
+      m << "bilevel: level '" << name_of(j) << "' at outer iteration " << iteration_ << where(step) << ": the "
+        << r.strategy << " hypergradient assumes level '" << name_of(r.level)
+        << "' is at a stationary point, but its gradient norm there is " << r.gradient_norm
+        << ": relative stationarity " << r.stationarity << " (against the norm at the start of its block), above the "
+        << "tolerance " << tol << ". The linear solve's residual (" << r.residual
+        << ") cannot show this; train that level longer or with a smaller step";
+      throw stationarity_error(m.str(), j, iteration_, step, r.residual, r.stationarity, tol);
+    }
+  }
+
   [[nodiscard]] failure_action action_for(const numerical_error& e) const {
+    if (dynamic_cast<const stationarity_error*>(&e)) return policy_.non_stationary;
     return dynamic_cast<const convergence_error*>(&e) ? policy_.unconverged_solve : policy_.non_finite;
   }
 

@@ -6,7 +6,8 @@
 /// Solves (H + μI) x = v with CG from x = 0, then returns −(∂²L/∂λ∂θ) x (see
 /// detail/implicit.hpp). Assumes the level is near a stationary point of its objective: the
 /// hypergradient is exact up to the solve's tolerance there, and memory is O(|θ|) however
-/// long the level trained.
+/// long the level trained. The report measures that assumption (gradient_norm, stationarity:
+/// one gradient more), since the residual cannot: it is as small off a stationary point.
 ///
 /// Guidance, measured (docs/strategies.md): even a well-trained network has slightly negative
 /// Hessian eigenvalues, and undamped CG then meets pᵀHp <= 0 and diverges (float makes it
@@ -35,7 +36,8 @@ struct implicit_cg {
   using engine = implicit_cg_engine<L, O>;
 };
 
-/// What a level using implicit_cg keeps: its options (and, for neumann, the last step used).
+/// What a level using implicit_cg keeps: its options and the gradient norm its block of
+/// steps started with (for the report's stationarity).
 template <class L, class O>
 class implicit_cg_engine {
   using P = typename L::policy;
@@ -48,9 +50,11 @@ class implicit_cg_engine {
                                   std::to_string(options.tolerance) + ", max_iterations " +
                                   std::to_string(options.max_iterations));
   }
-  template <class Level> void begin_block(Level&, input_list<P>) {}
+  template <class Level> void begin_block(Level&, input_list<P>) { stationarity_.begin_block(); }
   template <class Level>
-  void on_step(Level&, input_list<P>, const typename L::batch_type&, const vector_t<P>&) {}
+  void on_step(Level&, input_list<P>, const typename L::batch_type&, const vector_t<P>& g) {
+    stationarity_.on_step(g);
+  }
   template <class Level>
   const vector_t<P>& response(Level& lv, input_list<P>) { return lv.theta; }
 
@@ -85,11 +89,13 @@ class implicit_cg_engine {
     // The recursive residual drifts from the true one in finite precision: report the true one.
     r.residual = norm_v == 0.0 ? 0.0 : detail::relative_residual<Level>(op, x, v);
     detail::negative_mixed_products(lv, in, batch, x, out, r);
+    stationarity_.measure(lv, in, batch, r);  // last: a network serves it from the solve's cached passes
     return r;
   }
 
  private:
   implicit_cg opt_;
+  detail::stationarity_monitor<P> stationarity_;
 };
 
 }  // namespace bilevel::hypergrad

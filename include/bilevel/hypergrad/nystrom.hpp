@@ -40,7 +40,7 @@
 /// depends on the span of Ω alone) and keeps C as well conditioned as H on that span.
 ///
 /// Cost: k HVPs (at most |θ|: more directions than parameters add nothing) + 1 for the
-/// reported residual + 1 mixed product per input, O(k²) dots and axpys of |θ| to
+/// reported residual + 1 mixed product per input + 1 gradient for the reported stationarity, O(k²) dots and axpys of |θ| to
 /// orthonormalise, O(k³) on the host. Memory: k + 1 vectors of |θ|. Worth it when H's
 /// spectrum decays fast, so that its leading k eigenpairs carry most of it.
 ///
@@ -105,7 +105,8 @@ double rank_tolerance(std::size_t m) {
 
 }  // namespace detail
 
-/// What a level using nystrom keeps: its options; the sketch is rebuilt at every call, at the
+/// What a level using nystrom keeps: its options and the gradient norm its block of steps
+/// started with (for the report's stationarity); the sketch is rebuilt at every call, at the
 /// level's current θ.
 template <class L, class O>
 class nystrom_engine {
@@ -123,9 +124,11 @@ class nystrom_engine {
       refuse("tolerance must be in [0, 1) (got " + std::to_string(options.tolerance) + ")");
     if (!bad.empty()) throw std::invalid_argument("bilevel::hypergrad::nystrom: " + bad);
   }
-  template <class Level> void begin_block(Level&, input_list<P>) {}
+  template <class Level> void begin_block(Level&, input_list<P>) { stationarity_.begin_block(); }
   template <class Level>
-  void on_step(Level&, input_list<P>, const typename L::batch_type&, const vector_t<P>&) {}
+  void on_step(Level&, input_list<P>, const typename L::batch_type&, const vector_t<P>& g) {
+    stationarity_.on_step(g);
+  }
   template <class Level>
   const vector_t<P>& response(Level& lv, input_list<P>) { return lv.theta; }
 
@@ -239,11 +242,13 @@ class nystrom_engine {
     r.residual = P::norm(v) == 0.0 ? 0.0 : detail::relative_residual<Level>(damped, x, v);
     r.converged = r.residual <= tol;
     detail::negative_mixed_products(lv, in, batch, x, out, r);
+    stationarity_.measure(lv, in, batch, r);  // last: a network serves it from the solve's cached passes
     return r;
   }
 
  private:
   nystrom opt_;
+  detail::stationarity_monitor<P> stationarity_;
 };
 
 }  // namespace bilevel::hypergrad

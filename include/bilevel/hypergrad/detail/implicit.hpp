@@ -1,15 +1,19 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 /// \file
-/// Pieces shared by the implicit strategies (CG, Neumann, fixed point): the damped Hessian
-/// operator, a power-iteration estimate of its largest eigenvalue, and the final mixed
-/// product that turns the solve into adjoints of the inputs.
+/// Pieces shared by the implicit strategies (CG, Neumann, Nyström, fixed point): the damped
+/// Hessian operator, a power-iteration estimate of its largest eigenvalue, the final mixed
+/// product that turns the solve into adjoints of the inputs, and the stationarity check.
 ///
 /// Implicit function theorem: at a stationary point ∇_θ L(θ*, λ) = 0,
 ///     (∂θ*/∂λ)ᵀ v = −(∂²L/∂λ∂θ) H⁻¹ v,   H = ∂²L/∂θ²,
 /// so every implicit strategy solves H x = v (approximately, damped) and returns −mixed(x).
+/// Away from a stationary point the same solve still succeeds, with a tiny residual, and the
+/// result is the derivative of nothing in particular; so every implicit report also says how
+/// far from stationary the level was (stationarity_monitor below).
 #include <cmath>
 #include <cstddef>
+#include <limits>
 #include <random>
 #include <span>
 #include <vector>
@@ -85,6 +89,49 @@ double relative_residual(const Op& op, const vector_t<typename Level::policy>& x
   const double nv = P::norm(v);
   return nv == 0.0 ? P::norm(hx) : P::norm(hx) / nv;
 }
+
+/// Keeps the gradient norm a level's block of steps started with and, at vjp time, fills the
+/// report's gradient_norm and stationarity (core/hypergradient_report.hpp). The starting
+/// norm comes from the gradient the solver hands the first on_step of the block, so the
+/// block costs nothing extra; the norm at the solve point costs one learner gradient, on the
+/// solve's batch and at the solve's θ (which a network serves from the value pass the solve
+/// cached, when it is taken after the solve's products).
+template <tensor_policy P>
+class stationarity_monitor {
+ public:
+  void begin_block() { started_ = false; }
+  void on_step(const vector_t<P>& gradient) {
+    if (started_) return;
+    start_norm_ = P::norm(gradient);
+    started_ = true;
+  }
+
+  /// Measures ‖∇_θ L‖ at the level's θ on `batch` and reports it.
+  template <class Level>
+  void measure(Level& lv, input_list<P> in, const typename Level::batch_type& batch, hypergradient_report& r) const {
+    vector_t<P> g;
+    lv.learner.gradient(lv.theta, in, batch, g);
+    ++r.gradient_evals;
+    report(P::norm(g), r);
+  }
+  /// Reports a gradient norm the strategy measured itself (fixed_point needs the gradient anyway).
+  void report(double gradient_norm, hypergradient_report& r) const {
+    r.assumes_stationarity = true;
+    r.gradient_norm = gradient_norm;
+    r.stationarity = relative(gradient_norm);
+  }
+
+ private:
+  [[nodiscard]] double relative(double norm) const {
+    if (!started_) return std::numeric_limits<double>::quiet_NaN();
+    // A block that started exactly stationary: staying there is 0, leaving it is unbounded.
+    if (start_norm_ == 0.0) return norm == 0.0 ? 0.0 : std::numeric_limits<double>::infinity();
+    return norm / start_norm_;
+  }
+
+  bool started_ = false;
+  double start_norm_ = 0.0;
+};
 
 /// Default solve tolerance by precision: ~100 ulp-equivalents of relative residual.
 template <class Scalar>
