@@ -111,6 +111,8 @@ template <class F>
 void for_each_strategy(F f) {
   f("implicit_cg", hg::implicit_cg{}, promise{promise::exact});
   f("neumann", hg::neumann{.iterations = 400}, promise{promise::exact});
+  // Rank above a level's size is clamped to it: the sketch then spans the space, and the solve is exact.
+  f("nystrom", hg::nystrom{.rank = 1000}, promise{promise::exact});
   f("fixed_point", hg::fixed_point{.max_iterations = 2000}, promise{promise::exact});
   f("unrolled", hg::unrolled{}, promise{promise::exact, 0, true});
   f("forward_mode", hg::forward_mode{}, promise{promise::exact, 0, true});
