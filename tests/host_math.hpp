@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstring>
+#include <utility>
 #include <functional>
 #include <vector>
 
@@ -77,6 +79,27 @@ inline std::vector<double> random_vector(std::size_t n, unsigned seed, double sc
     x = scale * ((s >> 8) / double(1u << 24) - 0.5) * 2.0;
   }
   return v;
+}
+
+/// Every level's θ, optimizer buffers and step count, as raw bytes (NaN-safe, −0 ≠ +0): what
+/// "bit for bit as before" compares.
+template <class Solver>
+std::vector<std::vector<unsigned char>> state_bits(const Solver& s) {
+  using P = typename Solver::policy;
+  std::vector<std::vector<unsigned char>> out;
+  auto bytes = [&](const std::vector<double>& v) {
+    std::vector<unsigned char> b(v.size() * sizeof(double));
+    if (!v.empty()) std::memcpy(b.data(), v.data(), b.size());
+    out.push_back(std::move(b));
+  };
+  [&]<std::size_t... I>(std::index_sequence<I...>) {
+    ((void)[&](const auto& lv) {
+      bytes(host<P>(lv.theta));
+      for (const auto& buffer : lv.state.buffers) bytes(host<P>(buffer));
+      bytes({double(lv.state.step)});
+    }(s.template level<I>()), ...);
+  }(std::make_index_sequence<Solver::size()>{});
+  return out;
 }
 
 }  // namespace test

@@ -345,24 +345,6 @@ auto ridge_with_momentum(Learner learner, Strategy strategy, bool force_finite_d
   return bilevel::solver(std::move(inner), std::move(outer));
 }
 
-/// Every level's θ, optimizer buffers and step count, as raw bytes (NaN-safe, −0 ≠ +0).
-template <class Solver>
-std::vector<std::vector<unsigned char>> state_bits(const Solver& s) {
-  std::vector<std::vector<unsigned char>> out;
-  auto bytes = [&](const std::vector<double>& v) {
-    std::vector<unsigned char> b(v.size() * sizeof(double));
-    if (!v.empty()) std::memcpy(b.data(), v.data(), b.size());
-    out.push_back(std::move(b));
-  };
-  auto level = [&](const auto& lv) {
-    bytes(test::host<P>(lv.theta));
-    for (const auto& buffer : lv.state.buffers) bytes(test::host<P>(buffer));
-    bytes({double(lv.state.step)});
-  };
-  level(s.template level<0>());
-  level(s.template level<1>());
-  return out;
-}
 
 /// Takes a few steps, then two hypergradients; checks that neither moved anything and that
 /// both are the same bits (a perturbation left behind would shift the second).
@@ -371,15 +353,15 @@ void check_restored(Solver s, const char* what) {
   CAPTURE(what);
   s.run(3);
   s.step_level(0);  // mid-iteration too: the lower level's block is the latest thing it did
-  const auto before = state_bits(s);
+  const auto before = test::state_bits(s);
   auto untouched = s;
   REQUIRE(s.template level<0>().state.buffers.size() == 1);
   REQUIRE(s.template level<1>().state.buffers.size() == 1);
   REQUIRE(test::norm(test::host<P>(s.template level<0>().state.buffers[0])) > 0.0);
   const auto first = s.hypergradient(1);
-  CHECK(state_bits(s) == before);
+  CHECK(test::state_bits(s) == before);
   const auto second = s.hypergradient(1);
-  CHECK(state_bits(s) == before);
+  CHECK(test::state_bits(s) == before);
   REQUIRE(first.reports.size() == 1);
   CHECK_FALSE(first.reports[0].exact_second_order);  // central differences did run
   const auto g1 = test::host<P>(first.gradient), g2 = test::host<P>(second.gradient);
@@ -389,8 +371,8 @@ void check_restored(Solver s, const char* what) {
   // And the run goes on from exactly where it was: as a copy that never took them does.
   s.run(1);
   untouched.run(1);
-  CHECK(state_bits(s) != before);
-  CHECK(state_bits(s) == state_bits(untouched));
+  CHECK(test::state_bits(s) != before);
+  CHECK(test::state_bits(s) == test::state_bits(untouched));
 }
 }  // namespace
 

@@ -8,6 +8,7 @@
 #include <bilevel/problems/ridge.hpp>
 
 #include "policies.hpp"
+#include "ridge_case.hpp"
 #include "support.hpp"
 
 namespace {
@@ -17,10 +18,9 @@ using bilevel::problems::ridge_training_loss;
 using bilevel::problems::validation_least_squares;
 namespace hg = bilevel::hypergrad;
 
-constexpr std::size_t d = 8;
-template <class P>
-const auto problem = ridge_problem<P>::synthetic(60, 40, d, 3, 0.5, 7);
-const std::vector<double> log_penalty = {-1.0, -0.5, -1.5, 0.0, -1.0, -2.0, -0.3, -1.2};
+using test::ridge::d;
+using test::ridge::log_penalty;
+using test::ridge::problem;
 // Gershgorin bound on λ_max(XᵀX/n + diag e^λ) is ~6 for this data; η = 0.1 keeps every
 // gradient step a contraction (η λ_max < 1).
 constexpr double eta = 0.1;

@@ -286,24 +286,6 @@ std::vector<double> closed_form(const Eigen::MatrixXd& a, const Eigen::MatrixXd&
   return stdvec(dth.transpose() * (th - eig(target)) + rho * lam);
 }
 
-template <class Solver>
-std::vector<std::vector<unsigned char>> state_bits(const Solver& s) {
-  using P = typename Solver::policy;
-  std::vector<std::vector<unsigned char>> out;
-  auto bytes = [&](const std::vector<double>& v) {
-    std::vector<unsigned char> b(v.size() * sizeof(double));
-    if (!v.empty()) std::memcpy(b.data(), v.data(), b.size());
-    out.push_back(std::move(b));
-  };
-  auto level = [&](const auto& lv) {
-    bytes(test::host<P>(lv.theta));
-    for (const auto& buffer : lv.state.buffers) bytes(test::host<P>(buffer));
-    bytes({double(lv.state.step)});
-  };
-  level(s.template level<0>());
-  level(s.template level<1>());
-  return out;
-}
 
 }  // namespace
 
@@ -351,14 +333,14 @@ TEST_CASE_TEMPLATE("zero_order: leaves every level's parameters and optimizer st
   const Eigen::MatrixXd a = spd(n, 40), b = random_matrix(n, 3, 42);
   auto s = black_box_solver<P>(a, b, {0.2, 0.7, -0.4}, {.samples = 8, .steps = 4, .seed = 3});
   s.run(3);  // momentum buffers on both levels, filled
-  const auto before = state_bits(s);
+  const auto before = test::state_bits(s);
   REQUIRE(s.template level<0>().state.buffers.size() == 1);
   REQUIRE(s.template level<1>().state.buffers.size() == 1);
   REQUIRE(test::norm(test::host<P>(s.template level<0>().state.buffers[0])) > 0.0);
   const auto first = s.hypergradient(1);
-  CHECK(state_bits(s) == before);
+  CHECK(test::state_bits(s) == before);
   const auto second = s.hypergradient(1);
-  CHECK(state_bits(s) == before);
+  CHECK(test::state_bits(s) == before);
   CHECK(test::norm(test::host<P>(first.gradient)) > 0.0);
   // Fresh directions at each call, so the two estimates differ.
   CHECK(test::host<P>(first.gradient) != test::host<P>(second.gradient));

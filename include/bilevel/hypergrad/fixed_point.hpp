@@ -35,7 +35,7 @@ struct fixed_point {
 /// What a level using fixed_point keeps: its options and the gradient norm its block of
 /// steps started with (for the report's stationarity).
 template <class L, class O>
-class fixed_point_engine {
+class fixed_point_engine : public detail::implicit_engine_base<L> {
   using P = typename L::policy;
 
  public:
@@ -44,13 +44,6 @@ class fixed_point_engine {
       throw std::invalid_argument("bilevel::hypergrad::fixed_point: needs max_iterations >= 1 and tolerance >= 0; got " +
                                   std::to_string(options.max_iterations) + " and " + std::to_string(options.tolerance));
   }
-  template <class Level> void begin_block(Level&, input_list<P>) { stationarity_.begin_block(); }
-  template <class Level>
-  void on_step(Level&, input_list<P>, const typename L::batch_type&, const vector_t<P>& g) {
-    stationarity_.on_step(g);
-  }
-  template <class Level>
-  const vector_t<P>& response(Level& lv, input_list<P>) { return lv.theta; }
 
   template <class Level>
   hypergradient_report vjp(Level& lv, input_list<P> in, const vector_t<P>& v, std::span<vector_t<P>> out) {
@@ -62,7 +55,7 @@ class fixed_point_engine {
     vector_t<P> g;
     lv.learner.gradient(lv.theta, in, batch, g);
     ++r.gradient_evals;
-    stationarity_.report(P::norm(g), r);
+    this->stationarity_.report(P::norm(g), r);
     const double tol = opt_.tolerance > 0.0 ? opt_.tolerance : detail::default_solve_tolerance<scalar_t<P>>();
     const double norm_v = P::norm(v);
 
@@ -97,7 +90,6 @@ class fixed_point_engine {
 
  private:
   fixed_point opt_;
-  detail::stationarity_monitor<P> stationarity_;
 };
 
 }  // namespace bilevel::hypergrad

@@ -39,7 +39,7 @@ struct implicit_cg {
 /// What a level using implicit_cg keeps: its options and the gradient norm its block of
 /// steps started with (for the report's stationarity).
 template <class L, class O>
-class implicit_cg_engine {
+class implicit_cg_engine : public detail::implicit_engine_base<L> {
   using P = typename L::policy;
 
  public:
@@ -50,13 +50,6 @@ class implicit_cg_engine {
                                   std::to_string(options.tolerance) + ", max_iterations " +
                                   std::to_string(options.max_iterations));
   }
-  template <class Level> void begin_block(Level&, input_list<P>) { stationarity_.begin_block(); }
-  template <class Level>
-  void on_step(Level&, input_list<P>, const typename L::batch_type&, const vector_t<P>& g) {
-    stationarity_.on_step(g);
-  }
-  template <class Level>
-  const vector_t<P>& response(Level& lv, input_list<P>) { return lv.theta; }
 
   template <class Level>
   hypergradient_report vjp(Level& lv, input_list<P> in, const vector_t<P>& v, std::span<vector_t<P>> out) {
@@ -89,13 +82,12 @@ class implicit_cg_engine {
     // The recursive residual drifts from the true one in finite precision: report the true one.
     r.residual = norm_v == 0.0 ? 0.0 : detail::relative_residual<Level>(op, x, v);
     detail::negative_mixed_products(lv, in, batch, x, out, r);
-    stationarity_.measure(lv, in, batch, r);  // last: a network serves it from the solve's cached passes
+    this->stationarity_.measure(lv, in, batch, r);  // last: a network serves it from the solve's cached passes
     return r;
   }
 
  private:
   implicit_cg opt_;
-  detail::stationarity_monitor<P> stationarity_;
 };
 
 }  // namespace bilevel::hypergrad

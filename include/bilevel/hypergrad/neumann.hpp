@@ -36,7 +36,7 @@ struct neumann {
 /// What a level using neumann keeps: its options, the last step used and the gradient norm its block of
 /// steps started with (for the report's stationarity).
 template <class L, class O>
-class neumann_engine {
+class neumann_engine : public detail::implicit_engine_base<L> {
   using P = typename L::policy;
 
  public:
@@ -48,13 +48,6 @@ class neumann_engine {
                                   std::to_string(options.damping) + ", step " + std::to_string(options.step) +
                                   ", power_iterations " + std::to_string(options.power_iterations));
   }
-  template <class Level> void begin_block(Level&, input_list<P>) { stationarity_.begin_block(); }
-  template <class Level>
-  void on_step(Level&, input_list<P>, const typename L::batch_type&, const vector_t<P>& g) {
-    stationarity_.on_step(g);
-  }
-  template <class Level>
-  const vector_t<P>& response(Level& lv, input_list<P>) { return lv.theta; }
 
   template <class Level>
   hypergradient_report vjp(Level& lv, input_list<P> in, const vector_t<P>& v, std::span<vector_t<P>> out) {
@@ -79,7 +72,7 @@ class neumann_engine {
     const double tol = opt_.tolerance > 0.0 ? opt_.tolerance : detail::default_solve_tolerance<scalar_t<P>>();
     r.converged = r.residual <= tol;
     detail::negative_mixed_products(lv, in, batch, x, out, r);
-    stationarity_.measure(lv, in, batch, r);  // last: a network serves it from the solve's cached passes
+    this->stationarity_.measure(lv, in, batch, r);  // last: a network serves it from the solve's cached passes
     return r;
   }
 
@@ -88,7 +81,6 @@ class neumann_engine {
 
  private:
   neumann opt_;
-  detail::stationarity_monitor<P> stationarity_;
   double step_used_ = 0.0;
 };
 

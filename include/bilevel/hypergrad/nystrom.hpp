@@ -109,7 +109,7 @@ double rank_tolerance(std::size_t m) {
 /// started with (for the report's stationarity); the sketch is rebuilt at every call, at the
 /// level's current θ.
 template <class L, class O>
-class nystrom_engine {
+class nystrom_engine : public detail::implicit_engine_base<L> {
   using P = typename L::policy;
   using S = scalar_t<P>;
 
@@ -124,13 +124,6 @@ class nystrom_engine {
       refuse("tolerance must be in [0, 1) (got " + std::to_string(options.tolerance) + ")");
     if (!bad.empty()) throw std::invalid_argument("bilevel::hypergrad::nystrom: " + bad);
   }
-  template <class Level> void begin_block(Level&, input_list<P>) { stationarity_.begin_block(); }
-  template <class Level>
-  void on_step(Level&, input_list<P>, const typename L::batch_type&, const vector_t<P>& g) {
-    stationarity_.on_step(g);
-  }
-  template <class Level>
-  const vector_t<P>& response(Level& lv, input_list<P>) { return lv.theta; }
 
   template <class Level>
   hypergradient_report vjp(Level& lv, input_list<P> in, const vector_t<P>& v, std::span<vector_t<P>> out) {
@@ -242,13 +235,12 @@ class nystrom_engine {
     r.residual = P::norm(v) == 0.0 ? 0.0 : detail::relative_residual<Level>(damped, x, v);
     r.converged = r.residual <= tol;
     detail::negative_mixed_products(lv, in, batch, x, out, r);
-    stationarity_.measure(lv, in, batch, r);  // last: a network serves it from the solve's cached passes
+    this->stationarity_.measure(lv, in, batch, r);  // last: a network serves it from the solve's cached passes
     return r;
   }
 
  private:
   nystrom opt_;
-  detail::stationarity_monitor<P> stationarity_;
 };
 
 }  // namespace bilevel::hypergrad

@@ -59,13 +59,19 @@
 namespace bilevel::hypergrad {
 
 namespace detail {
-/// y, started from the level's θ at the first call (and again if θ's size changed), and the
-/// pieces both methods take at y and θ.
+/// What both engines share: y, started from the level's θ at the first call (and again if θ's
+/// size changed), read by the levels above; and the pieces both methods take at y and θ.
 template <class L>
-class penalty_state {
+class penalty_engine_base {
   using P = typename L::policy;
 
  public:
+  template <class Level> void begin_block(Level&, input_list<P>) {}
+  template <class Level> void on_step(Level&, input_list<P>, const typename L::batch_type&, const vector_t<P>&) {}
+  /// The levels above read y.
+  template <class Level> const vector_t<P>& response(Level& lv, input_list<P>) { return y(lv); }
+
+ protected:
   template <class Level>
   const vector_t<P>& y(Level& lv) {
     if (!started_ || P::size(y_) != P::size(lv.theta)) {
@@ -91,7 +97,6 @@ class penalty_state {
     }
   }
   vector_t<P>& y_mut() { return y_; }
-  [[nodiscard]] const vector_t<P>& current() const { return y_; }
   std::size_t next_call() { return calls_++; }
 
  private:
@@ -133,7 +138,7 @@ struct bome {
 };
 
 template <class L, class O>
-class f2sa_engine {
+class f2sa_engine : public detail::penalty_engine_base<L> {
   using P = typename L::policy;
 
  public:
@@ -148,22 +153,18 @@ class f2sa_engine {
       throw std::invalid_argument("bilevel::hypergrad::f2sa: max_penalty (" + std::to_string(o.max_penalty) +
                                   ") is below penalty (" + std::to_string(o.penalty) + ")");
   }
-  template <class Level> void begin_block(Level&, input_list<P>) {}
-  template <class Level> void on_step(Level&, input_list<P>, const typename L::batch_type&, const vector_t<P>&) {}
-  /// The levels above read y.
-  template <class Level> const vector_t<P>& response(Level& lv, input_list<P>) { return state_.y(lv); }
 
   template <class Level>
   hypergradient_report vjp(Level& lv, input_list<P> in, const vector_t<P>& v, std::span<vector_t<P>> out) {
     hypergradient_report r{.strategy = "f2sa", .exact_second_order = true};
-    const double rho = opt_.penalty_at(state_.next_call());
+    const double rho = opt_.penalty_at(this->next_call());
     const auto batch = lv.next_batch();
     vector_t<P> gy;
-    state_.gradients(lv, in, batch, gy, out, r);
+    this->gradients(lv, in, batch, gy, out, r);
     for (auto& o : out) P::scale(o, scalar_t<P>(rho));
     // y ← y − step·(v/ρ + ∇_y g): after the λ-gradients, which the method takes at the y it had.
     P::axpy(scalar_t<P>(1.0 / rho), v, gy);
-    P::axpy(scalar_t<P>(-opt_.step), gy, state_.y_mut());
+    P::axpy(scalar_t<P>(-opt_.step), gy, this->y_mut());
     r.iterations = 1;
     last_penalty_ = rho;
     return r;
@@ -173,12 +174,11 @@ class f2sa_engine {
 
  private:
   f2sa opt_;
-  detail::penalty_state<L> state_;
   double last_penalty_ = 0.0;
 };
 
 template <class L, class O>
-class bome_engine {
+class bome_engine : public detail::penalty_engine_base<L> {
   using P = typename L::policy;
 
  public:
@@ -186,16 +186,13 @@ class bome_engine {
     detail::require_positive(o.step, "step", "bome");
     detail::require_positive(o.eta, "eta", "bome");
   }
-  template <class Level> void begin_block(Level&, input_list<P>) {}
-  template <class Level> void on_step(Level&, input_list<P>, const typename L::batch_type&, const vector_t<P>&) {}
-  template <class Level> const vector_t<P>& response(Level& lv, input_list<P>) { return state_.y(lv); }
 
   template <class Level>
   hypergradient_report vjp(Level& lv, input_list<P> in, const vector_t<P>& v, std::span<vector_t<P>> out) {
     hypergradient_report r{.strategy = "bome", .exact_second_order = true};
     const auto batch = lv.next_batch();
     vector_t<P> gy;
-    state_.gradients(lv, in, batch, gy, out, r);
+    this->gradients(lv, in, batch, gy, out, r);
     double grad_q2 = P::dot(gy, gy);
     for (const auto& o : out) grad_q2 += P::dot(o, o);
     // ⟨∇f, ∇q⟩ with ∇_λ f = 0 (see the file comment): the y halves only.
@@ -206,8 +203,8 @@ class bome_engine {
     // y ← y − step·(v + ρ∇_y g).
     P::scale(gy, scalar_t<P>(rho));
     P::axpy(scalar_t<P>(1), v, gy);
-    P::axpy(scalar_t<P>(-opt_.step), gy, state_.y_mut());
-    (void)state_.next_call();
+    P::axpy(scalar_t<P>(-opt_.step), gy, this->y_mut());
+    (void)this->next_call();
     r.iterations = 1;
     // ‖∇q‖: how far y is from a minimiser of g (zero where the lower problem's constraint holds).
     r.residual = std::sqrt(grad_q2);
@@ -218,7 +215,6 @@ class bome_engine {
 
  private:
   bome opt_;
-  detail::penalty_state<L> state_;
   double last_multiplier_ = 0.0;
 };
 

@@ -133,6 +133,26 @@ class stationarity_monitor {
   double start_norm_ = 0.0;
 };
 
+/// What the implicit strategies' engines share: they differentiate at the level's θ itself (the
+/// response upper levels read), and note the gradient at the start of each block, against
+/// which their reports state the stationarity of the point they assume.
+template <class L>
+class implicit_engine_base {
+  using P = typename L::policy;
+
+ public:
+  template <class Level> void begin_block(Level&, input_list<P>) { stationarity_.begin_block(); }
+  template <class Level>
+  void on_step(Level&, input_list<P>, const typename L::batch_type&, const vector_t<P>& g) {
+    stationarity_.on_step(g);
+  }
+  template <class Level>
+  const vector_t<P>& response(Level& lv, input_list<P>) { return lv.theta; }
+
+ protected:
+  stationarity_monitor<P> stationarity_;
+};
+
 /// Default solve tolerance by precision: ~100 ulp-equivalents of relative residual.
 template <class Scalar>
 constexpr double default_solve_tolerance() {
