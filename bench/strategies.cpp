@@ -243,9 +243,14 @@ expected_cost unrolled_cost(std::size_t kept) {
 /// residual (k + 1 HVPs, the first paying the value and backward passes); then one mixed
 /// product along the solution x, whose tangent forward pass the residual's HVP along x left in
 /// the cache. Theory 1 + 2(k + 1) + 2 = 2k + 5.
+///
+/// Since the reports state the lower level's stationarity, each also takes the lower gradient
+/// at the solve's point and batch, whose value and backward passes the first HVP left in the
+/// cache: one more textbook gradient, no more GEMM. Nyström with rank k makes the same calls
+/// (k sketch HVPs, one for the residual, one mixed product along the solution).
 expected_cost implicit_solve_cost(std::size_t iterations) {
   const double k = double(iterations);
-  return {{.gradients = 1, .hvps = k + 1, .mixed = 1},
+  return {{.gradients = 2, .hvps = k + 1, .mixed = 1},
           {.forward = 2, .backward = 2, .tangent_forward = k + 1, .tangent_backward = k + 1}};
 }
 
@@ -273,6 +278,30 @@ expected_cost forward_mode_cost(std::size_t steps, std::size_t entries) {
 /// mixed product by central differences of the input gradient at θ ± εv: for sample weights
 /// that is the per-sample losses, a value pass each, no backward pass. Theory 1 + 1 + 2 = 4.
 const expected_cost finite_difference_cost{{.gradients = 4}, {.forward = 4, .backward = 2}};
+
+/// soba: the validation gradient; one HVP along z on a new batch (paying the value and
+/// backward passes) and the mixed product along the same z (its tangent forward pass cached).
+/// Theory 1 + 2 + 2 = 5.
+const expected_cost soba_cost{{.gradients = 1, .hvps = 1, .mixed = 1},
+                              {.forward = 2, .backward = 2, .tangent_forward = 1, .tangent_backward = 1}};
+
+/// sama: the validation gradient; the optimizer's VJP of the last recorded step (vector
+/// arithmetic); the mixed product by central differences of the input gradient at θ ± εṽ (for
+/// sample weights the per-sample losses: a value pass each). Theory 1 + 2 = 3.
+const expected_cost sama_cost{{.gradients = 3}, {.forward = 3, .backward = 1}};
+
+/// f2sa and bome: the validation gradient at y; the lower gradient at y; the input gradients
+/// at y (the per-sample losses of the value pass just cached) and at θ (a value pass).
+/// Theory 1 + 1 + 2 = 4.
+const expected_cost penalty_cost{{.gradients = 4}, {.forward = 3, .backward = 2}};
+
+/// zero_order with N pairs and T = 1: the response's virtual step (1 gradient), the validation
+/// gradient, and 2N virtual steps from perturbed inputs (a gradient each, at new points).
+/// Theory 2 + 2N.
+expected_cost zero_order_cost(std::size_t pairs) {
+  const double n = double(pairs);
+  return {{.gradients = 2 + 2 * n}, {.forward = 2 + 2 * n, .backward = 2 + 2 * n}};
+}
 
 /// Runs `body` (the timed region) as the benchmark's loop, then sets the counters. `body`
 /// returns the reports of what it computed (none for the plain learner products).
@@ -409,6 +438,14 @@ hg::neumann forced_neumann(std::size_t k) { return {.iterations = k, .damping = 
                  fixed_point_cost(10));
     add("forward_mode_T5", widths, forward_mode_block);
     add_strategy("finite_difference", widths, hg::finite_difference{}, finite_difference_cost);
+    for (std::size_t k : {5, 10})
+      add_strategy("nystrom_k" + std::to_string(k), widths, hg::nystrom{.rank = k, .damping = forced_damping},
+                   implicit_solve_cost(k));
+    add_strategy("soba", widths, hg::soba{.step = 0.01}, soba_cost);
+    add_strategy("sama", widths, hg::sama{}, sama_cost);
+    add_strategy("f2sa", widths, hg::f2sa{}, penalty_cost);
+    add_strategy("bome", widths, hg::bome{}, penalty_cost);
+    add_strategy("zero_order_N8", widths, hg::zero_order{.samples = 8}, zero_order_cost(8));
   }
   return true;
 }();

@@ -36,12 +36,13 @@
 /// coordinates and miss an eigenvector that lives on the others, while Gaussian directions
 /// capture the leading k-dimensional eigenspace with high probability in any basis (Halko,
 /// Martinsson and Tropp, SIAM Review 2011), for the same k HVPs; the price is nk normal draws
-/// on the host and k transfers. Orthonormalising changes no result in exact arithmetic (Ĥ
+/// on the host and k transfers, at the first call only. Orthonormalising changes no result in exact arithmetic (Ĥ
 /// depends on the span of Ω alone) and keeps C as well conditioned as H on that span.
 ///
 /// Cost: k HVPs (at most |θ|: more directions than parameters add nothing) + 1 for the
 /// reported residual + 1 mixed product per input + 1 gradient for the reported stationarity, O(k²) dots and axpys of |θ| to
-/// orthonormalise, O(k³) on the host. Memory: k + 1 vectors of |θ|. Worth it when H's
+/// orthonormalise (once: the directions are kept), O(k³) on the host. Memory: 2k + 1 vectors of
+/// |θ| (the k directions, kept between calls, and the sketch). Worth it when H's
 /// spectrum decays fast, so that its leading k eigenpairs carry most of it.
 ///
 /// Report: `rank` is the number of directions sketched (min(k, |θ|)); `residual` the true
@@ -135,23 +136,25 @@ class nystrom_engine : public detail::implicit_engine_base<L> {
     std::vector<double> coef;
 
     // Ω, orthonormal. A direction already in the span of the others (only possible past n
-    // directions, or by round-off) would add an HVP and nothing else.
-    std::vector<vector_t<P>> sketch;
-    sketch.reserve(std::min(opt_.rank, n));
-    {
+    // directions, or by round-off) would add an HVP and nothing else. The same seed gives the
+    // same directions at every call, so they are drawn once and kept: drawing n·k normal
+    // numbers on the host cost as much as the k HVPs themselves (measured, bench/STRATEGIES.md).
+    if (directions_.empty() || P::size(directions_.front()) != n) {
+      directions_.clear();
       std::mt19937_64 gen(opt_.seed);
       std::normal_distribution<double> normal;
       std::vector<S> host(n);
-      for (std::size_t drawn = 0; drawn < opt_.rank && sketch.size() < n; ++drawn) {
+      for (std::size_t drawn = 0; drawn < opt_.rank && directions_.size() < n; ++drawn) {
         for (auto& h : host) h = S(normal(gen));
         vector_t<P> w = P::from_host(host);
         const double drawn_norm = P::norm(w);
-        const double rest = detail::orthogonalize<P>(w, sketch, coef);
+        const double rest = detail::orthogonalize<P>(w, directions_, coef);
         if (!(rest > detail::rank_tolerance<S>(std::min(opt_.rank, n)) * drawn_norm)) continue;
         P::scale(w, S(1.0 / rest));
-        sketch.push_back(std::move(w));
+        directions_.push_back(std::move(w));
       }
     }
+    std::vector<vector_t<P>> sketch = directions_;
     const std::size_t m = sketch.size();
     r.rank = m;
 
@@ -240,6 +243,7 @@ class nystrom_engine : public detail::implicit_engine_base<L> {
   }
 
  private:
+  std::vector<vector_t<P>> directions_;  ///< Ω, kept between calls
   nystrom opt_;
 };
 
