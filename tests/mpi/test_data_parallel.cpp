@@ -364,6 +364,11 @@ TEST_CASE("mpi: bad configurations are reported on every rank") {
   // Shares that do not sum to 1: every rank claims all the rows.
   CHECK_THROWS_WITH_AS(dist::data_parallel(ridge_training_loss<P>(problem.train), world(), dist::own_data{1.0}),
                        doctest::Contains("shares sum to 2"), std::invalid_argument);
+  // Ranks that built different learners: found at construction, on every rank.
+  const bilevel::learners::mlp<P> mine({8, 4 + world().rank(), 3});
+  CHECK_THROWS_WITH_AS(dist::data_parallel(mine, world()),
+                       doctest::Contains("rank 1's learner's parameter count is 63, rank 0's 51"),
+                       std::invalid_argument);
   // A batch with fewer rows than ranks.
   const auto tiny = test::toy_classes(1, 3);
   const bilevel::learners::mlp<P> net({8, 4, 3});

@@ -24,10 +24,12 @@
 /// reduction whose association changes with timing would let replicas drift apart bit by bit,
 /// and an optimizer would then step them to different parameters.
 #include <algorithm>
+#include <cmath>
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "bilevel/core/tensor_policy.hpp"
@@ -132,6 +134,29 @@ template <communicator C>
 double all_reduce_scalar(const C& comm, double x) {
   comm.all_reduce_sum(std::span<double>(&x, 1));
   return x;
+}
+
+/// Throws std::invalid_argument on every rank when the ranks' `values` differ, naming the first
+/// entry that does (by `labels[i]`), the rank and both values: a check that every rank built
+/// the same thing, made once at start-up (a collective: every rank must call it).
+template <communicator C>
+void require_same_on_every_rank(const C& comm, const std::vector<double>& values, const std::vector<std::string>& labels,
+                                const std::string& who) {
+  const std::size_t ranks = comm.size(), n = values.size();
+  if (ranks == 1 || n == 0) return;
+  // Each rank writes its row; the sum of rows that are zero but one is that row, exactly.
+  std::vector<double> table(ranks * n, 0.0);
+  std::copy(values.begin(), values.end(), table.begin() + std::ptrdiff_t(comm.rank() * n));
+  comm.all_reduce_sum(std::span<double>(table));
+  auto text = [](double x) {
+    return x == std::floor(x) && std::abs(x) < 1e15 ? std::to_string(static_cast<long long>(x)) : std::to_string(x);
+  };
+  for (std::size_t r = 1; r < ranks; ++r)
+    for (std::size_t i = 0; i < n; ++i)
+      if (table[r * n + i] != table[i])
+        throw std::invalid_argument(who + ": rank " + std::to_string(r) + "'s " + (i < labels.size() ? labels[i] : "value") +
+                                    " is " + text(table[r * n + i]) + ", rank 0's " + text(table[i]) +
+                                    ": every rank must build the same levels");
 }
 
 }  // namespace bilevel::distributed

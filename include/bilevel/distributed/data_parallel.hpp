@@ -88,6 +88,7 @@ class data_parallel {
                   "bilevel::distributed::data_parallel: this learner's batch type cannot be split by rows "
                   "(it needs size() and a take_rows(batch, first, count) overload); build each rank's learner "
                   "on its own data and pass own_data{share} instead");
+    require_same_shape();
   }
   /// The learner already holds this rank's part of the data.
   data_parallel(L inner, C comm, own_data d) : inner_(std::move(inner)), comm_(std::move(comm)), share_(d.share) {
@@ -96,6 +97,7 @@ class data_parallel {
       throw std::invalid_argument("bilevel::distributed::data_parallel: own_data share " + std::to_string(d.share) +
                                   " is not in [0, 1] (it is this rank's rows over all rows)");
     split_ = false;
+    require_same_shape();
     // The shares must sum to 1, or every loss and derivative is off by their sum.
     const double total = all_reduce_scalar(comm_, d.share);
     if (std::abs(total - 1.0) > 1e-12)
@@ -204,6 +206,23 @@ class data_parallel {
   }
 
  private:
+  /// Every rank's learner must have the same parameters and inputs, or the all-reduces would
+  /// add vectors of different lengths: checked once, here, rather than found as a hang or an
+  /// MPI error later.
+  void require_same_shape() const {
+    std::vector<double> shape{double(inner_.num_parameters())};
+    std::vector<std::string> labels{"learner's parameter count"};
+    if constexpr (declares_inputs<L>) {
+      shape.push_back(double(inner_.num_inputs()));
+      labels.emplace_back("learner's input count");
+      for (std::size_t s = 0; s < inner_.num_inputs(); ++s) {
+        shape.push_back(double(inner_.input_size(s)));
+        labels.push_back("size of input " + std::to_string(s));
+      }
+    }
+    require_same_on_every_rank(comm_, shape, labels, "bilevel::distributed::data_parallel");
+  }
+
   /// This rank's rows of a batch, or the batch itself (own_data), and its weight.
   struct shard {
     const batch_type* whole = nullptr;
