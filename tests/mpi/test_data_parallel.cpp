@@ -19,6 +19,7 @@
 #include <bilevel/data/generator.hpp>
 #include <bilevel/methods/darts.hpp>
 #include <bilevel/methods/learning_from_mistakes.hpp>
+#include <bilevel/methods/lfm_architecture_search.hpp>
 #include <bilevel/methods/lfm_class_weighting.hpp>
 #include <bilevel/methods/meta_weight_net.hpp>
 #include <bilevel/problems/ridge.hpp>
@@ -254,7 +255,7 @@ TEST_CASE("mpi: 50 outer iterations of Meta-Weight-Net and of LFM on 2 ranks mat
   CHECK(same_on_every_rank(ltwo));
 }
 
-TEST_CASE("mpi: LFM with class weighting and DARTS (an MLP search space) on 2 ranks match one process") {
+TEST_CASE("mpi: LFM with class weighting, DARTS and LFM's architecture search (an MLP search space) on 2 ranks match one process") {
   const auto train = test::toy_classes(96, 3, 0.3), val = test::toy_classes(48, 4, 0.0, 1000);
   auto gen = std::make_shared<const bilevel::data::pca_gaussian_generator>(*train.data, 4, 1);
   const bilevel::methods::lfm_class_weighting_config cw{.widths = {8, 6, 3}, .batch = 12, .synthetic_per_batch = 6,
@@ -282,6 +283,17 @@ TEST_CASE("mpi: LFM with class weighting and DARTS (an MLP search space) on 2 ra
   // Its mixed product is a central difference (relative step 1e-4 in double), which divides
   // the round-off of two gradients by the step: 1e-10, as for finite_difference above.
   CHECK(d_err <= 1e-10);
+
+  const bilevel::methods::lfm_search_config lc{.batch = 16, .validation_batch = 16, .encoder_dim = 3,
+                                               .references_per_class = 3, .seed = 5};
+  auto l_one = bilevel::methods::lfm_architecture_search<P64>({1, 1, 8}, specs, train.data, val.data, lc);
+  auto l_two =
+      bilevel::methods::lfm_architecture_search<P64>({1, 1, 8}, specs, train.data, val.data, lc, dist::across(world()));
+  const auto g = all_parameters(l_one, 30), h = all_parameters(l_two, 30);
+  const double l_err = test::relative_error(h, g);
+  MESSAGE("LFM architecture search, every parameter of its three levels after 30 outer iterations: " << l_err);
+  CHECK(l_err <= 1e-12);
+
 }
 
 TEST_CASE("mpi: a checkpoint written by rank 0 resumes on every rank, bit for bit; another rank count is refused") {

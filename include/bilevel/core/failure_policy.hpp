@@ -44,13 +44,12 @@ struct failure_policy {
   failure_action unconverged_solve = failure_action::accept;
   std::size_t max_consecutive_failures = 10;
   /// The largest relative stationarity (hypergradient_report::stationarity: the lower
-  /// level's gradient norm at the solve over its norm at the start of the level's block) an
-  /// implicit hypergradient may be taken at. +Inf, the default, checks nothing, because the
-  /// right ratio depends on the problem: how far a block of steps can bring the gradient
-  /// down, how noisy minibatch gradients are (with one step per block it is the contraction
-  /// of a single step, often near 1, however well trained the level is). Set it to what the
-  /// block should achieve, e.g. 1e-3 for a lower level trained to convergence in each
-  /// block. A NaN stationarity (no step since the block began) never fails.
+  /// level's gradient norm at the solve over its norm at its first step) an implicit
+  /// hypergradient may be taken at. +Inf, the default, checks nothing, because the right
+  /// ratio depends on the problem: how far training can bring the gradient down, how noisy
+  /// minibatch gradients are, how far the lower problem moves as the upper variables do. Set
+  /// it to what the lower level should achieve, e.g. 1e-3 for one trained to convergence. A
+  /// NaN stationarity (before the level's first step) never fails.
   double stationarity_tolerance = std::numeric_limits<double>::infinity();
   /// What to do when a report's stationarity is above the tolerance. Its own field rather
   /// than unconverged_solve's: setting a tolerance asks for the check, so it stops by

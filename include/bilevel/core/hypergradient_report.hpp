@@ -36,13 +36,13 @@ struct hypergradient_report {
   /// ‖∇_θ L‖ of the level's own objective at the point and on the batch of the solve (the
   /// learner's gradient: an optimizer's weight decay is not part of it).
   double gradient_norm = std::numeric_limits<double>::quiet_NaN();
-  /// gradient_norm relative to the norm of the gradient the level's current block of steps
-  /// started with (its first step in the block): near 0 when the block drove the gradient
-  /// down, about 1 or more when it did not (a step size past 2/λ_max oscillates, never
-  /// converging). NaN when the level has taken no step since its block began (an
-  /// evaluate-only level, or a hypergradient asked for before the level's first block); 0
-  /// when both norms are 0, +Inf when only the starting norm is 0. For a level that steps
-  /// along a hypergradient (a middle level) the starting norm is that hypergradient's.
+  /// gradient_norm relative to the norm of the gradient the level's inner run started with
+  /// (its first step): near 0 when training drove the gradient down, about 1 or more when it
+  /// did not (a step size past 2/λ_max oscillates, never converging). NaN before the level's
+  /// first step (an evaluate-only level, or a hypergradient asked for before the level has
+  /// stepped); 0 when both norms are 0, +Inf when only the starting norm is 0. For a level
+  /// that steps along a hypergradient (a middle level) the starting norm is that
+  /// hypergradient's. Not kept in checkpoints: a resumed run starts its reference afresh.
   double stationarity = std::numeric_limits<double>::quiet_NaN();
 
   /// Unrolled: the recorded steps diverged, i.e. a recorded parameter or gradient norm was
@@ -62,7 +62,7 @@ inline std::ostream& operator<<(std::ostream& os, const hypergradient_report& r)
   if (r.rank) os << "rank " << r.rank << ", residual " << r.residual << ", ";
   if (r.assumes_stationarity) {
     os << "gradient norm " << r.gradient_norm << ", stationarity ";
-    if (std::isnan(r.stationarity) && !std::isnan(r.gradient_norm)) os << "undefined (no step since the block began)";
+    if (std::isnan(r.stationarity) && !std::isnan(r.gradient_norm)) os << "undefined (no step taken yet)";
     else os << r.stationarity;
     os << ", ";
   }

@@ -611,7 +611,7 @@ class solver {
       m << "bilevel: level '" << name_of(j) << "' at outer iteration " << iteration_ << where(step) << ": the "
         << r.strategy << " hypergradient assumes level '" << name_of(r.level)
         << "' is at a stationary point, but its gradient norm there is " << r.gradient_norm
-        << ": relative stationarity " << r.stationarity << " (against the norm at the start of its block), above the "
+        << ": relative stationarity " << r.stationarity << " (against the norm at its first step), above the "
         << "tolerance " << tol << ". The linear solve's residual (" << r.residual
         << ") cannot show this; train that level longer or with a smaller step";
       throw stationarity_error(m.str(), j, iteration_, step, r.residual, r.stationarity, tol);

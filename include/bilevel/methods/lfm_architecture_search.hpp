@@ -103,9 +103,11 @@ class lfm_search_solver : public lfm_solver<Solver> {
 /// assembled and scheduled (top, W1, W2). Level 0 is W1, level 1 W2 (the model the top level
 /// validates), level 2 the vector [A | V | r]; A is its first arch_size() entries
 /// (searched_architecture() reads them).
-template <nn_tensor_policy P>
+/// `adapt` wraps each level's learner: distributed::across(comm) runs all three data-parallel.
+template <nn_tensor_policy P, class Adapt = detail::learner_as_is>
 auto lfm_architecture_search(const learners::network_design& design, std::shared_ptr<const data::dataset> train,
-                             std::shared_ptr<const data::dataset> validation, const lfm_search_config& cfg = {}) {
+                             std::shared_ptr<const data::dataset> validation, const lfm_search_config& cfg = {},
+                             const Adapt& adapt = {}) {
   using namespace bilevel::learners;
   const std::string who = "bilevel::methods::lfm_architecture_search";
   if (!train || !validation) throw std::invalid_argument(who + ": missing data");
@@ -133,7 +135,7 @@ auto lfm_architecture_search(const learners::network_design& design, std::shared
   // W1 reads A (its only input) as the prefix of level 2's vector.
   reading_segment<sequential<P>> w1_net(net, net.arch_slot(), 0, top);
   auto w1_0 = net.initial_parameters(cfg.seed);
-  auto w1 = make_level("W1", std::move(w1_net), sgd, one_step, std::move(w1_0),
+  auto w1 = make_level("W1", adapt(std::move(w1_net)), sgd, one_step, std::move(w1_0),
                        dataset_batches<P>(train, cfg.batch, cfg.seed))
                 .reading({2});
   // W2 reads W1's solution and the top vector (the weighting's inputs), then A (the prefix
@@ -142,10 +144,10 @@ auto lfm_architecture_search(const learners::network_design& design, std::shared
   const std::size_t w2_arch_slot = w2_inner.arch_slot();
   auto w2_0 = w2_inner.initial_parameters(cfg.seed + 1);
   reading_segment<sequential<P, mistake_weighting<P>>> w2_net(std::move(w2_inner), w2_arch_slot, 0, top);
-  auto w2 = make_level("W2", std::move(w2_net), sgd, one_step, std::move(w2_0),
+  auto w2 = make_level("W2", adapt(std::move(w2_net)), sgd, one_step, std::move(w2_0),
                        dataset_batches<P>(train, cfg.batch, cfg.seed))
                 .reading({0, 2, 2});
-  auto upper = make_level("A_V_r", architecture_loss(reading_segment<sequential<P>>(net, net.arch_slot(), 0, top)),
+  auto upper = make_level("A_V_r", adapt(architecture_loss(reading_segment<sequential<P>>(net, net.arch_slot(), 0, top))),
                           optim::adam<P>{.lr = cfg.top_lr, .beta1 = cfg.top_beta1, .beta2 = 0.999,
                                          .weight_decay = cfg.top_weight_decay,
                                          .schedule = optim::resolve_schedule(cfg.top_lr_decay, cfg.top_lr, total,
@@ -159,11 +161,13 @@ auto lfm_architecture_search(const learners::network_design& design, std::shared
 }
 
 /// The search over `specs` (which contain layer::mixed operations) on `input`-shaped samples.
-template <nn_tensor_policy P>
+template <nn_tensor_policy P, class Adapt = detail::learner_as_is>
 auto lfm_architecture_search(learners::geometry input, const std::vector<learners::layer::spec>& specs,
                              std::shared_ptr<const data::dataset> train,
-                             std::shared_ptr<const data::dataset> validation, const lfm_search_config& cfg = {}) {
-  return lfm_architecture_search<P>(learners::layer_specs{input, specs}, std::move(train), std::move(validation), cfg);
+                             std::shared_ptr<const data::dataset> validation, const lfm_search_config& cfg = {},
+                             const Adapt& adapt = {}) {
+  return lfm_architecture_search<P>(learners::layer_specs{input, specs}, std::move(train), std::move(validation), cfg,
+                                    adapt);
 }
 
 /// The first `arch_size` entries of a top vector (LFM's [A | V | r]), on the host: the

@@ -90,16 +90,18 @@ double relative_residual(const Op& op, const vector_t<typename Level::policy>& x
   return nv == 0.0 ? P::norm(hx) : P::norm(hx) / nv;
 }
 
-/// Keeps the gradient norm a level's block of steps started with and, at vjp time, fills the
-/// report's gradient_norm and stationarity (core/hypergradient_report.hpp). The starting
-/// norm comes from the gradient the solver hands the first on_step of the block, so the
-/// block costs nothing extra; the norm at the solve point costs one learner gradient, on the
+/// Keeps the gradient norm the level's inner run started with (its first step) and, at vjp
+/// time, fills the report's gradient_norm and stationarity (core/hypergradient_report.hpp). The
+/// reference is the start of the run, not of each block: a warm-started level that is already
+/// stationary when a block begins would otherwise read about 1 however small its gradient, and
+/// one that oscillates reads above 1 either way. The starting norm comes from the gradient the
+/// solver hands the first on_step, so it costs nothing extra; the norm at the solve point costs one learner gradient, on the
 /// solve's batch and at the solve's θ (which a network serves from the value pass the solve
 /// cached, when it is taken after the solve's products).
 template <tensor_policy P>
 class stationarity_monitor {
  public:
-  void begin_block() { started_ = false; }
+  void begin_block() {}
   void on_step(const vector_t<P>& gradient) {
     if (started_) return;
     start_norm_ = P::norm(gradient);
@@ -134,7 +136,7 @@ class stationarity_monitor {
 };
 
 /// What the implicit strategies' engines share: they differentiate at the level's θ itself (the
-/// response upper levels read), and note the gradient at the start of each block, against
+/// response upper levels read), and note the gradient at the level's first step, against
 /// which their reports state the stationarity of the point they assume.
 template <class L>
 class implicit_engine_base {
