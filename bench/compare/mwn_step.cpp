@@ -2,9 +2,9 @@
 // bilevel's side of the comparison with the Python tools (bench/compare/run.sh, RESULTS.md):
 // Meta-Weight-Net on Fashion-MNIST with 40% symmetric label noise, timed per outer step.
 //
-//   mwn_step [--mode lookahead|last_step|cg|neumann] [--width W] [--threads T] [--seed S]
-//            [--warmup N] [--timed N] [--train-steps N] [--iterations K] [--neumann-step A]
-//            [--data DIR] [--export DIR]
+//   mwn_step [--mode lookahead|last_step|cg|neumann|sama|soba|nystrom|f2sa|bome|zero_order]
+//            [--width W] [--threads T] [--seed S] [--warmup N] [--timed N] [--train-steps N]
+//            [--iterations K] [--neumann-step A] [--damping MU] [--samples N] [--data DIR] [--export DIR]
 //
 // The problem: 1000 clean validation images (100 per class, data::split_validation, seed S),
 // 40% of the other 59000 labels moved uniformly to another class (data::symmetric_label_noise,
@@ -22,6 +22,25 @@
 // --mode cg / neumann: the same two levels assembled by hand with hypergrad::implicit_cg /
 //   hypergrad::neumann on the classifier (K iterations, forced: the tolerance is never met),
 //   classifier stepped first, then V along the implicit hypergradient (Betty's order).
+// The newer strategies, on the classifier in the same classifier-first assembly (the classifier's
+// real step, then V's Adam step along the hypergradient; bench/NEWER_STRATEGIES.md):
+// --mode sama: hypergrad::sama with its defaults (the inverse Hessian replaced by the derivative
+//   of the classifier's SGD update, η·I here; the mixed product by central differences at the
+//   level's float scale 1e-2; Betty's type="sama"): 2 input gradients, no HVP.
+// --mode soba: hypergrad::soba, z's step equal to the classifier's lr (0.1), no decay, damping
+//   --damping (default 0): 1 HVP + 1 mixed product per step.
+// --mode nystrom: hypergrad::nystrom, rank K = --iterations, damping --damping: K HVPs + 1 for
+//   the reported residual + 1 mixed product (+ 1 gradient for the report).
+// --mode f2sa: hypergrad::f2sa, y's step = the classifier's lr (0.1), penalty ρ_k = 1 + 0.1·k
+//   (capped at 1e4), and V's Adam learning rate shrinking like 1/ρ as penalty.hpp asks of the
+//   upper level: 1e-3·min(1, 10/ρ_k) (1e-3 until ρ reaches 10, at step 90). V reads y, the
+//   classifier's penalised copy; the test accuracy is the classifier's θ. First order only.
+// --mode bome: hypergrad::bome with its defaults (step ξ = 0.1, η = 0.5); V keeps its Adam at
+//   lr 1e-3 (the method as published steps λ by ξ with plain gradient descent; Adam at ξ would
+//   be a step 100 times V's). First order only.
+// --mode zero_order: hypergrad::zero_order, N = --samples (default 8) antithetic pairs,
+//   σ = 1e-2, T = 1 virtual SGD step from the classifier's new parameters: 2N + 1 gradients
+//   per step, no input gradient, no second-order product.
 //
 // Memory: peak RSS of the process (getrusage), and the peak RSS over the training steps alone
 // (VmHWM after resetting it through /proc/self/clear_refs just before the first step).
@@ -49,6 +68,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <numeric>
 #include <stdexcept>
@@ -66,7 +86,7 @@ namespace {
 
 struct options {
   std::string mode = "lookahead", data, export_dir;
-  std::size_t width = 256, threads = 1, warmup = 20, timed = 200, train_steps = 0, iterations = 10;
+  std::size_t width = 256, threads = 1, warmup = 20, timed = 200, train_steps = 0, iterations = 10, samples = 8;
   double neumann_step = 0.01, damping = 0.0;
   unsigned seed = 1;
 };
@@ -88,19 +108,23 @@ options parse(int argc, char** argv) {
     else if (a == "--iterations") o.iterations = std::stoul(next());
     else if (a == "--neumann-step") o.neumann_step = std::stod(next());
     else if (a == "--damping") o.damping = std::stod(next());
+    else if (a == "--samples") o.samples = std::stoul(next());
     else if (a == "--seed") o.seed = unsigned(std::stoul(next()));
     else if (a == "--data") o.data = next();
     else if (a == "--export") o.export_dir = next();
     else if (a == "--help") {
-      std::puts("usage: mwn_step [--mode lookahead|last_step|cg|neumann] [--width W] [--threads T] [--seed S] [--warmup N]\n"
-                "                [--timed N] [--train-steps N] [--iterations K] [--neumann-step A] [--damping MU]\n"
-                "                [--data DIR]"
+      std::puts("usage: mwn_step [--mode lookahead|last_step|cg|neumann|sama|soba|nystrom|f2sa|bome|zero_order]\n"
+                "                [--width W] [--threads T] [--seed S] [--warmup N] [--timed N] [--train-steps N]\n"
+                "                [--iterations K] [--neumann-step A] [--damping MU] [--samples N] [--data DIR]\n"
                 "                [--export DIR]   (see the comment at the top of bench/compare/mwn_step.cpp)");
       std::exit(0);
     } else throw std::invalid_argument("unknown argument " + a);
   }
-  if (o.mode != "lookahead" && o.mode != "last_step" && o.mode != "cg" && o.mode != "neumann")
-    throw std::invalid_argument("--mode must be lookahead, last_step, cg or neumann");
+  static const std::vector<std::string> modes = {"lookahead", "last_step", "cg",   "neumann", "sama",
+                                                 "soba",      "nystrom",   "f2sa", "bome",    "zero_order"};
+  if (std::find(modes.begin(), modes.end(), o.mode) == modes.end())
+    throw std::invalid_argument("--mode must be lookahead, last_step, cg, neumann, sama, soba, nystrom, f2sa, bome or zero_order");
+  if (o.samples == 0) throw std::invalid_argument("--samples must be >= 1");
   if (o.threads == 0 || o.timed == 0) throw std::invalid_argument("--threads and --timed must be >= 1");
   return o;
 }
@@ -135,11 +159,13 @@ methods::meta_weight_net_config config(const options& o) {
           .seed = o.seed};
 }
 
-/// The classifier-first variants (last_step, cg, neumann): the two levels of
-/// methods/meta_weight_net.hpp with `strategy` on the classifier instead of the look-ahead.
+/// The classifier-first variants (every mode but lookahead): the two levels of
+/// methods/meta_weight_net.hpp with `strategy` on the classifier instead of the look-ahead;
+/// `meta_schedule`, when given, is V's Adam learning rate at each of its steps.
 template <class Strategy>
 auto classifier_first_mwn(std::shared_ptr<const data::dataset> train, std::shared_ptr<const data::dataset> validation,
-                  const methods::meta_weight_net_config& cfg, Strategy strategy) {
+                  const methods::meta_weight_net_config& cfg, Strategy strategy,
+                  std::function<double(std::size_t)> meta_schedule = {}) {
   using namespace bilevel::learners;
   const loss_weighting_net v{cfg.hidden};
   auto phi0 = v.initial_parameters<P>(cfg.seed + 1);
@@ -151,7 +177,8 @@ auto classifier_first_mwn(std::shared_ptr<const data::dataset> train, std::share
                           strategy, std::move(theta0), dataset_batches<P>(std::move(train), cfg.batch, cfg.seed))
                    .reading({1});
   auto net = make_level("weighting_net", solution_loss<mlp<P>>(mlp<P>(cfg.widths), v.input_size(0)),
-                        optim::adam<P>{.lr = cfg.meta_lr, .weight_decay = cfg.meta_weight_decay},
+                        optim::adam<P>{.lr = cfg.meta_lr, .weight_decay = cfg.meta_weight_decay,
+                                       .schedule = std::move(meta_schedule)},
                         hypergrad::first_order{}, std::move(phi0),
                         dataset_batches<P>(std::move(validation), cfg.validation_batch, cfg.seed + 2, true))
                  .reading({0});
@@ -261,12 +288,16 @@ int main(int argc, char** argv) try {
   const std::size_t total = std::max(o.train_steps, o.warmup + o.timed);
 
   auto go = [&](auto s) {
-    std::size_t hvps = 0, hypergradients = 0, skipped = 0;
-    bool counting = false;  // HVPs per hypergradient, over the timed steps
+    std::size_t hvps = 0, gradients = 0, mixed = 0, hypergradients = 0, skipped = 0;
+    bool counting = false;  // products per hypergradient, over the timed steps
     const solver_callbacks callbacks{.on_step = [&](const step_event& e) {
       if (e.level != 1 || !counting) return;
       ++hypergradients;
-      for (const auto& r : e.reports) hvps += r.hvp_evals;
+      for (const auto& r : e.reports) {
+        hvps += r.hvp_evals;
+        gradients += r.gradient_evals;
+        mixed += r.mixed_evals;
+      }
     }};
     const double loading_peak = peak_rss_mb(), baseline = status_mb("VmRSS");
     reset_rss_peak();  // getrusage's ru_maxrss follows VmHWM: keep the loading peak first
@@ -282,7 +313,8 @@ int main(int argc, char** argv) try {
       if (t >= o.warmup && t < o.warmup + o.timed) ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
     }
     const double training_peak = status_mb("VmHWM");
-    const double hvps_per_step = double(hvps) / double(std::max<std::size_t>(hypergradients, 1));
+    const double per_hypergradient = 1.0 / double(std::max<std::size_t>(hypergradients, 1));
+    const double hvps_per_step = double(hvps) * per_hypergradient;
     const double acc = o.train_steps > 0 ? test_accuracy(net, s.template level<0>().theta, fm.test) : -1.0;
     std::printf(
         "{\"implementation\": \"%s\", \"mode\": \"%s\", \"threads\": %zu, \"eigen_threads\": %d, \"openmp\": %s, "
@@ -290,12 +322,14 @@ int main(int argc, char** argv) try {
         "\"p90_ms\": %.4f, \"mean_ms\": %.4f, \"peak_rss_mb\": %.1f, \"rss_before_training_mb\": %.1f, "
         "\"training_peak_rss_mb\": %.1f, "
         "\"train_steps\": %zu, \"test_accuracy\": %s, \"iterations\": %zu, \"damping\": %g, \"hvps_per_step\": %.2f, "
-        "\"skipped_steps\": %zu, \"compiler\": \"%s\", \"eigen\": \"%d.%d.%d\"}\n",
+        "\"gradients_per_step\": %.2f, \"mixed_per_step\": %.2f, \"samples\": %zu, \"skipped_steps\": %zu, \"compiler\": \"%s\", \"eigen\": \"%d.%d.%d\"}\n",
         implementation, o.mode.c_str(), o.threads, Eigen::nbThreads(), openmp ? "true" : "false", o.width, o.seed, o.warmup, o.timed,
         percentile(ms, 0.5), percentile(ms, 0.1), percentile(ms, 0.9),
         std::accumulate(ms.begin(), ms.end(), 0.0) / double(ms.size()), std::max(loading_peak, peak_rss_mb()), baseline, training_peak,
         o.train_steps > 0 ? total : std::size_t(0), o.train_steps > 0 ? std::to_string(acc).c_str() : "null",
-        o.mode == "lookahead" || o.mode == "last_step" ? std::size_t(1) : o.iterations, o.damping, hvps_per_step, skipped, compiler().c_str(), EIGEN_WORLD_VERSION,
+        o.mode == "cg" || o.mode == "neumann" || o.mode == "nystrom" ? o.iterations : std::size_t(1), o.damping,
+        hvps_per_step, double(gradients) * per_hypergradient, double(mixed) * per_hypergradient,
+        o.mode == "zero_order" ? o.samples : std::size_t(0), skipped, compiler().c_str(), EIGEN_WORLD_VERSION,
         EIGEN_MAJOR_VERSION, EIGEN_MINOR_VERSION);
   };
   if (o.mode == "lookahead") {
@@ -306,9 +340,26 @@ int main(int argc, char** argv) try {
     // A tolerance no float solve meets: exactly K iterations unless CG meets negative curvature.
     go(classifier_first_mwn(train, validation, cfg,
                     hypergrad::implicit_cg{.damping = o.damping, .max_iterations = o.iterations, .tolerance = 1e-30}));
-  } else {
+  } else if (o.mode == "neumann") {
     go(classifier_first_mwn(train, validation, cfg,
                     hypergrad::neumann{.iterations = o.iterations, .damping = o.damping, .step = o.neumann_step}));
+  } else if (o.mode == "sama") {
+    go(classifier_first_mwn(train, validation, cfg, hypergrad::sama{}));
+  } else if (o.mode == "soba") {
+    go(classifier_first_mwn(train, validation, cfg, hypergrad::soba{.step = cfg.lr, .damping = o.damping}));
+  } else if (o.mode == "nystrom") {
+    go(classifier_first_mwn(train, validation, cfg,
+                            hypergrad::nystrom{.rank = o.iterations, .damping = o.damping, .seed = o.seed}));
+  } else if (o.mode == "f2sa") {
+    const hypergrad::f2sa f{.step = cfg.lr, .penalty = 1.0, .penalty_growth = 0.1, .max_penalty = 1e4};
+    const double meta_lr = cfg.meta_lr;
+    go(classifier_first_mwn(train, validation, cfg, f,
+                            [f, meta_lr](std::size_t k) { return meta_lr * std::min(1.0, 10.0 / f.penalty_at(k)); }));
+  } else if (o.mode == "bome") {
+    go(classifier_first_mwn(train, validation, cfg, hypergrad::bome{}));
+  } else {
+    go(classifier_first_mwn(train, validation, cfg,
+                            hypergrad::zero_order{.samples = o.samples, .sigma = 1e-2, .steps = 1, .seed = o.seed}));
   }
   return 0;
 } catch (const std::exception& e) {

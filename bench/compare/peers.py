@@ -4,9 +4,10 @@
 with 40% symmetric label noise, one outer step timed the way bench/compare/mwn_step.cpp times
 bilevel's solver.iterate().
 
-usage: peers.py --impl torch|higher|torchopt|betty [--mode lookahead|cg|neumann]
+usage: peers.py --impl torch|higher|torchopt|betty [--mode lookahead|cg|neumann|sama]
                 --problem DIR [--data DIR] [--threads T] [--width W] [--seed S]
                 [--warmup N] [--timed N] [--train-steps N] [--iterations K] [--neumann-step A]
+                [--sama-alpha R]
 
 The problem is the one bilevel builds, read from `mwn_step --export DIR` (same training and
 validation rows, same noisy labels, same initial parameters of the classifier and of V):
@@ -31,6 +32,12 @@ new parameters, K iterations, no damping):
   torchopt  torchopt.diff.implicit.custom_root with linear_solve.solve_cg (tolerance 0, so
             exactly K iterations) or solve_inv(ns=True)
   betty     Config(type="cg", cg_iterations=K) or type="neumann" (neumann_iterations=K)
+--mode sama (Betty only; bench/NEWER_STRATEGIES.md): Config(type="sama"), otherwise as the
+  modes above (classifier step first, unroll_steps=1): V along SAMA's hypergradient, the
+  inverse Hessian replaced by the identity (Betty's precondition for SGD) and the mixed
+  product by central differences of V's gradient of the training loss at theta +- eps v,
+  eps = R/||v|| on the classifier's last batch; R = sama_adam_alpha, Betty's default 1.0
+  unless --sama-alpha is given.
 
 Prints one JSON line.
 """
@@ -48,7 +55,7 @@ import numpy as np
 def parse():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--impl", required=True, choices=["torch", "higher", "torchopt", "betty"])
-    p.add_argument("--mode", default="lookahead", choices=["lookahead", "cg", "neumann"])
+    p.add_argument("--mode", default="lookahead", choices=["lookahead", "cg", "neumann", "sama"])
     p.add_argument("--problem", required=True, help="directory written by mwn_step --export")
     p.add_argument("--data", default=os.environ.get("BILEVEL_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
     p.add_argument("--threads", type=int, default=1)
@@ -59,12 +66,15 @@ def parse():
     p.add_argument("--train-steps", type=int, default=0)
     p.add_argument("--iterations", type=int, default=10)
     p.add_argument("--neumann-step", type=float, default=0.01)
+    p.add_argument("--sama-alpha", type=float, default=None, help="Betty's sama_adam_alpha (default: Betty's, 1.0)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     a = p.parse_args()
     if a.device == "cuda" and a.impl not in ("torch", "higher"):
         p.error("--device cuda: only torch and higher are set up for the GPU here")
     if a.mode != "lookahead" and a.impl not in ("torchopt", "betty"):
         p.error(f"--mode {a.mode}: only torchopt and betty offer implicit hypergradients")
+    if a.mode == "sama" and a.impl != "betty":
+        p.error("--mode sama: Betty only")
     return a
 
 
@@ -369,9 +379,10 @@ def make_betty(p, model, vnet, train_iterable, val_iterable, optimizer=None, sch
             x, y = batch
             return F.cross_entropy(self.inner(x), y)
 
-    kind = {"lookahead": "darts", "cg": "cg", "neumann": "neumann"}[ARGS.mode]
+    kind = {"lookahead": "darts", "cg": "cg", "neumann": "neumann", "sama": "sama"}[ARGS.mode]
+    sama = {} if ARGS.sama_alpha is None else {"sama_adam_alpha": ARGS.sama_alpha}
     inner_config = Config(type=kind, unroll_steps=1, cg_iterations=ARGS.iterations,
-                          neumann_iterations=ARGS.iterations, neumann_alpha=ARGS.neumann_step)
+                          neumann_iterations=ARGS.iterations, neumann_alpha=ARGS.neumann_step, **sama)
     outer_config = Config(type="darts", retain_graph=True)
     inner = Inner(name="inner", config=inner_config, module=model,
                   optimizer=optimizer or torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WD),
@@ -444,7 +455,7 @@ def main():
         "peak_rss_mb": round(max(loading_peak, rss_mb()), 1), "rss_before_training_mb": round(baseline, 1),
         "training_peak_rss_mb": round(training_peak, 1),
         "train_steps": total if ARGS.train_steps > 0 else 0, "test_accuracy": acc,
-        "iterations": 1 if ARGS.mode == "lookahead" else ARGS.iterations, "versions": versions,
+        "iterations": ARGS.iterations if ARGS.mode in ("cg", "neumann") else 1, "versions": versions,
     }))
 
 
