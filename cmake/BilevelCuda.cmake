@@ -45,12 +45,11 @@ if(BILEVEL_WITH_CUDA)
     bilevel_cuda_interface(bilevel_cuda bilevel)
     message(STATUS "bilevel: CUDA policy enabled (CUDA ${CUDAToolkit_VERSION}, architectures ${CMAKE_CUDA_ARCHITECTURES})")
     # NCCL (bilevel/distributed/nccl.hpp): data parallelism between GPUs, bootstrapped over MPI,
-    # so only where bilevel::mpi exists. NCCL comes with recent CUDA toolkits (lib/, next to
-    # lib64/), from the package index's nvidia-nccl wheel, or from NCCL_HOME.
+    # so only where bilevel::mpi exists (where NCCL is looked for: cmake/bilevelFindNCCL.cmake,
+    # which the installed component "nccl" shares).
     if(TARGET bilevel::mpi)
-      find_path(BILEVEL_NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} ENV NCCL_HOME PATH_SUFFIXES include)
-      find_library(BILEVEL_NCCL_LIBRARY nccl HINTS ${CUDAToolkit_LIBRARY_DIR} ${CUDAToolkit_LIBRARY_ROOT}/lib
-                   ${CUDAToolkit_LIBRARY_ROOT}/lib64 ENV NCCL_HOME PATH_SUFFIXES lib lib64)
+      include(${CMAKE_CURRENT_LIST_DIR}/bilevelFindNCCL.cmake)
+      bilevel_find_nccl()
       if(BILEVEL_NCCL_INCLUDE_DIR AND BILEVEL_NCCL_LIBRARY)
         add_library(bilevel_nccl INTERFACE)
         add_library(bilevel::nccl ALIAS bilevel_nccl)

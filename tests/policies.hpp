@@ -2,6 +2,17 @@
 #pragma once
 // The tensor policies every backend-typed test runs on: Eigen always, xtensor when CMake
 // found it (BILEVEL_TEST_XTENSOR); the list grows with the back ends, the tests do not change.
+//
+// Two lists, because the sanitizer pass (scripts/test.sh) cannot afford every test on every
+// policy within the suite's build-time budget:
+//   - BILEVEL_DOUBLE_POLICIES / BILEVEL_FLOAT_POLICIES: the policies themselves and the layers
+//     (test_policy, the layer and network tests). This is where a policy's own code runs, in
+//     every primitive and shape, so it runs on every policy in both passes.
+//   - BILEVEL_SOLVER_DOUBLE_POLICIES / BILEVEL_SOLVER_FLOAT_POLICIES: the strategies, methods and
+//     optimizers, whose code is the same template source on every policy and reaches the policy
+//     only through the primitives above. Every policy in the release pass; in the sanitizer
+//     pass (BILEVEL_TEST_SOLVERS_ON_EIGEN_ONLY) Eigen alone, which instantiates each of them
+//     once instead of once per policy: about a third of that pass's compile time.
 #include <bilevel/policy/eigen.hpp>
 #ifdef BILEVEL_TEST_XTENSOR
 #include <bilevel/policy/xtensor.hpp>
@@ -10,4 +21,11 @@
 #else
 #define BILEVEL_DOUBLE_POLICIES bilevel::policy::eigen<double>
 #define BILEVEL_FLOAT_POLICIES bilevel::policy::eigen<float>
+#endif
+#ifdef BILEVEL_TEST_SOLVERS_ON_EIGEN_ONLY
+#define BILEVEL_SOLVER_DOUBLE_POLICIES bilevel::policy::eigen<double>
+#define BILEVEL_SOLVER_FLOAT_POLICIES bilevel::policy::eigen<float>
+#else
+#define BILEVEL_SOLVER_DOUBLE_POLICIES BILEVEL_DOUBLE_POLICIES
+#define BILEVEL_SOLVER_FLOAT_POLICIES BILEVEL_FLOAT_POLICIES
 #endif

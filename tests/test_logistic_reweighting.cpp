@@ -77,7 +77,7 @@ const auto reference = test::central_gradient(outer_objective, weights, 1e-4);
 
 }  // namespace
 
-TEST_CASE_TEMPLATE("logistic reweighting: implicit CG matches central differences of the solved outer objective", Q, BILEVEL_DOUBLE_POLICIES) {
+TEST_CASE_TEMPLATE("logistic reweighting: implicit CG matches central differences of the solved outer objective", Q, BILEVEL_SOLVER_DOUBLE_POLICIES) {
   auto s = make_solver<Q>(hg::implicit_cg{}, solve_inner(weights), 1);
   const auto r = s.hypergradient(1);
   const double err = test::relative_error(test::host<Q>(r.gradient), reference);
@@ -87,7 +87,7 @@ TEST_CASE_TEMPLATE("logistic reweighting: implicit CG matches central difference
   CHECK(err <= 1e-7);
 }
 
-TEST_CASE_TEMPLATE("logistic reweighting: Neumann and fixed point match central differences", Q, BILEVEL_DOUBLE_POLICIES) {
+TEST_CASE_TEMPLATE("logistic reweighting: Neumann and fixed point match central differences", Q, BILEVEL_SOLVER_DOUBLE_POLICIES) {
   auto a = make_solver<Q>(hg::neumann{.iterations = 300}, solve_inner(weights), 1);
   auto b = make_solver<Q>(hg::fixed_point{}, solve_inner(weights), 1);
   const double ea = test::relative_error(test::host<Q>(a.hypergradient(1).gradient), reference);
@@ -97,7 +97,7 @@ TEST_CASE_TEMPLATE("logistic reweighting: Neumann and fixed point match central 
   CHECK(eb <= 1e-7);
 }
 
-TEST_CASE_TEMPLATE("logistic reweighting: unrolled through a converged run matches central differences", Q, BILEVEL_DOUBLE_POLICIES) {
+TEST_CASE_TEMPLATE("logistic reweighting: unrolled through a converged run matches central differences", Q, BILEVEL_SOLVER_DOUBLE_POLICIES) {
   // 600 gradient steps with η = 1 from zero: the loss is l2-strongly convex with curvature
   // in [0.1, ~0.5], so the iterate and its derivative contract by ≤ 0.9 per step: 0.9^600 ≈ 1e-27.
   auto s = make_solver<Q>(hg::unrolled{}, std::vector<double>(features, 0.0), 600);

@@ -88,7 +88,7 @@ void check(const O& o, std::size_t step, double tolerance) {
 }  // namespace
 
 TEST_CASE_TEMPLATE("sgd: JVP against central differences and VJP by transposition, every configuration", P,
-                   BILEVEL_DOUBLE_POLICIES) {
+                   BILEVEL_SOLVER_DOUBLE_POLICIES) {
   using sgd = bilevel::optim::sgd<P>;
   SUBCASE("plain") { check(sgd{.lr = 0.1}, 0, 1e-9); }
   SUBCASE("momentum") { check(sgd{.lr = 0.1, .momentum = 0.9}, 0, 1e-9); }
@@ -99,7 +99,7 @@ TEST_CASE_TEMPLATE("sgd: JVP against central differences and VJP by transpositio
   }
 }
 
-TEST_CASE_TEMPLATE("adam: JVP against central differences and VJP by transposition", P, BILEVEL_DOUBLE_POLICIES) {
+TEST_CASE_TEMPLATE("adam: JVP against central differences and VJP by transposition", P, BILEVEL_SOLVER_DOUBLE_POLICIES) {
   using adam = bilevel::optim::adam<P>;
   SUBCASE("plain, step 0") { check(adam{.lr = 0.01}, 0, 1e-7); }
   SUBCASE("L2 weight decay, step 5") { check(adam{.lr = 0.01, .weight_decay = 0.1}, 5, 1e-7); }
@@ -108,7 +108,7 @@ TEST_CASE_TEMPLATE("adam: JVP against central differences and VJP by transpositi
   }
 }
 
-TEST_CASE_TEMPLATE("frozen: θ never moves, and its VJP/JVP are those of the identity map", P, BILEVEL_DOUBLE_POLICIES) {
+TEST_CASE_TEMPLATE("frozen: θ never moves, and its VJP/JVP are those of the identity map", P, BILEVEL_SOLVER_DOUBLE_POLICIES) {
   const bilevel::optim::frozen<P> o;
   check(o, 0, 1e-9);  // JVP against differences of the map, VJP by transposition (adj_g must be 0)
   const auto theta0 = test::device<P>({1.0, -2.0, 3.0});
@@ -122,7 +122,7 @@ TEST_CASE_TEMPLATE("frozen: θ never moves, and its VJP/JVP are those of the ide
 }
 
 TEST_CASE_TEMPLATE("clip_grad_norm: differentiable through the clip, on both sides of the threshold", P,
-                   BILEVEL_DOUBLE_POLICIES) {
+                   BILEVEL_SOLVER_DOUBLE_POLICIES) {
   using sgd = bilevel::optim::sgd<P>;
   using adam = bilevel::optim::adam<P>;
   // random g has norm ~1.4 in 6 dimensions: max_norm 0.5 clips, 10 does not.

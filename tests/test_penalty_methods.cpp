@@ -58,7 +58,7 @@ std::vector<double> optimum() {
 }  // namespace
 
 TEST_CASE_TEMPLATE("f2sa: at a fixed upper variable the estimate tends to the closed form like 1/penalty", P,
-                   BILEVEL_DOUBLE_POLICIES) {
+                   BILEVEL_SOLVER_DOUBLE_POLICIES) {
   // The lower level at θ*(λ) and neither level moving (learning rates of 1e-300): repeated calls
   // let y settle at y_ρ = argmin g + f/ρ, where the estimate's bias is of order 1/ρ.
   std::vector<double> errors;
@@ -77,7 +77,7 @@ TEST_CASE_TEMPLATE("f2sa: at a fixed upper variable the estimate tends to the cl
 }
 
 TEST_CASE_TEMPLATE("f2sa and bome: as single loops they reach the outer optimum, within their stated bias", P,
-                   BILEVEL_DOUBLE_POLICIES) {
+                   BILEVEL_SOLVER_DOUBLE_POLICIES) {
   const auto star = optimum<P>();
   const std::vector<double> zero(d, 0.0);
   // F2SA: θ and y step 0.5, the penalty grows by 0.1 a call to 1000, the upper step is
@@ -111,7 +111,7 @@ TEST_CASE_TEMPLATE("f2sa and bome: as single loops they reach the outer optimum,
 }
 
 TEST_CASE_TEMPLATE("f2sa and bome: the lower level's own parameters are not moved by a hypergradient", P,
-                   BILEVEL_DOUBLE_POLICIES) {
+                   BILEVEL_SOLVER_DOUBLE_POLICIES) {
   auto s = make_solver<P>(hg::bome{}, problem<P>.solution(log_penalty), 0.5, {.lr = 0.1});
   const auto before = test::host<P>(s.template level<0>().theta);
   (void)s.hypergradient(1);

@@ -60,7 +60,7 @@ double unrolled_objective(const std::vector<double>& lam, std::vector<double> th
 
 }  // namespace
 
-TEST_CASE_TEMPLATE("ridge: implicit CG at the exact inner solution matches the closed form to 1e-8", P, BILEVEL_DOUBLE_POLICIES) {
+TEST_CASE_TEMPLATE("ridge: implicit CG at the exact inner solution matches the closed form to 1e-8", P, BILEVEL_SOLVER_DOUBLE_POLICIES) {
   auto s = make_solver<P>(hg::implicit_cg{}, 1, problem<P>.solution(log_penalty));
   const auto r = s.hypergradient(1);
   const double err = test::relative_error(test::host<P>(r.gradient), problem<P>.hypergradient(log_penalty));
@@ -74,7 +74,7 @@ TEST_CASE_TEMPLATE("ridge: implicit CG at the exact inner solution matches the c
   CHECK(r.reports.at(0).iterations <= d);  // CG on an 8x8 SPD system: at most 8 steps in exact arithmetic (+ round-off)
 }
 
-TEST_CASE_TEMPLATE("ridge: Neumann converges to the closed form as its iterations grow", P, BILEVEL_DOUBLE_POLICIES) {
+TEST_CASE_TEMPLATE("ridge: Neumann converges to the closed form as its iterations grow", P, BILEVEL_SOLVER_DOUBLE_POLICIES) {
   const auto closed = problem<P>.hypergradient(log_penalty);
   double previous = 1e300;
   for (std::size_t k : {2u, 4u, 8u, 16u, 32u, 64u}) {
@@ -90,7 +90,7 @@ TEST_CASE_TEMPLATE("ridge: Neumann converges to the closed form as its iteration
   CHECK(previous <= 1e-8);
 }
 
-TEST_CASE_TEMPLATE("ridge: fixed point of the optimizer's map matches the closed form, with and without momentum", P, BILEVEL_DOUBLE_POLICIES) {
+TEST_CASE_TEMPLATE("ridge: fixed point of the optimizer's map matches the closed form, with and without momentum", P, BILEVEL_SOLVER_DOUBLE_POLICIES) {
   const auto closed = problem<P>.hypergradient(log_penalty);
   for (double momentum : {0.0, 0.9}) {
     bilevel::optim::sgd<P> opt{.lr = eta, .momentum = momentum};
@@ -105,7 +105,7 @@ TEST_CASE_TEMPLATE("ridge: fixed point of the optimizer's map matches the closed
   }
 }
 
-TEST_CASE_TEMPLATE("ridge: unrolled through T steps matches central differences of the T-step objective", P, BILEVEL_DOUBLE_POLICIES) {
+TEST_CASE_TEMPLATE("ridge: unrolled through T steps matches central differences of the T-step objective", P, BILEVEL_SOLVER_DOUBLE_POLICIES) {
   const std::vector<double> theta0(d, 0.0);
   for (std::size_t steps : {1u, 5u, 30u}) {
     auto s = make_solver<P>(hg::unrolled{}, steps, theta0);
@@ -122,7 +122,7 @@ TEST_CASE_TEMPLATE("ridge: unrolled through T steps matches central differences 
   }
 }
 
-TEST_CASE_TEMPLATE("ridge: unrolled through momentum and weight decay matches central differences", P, BILEVEL_DOUBLE_POLICIES) {
+TEST_CASE_TEMPLATE("ridge: unrolled through momentum and weight decay matches central differences", P, BILEVEL_SOLVER_DOUBLE_POLICIES) {
   const std::vector<double> theta0(d, 0.0);
   const std::size_t steps = 20;
   auto s = make_solver<P>(hg::unrolled{}, steps, theta0, {.lr = eta, .momentum = 0.5, .weight_decay = 0.01});
@@ -133,7 +133,7 @@ TEST_CASE_TEMPLATE("ridge: unrolled through momentum and weight decay matches ce
   CHECK(test::relative_error(test::host<P>(r.gradient), fd) <= 1e-6);
 }
 
-TEST_CASE_TEMPLATE("ridge: unrolled approaches the closed form as T grows", P, BILEVEL_DOUBLE_POLICIES) {
+TEST_CASE_TEMPLATE("ridge: unrolled approaches the closed form as T grows", P, BILEVEL_SOLVER_DOUBLE_POLICIES) {
   const auto closed = problem<P>.hypergradient(log_penalty);
   double previous = 1e300;
   for (std::size_t steps : {10u, 40u, 160u, 640u}) {
@@ -148,7 +148,7 @@ TEST_CASE_TEMPLATE("ridge: unrolled approaches the closed form as T grows", P, B
   CHECK(previous <= 1e-8);
 }
 
-TEST_CASE_TEMPLATE("ridge: truncated unrolling differentiates exactly the last K steps", P, BILEVEL_DOUBLE_POLICIES) {
+TEST_CASE_TEMPLATE("ridge: truncated unrolling differentiates exactly the last K steps", P, BILEVEL_SOLVER_DOUBLE_POLICIES) {
   const std::vector<double> theta0(d, 0.0);
   const std::size_t steps = 40, keep = 10;
   auto s = make_solver<P>(hg::unrolled{.keep_last = keep}, steps, theta0);
@@ -170,7 +170,7 @@ TEST_CASE_TEMPLATE("ridge: truncated unrolling differentiates exactly the last K
   CHECK(test::relative_error(test::host<P>(r.gradient), fd) <= 1e-6);
 }
 
-TEST_CASE_TEMPLATE("ridge: forward mode equals reverse mode through the same steps", P, BILEVEL_DOUBLE_POLICIES) {
+TEST_CASE_TEMPLATE("ridge: forward mode equals reverse mode through the same steps", P, BILEVEL_SOLVER_DOUBLE_POLICIES) {
   const std::vector<double> theta0(d, 0.0);
   bilevel::optim::sgd<P> opt{.lr = eta, .momentum = 0.7, .weight_decay = 0.02, .nesterov = true};
   auto rev = make_solver<P>(hg::unrolled{}, 25, theta0, opt);
@@ -184,7 +184,7 @@ TEST_CASE_TEMPLATE("ridge: forward mode equals reverse mode through the same ste
   CHECK(r.reports[0].steps_kept == 25);
 }
 
-TEST_CASE_TEMPLATE("ridge: finite difference matches the DARTS formula computed here", P, BILEVEL_DOUBLE_POLICIES) {
+TEST_CASE_TEMPLATE("ridge: finite difference matches the DARTS formula computed here", P, BILEVEL_SOLVER_DOUBLE_POLICIES) {
   // Start away from the optimum so the one-step response is not trivial.
   const auto theta = test::random_vector(d, 3);
   auto s = make_solver<P>(hg::finite_difference{}, 1, theta);
@@ -222,7 +222,7 @@ TEST_CASE_TEMPLATE("ridge: finite difference matches the DARTS formula computed 
   CHECK(test::relative_error(test::host<P>(r.gradient), test::host<P>(exact.hypergradient(1).gradient)) <= 1e-8);
 }
 
-TEST_CASE_TEMPLATE("ridge: look-ahead through several virtual steps matches central differences and leaves θ alone", P, BILEVEL_DOUBLE_POLICIES) {
+TEST_CASE_TEMPLATE("ridge: look-ahead through several virtual steps matches central differences and leaves θ alone", P, BILEVEL_SOLVER_DOUBLE_POLICIES) {
   const auto theta = test::random_vector(d, 5);
   auto s = make_solver<P>(hg::lookahead{.steps = 3}, 1, theta);
   const auto r = s.hypergradient(1);
@@ -232,7 +232,7 @@ TEST_CASE_TEMPLATE("ridge: look-ahead through several virtual steps matches cent
   CHECK(test::relative_error(test::host<P>(s.template level<0>().theta), theta) == 0.0);
 }
 
-TEST_CASE_TEMPLATE("ridge: first order ignores the lower level entirely", P, BILEVEL_DOUBLE_POLICIES) {
+TEST_CASE_TEMPLATE("ridge: first order ignores the lower level entirely", P, BILEVEL_SOLVER_DOUBLE_POLICIES) {
   auto s = make_solver<P>(hg::first_order{}, 1, problem<P>.solution(log_penalty));
   const auto r = s.hypergradient(1);
   // F reads λ only through θ*, so the direct term is zero.
@@ -312,7 +312,7 @@ std::vector<double> nystrom_woodbury_reference(std::size_t k, double mu, std::ui
 
 }  // namespace
 
-TEST_CASE_TEMPLATE("ridge: Nyström with rank d matches implicit CG at the same damping", P, BILEVEL_DOUBLE_POLICIES) {
+TEST_CASE_TEMPLATE("ridge: Nyström with rank d matches implicit CG at the same damping", P, BILEVEL_SOLVER_DOUBLE_POLICIES) {
   const auto closed = problem<P>.hypergradient(log_penalty);
   for (double mu : {0.0, 1e-6, 1e-2}) {
     auto cg = make_solver<P>(hg::implicit_cg{.damping = mu, .tolerance = 1e-14}, 1, problem<P>.solution(log_penalty));
@@ -337,7 +337,7 @@ TEST_CASE_TEMPLATE("ridge: Nyström with rank d matches implicit CG at the same 
   }
 }
 
-TEST_CASE_TEMPLATE("ridge: Nyström's error against the closed form falls as its rank grows (damping 0)", P, BILEVEL_DOUBLE_POLICIES) {
+TEST_CASE_TEMPLATE("ridge: Nyström's error against the closed form falls as its rank grows (damping 0)", P, BILEVEL_SOLVER_DOUBLE_POLICIES) {
   // Damping 0, the sketch's pseudo-inverse: the closed form is the undamped derivative, and
   // any μ > 0 both biases rank d by about μ/λ_min and multiplies the part of v outside a
   // smaller sketch by 1/μ (the next test exercises that branch).
@@ -358,7 +358,7 @@ TEST_CASE_TEMPLATE("ridge: Nyström's error against the closed form falls as its
   CHECK(previous <= 1e-10);  // k = d: exact up to round-off, as in the previous test
 }
 
-TEST_CASE_TEMPLATE("ridge: Nyström below full rank with damping equals the paper's Woodbury form", P, BILEVEL_DOUBLE_POLICIES) {
+TEST_CASE_TEMPLATE("ridge: Nyström below full rank with damping equals the paper's Woodbury form", P, BILEVEL_SOLVER_DOUBLE_POLICIES) {
   // μ = 1, about the size of the eigenvalues a small sketch of this Hessian misses. The
   // library's split solve and the dense Woodbury form factor different matrices; with this μ
   // neither cancels, and μC + YᵀY for Gaussian directions has a condition well under 1e4, so
@@ -382,7 +382,7 @@ TEST_CASE_TEMPLATE("ridge: Nyström below full rank with damping equals the pape
   CHECK(previous <= 1e-10);
 }
 
-TEST_CASE_TEMPLATE("ridge: Nyström's report and options", P, BILEVEL_DOUBLE_POLICIES) {
+TEST_CASE_TEMPLATE("ridge: Nyström's report and options", P, BILEVEL_SOLVER_DOUBLE_POLICIES) {
   auto small = make_solver<P>(hg::nystrom{.rank = 3}, 1, problem<P>.solution(log_penalty));
   const auto rep = small.hypergradient(1).reports.at(0);
   CHECK(rep.rank == 3);

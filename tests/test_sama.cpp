@@ -138,7 +138,7 @@ struct bare_gradient_descent {
 
 }  // namespace
 
-TEST_CASE_TEMPLATE("sama: with SGD equals its formula, the direction scaled by the step's derivative", P, BILEVEL_DOUBLE_POLICIES) {
+TEST_CASE_TEMPLATE("sama: with SGD equals its formula, the direction scaled by the step's derivative", P, BILEVEL_SOLVER_DOUBLE_POLICIES) {
   struct variant {
     bilevel::optim::sgd<P> opt;
     double slope;  // ∂u/∂g: η, or η(1 + μ) for Nesterov; weight decay does not enter
@@ -163,7 +163,7 @@ TEST_CASE_TEMPLATE("sama: with SGD equals its formula, the direction scaled by t
   }
 }
 
-TEST_CASE_TEMPLATE("sama: with Adam equals its formula, the direction scaled by Adam's ∂u/∂g at the last step", P, BILEVEL_DOUBLE_POLICIES) {
+TEST_CASE_TEMPLATE("sama: with Adam equals its formula, the direction scaled by Adam's ∂u/∂g at the last step", P, BILEVEL_SOLVER_DOUBLE_POLICIES) {
   for (const double l2 : {0.0, 0.05}) {
     const bilevel::optim::adam<P> opt{.lr = 0.05, .weight_decay = l2};
     auto s = make_solver<P>(hg::sama{}, test::random_vector(d, 4), opt);
@@ -189,7 +189,7 @@ TEST_CASE_TEMPLATE("sama: with Adam equals its formula, the direction scaled by 
   }
 }
 
-TEST_CASE_TEMPLATE("sama: without a record of the last step, the next step's derivative from the current state", P, BILEVEL_DOUBLE_POLICIES) {
+TEST_CASE_TEMPLATE("sama: without a record of the last step, the next step's derivative from the current state", P, BILEVEL_SOLVER_DOUBLE_POLICIES) {
   // A restored state (as from a checkpoint): the recorded step no longer produced it.
   const bilevel::optim::adam<P> opt{.lr = 0.05};
   auto s = make_solver<P>(hg::sama{}, test::random_vector(d, 5), opt);
@@ -210,7 +210,7 @@ TEST_CASE_TEMPLATE("sama: without a record of the last step, the next step's der
   CHECK(r.reports.at(0).gradient_evals == 1);  // the gradient at θ the next step would apply
 }
 
-TEST_CASE_TEMPLATE("sama: with SGD it is −η times the ridge problem's closed-form mixed product", P, BILEVEL_DOUBLE_POLICIES) {
+TEST_CASE_TEMPLATE("sama: with SGD it is −η times the ridge problem's closed-form mixed product", P, BILEVEL_SOLVER_DOUBLE_POLICIES) {
   const auto theta0 = test::random_vector(d, 6);
   auto s = make_solver<P>(hg::sama{}, theta0, bilevel::optim::sgd<P>{.lr = eta});
   s.step_level(0);
@@ -228,7 +228,7 @@ TEST_CASE_TEMPLATE("sama: with SGD it is −η times the ridge problem's closed-
   CHECK(err <= 1e-9);
 }
 
-TEST_CASE_TEMPLATE("sama: points the same way as the exact hypergradient on the ridge problem", P, BILEVEL_DOUBLE_POLICIES) {
+TEST_CASE_TEMPLATE("sama: points the same way as the exact hypergradient on the ridge problem", P, BILEVEL_SOLVER_DOUBLE_POLICIES) {
   // SAMA replaces H⁻¹ by the optimizer's ∂u/∂g: an approximation, so only the direction is
   // compared, at the exact inner solution where the implicit function theorem holds.
   const auto exact = problem<P>.hypergradient(log_penalty);
@@ -255,7 +255,7 @@ TEST_CASE_TEMPLATE("sama: points the same way as the exact hypergradient on the 
   CHECK(std::abs(cos_sgd - cos_identity) <= 1e-12);
 }
 
-TEST_CASE_TEMPLATE("sama: the identity option and an optimizer without vjp both use ṽ = v", P, BILEVEL_DOUBLE_POLICIES) {
+TEST_CASE_TEMPLATE("sama: the identity option and an optimizer without vjp both use ṽ = v", P, BILEVEL_SOLVER_DOUBLE_POLICIES) {
   using bare_sgd = bare_gradient_descent<P>;
   static_assert(!bilevel::differentiable_optimizer<bare_sgd>);
   const auto theta0 = test::random_vector(d, 7);
@@ -272,7 +272,7 @@ TEST_CASE_TEMPLATE("sama: the identity option and an optimizer without vjp both 
   CHECK(rb.reports.at(0).gradient_evals == 0);
 }
 
-TEST_CASE_TEMPLATE("sama: the scale option sets the perturbation's length", P, BILEVEL_DOUBLE_POLICIES) {
+TEST_CASE_TEMPLATE("sama: the scale option sets the perturbation's length", P, BILEVEL_SOLVER_DOUBLE_POLICIES) {
   const auto theta0 = test::random_vector(d, 8);
   auto s = make_solver<P>(hg::sama{.scale = 1e-3}, theta0, bilevel::optim::sgd<P>{.lr = eta});
   s.step_level(0);
@@ -320,7 +320,7 @@ auto three_levels(S0 s0, O0 o0, S1 s1, O1 o1) {
 
 }  // namespace
 
-TEST_CASE_TEMPLATE("sama: on the middle edge of three levels, the closed form of its approximation", P, BILEVEL_DOUBLE_POLICIES) {
+TEST_CASE_TEMPLATE("sama: on the middle edge of three levels, the closed form of its approximation", P, BILEVEL_SOLVER_DOUBLE_POLICIES) {
   // Level 0 by CG at its optimum, level 1 by SAMA with SGD at its optimum for x*: SAMA
   // replaces the middle Jacobian −A1⁻¹B1 by −η1·B1, so dF/dz = direct + J_yᵀ ∂F/∂y + J_xᵀ ∂F/∂x
   // with J_x = −A0⁻¹B0z and J_y = −η1(B1x J_x + B1z).
@@ -348,7 +348,7 @@ TEST_CASE_TEMPLATE("sama: on the middle edge of three levels, the closed form of
   CHECK(err <= 1e-8);
 }
 
-TEST_CASE_TEMPLATE("sama: on the middle edge of three levels with Adam, its formula for both slots", P, BILEVEL_DOUBLE_POLICIES) {
+TEST_CASE_TEMPLATE("sama: on the middle edge of three levels with Adam, its formula for both slots", P, BILEVEL_SOLVER_DOUBLE_POLICIES) {
   const bilevel::optim::adam<P> adam{.lr = 0.05};
   auto s = three_levels<P>(hg::implicit_cg{}, bilevel::optim::sgd<P>{.lr = step_size(q0)}, hg::sama{}, adam);
   auto& l1 = s.template level<1>();
@@ -382,7 +382,7 @@ TEST_CASE_TEMPLATE("sama: on the middle edge of three levels with Adam, its form
   }
 }
 
-TEST_CASE_TEMPLATE("sama: every level's parameters and optimizer state are bit-for-bit unchanged", P, BILEVEL_DOUBLE_POLICIES) {
+TEST_CASE_TEMPLATE("sama: every level's parameters and optimizer state are bit-for-bit unchanged", P, BILEVEL_SOLVER_DOUBLE_POLICIES) {
   using adam = bilevel::optim::adam<P>;
   auto s = three_levels<P>(hg::sama{}, adam{.lr = 0.05}, hg::sama{}, adam{.lr = 0.05, .weight_decay = 0.01});
   for (int k = 0; k < 3; ++k) s.step_level(0), s.step_level(1), s.step_level(2);

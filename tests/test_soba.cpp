@@ -85,7 +85,7 @@ std::string refusal(const hg::soba& options) {
 
 }  // namespace
 
-TEST_CASE_TEMPLATE("soba: at the exact inner solution, repeated calls follow z ← z − ρ(Hz − v) and reach the closed form geometrically", P, BILEVEL_DOUBLE_POLICIES) {
+TEST_CASE_TEMPLATE("soba: at the exact inner solution, repeated calls follow z ← z − ρ(Hz − v) and reach the closed form geometrically", P, BILEVEL_SOLVER_DOUBLE_POLICIES) {
   const auto theta = problem<P>.solution(log_penalty);
   const auto closed = problem<P>.hypergradient(log_penalty);
   const Eigen::MatrixXd h = inner_hessian<P>(log_penalty);
@@ -145,7 +145,7 @@ TEST_CASE_TEMPLATE("soba: at the exact inner solution, repeated calls follow z �
   CHECK(test::norm(test::host<P>(r.gradient)) == 0.0);
 }
 
-TEST_CASE_TEMPLATE("soba: a decaying step follows ρ_t = step·(1 + t)^(−decay)", P, BILEVEL_DOUBLE_POLICIES) {
+TEST_CASE_TEMPLATE("soba: a decaying step follows ρ_t = step·(1 + t)^(−decay)", P, BILEVEL_SOLVER_DOUBLE_POLICIES) {
   const auto theta = problem<P>.solution(log_penalty);
   const Eigen::MatrixXd h = inner_hessian<P>(log_penalty);
   const Eigen::VectorXd v = outer_gradient<P>(theta);
@@ -159,7 +159,7 @@ TEST_CASE_TEMPLATE("soba: a decaying step follows ρ_t = step·(1 + t)^(−decay
   }
 }
 
-TEST_CASE_TEMPLATE("soba: past 2/λ_max z grows by |1 − ρλ_max| per call, and restarts from 0 once it overflows", P, BILEVEL_DOUBLE_POLICIES) {
+TEST_CASE_TEMPLATE("soba: past 2/λ_max z grows by |1 − ρλ_max| per call, and restarts from 0 once it overflows", P, BILEVEL_SOLVER_DOUBLE_POLICIES) {
   const auto theta = problem<P>.solution(log_penalty);
   const auto eig = Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd>(inner_hessian<P>(log_penalty)).eigenvalues();
   const double rho = 10.0;  // 2/λ_max ≈ 0.92
@@ -186,7 +186,7 @@ TEST_CASE_TEMPLATE("soba: past 2/λ_max z grows by |1 − ρλ_max| per call, an
   CHECK(std::isfinite(r.reports.at(0).residual));
 }
 
-TEST_CASE_TEMPLATE("soba: the single loop (one step each of θ, z and λ per iteration) reaches λ*", P, BILEVEL_DOUBLE_POLICIES) {
+TEST_CASE_TEMPLATE("soba: the single loop (one step each of θ, z and λ per iteration) reaches λ*", P, BILEVEL_SOLVER_DOUBLE_POLICIES) {
   // The unregularised outer problem drives some log-penalties to ±∞ (uninformative features
   // want an infinite penalty); the outer SGD's weight decay β adds β/2‖λ‖², a Gaussian prior
   // on the log-penalties, which makes λ* finite.
@@ -277,7 +277,7 @@ auto three_levels(S0 s0, S1 s1) {
 
 }  // namespace
 
-TEST_CASE_TEMPLATE("soba: on both edges of three levels, repeated calls reach implicit CG's total derivative", P, BILEVEL_DOUBLE_POLICIES) {
+TEST_CASE_TEMPLATE("soba: on both edges of three levels, repeated calls reach implicit CG's total derivative", P, BILEVEL_SOLVER_DOUBLE_POLICIES) {
   // Step 1/λ_max on each level: z contracts by 1 − λ_min/λ_max per call there.
   const auto [min0, max0] = extreme_eigenvalues(q0);
   const auto [min1, max1] = extreme_eigenvalues(q1);
@@ -313,7 +313,7 @@ TEST_CASE_TEMPLATE("soba: on both edges of three levels, repeated calls reach im
   CHECK(residual > 1e-3);  // measured: 0.995
 }
 
-TEST_CASE_TEMPLATE("soba: bad options are refused, naming the option", P, BILEVEL_DOUBLE_POLICIES) {
+TEST_CASE_TEMPLATE("soba: bad options are refused, naming the option", P, BILEVEL_SOLVER_DOUBLE_POLICIES) {
   const double nan = std::numeric_limits<double>::quiet_NaN(), inf = std::numeric_limits<double>::infinity();
   CHECK(refusal<P>(hg::soba{}) == "");
   CHECK(refusal<P>(hg::soba{.step = 2.0, .decay = 1.0, .damping = 1e-3}) == "");

@@ -124,7 +124,7 @@ void for_each_strategy(F f) {
 
 }  // namespace
 
-TEST_CASE_TEMPLATE("three levels: every strategy on the lowest edge (middle level by CG)", P, BILEVEL_DOUBLE_POLICIES) {
+TEST_CASE_TEMPLATE("three levels: every strategy on the lowest edge (middle level by CG)", P, BILEVEL_SOLVER_DOUBLE_POLICIES) {
   for_each_strategy([](const char* name, auto strategy, promise p) {
     CAPTURE(name);
     const auto got = solver_hypergradient<P>(strategy, p, hg::implicit_cg{}, promise{});
@@ -139,7 +139,7 @@ TEST_CASE_TEMPLATE("three levels: every strategy on the lowest edge (middle leve
   });
 }
 
-TEST_CASE_TEMPLATE("three levels: every strategy on the middle edge (lowest level by CG)", P, BILEVEL_DOUBLE_POLICIES) {
+TEST_CASE_TEMPLATE("three levels: every strategy on the middle edge (lowest level by CG)", P, BILEVEL_SOLVER_DOUBLE_POLICIES) {
   for_each_strategy([](const char* name, auto strategy, promise p) {
     CAPTURE(name);
     const auto got = solver_hypergradient<P>(hg::implicit_cg{}, promise{}, strategy, p);
@@ -150,7 +150,7 @@ TEST_CASE_TEMPLATE("three levels: every strategy on the middle edge (lowest leve
   });
 }
 
-TEST_CASE_TEMPLATE("three levels: the same strategy on both edges", P, BILEVEL_DOUBLE_POLICIES) {
+TEST_CASE_TEMPLATE("three levels: the same strategy on both edges", P, BILEVEL_SOLVER_DOUBLE_POLICIES) {
   for_each_strategy([](const char* name, auto strategy, promise p) {
     CAPTURE(name);
     const auto got = solver_hypergradient<P>(strategy, p, strategy, p);
@@ -167,7 +167,7 @@ TEST_CASE("three levels: approximate strategies are measurably different from th
   CHECK(test::relative_error(expected(promise{promise::none}, promise{}), exact) > 1e-3);
 }
 
-TEST_CASE_TEMPLATE("three levels: a cycle below the top is cut and reported", P, BILEVEL_DOUBLE_POLICIES) {
+TEST_CASE_TEMPLATE("three levels: a cycle below the top is cut and reported", P, BILEVEL_SOLVER_DOUBLE_POLICIES) {
   // Classic trilevel nesting: x reads y's variable and y reads x's solution. The solver
   // processes y first and drops x's adjoint on y, and must say so.
   using sgd = bilevel::optim::sgd<P>;

@@ -172,7 +172,7 @@ std::vector<double> zero_order_product(const black_box<P, Sine>& learner, const 
 
 }  // namespace
 
-TEST_CASE_TEMPLATE("zero_order: error against the exact product falls like 1/sqrt(N), as (d+1)/N predicts", P, BILEVEL_DOUBLE_POLICIES) {
+TEST_CASE_TEMPLATE("zero_order: error against the exact product falls like 1/sqrt(N), as (d+1)/N predicts", P, BILEVEL_SOLVER_DOUBLE_POLICIES) {
   // One SGD step of the black box, θ₁ = θ₀ − η(Aθ₀ − B₁λ₁ − B₂λ₂), is affine in λ, so
   // φ(λ) = ⟨v, θ₁(λ)⟩ is linear: its smoothed gradient is the exact one, ηB_sᵀv per slot,
   // for any σ, and what remains is sampling error. Two slots (2 and 3 values) perturbed
@@ -223,7 +223,7 @@ TEST_CASE_TEMPLATE("zero_order: error against the exact product falls like 1/sqr
   }
 }
 
-TEST_CASE_TEMPLATE("zero_order: estimates the gradient of the Gaussian-smoothed response", P, BILEVEL_DOUBLE_POLICIES) {
+TEST_CASE_TEMPLATE("zero_order: estimates the gradient of the Gaussian-smoothed response", P, BILEVEL_SOLVER_DOUBLE_POLICIES) {
   // With f = sin, φ(λ) = const + η vᵀB sin λ, and E[sin(λ + σu)] = e^{−σ²/2} sin λ: the
   // smoothed gradient is e^{−σ²/2} times the exact ηcos(λ) ⊙ Bᵀv. At σ = 1 the two differ
   // by 39%; the estimate must land on the smoothed one.
@@ -289,7 +289,7 @@ std::vector<double> closed_form(const Eigen::MatrixXd& a, const Eigen::MatrixXd&
 
 }  // namespace
 
-TEST_CASE_TEMPLATE("zero_order: the solver's hypergradient through a black-box learner matches the closed form", P, BILEVEL_DOUBLE_POLICIES) {
+TEST_CASE_TEMPLATE("zero_order: the solver's hypergradient through a black-box learner matches the closed form", P, BILEVEL_SOLVER_DOUBLE_POLICIES) {
   const Eigen::MatrixXd a = spd(n, 30), b = random_matrix(n, 3, 32);
   const std::vector<double> lambda = {0.5, -1.0, 0.8};
   constexpr std::size_t samples = 4096;
@@ -329,7 +329,7 @@ TEST_CASE_TEMPLATE("zero_order: the solver's hypergradient through a black-box l
   CHECK(test::norm(indirect) > 5.0 * tolerance);
 }
 
-TEST_CASE_TEMPLATE("zero_order: leaves every level's parameters and optimizer state exactly as they were", P, BILEVEL_DOUBLE_POLICIES) {
+TEST_CASE_TEMPLATE("zero_order: leaves every level's parameters and optimizer state exactly as they were", P, BILEVEL_SOLVER_DOUBLE_POLICIES) {
   const Eigen::MatrixXd a = spd(n, 40), b = random_matrix(n, 3, 42);
   auto s = black_box_solver<P>(a, b, {0.2, 0.7, -0.4}, {.samples = 8, .steps = 4, .seed = 3});
   s.run(3);  // momentum buffers on both levels, filled

@@ -22,8 +22,11 @@
 #include <bilevel/methods/lfm_architecture_search.hpp>
 #include <bilevel/methods/lfm_class_weighting.hpp>
 #include <bilevel/methods/meta_weight_net.hpp>
+#include <bilevel/methods/small_group_learning.hpp>
 #include <bilevel/problems/ridge.hpp>
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <random>
@@ -32,6 +35,7 @@
 #include <vector>
 
 #include "host_math.hpp"
+#include "search_cell.hpp"
 #include "toy_data.hpp"
 
 namespace {
@@ -294,6 +298,72 @@ TEST_CASE("mpi: LFM with class weighting, DARTS and LFM's architecture search (a
   MESSAGE("LFM architecture search, every parameter of its three levels after 30 outer iterations: " << l_err);
   CHECK(l_err <= 1e-12);
 
+}
+
+TEST_CASE("mpi: the peer-label loss and its products on 2 ranks equal one process's (7 labelled, 5 unlabelled rows)") {
+  using namespace bilevel::learners;
+  using net_t = reading_segment<sequential<P64>>;
+  const sequential<P64> plain(geometry{1, 1, 8}, test::search_cell());
+  const std::size_t m = plain.arch_size();
+  const peer_label_loss<net_t> one(net_t(plain, 0, 0, 2 * m), {net_t(plain, 0, m, 2 * m)}, 0.7);
+  const dist::data_parallel two(one, world());
+  // Odd counts: rank 0 takes 3 labelled and 2 unlabelled rows, rank 1 4 and 3.
+  const auto train = test::toy_classes(30, 3), pool = test::toy_classes(30, 5, 0.0, 100);
+  const auto b = peer_batches<P64>(train.data, 7, pool.data, 5, 9)();
+  const auto theta = plain.initial_parameters(1), peer_w = plain.initial_parameters(2);
+  const auto top = test::device<P64>(test::random_vector(2 * m, 3, 0.5));
+  const auto v = test::device<P64>(test::random_vector(plain.num_parameters(), 4));
+  const auto u = test::device<P64>(test::random_vector(2 * m, 5));
+  const P64::vector* in[] = {&top, &peer_w};
+  auto compare = [&](const char* what, const P64::vector& a, const P64::vector& c) {
+    const double err = test::relative_error(test::host<P64>(a), test::host<P64>(c));
+    MESSAGE(std::string(what) << ", 2 ranks against one process: " << err);
+    CHECK(err <= 1e-12);
+    CHECK(same_on_every_rank(test::host<P64>(a)));
+  };
+  P64::vector a, c;
+  const double l2 = two.gradient(theta, in, b, a), l1 = one.gradient(theta, in, b, c);
+  MESSAGE("peer-label loss, 2 ranks against one process: " << std::abs(l2 - l1) / std::abs(l1));
+  CHECK(std::abs(l2 - l1) <= 1e-12 * std::abs(l1));
+  CHECK(two.loss(theta, in, b) == l2);
+  compare("gradient", a, c);
+  two.input_gradient(theta, in, b, 0, a), one.input_gradient(theta, in, b, 0, c);
+  compare("input gradient (architectures)", a, c);
+  two.hvp(theta, in, b, v, a), one.hvp(theta, in, b, v, c);
+  compare("HVP", a, c);
+  two.mixed_vjp(theta, in, b, 0, v, a), one.mixed_vjp(theta, in, b, 0, v, c);
+  compare("mixed VJP", a, c);
+  two.mixed_jvp(theta, in, b, 0, u, a), one.mixed_jvp(theta, in, b, 0, u, c);
+  compare("mixed JVP", a, c);
+  // The peer's slot stays detached.
+  two.input_gradient(theta, in, b, 1, a);
+  CHECK(test::norm(test::host<P64>(a)) == 0.0);
+}
+
+TEST_CASE("mpi: 25 outer iterations of small-group learning (K = 2) on 2 ranks match one process") {
+  const auto train = test::toy_classes(96, 3, 0.3), val = test::toy_classes(48, 4, 0.0, 1000);
+  // Odd batches, so the ranks' parts differ in size: 11 labelled and 7 unlabelled rows per V_k batch.
+  const bilevel::methods::sgl_config cfg{.batch = 11, .unlabelled_batch = 7, .validation_batch = 13, .lr = 0.1,
+                                         .arch_lr = 3e-2, .seed = 6};
+  auto check = [&](const char* name, auto one, auto two) {
+    const auto a = all_parameters(one, 25), b = all_parameters(two, 25);
+    const double err = test::relative_error(b, a);
+    MESSAGE(std::string(name) << ", every parameter of its five levels after 25 outer iterations, 2 ranks against one process: "
+                 << err);
+    // Every gradient and product is a sum of two parts, off by round-off (1e-16 relative), which
+    // 25 steps of SGD with momentum and of Adam (and the look-ahead's virtual steps) compound.
+    CHECK(err <= 1e-12);
+    CHECK(same_on_every_rank(b));
+  };
+  const bilevel::learners::geometry in{1, 1, 8};
+  check("SGL (first order)", bilevel::methods::small_group_learning<P64, 2>(in, test::search_cell(), train.data, val.data, cfg),
+        bilevel::methods::small_group_learning<P64, 2>(in, test::search_cell(), train.data, val.data, cfg,
+                                                       hg::first_order{}, dist::across(world())));
+  const hg::lookahead exact{.steps = 1, .on_next_batch = true};
+  check("SGL (one exact look-ahead step of each V_k)",
+        bilevel::methods::small_group_learning<P64, 2>(in, test::search_cell(), train.data, val.data, cfg, exact),
+        bilevel::methods::small_group_learning<P64, 2>(in, test::search_cell(), train.data, val.data, cfg, exact,
+                                                       dist::across(world())));
 }
 
 TEST_CASE("mpi: a checkpoint written by rank 0 resumes on every rank, bit for bit; another rank count is refused") {

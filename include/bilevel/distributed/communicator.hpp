@@ -28,6 +28,7 @@
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -136,27 +137,44 @@ double all_reduce_scalar(const C& comm, double x) {
   return x;
 }
 
+/// Where one rank's `values` differ from rank 0's: that rank (the lowest), the first entry that
+/// differs, and both values.
+struct rank_difference {
+  std::size_t rank = 0, index = 0;
+  double value = 0, rank0_value = 0;
+};
+
+/// The first difference between the ranks' `values` (of one length on every rank), or none; the
+/// same answer on every rank. A collective: every rank must call it at the same point.
+template <communicator C>
+std::optional<rank_difference> first_difference_across_ranks(const C& comm, std::span<const double> values) {
+  const std::size_t ranks = comm.size(), n = values.size();
+  if (ranks == 1 || n == 0) return std::nullopt;
+  // Each rank writes its row; the sum of rows that are zero but one is that row, exactly.
+  std::vector<double> table(ranks * n, 0.0);
+  std::copy(values.begin(), values.end(), table.begin() + std::ptrdiff_t(comm.rank() * n));
+  comm.all_reduce_sum(std::span<double>(table));
+  for (std::size_t r = 1; r < ranks; ++r)
+    for (std::size_t i = 0; i < n; ++i)
+      if (table[r * n + i] != table[i])
+        return rank_difference{.rank = r, .index = i, .value = table[r * n + i], .rank0_value = table[i]};
+  return std::nullopt;
+}
+
 /// Throws std::invalid_argument on every rank when the ranks' `values` differ, naming the first
 /// entry that does (by `labels[i]`), the rank and both values: a check that every rank built
 /// the same thing, made once at start-up (a collective: every rank must call it).
 template <communicator C>
 void require_same_on_every_rank(const C& comm, const std::vector<double>& values, const std::vector<std::string>& labels,
                                 const std::string& who) {
-  const std::size_t ranks = comm.size(), n = values.size();
-  if (ranks == 1 || n == 0) return;
-  // Each rank writes its row; the sum of rows that are zero but one is that row, exactly.
-  std::vector<double> table(ranks * n, 0.0);
-  std::copy(values.begin(), values.end(), table.begin() + std::ptrdiff_t(comm.rank() * n));
-  comm.all_reduce_sum(std::span<double>(table));
+  const auto d = first_difference_across_ranks(comm, std::span<const double>(values));
+  if (!d) return;
   auto text = [](double x) {
     return x == std::floor(x) && std::abs(x) < 1e15 ? std::to_string(static_cast<long long>(x)) : std::to_string(x);
   };
-  for (std::size_t r = 1; r < ranks; ++r)
-    for (std::size_t i = 0; i < n; ++i)
-      if (table[r * n + i] != table[i])
-        throw std::invalid_argument(who + ": rank " + std::to_string(r) + "'s " + (i < labels.size() ? labels[i] : "value") +
-                                    " is " + text(table[r * n + i]) + ", rank 0's " + text(table[i]) +
-                                    ": every rank must build the same levels");
+  throw std::invalid_argument(who + ": rank " + std::to_string(d->rank) + "'s " +
+                              (d->index < labels.size() ? labels[d->index] : "value") + " is " + text(d->value) +
+                              ", rank 0's " + text(d->rank0_value) + ": every rank must build the same levels");
 }
 
 }  // namespace bilevel::distributed

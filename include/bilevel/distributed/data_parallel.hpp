@@ -18,7 +18,12 @@
 ///     sampler, the same seed) and takes its rows [⌊r·n/R⌋, ⌊(r+1)·n/R⌋), keeping the samples'
 ///     ids, so per-sample upper variables (weight tables, sample weights) follow the sample.
 ///     The global batch sequence therefore does not depend on the number of ranks. The batch
-///     type must offer take_rows(batch, first, count) (classification_batch does);
+///     type must offer rows_of_rank(batch, rank, ranks) (classification_batch does, below). A
+///     batch of labelled rows followed by unlabelled ones (label −1: SGL's peer batches) is
+///     split kind by kind, each rank taking its block of the labelled rows, then its block of
+///     the unlabelled ones, and its part records the whole batch's counts, because a loss that
+///     averages each kind separately (peer_label_loss) is not the mean over the rows: its
+///     parts add up only when each knows the whole batch's counts;
 ///   - `own_data{share}`: each rank's learner was built on its own part of the data
 ///     (full-batch learners, data sets too large to hold on each rank), and share is its rows
 ///     over all rows (the shares sum to 1 over the ranks).
@@ -30,6 +35,7 @@
 /// DistributedDataParallel without SyncBatchNorm does, and their running statistics are each
 /// rank's own. Everything else equals one process up to the round-off of summing n_r-row
 /// means instead of one n-row mean (tests/mpi/: 1e-12 relative in double).
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <span>
@@ -65,11 +71,69 @@ learners::classification_batch<P> take_rows(const learners::classification_batch
   return s;
 }
 
-/// A batch type data_parallel can split by rows.
+/// The rows rank `rank` of `ranks` computes of a classification batch, with the whole batch's
+/// counts (whole_labelled, whole_rows). Each kind of row is split on its own: of n_l labelled
+/// rows (label ≥ 0) followed by n_u unlabelled ones (label −1), the rank takes labelled rows
+/// [⌊r·n_l/R⌋, ⌊(r+1)·n_l/R⌋), then the same block of the unlabelled rows, in that order; so
+/// every part has the whole batch's layout and each kind is shared as evenly as it can be,
+/// where one split of all rows could give a rank a single kind. A batch with no −1 rows is
+/// split as rows [⌊r·n/R⌋, ⌊(r+1)·n/R⌋), and so is one whose −1 rows are not all at the end
+/// (by position: such a batch has no kinds to keep apart). A part may lack one kind; a split
+/// that leaves some rank no rows at all is refused, on every rank alike (each sees the same
+/// batch), so that no rank waits in an all-reduce the others never reach.
+template <tensor_policy P>
+learners::classification_batch<P> rows_of_rank(const learners::classification_batch<P>& b, std::size_t rank,
+                                                std::size_t ranks) {
+  const std::string who = "bilevel::distributed::rows_of_rank";
+  if (rank >= ranks)
+    throw std::invalid_argument(who + ": rank " + std::to_string(rank) + " of " + std::to_string(ranks));
+  const std::size_t n = b.size();
+  std::size_t labelled = 0;
+  while (labelled < n && b.labels[labelled] >= 0) ++labelled;
+  const bool unlabelled_last = std::all_of(b.labels.begin() + std::ptrdiff_t(labelled), b.labels.end(),
+                                           [](int label) { return label < 0; });
+  // The first kind's rows, then the second's; a batch of another layout is one kind.
+  const std::size_t first_kind = unlabelled_last ? labelled : n, second_kind = n - first_kind;
+  if (!unlabelled_last)
+    labelled = std::size_t(std::count_if(b.labels.begin(), b.labels.end(), [](int label) { return label >= 0; }));
+  const auto first_row = [&](std::size_t q, std::size_t count) { return q * count / ranks; };
+  for (std::size_t q = 0; q < ranks; ++q)
+    if (first_row(q + 1, first_kind) == first_row(q, first_kind) &&
+        first_row(q + 1, second_kind) == first_row(q, second_kind))
+      throw std::invalid_argument(
+          who + ": a batch of " + std::to_string(labelled) + " labelled and " + std::to_string(n - labelled) +
+          " unlabelled rows (label −1), split over " + std::to_string(ranks) + " ranks, leaves rank " +
+          std::to_string(q) + " no rows: each rank needs at least one");
+  const std::size_t l0 = first_row(rank, first_kind), l1 = first_row(rank + 1, first_kind),
+                    u0 = first_kind + first_row(rank, second_kind), u1 = first_kind + first_row(rank + 1, second_kind);
+  learners::classification_batch<P> s;
+  if (u1 == u0 || l1 == l0) {  // one block of consecutive rows
+    s = l1 > l0 ? take_rows(b, l0, l1 - l0) : take_rows(b, u0, u1 - u0);
+  } else {
+    const auto l = take_rows(b, l0, l1 - l0), u = take_rows(b, u0, u1 - u0);
+    s.x = P::matrix_zeros(l.size() + u.size(), P::cols(b.x));
+    s.targets = P::matrix_zeros(l.size() + u.size(), P::cols(b.targets));
+    P::set_row_block(l.x, s.x, 0);
+    P::set_row_block(u.x, s.x, l.size());
+    P::set_row_block(l.targets, s.targets, 0);
+    P::set_row_block(u.targets, s.targets, l.size());
+    s.labels = l.labels;
+    s.labels.insert(s.labels.end(), u.labels.begin(), u.labels.end());
+    s.ids = l.ids;
+    s.ids.insert(s.ids.end(), u.ids.begin(), u.ids.end());
+  }
+  s.whole_labelled = labelled;
+  s.whole_rows = n;
+  return s;
+}
+
+/// A batch type data_parallel can split by rows: size(), and rows_of_rank(batch, rank, ranks),
+/// the part rank `rank` of `ranks` computes, which must give every rank at least one row of a
+/// batch of `ranks` rows or more, or refuse on every rank alike.
 template <class B>
 concept row_shardable = requires(const B& b, std::size_t i) {
   { b.size() } -> std::convertible_to<std::size_t>;
-  { take_rows(b, i, i) } -> std::same_as<B>;
+  { rows_of_rank(b, i, i) } -> std::same_as<B>;
 };
 
 template <class L, communicator C>
@@ -86,7 +150,7 @@ class data_parallel {
     static_assert(check_communicator<C>());
     static_assert(row_shardable<batch_type>,
                   "bilevel::distributed::data_parallel: this learner's batch type cannot be split by rows "
-                  "(it needs size() and a take_rows(batch, first, count) overload); build each rank's learner "
+                  "(it needs size() and a rows_of_rank(batch, rank, ranks) overload); build each rank's learner "
                   "on its own data and pass own_data{share} instead");
     require_same_shape();
   }
@@ -237,14 +301,13 @@ class data_parallel {
     shard s{.whole = &b, .rows = {}, .share = share_};
     if constexpr (row_shardable<batch_type>) {
       if (split_ && comm_.size() > 1) {
-        const std::size_t n = b.size(), ranks = comm_.size(), r = comm_.rank();
+        const std::size_t n = b.size(), ranks = comm_.size();
         if (n < ranks)
           throw std::invalid_argument("bilevel::distributed::data_parallel: a batch of " + std::to_string(n) +
                                       " rows cannot be split over " + std::to_string(ranks) +
                                       " ranks: each rank needs at least one row");
-        const std::size_t first = r * n / ranks, last = (r + 1) * n / ranks;
-        s.rows.template emplace<1>(take_rows(b, first, last - first));
-        s.share = double(last - first) / double(n);
+        const auto& part = s.rows.template emplace<1>(rows_of_rank(b, comm_.rank(), ranks));
+        s.share = double(part.size()) / double(n);
       }
     }
     return s;

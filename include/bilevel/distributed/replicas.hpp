@@ -53,25 +53,20 @@ template <communicator C, class Solver>
 void check_replicas(const C& comm, const Solver& s, std::size_t iteration) {
   using P = typename Solver::policy;
   constexpr std::size_t levels = Solver::size();
-  const std::size_t ranks = comm.size();
-  if (ranks == 1) return;
-  // Each fingerprint as two 32-bit halves: a sum of doubles that are zero but one is exact.
-  std::vector<double> table(ranks * levels * 2, 0.0);
+  if (comm.size() == 1) return;
+  // Each fingerprint as two 32-bit halves, which a double holds exactly.
+  std::vector<double> halves(levels * 2);
   [&]<std::size_t... I>(std::index_sequence<I...>) {
     ((void)[&] {
       const std::uint64_t f = detail::fingerprint<P>(s.template level<I>().theta);
-      table[(comm.rank() * levels + I) * 2] = double(f >> 32);
-      table[(comm.rank() * levels + I) * 2 + 1] = double(f & 0xffffffffu);
+      halves[I * 2] = double(f >> 32);
+      halves[I * 2 + 1] = double(f & 0xffffffffu);
     }(), ...);
   }(std::make_index_sequence<levels>{});
-  comm.all_reduce_sum(std::span<double>(table));
-  for (std::size_t r = 1; r < ranks; ++r)
-    for (std::size_t j = 0; j < levels; ++j)
-      for (std::size_t h = 0; h < 2; ++h)
-        if (table[(r * levels + j) * 2 + h] != table[j * 2 + h])
-          throw std::runtime_error("bilevel::distributed::check_replicas: at iteration " + std::to_string(iteration) +
-                                   ", level " + std::to_string(j) + "'s parameters on rank " + std::to_string(r) +
-                                   " differ from rank 0's: the replicas have diverged");
+  if (const auto d = first_difference_across_ranks(comm, std::span<const double>(halves)))
+    throw std::runtime_error("bilevel::distributed::check_replicas: at iteration " + std::to_string(iteration) +
+                             ", level " + std::to_string(d->index / 2) + "'s parameters on rank " +
+                             std::to_string(d->rank) + " differ from rank 0's: the replicas have diverged");
 }
 
 }  // namespace bilevel::distributed

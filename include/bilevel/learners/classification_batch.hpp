@@ -22,6 +22,11 @@ struct classification_batch {
   typename P::matrix targets;  ///< batch × classes; rows sum to 1 for cross-entropy
   std::vector<int> labels;     ///< hard labels, or −1 where a row is soft
   std::vector<std::size_t> ids;
+  /// When this batch is one rank's part of a larger batch (distributed::data_parallel), the
+  /// larger batch's number of labelled rows (label ≥ 0) and of rows; 0: this batch is whole.
+  /// Learners whose loss weighs the kinds of rows by their counts in the batch
+  /// (peer_label_loss) read the whole batch's counts here, so that the parts' losses add up.
+  std::size_t whole_labelled = 0, whole_rows = 0;
 
   [[nodiscard]] std::size_t size() const { return ids.size(); }
 };

@@ -22,6 +22,14 @@
 /// network's on that batch, exact where the network's are. Filling the targets copies them
 /// through the host (B × classes values per call).
 ///
+/// Data-parallel (distributed::data_parallel): each rank's part of a batch holds b_l of its
+/// labelled and b_u of its unlabelled rows (distributed::rows_of_rank) and records the whole
+/// batch's B_l and B (whole_labelled, whole_rows). The targets are then scaled with the whole
+/// batch's B, B_l, B_u, so that the part's mean over its b_l + b_u rows, weighted by the share
+/// (b_l + b_u)/B that data_parallel gives it, is exactly its labelled rows' (1/B_l) Σ CE plus
+/// its unlabelled rows' (λ/B_u) Σ CE, and the parts add up to the loss above. A part may hold
+/// one kind only (its peers then give no pseudo-labels); a whole batch needs both.
+///
 /// Why one batch with hidden labels rather than a pair of batches: the solver instantiates
 /// each level's objective with the batch type of every level it computes a hypergradient for,
 /// so the levels of one solver share one batch type.
@@ -159,14 +167,25 @@ class peer_label_loss {
       if (b.labels[i] >= 0)
         throw std::invalid_argument("bilevel::learners::peer_label_loss: labelled row " + std::to_string(i) +
                                     " after an unlabelled one (the unlabelled rows, label −1, come last)");
-    if (nl == 0 || nu == 0)
+    // The whole batch's counts: this batch's own, or, for one rank's part of it, those it records.
+    const bool part = b.whole_rows > 0;
+    const std::size_t whole = part ? b.whole_rows : rows, whole_l = part ? b.whole_labelled : nl,
+                      whole_u = whole - std::min(whole_l, whole);
+    if (whole_l == 0 || whole_u == 0)
       throw std::invalid_argument("bilevel::learners::peer_label_loss: a batch needs labelled rows and unlabelled "
-                                  "rows (label −1); it has " + std::to_string(nl) + " and " + std::to_string(nu));
+                                  "rows (label −1); it has " + std::to_string(whole_l) + " and " +
+                                  std::to_string(whole_u) + (part ? " (the whole batch this one is part of)" : ""));
+    // A part with more rows of a kind than its whole batch has was not cut from it: its
+    // targets would be scaled wrong.
+    if (rows == 0 || nl > whole_l || nu > whole_u)
+      throw std::invalid_argument("bilevel::learners::peer_label_loss: a part of " + std::to_string(nl) +
+                                  " labelled and " + std::to_string(nu) + " unlabelled rows of a batch of " +
+                                  std::to_string(whole_l) + " and " + std::to_string(whole_u));
     auto t = policy::matrix_to_host(b.targets);
-    const std::size_t C = t.size() / rows;
-    for (std::size_t i = 0; i < nl * C; ++i) t[i] *= scalar_t<policy>(double(rows) / double(nl));
+    const std::size_t C = policy::cols(b.targets);
+    for (std::size_t i = 0; i < nl * C; ++i) t[i] *= scalar_t<policy>(double(whole) / double(whole_l));
     std::fill(t.begin() + std::ptrdiff_t(nl * C), t.end(), scalar_t<policy>(0));
-    if (!peers_.empty()) {
+    if (!peers_.empty() && nu > 0) {
       // The unlabelled rows alone, for the peers (their targets are not used).
       batch_type u;
       std::vector<std::int64_t> index(nu * d);
@@ -176,7 +195,7 @@ class peer_label_loss {
       u.labels.assign(b.labels.begin() + std::ptrdiff_t(nl), b.labels.end());
       u.ids.assign(b.ids.begin() + std::ptrdiff_t(nl), b.ids.end());
       const vector* arch[] = {in[0]};
-      const double scale = lambda_ * double(rows) / double(nu);
+      const double scale = lambda_ * double(whole) / double(whole_u);
       for (std::size_t j = 0; j < peers_.size(); ++j) {
         matrix p;
         policy::row_softmax(peers_[j].forward(*in[1 + j], u, input_list<policy>(arch)).logits, p);

@@ -27,6 +27,13 @@
 /// does not reach the top objective, so its level is first order in both cases. Not offered:
 /// the non-detached cross path A_j → W_j* → p_j → V_k, whose products need the network's
 /// logit-level VJP and JVP (sequential exposes per-sample losses and parameter products only).
+///
+/// Data-parallel: an optional last argument `adapt` wraps every level's learner (W_k's network,
+/// V_k's peer_label_loss, the top's sum of validation losses); distributed::across(comm) runs
+/// them all data-parallel. V_k's batches are labelled rows followed by unlabelled ones, and its
+/// loss averages each kind on its own, so each rank takes its block of each kind and weighs
+/// them by the whole batch's counts (distributed::rows_of_rank, peer_label_loss.hpp): the sum
+/// over the ranks is the one-process loss, up to round-off.
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -120,10 +127,12 @@ class sgl_solver : public method_solver<Solver> {
 /// The 2K + 1 levels of a search over `specs` (with layer::mixed operations) on
 /// `input`-shaped samples, assembled and scheduled (architectures, W's, V's). Level k is W_k,
 /// level K + k is V_k, level 2K the architectures (group_architectures() splits them).
-template <nn_tensor_policy P, std::size_t K = 2, class Strategy = hypergrad::first_order>
+/// `adapt` wraps each level's learner: distributed::across(comm) runs every level data-parallel.
+template <nn_tensor_policy P, std::size_t K = 2, class Strategy = hypergrad::first_order,
+          class Adapt = detail::learner_as_is>
 auto small_group_learning(const learners::network_design& design, std::shared_ptr<const data::dataset> train,
                           std::shared_ptr<const data::dataset> validation, const sgl_config& cfg = {},
-                          Strategy strategy = {}) {
+                          Strategy strategy = {}, const Adapt& adapt = {}) {
   static_assert(K >= 2, "bilevel::methods::small_group_learning: a group has at least two learners");
   using namespace bilevel::learners;
   using net_t = reading_segment<sequential<P>>;
@@ -151,7 +160,7 @@ auto small_group_learning(const learners::network_design& design, std::shared_pt
                           .schedule = optim::resolve_schedule(cfg.lr_decay, cfg.lr, total, who + ": lr_decay")};
 
   auto make_w = [&](std::size_t k) {
-    return make_level("W" + std::to_string(k + 1), reader(k), sgd, hypergrad::first_order{},
+    return make_level("W" + std::to_string(k + 1), adapt(reader(k)), sgd, hypergrad::first_order{},
                       net.initial_parameters(cfg.seed + k), dataset_batches<P>(train, cfg.batch, cfg.seed + k))
         .reading({2 * K});
   };
@@ -159,8 +168,9 @@ auto small_group_learning(const learners::network_design& design, std::shared_pt
     std::vector<net_t> peers;
     for (std::size_t j = 0; j < K; ++j)
       if (j != k) peers.push_back(reader(j));
-    auto level = make_level("V" + std::to_string(k + 1), peer_label_loss<net_t>(reader(k), std::move(peers), cfg.lambda),
-                            sgd, strategy, net.initial_parameters(cfg.seed + K + k),
+    auto level = make_level("V" + std::to_string(k + 1),
+                            adapt(peer_label_loss<net_t>(reader(k), std::move(peers), cfg.lambda)), sgd, strategy,
+                            net.initial_parameters(cfg.seed + K + k),
                             peer_batches<P>(train, cfg.batch, unlabelled, cfg.unlabelled_batch, cfg.seed + K + k));
     std::vector<std::size_t> reads = {2 * K};  // the architectures, then the peers' W_j
     for (std::size_t j = 0; j < K; ++j)
@@ -171,7 +181,7 @@ auto small_group_learning(const learners::network_design& design, std::shared_pt
   auto make_top = [&] {
     std::vector<architecture_loss<net_t>> terms;
     for (std::size_t k = 0; k < K; ++k) terms.emplace_back(reader(k));
-    auto level = make_level("architectures", summed_loss<architecture_loss<net_t>>(std::move(terms)),
+    auto level = make_level("architectures", adapt(summed_loss<architecture_loss<net_t>>(std::move(terms))),
                             optim::adam<P>{.lr = cfg.arch_lr, .beta1 = cfg.arch_beta1, .beta2 = 0.999,
                                            .weight_decay = cfg.arch_weight_decay,
                                            .schedule = optim::resolve_schedule(cfg.arch_lr_decay, cfg.arch_lr, total,
@@ -193,12 +203,13 @@ auto small_group_learning(const learners::network_design& design, std::shared_pt
 }
 
 /// The search over `specs` (with layer::mixed operations) on `input`-shaped samples.
-template <nn_tensor_policy P, std::size_t K = 2, class Strategy = hypergrad::first_order>
+template <nn_tensor_policy P, std::size_t K = 2, class Strategy = hypergrad::first_order,
+          class Adapt = detail::learner_as_is>
 auto small_group_learning(learners::geometry input, const std::vector<learners::layer::spec>& specs,
                           std::shared_ptr<const data::dataset> train, std::shared_ptr<const data::dataset> validation,
-                          const sgl_config& cfg = {}, Strategy strategy = {}) {
+                          const sgl_config& cfg = {}, Strategy strategy = {}, const Adapt& adapt = {}) {
   return small_group_learning<P, K, Strategy>(learners::layer_specs{input, specs}, std::move(train),
-                                              std::move(validation), cfg, std::move(strategy));
+                                              std::move(validation), cfg, std::move(strategy), adapt);
 }
 
 /// The K architectures of SGL's top vector [A_1 | … | A_K], on the host, each to discretise
