@@ -23,6 +23,7 @@
 #include "per_sample_checks.hpp"
 #include "policies.hpp"
 #include "support.hpp"
+#include "window_max_checks.hpp"
 
 namespace {
 /// Host values rounded to S and back to double: what the policy really holds.
@@ -325,6 +326,11 @@ TEST_CASE_TEMPLATE("policy: all_finite detects NaN and +-Inf anywhere", P, BILEV
 TEST_CASE_TEMPLATE("policy: per-sample gather and scatter-add, row_max_onehot, against host loops", P,
                    BILEVEL_FLOAT_POLICIES, BILEVEL_DOUBLE_POLICIES) {
   test::check_per_sample_maps<P>();
+}
+
+TEST_CASE_TEMPLATE("policy: max pooling's window_max primitives, against naive loops", P, BILEVEL_FLOAT_POLICIES,
+                   BILEVEL_DOUBLE_POLICIES) {
+  test::check_window_max<P>();
 }
 
 TEST_CASE_TEMPLATE("policy: axpy_entry and add_dot_into take their scalar from a vector entry", P,

@@ -146,6 +146,21 @@ void check_layer(const L& layer, const std::vector<double>& x_h, double toleranc
                                                        u_h, h)) <= tolerance);
   CHECK(test::relative_error(host_matrix<P>(gx_dot), test::central_directional(gradient, x_h, u_h, h)) <= tolerance);
 
+  // A network that releases its adjoints (pass_context::keep_adjoints false) and then asks for
+  // second-order products gets the same passes: the value pass keeps what they need.
+  pass_context<P> lean = ctx;
+  lean.keep_adjoints = false;
+  typename L::cache lc;
+  M ly, lgx, ly_dot, lgx_dot;
+  layer.forward(lean, x, ly, lc);
+  layer.backward(lean, x, g, lc, &lgx, grad);
+  layer.tangent_forward(tctx, x, &u, lc, ly_dot);
+  layer.tangent_backward(tctx, x, &u, g, ly_dot, lc, &lgx_dot, grad_dot);
+  CHECK(P::equal(ly, y));
+  CHECK(P::equal(lgx, gx));
+  CHECK(P::equal(ly_dot, y_dot));
+  CHECK(P::equal(lgx_dot, gx_dot));
+
   // A tangent without an input direction is zero.
   M zero_dot;
   layer.tangent_forward(tctx, x, nullptr, c, zero_dot);
@@ -212,6 +227,11 @@ TEST_CASE_TEMPLATE("pooling: a network of pooling layers, every exact product", 
       loss_kind::cross_entropy, sample_weights{4});
   CHECK(net.num_parameters() == (2 * 3 + 3) + (3 * 2 + 2) + (2 * 3 + 3));
   test::check_learner_derivatives(net, test::host<P>(net.initial_parameters(5)), {{0.5, 1.0, 1.5, 0.7}},
+                                  test::random_batch<P>(4, shape.features(), 3, 4), 1e-6);
+  // The same network releasing its adjoints: gradient first, then the second-order products.
+  auto lean = net;
+  lean.keep_adjoints(false);
+  test::check_learner_derivatives(lean, test::host<P>(lean.initial_parameters(5)), {{0.5, 1.0, 1.5, 0.7}},
                                   test::random_batch<P>(4, shape.features(), 3, 4), 1e-6);
 }
 

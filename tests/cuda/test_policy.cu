@@ -24,6 +24,7 @@
 #include "../entry_op_checks.hpp"
 #include "../gemm_cases.hpp"
 #include "../per_sample_checks.hpp"
+#include "../window_max_checks.hpp"
 
 static_assert(bilevel::tensor_policy<bilevel::policy::cuda<float>>);
 static_assert(bilevel::tensor_policy<bilevel::policy::cuda<double>>);
@@ -618,6 +619,10 @@ TEST_CASE("cuda policy: a failed allocation throws cuda_error naming the bytes")
 TEST_CASE_TEMPLATE("cuda policy: per-sample gather and scatter-add, row_max_onehot, against host loops", P,
                    BILEVEL_CUDA_POLICIES) {
   test::check_per_sample_maps<P>();
+}
+
+TEST_CASE_TEMPLATE("cuda policy: max pooling's window_max primitives, against naive loops", P, BILEVEL_CUDA_POLICIES) {
+  test::check_window_max<P>();
 }
 
 TEST_CASE_TEMPLATE("cuda policy: axpy_entry and add_dot_into take their scalar from a vector entry", P,

@@ -57,10 +57,21 @@ concept tensor_policy = requires(typename P::vector& v, const typename P::vector
 /// `gemm_by_segment`), matrix BLAS-1 and element-wise maps (`axpy_entry` and `add_dot_into`
 /// take and leave their scalar in a vector entry, so a device back end never reads it on the
 /// host), bias rows, row reductions and a stable row-wise softmax. Learners that are networks require this refinement.
+///
+/// Max pooling has three direct primitives over a per-sample tap map (the depthwise one's
+/// layout, below: input pixel per output pixel and tap, −1 for padding, which counts as −∞),
+/// with the selection as `index_vector`, one position in x's storage per output, kept where
+/// the policy keeps its data (so a device back end never brings it to the host):
+///   window_max_per_sample:          y[o] = max of o's window, argmax[o] = its first maximum
+///   window_max_adjoint_per_sample:  gx[argmax[o]] += gy[o]
+///   window_max_tangent:             ẏ[o] = ẋ[argmax[o]]
+/// `indices_to_host` reads a selection back (for tests and diagnostics).
 template <class P>
 concept nn_tensor_policy =
     tensor_policy<P> && requires(typename P::vector& v, const typename P::vector& cv, typename P::matrix& m,
-                                 const typename P::matrix& cm, typename P::scalar s, std::size_t n) {
+                                 const typename P::matrix& cm, typename P::scalar s, std::size_t n,
+                                 typename P::index_vector& iv, const typename P::index_vector& civ) {
+      typename P::index_vector;
       { P::matrix_zeros(n, n) } -> std::same_as<typename P::matrix>;
       P::unflatten(cv, n, n, n, m);
       P::segment(cv, n, n, v);
@@ -85,6 +96,10 @@ concept nn_tensor_policy =
       P::gather_per_sample(cm, std::declval<const std::vector<std::int64_t>&>(), n, n, n, m);
       P::scatter_add_per_sample(cm, std::declval<const std::vector<std::int64_t>&>(), n, m);
       P::row_max_onehot(cm, v, m);
+      P::window_max_per_sample(cm, std::declval<const std::vector<std::int64_t>&>(), n, n, m, iv);
+      P::window_max_adjoint_per_sample(cm, std::declval<const std::vector<std::int64_t>&>(), n, n, civ, m);
+      P::window_max_tangent(cm, civ, m);
+      { P::indices_to_host(civ) } -> std::same_as<std::vector<std::int64_t>>;
       P::reshape(cm, n, n, m);
       P::reshape(cv, n, n, m);
       P::row_max(cm, v, std::declval<std::vector<std::int64_t>&>());

@@ -18,7 +18,7 @@
 ///     `stream_scope`, cuda/stream.cuh); one cuBLAS handle per thread (cuda/context.cuh).
 ///     Calls return as soon as their work is queued, except those whose
 ///     result is a host value (to_host, matrix_to_host, dot, norm, sum, all_finite, equal,
-///     row_max's indices), which wait for it.
+///     row_max's indices, indices_to_host), which wait for it.
 ///   - gemm, gemv, axpy, scale and, for double, dot and norm go to cuBLAS; row-major matrices
 ///     are passed as their column-major transposes. dot, norm and sum accumulate in double
 ///     whatever the scalar (float: double-accumulating kernels, deterministic).
@@ -56,6 +56,7 @@
 #include "bilevel/policy/cuda/kernels.cuh"
 #include "bilevel/policy/cuda/stream.cuh"
 #include "bilevel/policy/detail/per_sample_maps.hpp"
+#include "bilevel/policy/detail/window_max.hpp"
 
 namespace bilevel::policy {
 
@@ -115,6 +116,9 @@ struct cuda {
   static constexpr bool whole_batch_maps = true;
   using vector = cuda_detail::device_vector<Scalar>;
   using matrix = cuda_detail::device_matrix<Scalar>;
+  /// Positions in a matrix's storage that a primitive chose (window_max_per_sample's argmax),
+  /// kept on the device: max pooling's selection never comes to the host.
+  using index_vector = cuda_detail::device_buffer<std::int64_t>;
   /// A solver's own stream and the scope that binds it (core/policy_stream.hpp).
   using stream = cuda_stream;
   using stream_scope = cuda_stream_scope;
@@ -614,6 +618,78 @@ struct cuda {
         total, plan.targets, index.size(), block, plan.target.data(), plan.offsets.data(), plan.sources.data(),
         src.data(), out.data());
     cuda_detail::check_launch("scatter_add_per_sample_kernel");
+  }
+  /// Max pooling's value pass (policy/detail/window_max.hpp): y ((batch · out_pixels) × C) =
+  /// each window's first maximum over the tap map (cached on the device as gather's maps
+  /// are; −1: padding, never selected), argmax = its position in x, one thread per output.
+  static void window_max_per_sample(const matrix& x, const std::vector<std::int64_t>& index, std::size_t batch,
+                                    std::size_t taps, matrix& y, index_vector& argmax) {
+    if (&x == &y) {
+      matrix tmp;
+      window_max_per_sample(x, index, batch, taps, tmp, argmax);
+      y = std::move(tmp);
+      return;
+    }
+    const std::size_t out_pixels = taps ? index.size() / taps : 0, C = x.cols();
+    const std::size_t in_pixels = detail::window_max_shapes("cuda", "window_max_per_sample", x.rows(), C,
+                                                            batch * out_pixels, C, index, taps, batch);
+    y.resize(batch * out_pixels, C);
+    argmax.resize(y.size());
+    if (y.size() == 0) return;
+    auto& plan = cuda_detail::plan_cache::get().find(index);
+    cuda_detail::window_max_kernel<<<cuda_detail::blocks_for(y.size()), cuda_detail::threads_per_block, 0,
+                                     cuda_detail::stream()>>>(y.size(), out_pixels, in_pixels, C, taps,
+                                                              plan.index.data(), x.data(), y.data(), argmax.data());
+    cuda_detail::check_launch("window_max_kernel");
+  }
+  /// Its adjoint at the selection, gx[argmax[o]] += gy[o]: a gather over the tap map's inverse
+  /// (one thread per input element, outputs in ascending order), deterministic and in the
+  /// Eigen policy's order of additions, instead of atomics.
+  static void window_max_adjoint_per_sample(const matrix& gy, const std::vector<std::int64_t>& index,
+                                            std::size_t batch, std::size_t taps, const index_vector& argmax,
+                                            matrix& gx) {
+    const char* op = "window_max_adjoint_per_sample";
+    const std::size_t C = gx.cols(), in_pixels = detail::window_max_shapes("cuda", op, gx.rows(), C, gy.rows(),
+                                                                           gy.cols(), index, taps, batch);
+    detail::require_selection_of("cuda", op, argmax.size(), gy.size());
+    auto& cache = cuda_detail::plan_cache::get();
+    auto& plan = cache.find(index);
+    cache.ensure_inverse(plan);
+    const std::size_t total = batch * plan.targets * C;
+    if (total == 0) return;
+    cuda_detail::window_max_adjoint_kernel<<<cuda_detail::blocks_for(total), cuda_detail::threads_per_block, 0,
+                                             cuda_detail::stream()>>>(
+        total, plan.targets, C, taps, index.size() / taps, in_pixels, plan.target.data(), plan.offsets.data(),
+        plan.sources.data(), argmax.data(), gy.data(), gx.data());
+    cuda_detail::check_launch("window_max_adjoint_kernel");
+  }
+  /// Its tangent: y_dot (x_dot's columns, one element per selected one) = x_dot at the selection.
+  static void window_max_tangent(const matrix& x_dot, const index_vector& argmax, matrix& y_dot) {
+    const std::size_t C = x_dot.cols();
+    if (C == 0 || argmax.size() % C != 0)
+      throw std::invalid_argument("bilevel::policy::cuda::window_max_tangent: a selection of " +
+                                  std::to_string(argmax.size()) + " outputs is not rows of " + std::to_string(C) +
+                                  " channels");
+    if (&x_dot == &y_dot) {
+      matrix tmp;
+      window_max_tangent(x_dot, argmax, tmp);
+      y_dot = std::move(tmp);
+      return;
+    }
+    y_dot.resize(argmax.size() / C, C);
+    if (argmax.empty()) return;
+    cuda_detail::gather_kernel<<<cuda_detail::blocks_for(argmax.size()), cuda_detail::threads_per_block, 0,
+                                 cuda_detail::stream()>>>(argmax.size(), argmax.data(), x_dot.data(), y_dot.data());
+    cuda_detail::check_launch("gather_kernel");
+  }
+  /// A selection read back to the host (waits for it).
+  static std::vector<std::int64_t> indices_to_host(const index_vector& i) {
+    std::vector<std::int64_t> h(i.size());
+    if (h.empty()) return h;
+    BILEVEL_CUDA_CHECK(cudaMemcpyAsync(h.data(), i.data(), h.size() * sizeof(std::int64_t), cudaMemcpyDeviceToHost,
+                                       cuda_detail::stream()));
+    cuda_detail::wait_for(cuda_detail::stream());
+    return h;
   }
   /// out_i = Σ_j m_ij.
   static void row_sums(const matrix& m, vector& out) {

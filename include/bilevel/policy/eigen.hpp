@@ -16,17 +16,20 @@
 #include "bilevel/core/tensor_policy.hpp"
 #include "bilevel/policy/detail/depthwise_maps.hpp"
 #include "bilevel/policy/detail/per_sample_maps.hpp"
+#include "bilevel/policy/detail/window_max.hpp"
 
 namespace bilevel::policy {
 
 /// CPU back end on Eigen 3. `vector` is a dense column vector, `matrix` is row-major so that
 /// a data matrix keeps one sample a row, as IDX files and host arrays store it.
 template <std::floating_point Scalar>
-struct eigen : detail::host_depthwise<eigen<Scalar>> {
+struct eigen : detail::host_depthwise<eigen<Scalar>>, detail::host_window_max<eigen<Scalar>> {
   using scalar = Scalar;
   static constexpr const char* name = "eigen";  ///< in error messages
   using vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
   using matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  /// Positions in a matrix's storage that a primitive chose (window_max_per_sample's argmax).
+  using index_vector = std::vector<std::int64_t>;
 
   static vector zeros(std::size_t n) { return vector::Zero(static_cast<Eigen::Index>(n)); }
   static void resize(vector& v, std::size_t n) { v.resize(static_cast<Eigen::Index>(n)); }
@@ -394,6 +397,7 @@ struct eigen : detail::host_depthwise<eigen<Scalar>> {
     return a.rows() == b.rows() && a.cols() == b.cols() && same_elements(a.data(), b.data(), std::size_t(a.size()));
   }
   static std::vector<scalar> matrix_to_host(const matrix& m) { return {m.data(), m.data() + m.size()}; }
+  static std::vector<std::int64_t> indices_to_host(const index_vector& i) { return i; }
 
   /// C = alpha op(A) op(B) + beta C on any writable matrix expression (a matrix or a map of
   /// a segment); with beta == 0 the old contents are not read (no zero-fill pass, no 0·NaN).

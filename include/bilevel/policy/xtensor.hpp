@@ -22,15 +22,18 @@
 #include "bilevel/core/tensor_policy.hpp"
 #include "bilevel/policy/detail/depthwise_maps.hpp"
 #include "bilevel/policy/detail/per_sample_maps.hpp"
+#include "bilevel/policy/detail/window_max.hpp"
 
 namespace bilevel::policy {
 
 template <std::floating_point Scalar>
-struct xtensor : detail::host_depthwise<xtensor<Scalar>> {
+struct xtensor : detail::host_depthwise<xtensor<Scalar>>, detail::host_window_max<xtensor<Scalar>> {
   using scalar = Scalar;
   static constexpr const char* name = "xtensor";  ///< in error messages
   using vector = xt::xtensor<Scalar, 1>;
   using matrix = xt::xtensor<Scalar, 2>;
+  /// Positions in a matrix's storage that a primitive chose (window_max_per_sample's argmax).
+  using index_vector = std::vector<std::int64_t>;
 
   static vector zeros(std::size_t n) { return vector(std::array<std::size_t, 1>{n}, Scalar(0)); }
   static void resize(vector& v, std::size_t n) {
@@ -370,6 +373,7 @@ struct xtensor : detail::host_depthwise<xtensor<Scalar>> {
     return a.shape() == b.shape() && std::equal(a.begin(), a.end(), b.begin());
   }
   static std::vector<scalar> matrix_to_host(const matrix& m) { return {m.data(), m.data() + m.size()}; }
+  static std::vector<std::int64_t> indices_to_host(const index_vector& i) { return i; }
 
  private:
   /// C (row-major, at c) = alpha op(A) op(B) + beta C, by CBLAS.

@@ -77,8 +77,9 @@ struct pass_context {
   std::size_t arch_offset = 0;             ///< where this layer's view of alpha starts
   vector_t<P>* arch_grad = nullptr;        ///< backward: ∂L/∂α is added here (null: not wanted)
   /// Whether the layers keep, for the tangent passes, what only those need: composite layers
-  /// (chains, graphs, mixed operations) their inner adjoints in the backward pass, max
-  /// pooling its selection in the value pass. False when no second-order product is expected
+  /// (chains, graphs, mixed operations) their inner adjoints in the backward pass. (Max
+  /// pooling keeps its selection, one index per output, in either case.) False when no
+  /// second-order product is expected
   /// (sequential::keep_adjoints): each inner adjoint is then released once used, so a
   /// backward pass holds a few adjoints at a time instead of one per activation. A backward
   /// pass that second-order products follow always has it true. A layer that keeps nothing

@@ -10,14 +10,15 @@
 ///   global_avg_pool<P>  the mean over the H · W pixels of each sample and channel, giving
 ///                       1 × 1 × C (the head of ResNets and of the DARTS networks).
 ///
-/// Windows are gathered through one sample's index map (the same for every sample, so for any
-/// batch size) into a (batch · H_out · W_out · C) × (k · k) matrix, as in pool2d.hpp.
+/// Both kinds read their windows through one sample's map (the same for every sample, so for
+/// any batch size). Max pooling hands a map of input pixels per output pixel and window slot
+/// to the policy's window_max primitives (core/tensor_policy.hpp), which find each window's
+/// maximum in place; average pooling gathers its windows into a
+/// (batch · H_out · W_out · C) × (k · k) matrix, as in pool2d.hpp, and sums its rows.
 ///
 /// Padding. As PyTorch requires, p <= k/2, so every window holds at least one input element.
-///   - Max pooling treats the padding as −∞: a padded slot of a window reads a duplicate of
-///     the window's first real element. A duplicate never changes the maximum; the one-hot
-///     choice takes the first maximum, which may be such a duplicate, and the adjoint then
-///     scatters through it onto the real element it copies.
+///   - Max pooling treats the padding as −∞: a padded slot is never selected. Of equal
+///     maxima, the first in window order (row by row) is taken.
 ///   - Average pooling excludes the padding from the count (PyTorch's count_include_pad =
 ///     False, which DARTS uses): padded slots read 0, and each output is divided by its
 ///     number of real elements. The factors depend on the output pixel only, so they are one
@@ -26,12 +27,12 @@
 /// Derivatives. Average pooling and global average pooling are linear: their tangent passes
 /// are the maps themselves, and the tangent of the adjoint is the adjoint of the tangent.
 /// Max pooling routes backward and both tangent passes through the element each output
-/// selected (a one-hot row per output), which is exact wherever the window's maximum is
-/// unique (almost everywhere). The selection is k·k values per output, nine times the
-/// output for 3x3 windows. A network that keeps its adjoints for second-order products
-/// (pass_context::keep_adjoints) keeps the selection from the value pass; one that does not
-/// finds it again from the input in the backward pass, and keeps it then only for a backward
-/// pass that second-order products follow. None of these layers has parameters.
+/// selected, which is exact wherever the window's maximum is unique (almost everywhere): the
+/// adjoint adds each output's adjoint onto that element, the tangent reads that element's
+/// tangent. The selection is one index per output (its position in the batch's input: 8
+/// bytes, where a one-hot row over the window would be k·k scalars), kept from the value
+/// pass whether or not the network keeps its adjoints, since finding it again would cost a
+/// second pass over every window. None of these layers has parameters.
 #include <cstddef>
 #include <cstdint>
 #include <stdexcept>
@@ -49,7 +50,7 @@ struct pool {
   using vector = vector_t<P>;
   using scalar = scalar_t<P>;
   struct cache {
-    matrix choice;          ///< max pooling: one-hot rows, the window slot each output took (see above)
+    typename P::index_vector argmax;  ///< max pooling: the input element each output took (see above)
     vector inverse_count;   ///< average pooling with padding: 1 / (real elements) per output of a sample
   };
   geometry in, out;
@@ -72,53 +73,57 @@ struct pool {
                                   " window does not fit a " + std::to_string(input.height) + "x" +
                                   std::to_string(input.width) + " input padded by " + std::to_string(pad));
     out = {(input.height + 2 * pad - k) / s + 1, (input.width + 2 * pad - k) / s + 1, input.channels};
-    build_maps();
-    broadcast_index_.assign(k * k, 0);
+    if (kind == pooling::max) {
+      build_window_pixels();
+    } else {
+      build_maps();
+      broadcast_index_.assign(k * k, 0);
+    }
   }
   [[nodiscard]] geometry input_shape() const { return in; }
   [[nodiscard]] geometry output_shape() const { return out; }
   [[nodiscard]] std::size_t num_parameters() const { return 0; }
 
   void forward(const pass_context<P>& p, const matrix& x, matrix& y, cache& c) const {
+    if (kind == pooling::max) {
+      P::window_max_per_sample(x, window_pixels_, p.batch, kernel * kernel, y, c.argmax);
+      return;
+    }
     workspace& w = scratch();
     P::gather_per_sample(x, index_, p.batch, out.features(), kernel * kernel, w.cols);
-    if (kind == pooling::max) {
-      if (!p.keep_adjoints) c.choice = matrix{};  // found again when a backward pass needs it
-      P::row_max_onehot(w.cols, w.v, p.keep_adjoints ? c.choice : w.onehot);
-    } else {
-      P::row_sums(w.cols, w.v);
-    }
+    P::row_sums(w.cols, w.v);
     to_rows(w.v, p.batch, c, y);
   }
   void backward(const pass_context<P>& p, const matrix& x, const matrix& g, cache& c, matrix* gx, vector&) const {
-    if (gx) adjoint(g, x, p.batch, c, *gx, p.keep_adjoints);
+    if (gx) adjoint(g, x, p.batch, c, *gx);
   }
-  void tangent_forward(const tangent_context<P>& t, const matrix& x, const matrix* x_dot, cache& c,
+  void tangent_forward(const tangent_context<P>& t, const matrix&, const matrix* x_dot, cache& c,
                        matrix& y_dot) const {
     if (!x_dot) {
       y_dot = P::matrix_zeros(t.batch * out.pixels(), out.channels);
       return;
     }
+    if (kind == pooling::max) {
+      P::window_max_tangent(*x_dot, selection(t.batch, c), y_dot);  // the selected element's tangent
+      return;
+    }
     matrix w;
     vector v;
     P::gather_per_sample(*x_dot, index_, t.batch, out.features(), kernel * kernel, w);
-    if (kind == pooling::max) P::row_dots(w, selection(x, t.batch, c), v);  // the selected element's tangent
-    else P::row_sums(w, v);
+    P::row_sums(w, v);
     to_rows(v, t.batch, c, y_dot);
   }
   /// Linear given the selection: the tangent of the adjoint is the adjoint of ġ.
   void tangent_backward(const tangent_context<P>& t, const matrix& x, const matrix*, const matrix&,
                         const matrix& g_dot, cache& c, matrix* gx_dot, vector&) const {
-    if (gx_dot) adjoint(g_dot, x, t.batch, c, *gx_dot, true);
+    if (gx_dot) adjoint(g_dot, x, t.batch, c, *gx_dot);
   }
 
  private:
-  /// Per-output sums (max pooling: maxima) v, ordered as the output's elements, as the
-  /// (batch · pixels) × C output; average pooling divides by the window's real elements.
+  /// Average pooling's per-output sums v, ordered as the output's elements, as the
+  /// (batch · pixels) × C output, divided by the window's real elements.
   void to_rows(const vector& v, std::size_t batch, cache& c, matrix& y) const {
-    if (kind == pooling::max) {
-      P::reshape(v, batch * out.pixels(), out.channels, y);
-    } else if (uniform_) {
+    if (uniform_) {
       P::reshape(v, batch * out.pixels(), out.channels, y);
       P::scale(y, scalar(1.0 / double(kernel * kernel)));
     } else {
@@ -127,16 +132,22 @@ struct pool {
       P::reshape(y, batch * out.pixels(), out.channels, y);
     }
   }
-  /// The (linear) adjoint of the pooling map at the cached selection: each output's adjoint
-  /// spread over its window (onto the selected slot for max pooling, evenly over the real
-  /// elements for average pooling), then scattered back to the input (padded slots of
-  /// average pooling are dropped; those of max pooling land on the element they copy).
-  void adjoint(const matrix& g, const matrix& x, std::size_t batch, cache& c, matrix& gx, bool keep) const {
+  /// The (linear) adjoint of the pooling map (at the cached selection for max pooling): each
+  /// output's adjoint onto the element it selected (max pooling), or spread evenly over its
+  /// window's real elements and scattered back to the input (average pooling, whose padded
+  /// slots are dropped).
+  void adjoint(const matrix& g, const matrix& x, std::size_t batch, cache& c, matrix& gx) const {
+    if (kind == pooling::max) {
+      const auto& argmax = selection(batch, c);
+      gx = P::matrix_zeros(P::rows(x), P::cols(x));
+      P::window_max_adjoint_per_sample(g, window_pixels_, batch, kernel * kernel, argmax, gx);
+      return;
+    }
     const std::size_t kk = kernel * kernel, outputs = batch * out.features();
     workspace& w = scratch();
     matrix g_col;
     matrix& spread = w.spread;
-    if (kind == pooling::average && !uniform_) {
+    if (!uniform_) {
       P::reshape(g, batch, out.features(), g_col);
       P::scale_columns(g_col, inverse_count(c));
       P::reshape(g_col, outputs, 1, g_col);
@@ -146,26 +157,22 @@ struct pool {
     // Each output's adjoint copied across its window: a per-sample gather with one-element
     // "samples" and a map that reads element 0 k·k times.
     P::gather_per_sample(g_col, broadcast_index_, outputs, 1, kk, spread);
-    if (kind == pooling::max) P::hadamard(spread, keep ? selection(x, batch, c) : selection(x, batch, w.onehot), spread);
-    else if (uniform_) P::scale(spread, scalar(1.0 / double(kk)));
+    if (uniform_) P::scale(spread, scalar(1.0 / double(kk)));
     gx = P::matrix_zeros(P::rows(x), P::cols(x));
     P::scatter_add_per_sample(spread, index_, batch, gx);
   }
-  /// Max pooling's one-hot selection at input x, found again unless kept since the value pass.
-  const matrix& selection(const matrix& x, std::size_t batch, cache& c) const {
-    if (P::rows(c.choice) != batch * out.features()) selection(x, batch, c.choice);
-    return c.choice;
-  }
-  const matrix& selection(const matrix& x, std::size_t batch, matrix& into) const {
-    workspace& w = scratch();
-    P::gather_per_sample(x, index_, batch, out.features(), kernel * kernel, w.cols);
-    P::row_max_onehot(w.cols, w.v, into);
-    return into;
+  /// Max pooling's selection, kept by the value pass; the derivative passes run after it on
+  /// the same cache, so a selection of another batch size is a caller's error.
+  const typename P::index_vector& selection(std::size_t batch, const cache& c) const {
+    if (c.argmax.size() != batch * out.features())
+      throw std::logic_error("bilevel::learners::pool: max pooling's backward and tangent passes need the value "
+                             "pass of the same batch on the same cache first");
+    return c.argmax;
   }
   /// Batch-sized temporaries (window matrices are k·k times the output), one set per thread
   /// for every pooling layer, so that a pass neither keeps them nor allocates them afresh.
   struct workspace {
-    matrix cols, onehot, spread;
+    matrix cols, spread;
     vector v;
   };
   static workspace& scratch() {
@@ -177,10 +184,23 @@ struct pool {
     if (P::size(c.inverse_count) != inverse_count_.size()) c.inverse_count = P::from_host(inverse_count_);
     return c.inverse_count;
   }
-  /// One sample's window index: output element r = (oh·W_out + ow)·C + c, window slot
+  /// Max pooling's map: output pixel q = oh·W_out + ow, window slot j = kh·k + kw, reads the
+  /// sample's pixel ih·W_in + iw with ih = oh·s + kh − p, iw = ow·s + kw − p (−1: padding).
+  void build_window_pixels() {
+    const std::size_t kk = kernel * kernel;
+    window_pixels_.assign(out.pixels() * kk, -1);
+    for (std::size_t oh = 0, q = 0; oh < out.height; ++oh)
+      for (std::size_t ow = 0; ow < out.width; ++ow, ++q)
+        for (std::size_t kh = 0; kh < kernel; ++kh)
+          for (std::size_t kw = 0; kw < kernel; ++kw) {
+            const std::size_t ih = oh * stride + kh, iw = ow * stride + kw;  // + p: padded coordinates
+            if (ih < padding || iw < padding || ih - padding >= in.height || iw - padding >= in.width) continue;
+            window_pixels_[q * kk + kh * kernel + kw] = std::int64_t((ih - padding) * in.width + (iw - padding));
+          }
+  }
+  /// Average pooling's window index: output element r = (oh·W_out + ow)·C + c, window slot
   /// j = kh·k + kw, reads the sample's element (ih·W_in + iw)·C + c with ih = oh·s + kh − p,
-  /// iw = ow·s + kw − p; a padded slot reads −1 (zero) for average pooling and the window's
-  /// first real element for max pooling.
+  /// iw = ow·s + kw − p; a padded slot reads −1 (zero).
   void build_maps() {
     const std::size_t kk = kernel * kernel;
     index_.assign(out.features() * kk, -1);
@@ -191,7 +211,6 @@ struct pool {
       for (std::size_t ow = 0; ow < out.width; ++ow)
         for (std::size_t ch = 0; ch < in.channels; ++ch, ++r) {
           std::int64_t* w = index_.data() + r * kk;
-          std::int64_t first = -1;
           std::size_t real = 0;
           for (std::size_t kh = 0; kh < kernel; ++kh)
             for (std::size_t kw = 0; kw < kernel; ++kw) {
@@ -199,19 +218,16 @@ struct pool {
               if (ih < padding || iw < padding || ih - padding >= in.height || iw - padding >= in.width) continue;
               const auto e = std::int64_t(((ih - padding) * in.width + (iw - padding)) * in.channels + ch);
               w[kh * kernel + kw] = e;
-              if (first < 0) first = e;
               ++real;
             }
           // padding <= k/2 leaves a real element in every window (see the constructor)
-          if (kind == pooling::max)
-            for (std::size_t j = 0; j < kk; ++j)
-              if (w[j] < 0) w[j] = first;
           inverse_count_[r] = scalar(1.0 / double(real));
           if (real != kk) uniform_ = false;
         }
   }
-  std::vector<std::int64_t> index_;            ///< build_maps(), at construction
-  std::vector<std::int64_t> broadcast_index_;  ///< k·k zeros (see adjoint)
+  std::vector<std::int64_t> window_pixels_;    ///< max pooling: build_window_pixels(), at construction
+  std::vector<std::int64_t> index_;            ///< average pooling: build_maps(), at construction
+  std::vector<std::int64_t> broadcast_index_;  ///< average pooling: k·k zeros (see adjoint)
   std::vector<scalar> inverse_count_;          ///< one sample's 1 / (real elements) per output
   bool uniform_ = true;                        ///< every window lies inside the input (no padded slot)
 };

@@ -3,7 +3,8 @@
 /// \file
 /// The CUDA policy's own kernels: element-wise maps, deterministic reductions accumulated in
 /// double, warp-per-row reductions (softmax, log-sum-exp, max, dots, sums), column sums, bias
-/// rows, row scaling, and the gather / scatter-add pair behind convolution and pooling.
+/// rows, row scaling, the gather / scatter-add pair behind convolution and pooling, and
+/// max pooling's window maximum and its adjoint.
 ///
 /// Every kernel is a template (so that this header can be included by many translation
 /// units of one program) and loops grid-stride, so any size runs with a bounded grid. The
@@ -297,6 +298,53 @@ __global__ void scatter_add_per_sample_kernel(std::size_t total, std::size_t tar
     *dst = acc;
   }
 }
+
+// ---- max pooling (window_max, policy/detail/window_max.hpp) ----
+
+/// Output element i = (b · out_pixels + p) · C + c: the first maximum over its window's real
+/// taps (index −1: padding, never selected), as the host loop takes it, and its position in x.
+template <class S>
+__global__ void window_max_kernel(std::size_t total, std::size_t out_pixels, std::size_t in_pixels,
+                                  std::size_t channels, std::size_t taps, const std::int64_t* index, const S* x, S* y,
+                                  std::int64_t* argmax) {
+  for (std::size_t i = global_thread(); i < total; i += grid_threads()) {
+    const std::size_t c = i % channels, bp = i / channels, b = bp / out_pixels, p = bp - b * out_pixels;
+    const std::int64_t* w = index + p * taps;
+    S best = S(0);
+    std::int64_t at = -1;
+    for (std::size_t t = 0; t < taps; ++t) {
+      if (w[t] < 0) continue;
+      const auto e = std::int64_t((b * in_pixels + std::size_t(w[t])) * channels + c);
+      const S v = x[e];
+      if (at < 0 || v > best) best = v, at = e;
+    }
+    y[i] = best;
+    argmax[i] = at;
+  }
+}
+/// Its adjoint, gx[argmax[o]] += gy[o], through the inverse of the tap map rather than with
+/// atomics: thread (b, target_t, c) owns input element e = (b · in_pixels + target_t) · C + c
+/// and adds gy[o] for every output o whose window holds that pixel (sources: positions
+/// p · taps + t in the map, ascending) and selected e. One writer per element and the host
+/// loop's order of additions (ascending o), so the result is deterministic and the same.
+template <class S>
+__global__ void window_max_adjoint_kernel(std::size_t total, std::size_t targets, std::size_t channels,
+                                          std::size_t taps, std::size_t out_pixels, std::size_t in_pixels,
+                                          const std::int64_t* target, const std::int64_t* offsets,
+                                          const std::int64_t* sources, const std::int64_t* argmax, const S* gy,
+                                          S* gx) {
+  for (std::size_t i = global_thread(); i < total; i += grid_threads()) {
+    const std::size_t c = i % channels, r = i / channels, b = r / targets, t = r - b * targets;
+    const auto e = std::int64_t((b * in_pixels + std::size_t(target[t])) * channels + c);
+    S acc = gx[e];
+    for (std::int64_t k = offsets[t]; k < offsets[t + 1]; ++k) {
+      const std::size_t o = (b * out_pixels + std::size_t(sources[k]) / taps) * channels + c;
+      if (argmax[o] == e) acc += gy[o];
+    }
+    gx[e] = acc;
+  }
+}
+
 /// onehot_ij = 1 where j = arg_i, else 0.
 template <class S>
 __global__ void onehot_kernel(std::size_t rows, std::size_t cols, const std::int64_t* arg, S* onehot) {
