@@ -25,6 +25,16 @@ bilevel::vector_t<P> device(const std::vector<double>& v) {
   std::vector<bilevel::scalar_t<P>> s(v.begin(), v.end());
   return P::from_host(s);
 }
+/// An r × c matrix of policy P from row-major doubles, and a matrix's values back as doubles.
+template <class P>
+typename P::matrix device_matrix(std::size_t r, std::size_t c, const std::vector<double>& v) {
+  return P::matrix_from_host(r, c, std::vector<bilevel::scalar_t<P>>(v.begin(), v.end()));
+}
+template <class P>
+std::vector<double> host_matrix(const typename P::matrix& m) {
+  const auto h = P::matrix_to_host(m);
+  return {h.begin(), h.end()};
+}
 
 inline double norm(const std::vector<double>& a) {
   double s = 0.0;

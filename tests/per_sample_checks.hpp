@@ -22,13 +22,8 @@ template <class P>
 void check_per_sample_maps() {
   using S = bilevel::scalar_t<P>;
   using matrix = typename P::matrix;
-  const auto as_matrix = [](std::size_t r, std::size_t c, const std::vector<double>& v) {
-    return P::matrix_from_host(r, c, std::vector<S>(v.begin(), v.end()));
-  };
-  const auto values = [](const matrix& m) {
-    const auto h = P::matrix_to_host(m);
-    return std::vector<double>(h.begin(), h.end());
-  };
+  const auto as_matrix = device_matrix<P>;
+  const auto values = host_matrix<P>;
   // 3 samples of 7 elements (stored 3 × 7); one sample's map: 2 × 3 outputs with padding
   // (−1) and a repeated source (4).
   constexpr std::size_t batch = 3, block = 7, r = 2, c = 3, n = r * c;

@@ -17,6 +17,8 @@
 #include <stdexcept>
 #include <vector>
 
+#include "host_math.hpp"
+
 namespace test {
 
 /// One sample's tap map of a k × k window with stride s and padding p over an h × w image:
@@ -41,13 +43,8 @@ template <class P>
 void check_window_max() {
   using S = bilevel::scalar_t<P>;
   using matrix = typename P::matrix;
-  const auto as_matrix = [](std::size_t r, std::size_t c, const std::vector<double>& v) {
-    return P::matrix_from_host(r, c, std::vector<S>(v.begin(), v.end()));
-  };
-  const auto values = [](const matrix& m) {
-    const auto h = P::matrix_to_host(m);
-    return std::vector<double>(h.begin(), h.end());
-  };
+  const auto as_matrix = device_matrix<P>;
+  const auto values = host_matrix<P>;
   constexpr std::size_t batch = 2, H = 5, W = 4, C = 3, in_pixels = H * W;
   std::mt19937 gen(7);
   std::uniform_int_distribution<int> level(1, 4);
