@@ -164,6 +164,10 @@ const std::vector<conv_case>& conv_cases() {
       {"plain", {5, 5, 3}, {.channels = 2, .kernel = 3}, {3, 3, 2}},
       {"padded and strided", {6, 6, 2}, {.channels = 3, .kernel = 3, .stride = 2, .padding = 1}, {3, 3, 3}},
       {"dilated", {6, 5, 2}, {.channels = 2, .kernel = 3, .padding = 2, .dilation = 2}, {6, 5, 2}},
+      // On a host policy (dense_conv_maps): 75 output rows (a partial block of rows), 13
+      // output channels (whole, half and single-lane column blocks at every SIMD width) and 7
+      // input channels (a partial tile of the weight adjoint).
+      {"wide (every block shape of the direct loops)", {5, 5, 7}, {.channels = 13, .kernel = 3, .padding = 1}, {5, 5, 13}},
       {"grouped", {5, 5, 4}, {.channels = 6, .kernel = 3, .stride = 2, .padding = 1, .groups = 2}, {3, 3, 6}},
       {"pointwise (the identity patch map)", {3, 4, 3}, {.channels = 2, .kernel = 1}, {3, 4, 2}},
       {"depthwise", {5, 5, 3}, {.channels = 3, .kernel = 3, .padding = 1, .groups = 3, .bias = false}, {5, 5, 3}},
@@ -203,6 +207,49 @@ TEST_CASE_TEMPLATE("convolution: forward equals direct loops; the four passes ma
           1e-14);
     check_layer<P>(conv, batch, seed + 2);
     seed += 10;
+  }
+}
+
+TEST_CASE_TEMPLATE("convolution in float: the four passes equal double precision's", P,
+                   bilevel::policy::eigen<float>) {
+  // The direct loops run float SIMD vectors (twice double's lanes) with their own tails; the
+  // double layer is checked against central differences above. (The loops are one source for
+  // both host policies, on raw storage: one float policy covers them.) Every output here is a sum of
+  // at most 9 · 7 · 2 = 126 products of O(1) terms (two for the tangents), so float rounding
+  // leaves a relative error of about √126 · 6e-8 ≈ 7e-7 on the whole vector; 1e-5 allows 15x that.
+  using D = bilevel::policy::eigen<double>;
+  const std::size_t batch = 3;
+  for (const auto& cc : conv_cases()) {
+    CAPTURE(cc.name);
+    const convolution<P> conv(cc.in, cc.options);
+    const convolution<D> reference(cc.in, cc.options);
+    const std::size_t n = conv.num_parameters(), rows_in = batch * cc.in.pixels(), rows_out = batch * cc.out.pixels();
+    const auto theta_h = test::random_vector(n, 3), v_h = test::random_vector(n, 4);
+    const auto x_h = test::random_vector(rows_in * cc.in.channels, 5), xd_h = test::random_vector(x_h.size(), 6);
+    const auto g_h = test::random_vector(rows_out * cc.out.channels, 7), gd_h = test::random_vector(g_h.size(), 8);
+    // [y, ∂θ, ∂x, ẏ, ġθ, ġx] of one layer on one policy
+    const auto passes = [&]<class Q>(const auto& layer) {
+      using M = typename Q::matrix;
+      const auto theta = test::device<Q>(theta_h), v = test::device<Q>(v_h);
+      const M x = to_matrix<Q>(x_h, rows_in, cc.in.channels), x_dot = to_matrix<Q>(xd_h, rows_in, cc.in.channels);
+      const M g = to_matrix<Q>(g_h, rows_out, cc.out.channels), g_dot = to_matrix<Q>(gd_h, rows_out, cc.out.channels);
+      M y, gx, y_dot, gx_dot;
+      auto grad = Q::zeros(n), grad_dot = Q::zeros(n);
+      typename convolution<Q>::cache c;
+      const pass_context<Q> p{.theta = theta, .offset = 0, .batch = batch};
+      const tangent_context<Q> t{p, v};
+      layer.forward(p, x, y, c);
+      layer.backward(p, x, g, c, &gx, grad);
+      layer.tangent_forward(t, x, &x_dot, c, y_dot);
+      layer.tangent_backward(t, x, &x_dot, g, g_dot, c, &gx_dot, grad_dot);
+      return std::vector<std::vector<double>>{from_matrix<Q>(y),     test::host<Q>(grad),     from_matrix<Q>(gx),
+                                              from_matrix<Q>(y_dot), test::host<Q>(grad_dot), from_matrix<Q>(gx_dot)};
+    };
+    const auto got = passes.template operator()<P>(conv), want = passes.template operator()<D>(reference);
+    for (std::size_t i = 0; i < got.size(); ++i) {
+      CAPTURE(i);
+      CHECK(test::relative_error(got[i], want[i]) <= 1e-5);
+    }
   }
 }
 
@@ -313,5 +360,34 @@ TEST_CASE_TEMPLATE("convolutions: bad options are named", P, BILEVEL_DOUBLE_POLI
     fails(dw({0, 1}, 3), "8 input and 3 output rows are not 3 samples");
     CHECK_THROWS_WITH_AS(P::depthwise_per_sample(x, {0, 1}, 2, 2, P::zeros(5), 0, bilevel::scalar_t<P>(0), y),
                          doctest::Contains("weights [0, 6) exceed a vector of 5 elements"), std::invalid_argument);
+  }
+  // The dense primitives likewise, and an input adjoint refuses a map in which two output
+  // pixels read one input pixel at the same tap (its gather form needs the map's inverse).
+  if constexpr (bilevel::dense_conv_maps<P>) {
+    using S = bilevel::scalar_t<P>;
+    const auto x = P::matrix_zeros(2 * 4, 3);  // 2 samples of 4 pixels, 3 channels
+    const auto theta = P::zeros(2 * 3 * 5);    // 2 taps of 3 × 5 weights
+    typename P::matrix y, gx;
+    const auto forward = [&](std::vector<std::int64_t> map, std::size_t batch) {
+      return [&, map, batch] {
+        P::dense_conv_per_sample(x, map, batch, 2, theta, 0, 5, S(0), y);
+        return 0;
+      };
+    };
+    fails(forward({0, 1, 2}, 2), "a tap map of 3 entries is not whole pixels of 2 taps");
+    fails(forward({0, 4}, 2), "index 4 is out of range for samples of 4 elements");
+    fails(forward({0, 1}, 3), "8 input and 3 output rows are not 3 samples");
+    CHECK_THROWS_WITH_AS(P::dense_conv_per_sample(x, {0, 1}, 2, 2, P::zeros(29), 0, 5, S(0), y),
+                         doctest::Contains("weights [0, 30) exceed a vector of 29 elements"), std::invalid_argument);
+    const auto gy = P::matrix_zeros(2 * 2, 5);  // 2 samples of 2 output pixels
+    CHECK_THROWS_WITH_AS(P::dense_conv_input_adjoint_per_sample(gy, {0, 1, 0, 2}, 2, 2, theta, 0, 4, 3, S(0), gx),
+                         doctest::Contains("output pixels 0 and 1 both read input pixel 0 at tap 0: not a convolution's "
+                                           "tap map"),
+                         std::invalid_argument);
+    CHECK_NOTHROW(P::dense_conv_input_adjoint_per_sample(gy, {0, 1, 2, 3}, 2, 2, theta, 0, 4, 3, S(0), gx));
+    auto grad = P::zeros(30);
+    CHECK_THROWS_WITH_AS(
+        P::dense_conv_weight_adjoint_per_sample(x, P::matrix_zeros(3, 5), {0, 1, 2, 3}, 2, 2, S(0), grad, 0),
+        doctest::Contains("8 input and 3 output rows are not 2 samples"), std::invalid_argument);
   }
 }

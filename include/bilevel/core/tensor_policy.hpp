@@ -16,8 +16,8 @@
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
-#include <utility>
 #include <span>
+#include <utility>
 #include <vector>
 
 namespace bilevel {
@@ -129,6 +129,39 @@ concept depthwise_maps =
       P::depthwise_per_sample(cm, index, n, n, cv, n, s, m);
       P::depthwise_input_adjoint_per_sample(cm, index, n, n, cv, n, m);
       P::depthwise_weight_adjoint_per_sample(cm, cm, index, n, n, s, v, n);
+    };
+
+/// Optional dense-convolution primitives (the Eigen and xtensor policies have them), direct
+/// loops with no im2col patches (policy/detail/dense_conv_maps.hpp): through the same kind of
+/// per-sample map of (output pixel, tap) → input pixel (−1: padding), with the weights at
+/// theta[offset, + taps · K · N) as taps row-major K × N blocks (K input, N output channels),
+///   dense_conv_per_sample:                y = beta · y + Σ_t x[pixel(p, t)] W_t
+///   dense_conv_input_adjoint_per_sample:  gx = beta · gx + Σ_{p, t} (gy[p] W_tᵀ at pixel(p, t))
+///   dense_conv_weight_adjoint_per_sample: grad[offset + (t · K + k) · N + n] = beta · grad[…] + Σ x[pixel(p, t), k] gy[p, n]
+/// A convolution with one group and a map other than the identity uses them when a policy has
+/// them, and patch products otherwise.
+template <class P>
+concept dense_conv_maps =
+    nn_tensor_policy<P> && requires(typename P::vector& v, const typename P::vector& cv, typename P::matrix& m,
+                                    const typename P::matrix& cm, typename P::scalar s, std::size_t n,
+                                    const std::vector<std::int64_t>& index) {
+      P::dense_conv_per_sample(cm, index, n, n, cv, n, n, s, m);
+      P::dense_conv_input_adjoint_per_sample(cm, index, n, n, cv, n, n, n, s, m);
+      P::dense_conv_weight_adjoint_per_sample(cm, cm, index, n, n, s, v, n);
+    };
+
+/// Optional fused column primitives (the Eigen and xtensor policies have them;
+/// policy/detail/column_maps.hpp), one pass over the data each:
+///   column_sums_pair: sa_j = Σ_i a_ij, sab_j = Σ_i a_ij b_ij
+///   combine_columns:  out = Σ_t m_t ⊙ u_t (per-column factors) + z (per column); out may be m_0
+/// learners/layers/column_ops.hpp composes the same from the required primitives otherwise.
+template <class P>
+concept fused_column_maps =
+    nn_tensor_policy<P> && requires(typename P::vector& v, const typename P::vector& cv, typename P::matrix& m,
+                                    const typename P::matrix& cm) {
+      P::column_sums_pair(cm, cm, v, v);
+      P::combine_columns(std::declval<std::span<const typename P::matrix* const>>(),
+                         std::declval<std::span<const typename P::vector* const>>(), cv, m);
     };
 
 /// The vector and scalar types of a policy, spelled once.

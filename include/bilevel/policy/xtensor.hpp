@@ -20,6 +20,8 @@
 #include <xtensor/xtensor.hpp>
 
 #include "bilevel/core/tensor_policy.hpp"
+#include "bilevel/policy/detail/column_maps.hpp"
+#include "bilevel/policy/detail/dense_conv_maps.hpp"
 #include "bilevel/policy/detail/depthwise_maps.hpp"
 #include "bilevel/policy/detail/per_sample_maps.hpp"
 #include "bilevel/policy/detail/window_max.hpp"
@@ -27,7 +29,10 @@
 namespace bilevel::policy {
 
 template <std::floating_point Scalar>
-struct xtensor : detail::host_depthwise<xtensor<Scalar>>, detail::host_window_max<xtensor<Scalar>> {
+struct xtensor : detail::host_depthwise<xtensor<Scalar>>,
+                detail::host_dense_conv<xtensor<Scalar>>,
+                detail::host_column_maps<xtensor<Scalar>>,
+                detail::host_window_max<xtensor<Scalar>> {
   using scalar = Scalar;
   static constexpr const char* name = "xtensor";  ///< in error messages
   using vector = xt::xtensor<Scalar, 1>;

@@ -39,6 +39,7 @@
 #include <vector>
 
 #include "bilevel/core/elementwise.hpp"
+#include "bilevel/learners/layers/column_ops.hpp"
 #include "bilevel/learners/layers/layer_concept.hpp"
 
 namespace bilevel::learners {
@@ -101,73 +102,82 @@ struct batch_norm {
                                   " channels, the layer normalizes " + std::to_string(C));
     c.mode = p.mode;
     c.rows = n;
-    vector shift;
+    const double inv_n = 1.0 / double(n);
+    vector neg_mean;
     if (p.mode == pass_mode::training) {
       if (n < 2)
         throw std::invalid_argument("bilevel::learners::batch_norm: expected more than 1 value per channel in "
                                     "training mode, got " + std::to_string(n) +
                                     " (a batch of one sample of one pixel has no variance)");
       P::column_sums(x, c.mean);
-      P::scale(c.mean, scalar(1.0 / double(n)));
-      shift = c.mean;
-      P::scale(shift, scalar(-1));
-      c.x_hat = x;
-      P::add_row(c.x_hat, shift);  // x − μ
-      matrix sq;
-      P::hadamard(c.x_hat, c.x_hat, sq);
-      P::column_sums(sq, c.var);
-      P::scale(c.var, scalar(1.0 / double(n)));
+      P::scale(c.mean, scalar(inv_n));
+      neg_mean = scaled(c.mean, -1.0);
+    } else {
+      neg_mean = scaled(running_mean_, -1.0);
+    }
+    combine_columns<P>({{x, ones()}}, neg_mean, c.x_hat);  // x − μ
+    if (p.mode == pass_mode::training) {
+      vector unused;
+      column_sums_pair<P>(c.x_hat, c.x_hat, unused, c.var);
+      P::scale(c.var, scalar(inv_n));
       P::transform(c.var, c.inv_std, detail::inverse_std{eps_});
     } else {
-      shift = running_mean_;
-      P::scale(shift, scalar(-1));
-      c.x_hat = x;
-      P::add_row(c.x_hat, shift);
       P::transform(running_var_, c.inv_std, detail::inverse_std{eps_});
     }
-    P::scale_columns(c.x_hat, c.inv_std);
-    y = c.x_hat;
-    if (affine_) {
-      P::scale_columns(y, gamma(p.theta, p.offset));
-      P::add_row(y, beta(p.theta, p.offset));
-    }
+    combine_columns<P>({{c.x_hat, c.inv_std}}, zeros(), c.x_hat);  // (x − μ) s, in place
+    if (affine_) combine_columns<P>({{c.x_hat, gamma(p.theta, p.offset)}}, beta(p.theta, p.offset), y);
+    else y = c.x_hat;
   }
 
-  /// With g = ∂L/∂y and a = γ ⊙ g (a = g when not affine), per channel:
+  /// With g = ∂L/∂y, a = γ ⊙ g (a = g when not affine) and w = s γ, per channel:
   ///   ∂L/∂γ = Σ_rows g ⊙ x̂,   ∂L/∂β = Σ_rows g,
   ///   ∂L/∂x = J a,  J = s Π  with  Π a = a − mean(a) − x̂ · mean(a ⊙ x̂)   (training),
-  ///                 J = s                                               (evaluation).
-  /// (J is the Jacobian ∂x̂/∂x of one channel's column, which is symmetric.)
+  ///                 J = s                                               (evaluation),
+  /// i.e. ∂L/∂x = w g − w mean(g ⊙ x̂) x̂ − w mean(g) in training mode: one pass for the two
+  /// column sums, one for the combination. (J is the Jacobian ∂x̂/∂x of one channel's column,
+  /// which is symmetric.)
   void backward(const pass_context<P>& p, const matrix&, const matrix& g, cache& c, matrix* gx,
                 vector& grad) const {
+    if (!affine_ && !gx) return;
+    vector sum_g, sum_g_xhat;
+    column_sums_pair<P>(g, c.x_hat, sum_g, sum_g_xhat);
     if (affine_) {
-      matrix gxh;
-      P::hadamard(g, c.x_hat, gxh);
-      set_parameter_gradient(gxh, g, p.offset, grad);
+      P::set_segment(sum_g_xhat, grad, p.offset);
+      P::set_segment(sum_g, grad, p.offset + shape_.channels);
     }
     if (!gx) return;
-    matrix a = g;
-    if (affine_) P::scale_columns(a, gamma(p.theta, p.offset));
-    apply_jacobian(c, a, *gx);
+    const vector w = affine_ ? times(c.inv_std, gamma(p.theta, p.offset)) : c.inv_std;
+    if (c.mode == pass_mode::training) {
+      const double inv_n = 1.0 / double(c.rows);
+      combine_columns<P>({{g, w}, {c.x_hat, times(w, sum_g_xhat, -inv_n)}}, times(w, sum_g, -inv_n), *gx);
+    } else {
+      combine_columns<P>({{g, w}}, zeros(), *gx);
+    }
   }
 
   /// Along (v, ẋ) with γ̇, β̇ the parts of v:  ẏ = γ̇ ⊙ x̂ + β̇ + γ ⊙ x̂̇,  x̂̇ = J ẋ, which in
   /// training mode is s (ẋ − mean(ẋ) − x̂ · mean(x̂ ⊙ ẋ)): from μ̇ = mean(ẋ),
   /// (σ²)˙ = 2 mean((x − μ) ⊙ ẋ) and ṡ = −s³ mean((x − μ) ⊙ ẋ) = −s² k, k = mean(x̂ ⊙ ẋ).
+  /// With w = s γ: ẏ = w ẋ + (γ̇ − w k) x̂ + β̇ − w mean(ẋ), one combination.
   void tangent_forward(const tangent_context<P>& t, const matrix& x, const matrix* x_dot, cache& c,
                        matrix& y_dot) const {
-    if (x_dot) {
-      apply_jacobian(c, *x_dot, y_dot);
-      if (affine_) P::scale_columns(y_dot, gamma(t.theta, t.offset));
-    } else {
-      y_dot = P::matrix_zeros(P::rows(x), P::cols(x));
+    const vector g_ = affine_ ? gamma(t.theta, t.offset) : ones();
+    const vector gamma_dot = affine_ ? gamma(t.v, t.offset) : zeros(), beta_dot = affine_ ? beta(t.v, t.offset) : zeros();
+    if (!x_dot) {
+      if (affine_) combine_columns<P>({{c.x_hat, gamma_dot}}, beta_dot, y_dot);
+      else y_dot = P::matrix_zeros(P::rows(x), P::cols(x));
+      return;
     }
-    if (affine_) {
-      matrix d = c.x_hat;
-      P::scale_columns(d, gamma(t.v, t.offset));
-      P::axpy(scalar(1), d, y_dot);
-      P::add_row(y_dot, beta(t.v, t.offset));
+    const vector w = times(c.inv_std, g_);
+    if (c.mode != pass_mode::training) {
+      combine_columns<P>({{*x_dot, w}, {c.x_hat, gamma_dot}}, beta_dot, y_dot);
+      return;
     }
+    const double inv_n = 1.0 / double(c.rows);
+    vector sum_xd, sum_xd_xhat;
+    column_sums_pair<P>(*x_dot, c.x_hat, sum_xd, sum_xd_xhat);
+    combine_columns<P>({{*x_dot, w}, {c.x_hat, plus(gamma_dot, times(w, sum_xd_xhat, -inv_n))}},
+                       plus(beta_dot, times(w, sum_xd, -inv_n)), y_dot);
   }
 
   /// The tangent of backward along (v, ẋ), with ġ the tangent of g and ȧ = γ̇ ⊙ g + γ ⊙ ġ
@@ -176,52 +186,62 @@ struct batch_norm {
   ///   (∂L/∂x)˙ = J ȧ + (training, ẋ given) s (−s k ⊙ Π a − x̂̇ ⊙ m − x̂ ⊙ mean(a ⊙ x̂̇)),
   /// m = mean(a ⊙ x̂), k = mean(x̂ ⊙ ẋ): the derivative of s (a − mean(a) − x̂ m) is
   /// ṡ Π a + s (ȧ − mean(ȧ) − x̂̇ m − x̂ ṁ) with ṡ = −s² k and ṁ = mean(ȧ ⊙ x̂) + mean(a ⊙ x̂̇).
-  /// In evaluation mode J = s is constant, so only J ȧ remains.
+  /// In evaluation mode J = s is constant, so only J ȧ remains. Collected per channel, that
+  /// is one combination of g, ġ, x̂ and x̂̇:
+  ///   g: s γ̇ − s² k γ;  ġ: s γ;  x̂: −s mean(ȧ ⊙ x̂) + s² k m − s γ mean(g ⊙ x̂̇);  x̂̇: −s m;
+  ///   constant: −s mean(ȧ) + s² k γ mean(g)
+  /// (k = 0 and no x̂̇ without ẋ; only the g and ġ terms in evaluation mode), whose column
+  /// sums take one pass per pair of matrices.
   void tangent_backward(const tangent_context<P>& t, const matrix&, const matrix* x_dot, const matrix& g,
                         const matrix& g_dot, cache& c, matrix* gx_dot, vector& grad_dot) const {
+    const bool training = c.mode == pass_mode::training;
+    const double inv_n = 1.0 / double(c.rows);
+    const vector& s = c.inv_std;
     matrix xh_dot;  // x̂̇ = J ẋ
-    if (x_dot) apply_jacobian(c, *x_dot, xh_dot);
-    if (affine_) {
-      matrix d;
-      P::hadamard(g_dot, c.x_hat, d);
-      if (x_dot) {
-        matrix e;
-        P::hadamard(g, xh_dot, e);
-        P::axpy(scalar(1), e, d);
+    vector k = zeros();
+    if (x_dot) {
+      if (training) {
+        vector sum_xd, sum_xd_xhat;
+        column_sums_pair<P>(*x_dot, c.x_hat, sum_xd, sum_xd_xhat);
+        k = scaled(sum_xd_xhat, inv_n);
+        combine_columns<P>({{*x_dot, s}, {c.x_hat, times(s, k, -1.0)}}, times(s, sum_xd, -inv_n), xh_dot);
+      } else {
+        combine_columns<P>({{*x_dot, s}}, zeros(), xh_dot);
       }
-      set_parameter_gradient(d, g_dot, t.offset, grad_dot);
+    }
+    vector sum_gd, sum_gd_xhat, sum_g, sum_g_xhat, unused, sum_g_xhd = zeros();
+    column_sums_pair<P>(g_dot, c.x_hat, sum_gd, sum_gd_xhat);
+    if (x_dot) column_sums_pair<P>(g, xh_dot, unused, sum_g_xhd);
+    if (affine_) {
+      P::set_segment(plus(sum_gd_xhat, sum_g_xhd), grad_dot, t.offset);
+      P::set_segment(sum_gd, grad_dot, t.offset + shape_.channels);
     }
     if (!gx_dot) return;
-    matrix a = g, a_dot = g_dot;
-    if (affine_) {
-      P::scale_columns(a, gamma(t.theta, t.offset));
-      P::scale_columns(a_dot, gamma(t.theta, t.offset));
-      matrix e = g;
-      P::scale_columns(e, gamma(t.v, t.offset));
-      P::axpy(scalar(1), e, a_dot);
+    const vector g_ = affine_ ? gamma(t.theta, t.offset) : ones();
+    const vector gamma_dot = affine_ ? gamma(t.v, t.offset) : zeros();
+    const vector coef_g_dot = times(s, g_);
+    if (!training) {
+      if (affine_) combine_columns<P>({{g_dot, coef_g_dot}, {g, times(s, gamma_dot)}}, zeros(), *gx_dot);
+      else combine_columns<P>({{g_dot, coef_g_dot}}, zeros(), *gx_dot);
+      return;
     }
-    apply_jacobian(c, a_dot, *gx_dot);
-    if (c.mode != pass_mode::training || !x_dot) return;
-    const double inv_n = 1.0 / double(c.rows);
-    // k' = s ⊙ k, so that −s k' ⊙ Π a is ṡ Π a.
-    vector k;
-    P::hadamard(column_means(c.x_hat, *x_dot, inv_n), c.inv_std, k);
-    P::scale(k, scalar(-1));
-    matrix extra;
-    project(c, a, extra);  // Π a
-    P::scale_columns(extra, k);
-    vector m = column_means(a, c.x_hat, inv_n);
-    P::scale(m, scalar(-1));
-    matrix e = xh_dot;
-    P::scale_columns(e, m);
-    P::axpy(scalar(1), e, extra);  // − x̂̇ ⊙ m
-    vector q = column_means(a, xh_dot, inv_n);
-    P::scale(q, scalar(-1));
-    e = c.x_hat;
-    P::scale_columns(e, q);
-    P::axpy(scalar(1), e, extra);  // − x̂ ⊙ mean(a ⊙ x̂̇)
-    P::scale_columns(extra, c.inv_std);
-    P::axpy(scalar(1), extra, *gx_dot);
+    column_sums_pair<P>(g, c.x_hat, sum_g, sum_g_xhat);
+    // Per-channel means: ȧ, ȧ ⊙ x̂, g, a ⊙ x̂ (m) and g ⊙ x̂̇.
+    const vector mean_a_dot = scaled(plus(times(gamma_dot, sum_g), times(g_, sum_gd)), inv_n);
+    const vector mean_a_dot_xhat = scaled(plus(times(gamma_dot, sum_g_xhat), times(g_, sum_gd_xhat)), inv_n);
+    const vector mean_g = scaled(sum_g, inv_n), m = times(g_, sum_g_xhat, inv_n), mean_g_xhd = scaled(sum_g_xhd, inv_n);
+    const vector s2k = times(times(s, s), k);  // s² k
+    const vector coef_g = plus(times(s, gamma_dot), times(s2k, g_, -1.0));
+    const vector coef_xhat =
+        plus(plus(times(s, mean_a_dot_xhat, -1.0), times(s2k, m)), times(times(s, g_), mean_g_xhd, -1.0));
+    const vector constant = plus(times(s, mean_a_dot, -1.0), times(times(s2k, g_), mean_g));
+    if (x_dot)
+      combine_columns<P>({{g_dot, coef_g_dot}, {g, coef_g}, {c.x_hat, coef_xhat}, {xh_dot, times(s, m, -1.0)}},
+                         constant, *gx_dot);
+    else if (affine_)
+      combine_columns<P>({{g_dot, coef_g_dot}, {g, coef_g}, {c.x_hat, coef_xhat}}, constant, *gx_dot);
+    else  // γ = 1, γ̇ = 0, k = 0: no g term
+      combine_columns<P>({{g_dot, coef_g_dot}, {c.x_hat, coef_xhat}}, constant, *gx_dot);
   }
 
   /// Folds the batch statistics of a training-mode value pass into the running ones (a
@@ -265,44 +285,26 @@ struct batch_norm {
     P::segment(theta, offset + shape_.channels, shape_.channels, b);
     return b;
   }
-  /// grad's segment: [Σ_rows for_gamma, Σ_rows for_beta].
-  void set_parameter_gradient(const matrix& for_gamma, const matrix& for_beta, std::size_t offset, vector& grad) const {
-    vector s;
-    P::column_sums(for_gamma, s);
-    P::set_segment(s, grad, offset);
-    P::column_sums(for_beta, s);
-    P::set_segment(s, grad, offset + shape_.channels);
+  /// Per-channel vectors: all ones, all zeros, a ⊙ b · f, a · f and a + b.
+  vector ones() const {
+    vector o = P::zeros(shape_.channels);
+    P::fill(o, scalar(1));
+    return o;
   }
-  /// mean over rows of a ⊙ b, per channel.
-  static vector column_means(const matrix& a, const matrix& b, double inv_n) {
-    matrix ab;
-    P::hadamard(a, b, ab);
-    vector out;
-    P::column_sums(ab, out);
-    P::scale(out, scalar(inv_n));
-    return out;
+  vector zeros() const { return P::zeros(shape_.channels); }
+  static vector times(const vector& a, const vector& b, double f = 1.0) {
+    vector o;
+    P::hadamard(a, b, o);
+    if (f != 1.0) P::scale(o, scalar(f));
+    return o;
   }
-  /// out = Π a = a − mean(a) − x̂ ⊙ mean(a ⊙ x̂), per channel (training mode).
-  static void project(const cache& c, const matrix& a, matrix& out) {
-    const double inv_n = 1.0 / double(c.rows);
-    vector mean;
-    P::column_sums(a, mean);
-    P::scale(mean, scalar(-inv_n));
-    vector m = column_means(a, c.x_hat, inv_n);
-    P::scale(m, scalar(-1));
-    out = c.x_hat;
-    P::scale_columns(out, m);
-    P::axpy(scalar(1), a, out);
-    P::add_row(out, mean);
+  static vector scaled(vector a, double f) {
+    P::scale(a, scalar(f));
+    return a;
   }
-  /// out = J a: s Π a in training mode, s a in evaluation.
-  static void apply_jacobian(const cache& c, const matrix& a, matrix& out) {
-    if (c.mode == pass_mode::training) {
-      project(c, a, out);
-    } else {
-      out = a;
-    }
-    P::scale_columns(out, c.inv_std);
+  static vector plus(vector a, const vector& b) {
+    P::axpy(scalar(1), b, a);
+    return a;
   }
 
   geometry shape_;

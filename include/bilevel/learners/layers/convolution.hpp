@@ -18,11 +18,18 @@
 /// The map is bilinear in (θ, x) and gather/scatter are linear, so the tangent passes are the
 /// affine map's on the gathered patches and their tangents.
 ///
-/// Depthwise convolutions (groups == C_in == C_out: DARTS's sep_conv and dil_conv, followed by
-/// a bias-free 1x1 `linear`) run the policy's depthwise primitives when it has them (Eigen and
-/// xtensor do; core/tensor_policy.hpp, depthwise_maps): per output pixel and tap, the input
-/// pixel's channels times that tap's per-channel weights, with no patches at all. Otherwise
-/// they take the grouped path (C small products of k · k columns each).
+/// On the host policies (Eigen and xtensor; core/tensor_policy.hpp) two kinds of convolution
+/// skip the patches altogether and run direct loops over the input, through a map of (output
+/// pixel, tap) → input pixel:
+/// - depthwise ones (groups == C_in == C_out: DARTS's sep_conv and dil_conv, followed by a
+///   bias-free 1x1 `linear`), depthwise_maps: per output pixel and tap, the input pixel's
+///   channels times that tap's per-channel weights (as grouped patch products they would be
+///   C small products of k · k columns each);
+/// - dense ones (one group, any kernel, stride, padding and dilation, except a 1x1 map that is
+///   the identity, which is a plain product already), dense_conv_maps: register-blocked loops
+///   that read each input row in place (policy/detail/dense_conv_maps.hpp says why: im2col
+///   and the GEMM's packing copied each patch element twice for 16 to 64 multiply-adds; a
+///   ResNet's 3x3 convolutions ran 2-5x faster without them).
 ///
 /// Parameters, at the layer's offset in θ: per group, its F × C_g row-major weight block (row
 /// (kh · k + kw) · C_in/groups + c, column the output channel in the group), groups one after
@@ -273,10 +280,10 @@ struct grouped_patch_map {
                                           std::size_t g) const {
     return groups == 1 ? cols : blocks[g];
   }
-  /// Whether every sample's patch matrix is the sample itself (identity index, no padding).
-  [[nodiscard]] bool identity() const { return identity_; }
 
  public:
+  /// Whether every sample's patch matrix is the sample itself (identity index, no padding).
+  [[nodiscard]] bool identity() const { return identity_; }
   /// Records whether `index` is the identity map on samples of `input` (call after setting
   /// it): then each sample's patch matrix is the sample's own rows.
   void finish(geometry input) {
@@ -399,74 +406,94 @@ struct convolution : detail::patch_layer<P> {
     map.index = patch_index();
     map.finish(in);
     if constexpr (depthwise_maps<P>) {
-      if (o.groups > 1 && o.groups == input.channels && o.channels == input.channels) taps_ = tap_index();
+      if (o.groups > 1 && o.groups == input.channels && o.channels == input.channels) path_ = path::depthwise;
     }
+    if constexpr (dense_conv_maps<P>) {
+      if (o.groups == 1 && !map.identity()) path_ = path::dense;
+    }
+    if (path_ != path::patches) taps_ = tap_index();
   }
 
-  // A depthwise convolution (groups == C_in == C_out) on a policy with the depthwise
-  // primitives (core/tensor_policy.hpp) runs them directly on the input, through a map of
-  // (output pixel, tap) → input pixel; otherwise, and for every other convolution, the
-  // grouped patch products. The parameters are the same either way.
+  // On a policy with direct primitives (core/tensor_policy.hpp), a depthwise convolution
+  // (groups == C_in == C_out) runs depthwise_maps and a dense one (one group, not a pointwise
+  // identity map) dense_conv_maps, directly on the input through a map of (output pixel, tap)
+  // → input pixel; every other convolution, and every convolution on other policies, runs
+  // the grouped patch products. The parameters are the same either way.
   void forward(const pass_context<P>& p, const matrix& x, matrix& y, cache& c) const {
-    if constexpr (depthwise_maps<P>) {
-      if (direct()) {
-        P::depthwise_per_sample(x, taps_, p.batch, taps(), p.theta, p.offset, scalar(0), y);
-        add_bias(p.theta, p.offset, y);
-        return;
-      }
-    }
-    base::forward(p, x, y, c);
+    if (path_ == path::patches) return base::forward(p, x, y, c);
+    apply(x, p.batch, p.theta, p.offset, scalar(0), y);
+    add_bias(p.theta, p.offset, y);
   }
   void backward(const pass_context<P>& p, const matrix& x, const matrix& g, cache& c, matrix* gx, vector& grad) const {
-    if constexpr (depthwise_maps<P>) {
-      if (direct()) {
-        P::depthwise_weight_adjoint_per_sample(x, g, taps_, p.batch, taps(), scalar(0), grad, p.offset);
-        bias_gradient(g, p.offset, grad);
-        if (gx) {
-          *gx = P::matrix_zeros(P::rows(x), P::cols(x));
-          P::depthwise_input_adjoint_per_sample(g, taps_, p.batch, taps(), p.theta, p.offset, *gx);
-        }
-        return;
-      }
-    }
-    base::backward(p, x, g, c, gx, grad);
+    if (path_ == path::patches) return base::backward(p, x, g, c, gx, grad);
+    weight_adjoint(x, g, p.batch, scalar(0), grad, p.offset);
+    bias_gradient(g, p.offset, grad);
+    if (gx) input_adjoint(g, P::rows(x) / p.batch, p.batch, p.theta, p.offset, scalar(0), *gx);
   }
   /// ẏ = x ⊛ V (+ ẋ ⊛ W), + v_b.
   void tangent_forward(const tangent_context<P>& t, const matrix& x, const matrix* x_dot, cache& c,
                        matrix& y_dot) const {
-    if constexpr (depthwise_maps<P>) {
-      if (direct()) {
-        P::depthwise_per_sample(x, taps_, t.batch, taps(), t.v, t.offset, scalar(0), y_dot);
-        if (x_dot) P::depthwise_per_sample(*x_dot, taps_, t.batch, taps(), t.theta, t.offset, scalar(1), y_dot);
-        add_bias(t.v, t.offset, y_dot);
-        return;
-      }
-    }
-    base::tangent_forward(t, x, x_dot, c, y_dot);
+    if (path_ == path::patches) return base::tangent_forward(t, x, x_dot, c, y_dot);
+    apply(x, t.batch, t.v, t.offset, scalar(0), y_dot);
+    if (x_dot) apply(*x_dot, t.batch, t.theta, t.offset, scalar(1), y_dot);
+    add_bias(t.v, t.offset, y_dot);
   }
   /// ġ_W = adj_W(x, ġ) (+ adj_W(ẋ, g)); ġx = adj_x(ġ, W) + adj_x(g, V).
   void tangent_backward(const tangent_context<P>& t, const matrix& x, const matrix* x_dot, const matrix& g,
                         const matrix& g_dot, cache& c, matrix* gx_dot, vector& grad_dot) const {
-    if constexpr (depthwise_maps<P>) {
-      if (direct()) {
-        P::depthwise_weight_adjoint_per_sample(x, g_dot, taps_, t.batch, taps(), scalar(0), grad_dot, t.offset);
-        if (x_dot) P::depthwise_weight_adjoint_per_sample(*x_dot, g, taps_, t.batch, taps(), scalar(1), grad_dot, t.offset);
-        bias_gradient(g_dot, t.offset, grad_dot);
-        if (gx_dot) {
-          *gx_dot = P::matrix_zeros(P::rows(x), P::cols(x));
-          P::depthwise_input_adjoint_per_sample(g_dot, taps_, t.batch, taps(), t.theta, t.offset, *gx_dot);
-          P::depthwise_input_adjoint_per_sample(g, taps_, t.batch, taps(), t.v, t.offset, *gx_dot);
-        }
-        return;
-      }
+    if (path_ == path::patches) return base::tangent_backward(t, x, x_dot, g, g_dot, c, gx_dot, grad_dot);
+    weight_adjoint(x, g_dot, t.batch, scalar(0), grad_dot, t.offset);
+    if (x_dot) weight_adjoint(*x_dot, g, t.batch, scalar(1), grad_dot, t.offset);
+    bias_gradient(g_dot, t.offset, grad_dot);
+    if (gx_dot) {
+      const std::size_t in_pixels = P::rows(x) / t.batch;
+      input_adjoint(g_dot, in_pixels, t.batch, t.theta, t.offset, scalar(0), *gx_dot);
+      input_adjoint(g, in_pixels, t.batch, t.v, t.offset, scalar(1), *gx_dot);
     }
-    base::tangent_backward(t, x, x_dot, g, g_dot, c, gx_dot, grad_dot);
   }
 
  private:
-  std::vector<std::int64_t> taps_;  ///< depthwise: (output pixel, tap) → input pixel or −1; else empty
+  enum class path { patches, depthwise, dense };
+  path path_ = path::patches;
+  std::vector<std::int64_t> taps_;  ///< direct paths: (output pixel, tap) → input pixel or −1; else empty
 
-  [[nodiscard]] bool direct() const { return !taps_.empty(); }
+  /// y = beta · y + x ⊛ (the weights at params[offset, …)), on a direct path.
+  void apply(const matrix& x, std::size_t batch, const vector& params, std::size_t offset, scalar beta,
+             matrix& y) const {
+    if constexpr (depthwise_maps<P>) {
+      if (path_ == path::depthwise) return P::depthwise_per_sample(x, taps_, batch, taps(), params, offset, beta, y);
+    }
+    if constexpr (dense_conv_maps<P>) {
+      if (path_ == path::dense)
+        return P::dense_conv_per_sample(x, taps_, batch, taps(), params, offset, out.channels, beta, y);
+    }
+  }
+  /// grad[offset, + weights) = beta · grad[…] + the weights' adjoint of (x, g).
+  void weight_adjoint(const matrix& x, const matrix& g, std::size_t batch, scalar beta, vector& grad,
+                      std::size_t offset) const {
+    if constexpr (depthwise_maps<P>) {
+      if (path_ == path::depthwise)
+        return P::depthwise_weight_adjoint_per_sample(x, g, taps_, batch, taps(), beta, grad, offset);
+    }
+    if constexpr (dense_conv_maps<P>) {
+      if (path_ == path::dense) return P::dense_conv_weight_adjoint_per_sample(x, g, taps_, batch, taps(), beta, grad, offset);
+    }
+  }
+  /// gx = beta · gx + the input's adjoint of g through the weights at params[offset, …).
+  void input_adjoint(const matrix& g, std::size_t in_pixels, std::size_t batch, const vector& params,
+                     std::size_t offset, scalar beta, matrix& gx) const {
+    if constexpr (depthwise_maps<P>) {
+      if (path_ == path::depthwise) {
+        if (beta == scalar(0)) gx = P::matrix_zeros(batch * in_pixels, in.channels);
+        return P::depthwise_input_adjoint_per_sample(g, taps_, batch, taps(), params, offset, gx);
+      }
+    }
+    if constexpr (dense_conv_maps<P>) {
+      if (path_ == path::dense)
+        return P::dense_conv_input_adjoint_per_sample(g, taps_, batch, taps(), params, offset, in_pixels, in.channels,
+                                                      beta, gx);
+    }
+  }
   [[nodiscard]] std::size_t taps() const { return options.kernel * options.kernel; }
   void add_bias(const vector& params, std::size_t offset, matrix& y) const {
     if (!options.bias) return;
