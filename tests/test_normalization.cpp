@@ -629,3 +629,70 @@ TEST_CASE("keeps_state: batch norm and committing user layers do, stateless laye
   net.on_real_step(theta, {}, test::random_batch<P>(4, 4, 2, 5));
   CHECK(net.real_steps() == 1);
 }
+
+namespace normalization_test {
+/// The Eigen policy without its fused column primitives (deleted, so fused_column_maps is
+/// false): learners::column_sums_pair and combine_columns then compose them from the required
+/// primitives, as on the CUDA policy.
+struct eigen_unfused : bilevel::policy::eigen<double> {
+  template <class... A>
+  static void column_sums_pair(A&&...) = delete;
+  template <class... A>
+  static void combine_columns(A&&...) = delete;
+};
+}  // namespace normalization_test
+
+TEST_CASE("column sums and combinations: fused and composed against a host loop, and their errors") {
+  using namespace normalization_test;
+  using P = bilevel::policy::eigen<double>;
+  using U = eigen_unfused;
+  static_assert(bilevel::fused_column_maps<P> && !bilevel::fused_column_maps<U> && bilevel::nn_tensor_policy<U>);
+  const std::size_t rows = 300, cols = 5;  // more rows than one partial-sum block (256)
+  const auto a_h = test::random_vector(rows * cols, 1), b_h = test::random_vector(rows * cols, 2);
+  const auto c_h = test::random_vector(rows * cols, 3);
+  const auto u0 = test::random_vector(cols, 4), u1 = test::random_vector(cols, 5), u2 = test::random_vector(cols, 6);
+  const auto z_h = test::random_vector(cols, 7);
+  std::vector<double> sa(cols, 0.0), sab(cols, 0.0), combined(rows * cols);
+  for (std::size_t i = 0; i < rows; ++i)
+    for (std::size_t j = 0; j < cols; ++j) {
+      const std::size_t k = i * cols + j;
+      sa[j] += a_h[k];
+      sab[j] += a_h[k] * b_h[k];
+      combined[k] = a_h[k] * u0[j] + b_h[k] * u1[j] + c_h[k] * u2[j] + z_h[j];
+    }
+  const auto a = matrix_of<P>(a_h, rows, cols), b = matrix_of<P>(b_h, rows, cols), c = matrix_of<P>(c_h, rows, cols);
+  const auto v0 = test::device<P>(u0), v1 = test::device<P>(u1), v2 = test::device<P>(u2), z = test::device<P>(z_h);
+  const auto check_both = [&]<class Q>() {
+    using bilevel::learners::column_sums_pair;
+    using bilevel::learners::combine_columns;
+    P::vector s1, s2;
+    column_sums_pair<Q>(a, b, s1, s2);
+    CHECK(test::relative_error(test::host<P>(s1), sa) <= 1e-14);
+    CHECK(test::relative_error(test::host<P>(s2), sab) <= 1e-14);
+    P::matrix out;
+    combine_columns<Q>({{a, v0}, {b, v1}, {c, v2}}, z, out);
+    CHECK(test::relative_error(host_matrix<P>(out), combined) <= 1e-14);
+    P::matrix in_place = a;  // out may be the first term's matrix
+    combine_columns<Q>({{in_place, v0}, {b, v1}, {c, v2}}, z, in_place);
+    CHECK(test::relative_error(host_matrix<P>(in_place), combined) <= 1e-14);
+  };
+  check_both.template operator()<P>();
+  check_both.template operator()<U>();
+
+  const auto fails = [](auto f, const char* text) {
+    CHECK_THROWS_WITH_AS(f(), doctest::Contains(text), std::invalid_argument);
+  };
+  P::vector s1, s2;
+  P::matrix out = b;
+  const P::vector short_factors = P::zeros(cols - 1);
+  fails([&] { P::column_sums_pair(a, P::matrix_zeros(rows, cols + 1), s1, s2); },
+        "bilevel::policy::eigen::column_sums_pair: a 300x5 and b 300x6 differ in shape");
+  fails([&] { bilevel::learners::combine_columns<P>({{a, v0}, {out, v1}}, z, out); },
+        "combine_columns: the output is term 1's matrix (only term 0's may be)");
+  fails([&] { bilevel::learners::combine_columns<P>({{a, v0}, {P::matrix_zeros(rows, cols + 1), v1}}, z, out); },
+        "combine_columns: term 1 is 300x6, term 0 300x5");
+  fails([&] { bilevel::learners::combine_columns<P>({{a, short_factors}}, z, out); },
+        "combine_columns: term 0 has 4 factors for 5 columns");
+  fails([&] { bilevel::learners::combine_columns<P>({{a, v0}}, short_factors, out); },
+        "combine_columns: the constant has 4 entries for 5 columns");
+}
