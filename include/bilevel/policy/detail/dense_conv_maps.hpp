@@ -271,23 +271,6 @@ void tap_weight_adjoint(const S* x, std::size_t in_pixels, std::size_t K, const 
   for (std::size_t i = 0; i < n; ++i) gw[i] = (beta == S(0) ? S(0) : beta * gw[i]) + g[i];
 }
 
-/// Throws unless x (rows_x × K) and y (rows_y × N) are `batch` samples each and the tap map
-/// has whole output pixels that read inside x's samples; gives x's pixels per sample.
-inline std::size_t dense_conv_shapes(const char* policy, const char* op, std::size_t rows_x, std::size_t rows_y,
-                                     const std::vector<std::int64_t>& index, std::size_t taps, std::size_t batch) {
-  const auto fail = [&](const std::string& what) {
-    throw std::invalid_argument(std::string("bilevel::policy::") + policy + "::" + op + ": " + what);
-  };
-  if (batch == 0 || taps == 0 || index.size() % taps != 0)
-    fail("a tap map of " + std::to_string(index.size()) + " entries is not whole pixels of " + std::to_string(taps) +
-         " taps");
-  if (rows_x % batch != 0 || rows_y != batch * (index.size() / taps))
-    fail(std::to_string(rows_x) + " input and " + std::to_string(rows_y) + " output rows are not " +
-         std::to_string(batch) + " samples of the map's " + std::to_string(index.size() / taps) + " output pixels");
-  require_inside_sample(policy, op, largest_entry(index), rows_x / batch);
-  return rows_x / batch;
-}
-
 /// The three primitives for a host policy `Policy` (its rows/cols/size/matrix_zeros and
 /// `name`), inherited by it. The weights are theta[offset, + taps · K · N), K = x's columns.
 template <class Policy>
@@ -301,8 +284,8 @@ struct host_dense_conv {
     const std::size_t out_rows = batch * (taps ? index.size() / taps : 0), K = Policy::cols(x);
     if (beta == Scalar(0) && (Policy::rows(y) != out_rows || Policy::cols(y) != N)) y = Policy::matrix_zeros(out_rows, N);
     columns_are(op, Policy::cols(y), N, "output");
-    const std::size_t in_pixels = dense_conv_shapes(Policy::name, op, Policy::rows(x), Policy::rows(y), index, taps, batch);
-    in_range(Policy::size(theta), offset, taps * K * N, op);
+    const std::size_t in_pixels = tap_map_input_pixels(Policy::name, op, Policy::rows(x), Policy::rows(y), index, taps, batch);
+    require_weights_inside(Policy::name, op, Policy::size(theta), offset, taps * K * N);
     tap_product(x.data(), in_pixels, K, index, taps, batch, theta.data() + offset, N, beta, y.data());
   }
   /// gx (batch · in_pixels × K) = beta · gx + the adjoint in x of gy (batch · out_pixels × N).
@@ -315,12 +298,12 @@ struct host_dense_conv {
     if (beta == Scalar(0) && (Policy::rows(gx) != batch * in_pixels || Policy::cols(gx) != K))
       gx = Policy::matrix_zeros(batch * in_pixels, K);
     columns_are(op, Policy::cols(gx), K, "input adjoint");
-    if (dense_conv_shapes(Policy::name, op, Policy::rows(gx), Policy::rows(gy), index, taps, batch) != in_pixels)
+    if (tap_map_input_pixels(Policy::name, op, Policy::rows(gx), Policy::rows(gy), index, taps, batch) != in_pixels)
       throw std::invalid_argument(std::string("bilevel::policy::") + Policy::name + "::" + op + ": the input adjoint has " +
                                   std::to_string(Policy::rows(gx)) + " rows, not " + std::to_string(batch) +
                                   " samples of " + std::to_string(in_pixels) + " pixels");
     const std::size_t N = Policy::cols(gy);
-    in_range(Policy::size(theta), offset, taps * K * N, op);
+    require_weights_inside(Policy::name, op, Policy::size(theta), offset, taps * K * N);
     const auto inverse = inverse_tap_map(Policy::name, op, index, taps, in_pixels);
     const auto wt = transposed_taps(theta.data() + offset, taps, K, N);
     tap_product(gy.data(), index.size() / taps, N, inverse, taps, batch, wt.data(), K, beta, gx.data());
@@ -332,18 +315,12 @@ struct host_dense_conv {
                                                    std::size_t taps, Scalar beta, Vector& grad, std::size_t offset) {
     const char* op = "dense_conv_weight_adjoint_per_sample";
     const std::size_t K = Policy::cols(x), N = Policy::cols(gy);
-    const std::size_t in_pixels = dense_conv_shapes(Policy::name, op, Policy::rows(x), Policy::rows(gy), index, taps, batch);
-    in_range(Policy::size(grad), offset, taps * K * N, op);
+    const std::size_t in_pixels = tap_map_input_pixels(Policy::name, op, Policy::rows(x), Policy::rows(gy), index, taps, batch);
+    require_weights_inside(Policy::name, op, Policy::size(grad), offset, taps * K * N);
     tap_weight_adjoint(x.data(), in_pixels, K, gy.data(), N, index, taps, batch, beta, grad.data() + offset);
   }
 
  private:
-  static void in_range(std::size_t size, std::size_t offset, std::size_t n, const char* op) {
-    if (offset + n > size)
-      throw std::invalid_argument(std::string("bilevel::policy::") + Policy::name + "::" + op + ": weights [" +
-                                  std::to_string(offset) + ", " + std::to_string(offset + n) +
-                                  ") exceed a vector of " + std::to_string(size) + " elements");
-  }
   static void columns_are(const char* op, std::size_t got, std::size_t want, const char* what) {
     if (got != want)
       throw std::invalid_argument(std::string("bilevel::policy::") + Policy::name + "::" + op + ": the " + what +

@@ -98,19 +98,10 @@ void depthwise_weight_adjoint(const S* x, const S* gy, std::size_t in_pixels, st
 inline std::size_t depthwise_shapes(const char* policy, const char* op, std::size_t rows_x, std::size_t cols_x,
                                     std::size_t rows_y, std::size_t cols_y, const std::vector<std::int64_t>& index,
                                     std::size_t taps, std::size_t batch) {
-  const auto fail = [&](const std::string& what) {
-    throw std::invalid_argument(std::string("bilevel::policy::") + policy + "::" + op + ": " + what);
-  };
-  if (batch == 0 || taps == 0 || index.size() % taps != 0) fail("a tap map of " + std::to_string(index.size()) +
-                                                                " entries is not whole pixels of " +
-                                                                std::to_string(taps) + " taps");
   if (cols_x != cols_y)
-    fail("the input has " + std::to_string(cols_x) + " channels, the output " + std::to_string(cols_y));
-  if (rows_x % batch != 0 || rows_y != batch * (index.size() / taps))
-    fail(std::to_string(rows_x) + " input and " + std::to_string(rows_y) + " output rows are not " +
-         std::to_string(batch) + " samples of the map's " + std::to_string(index.size() / taps) + " output pixels");
-  require_inside_sample(policy, op, largest_entry(index), rows_x / batch);
-  return rows_x / batch;
+    throw std::invalid_argument(std::string("bilevel::policy::") + policy + "::" + op + ": the input has " +
+                                std::to_string(cols_x) + " channels, the output " + std::to_string(cols_y));
+  return tap_map_input_pixels(policy, op, rows_x, rows_y, index, taps, batch);
 }
 
 /// The three primitives for a host policy `Policy` (its rows/cols/size/matrix_zeros and
@@ -126,7 +117,7 @@ struct host_depthwise {
     if (beta == Scalar(0) && (Policy::rows(y) != out_rows || Policy::cols(y) != C)) y = Policy::matrix_zeros(out_rows, C);
     const std::size_t in_pixels =
         depthwise_shapes(Policy::name, op, Policy::rows(x), C, Policy::rows(y), Policy::cols(y), index, taps, batch);
-    in_range(Policy::size(theta), offset, C * taps, op);
+    require_weights_inside(Policy::name, op, Policy::size(theta), offset, C * taps);
     depthwise_forward(x.data(), in_pixels, C, index, taps, batch, theta.data() + offset, beta, y.data());
   }
   /// gx += the adjoint in x: gx[pixel(p, t)] += gy[p] ⊙ w_t.
@@ -138,7 +129,7 @@ struct host_depthwise {
     const std::size_t C = Policy::cols(gx), in_pixels = depthwise_shapes(Policy::name, op, Policy::rows(gx), C,
                                                                          Policy::rows(gy), Policy::cols(gy), index,
                                                                          taps, batch);
-    in_range(Policy::size(theta), offset, C * taps, op);
+    require_weights_inside(Policy::name, op, Policy::size(theta), offset, C * taps);
     depthwise_input_adjoint(gy.data(), in_pixels, C, index, taps, batch, theta.data() + offset, gx.data());
   }
   /// grad[offset + c · taps + t] = beta · grad[...] + Σ_{b, p} x[pixel(p, t), c] gy[p, c].
@@ -150,17 +141,10 @@ struct host_depthwise {
     const std::size_t C = Policy::cols(x), in_pixels = depthwise_shapes(Policy::name, op, Policy::rows(x), C,
                                                                         Policy::rows(gy), Policy::cols(gy), index,
                                                                         taps, batch);
-    in_range(Policy::size(grad), offset, C * taps, op);
+    require_weights_inside(Policy::name, op, Policy::size(grad), offset, C * taps);
     depthwise_weight_adjoint(x.data(), gy.data(), in_pixels, C, index, taps, batch, beta, grad.data() + offset);
   }
 
- private:
-  static void in_range(std::size_t size, std::size_t offset, std::size_t n, const char* op) {
-    if (offset + n > size)
-      throw std::invalid_argument(std::string("bilevel::policy::") + Policy::name + "::" + op + ": weights [" +
-                                  std::to_string(offset) + ", " + std::to_string(offset + n) +
-                                  ") exceed a vector of " + std::to_string(size) + " elements");
-  }
 };
 
 }  // namespace bilevel::policy::detail

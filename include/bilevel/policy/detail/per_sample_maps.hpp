@@ -49,6 +49,32 @@ inline std::int64_t largest_entry(const std::vector<std::int64_t>& index) {
   return m;
 }
 
+/// Throws unless x (rows_x rows) and y (rows_y rows) are `batch` samples each and the tap map
+/// (output pixel, tap) → input pixel has whole output pixels that read inside x's samples;
+/// gives x's pixels per sample. What the direct convolution primitives check.
+inline std::size_t tap_map_input_pixels(const char* policy, const char* op, std::size_t rows_x, std::size_t rows_y,
+                                        const std::vector<std::int64_t>& index, std::size_t taps, std::size_t batch) {
+  const auto fail = [&](const std::string& what) {
+    throw std::invalid_argument(std::string("bilevel::policy::") + policy + "::" + op + ": " + what);
+  };
+  if (batch == 0 || taps == 0 || index.size() % taps != 0)
+    fail("a tap map of " + std::to_string(index.size()) + " entries is not whole pixels of " + std::to_string(taps) +
+         " taps");
+  if (rows_x % batch != 0 || rows_y != batch * (index.size() / taps))
+    fail(std::to_string(rows_x) + " input and " + std::to_string(rows_y) + " output rows are not " +
+         std::to_string(batch) + " samples of the map's " + std::to_string(index.size() / taps) + " output pixels");
+  require_inside_sample(policy, op, largest_entry(index), rows_x / batch);
+  return rows_x / batch;
+}
+/// Throws unless the weights [offset, offset + n) lie inside a vector of `size` elements.
+inline void require_weights_inside(const char* policy, const char* op, std::size_t size, std::size_t offset,
+                                   std::size_t n) {
+  if (offset + n > size)
+    throw std::invalid_argument(std::string("bilevel::policy::") + policy + "::" + op + ": weights [" +
+                                std::to_string(offset) + ", " + std::to_string(offset + n) + ") exceed a vector of " +
+                                std::to_string(size) + " elements");
+}
+
 /// A stretch of a map that reads consecutive source elements (`from` ≥ 0) or only zeros
 /// (`from` = −1): convolution patches read a window tap's channels as one run, so a gather or
 /// scatter copies runs instead of looking up every element (about 3x faster on im2col maps).
