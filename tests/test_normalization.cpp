@@ -675,6 +675,25 @@ TEST_CASE("column sums and combinations: fused and composed against a host loop,
     P::matrix in_place = a;  // out may be the first term's matrix
     combine_columns<Q>({{in_place, v0}, {b, v1}, {c, v2}}, z, in_place);
     CHECK(test::relative_error(host_matrix<P>(in_place), combined) <= 1e-14);
+    // The special cases: a sum of products alone, a shift and a scaling, in place or not.
+    P::vector s3;
+    bilevel::learners::column_sums_of_product<Q>(a, b, s3);
+    CHECK(test::relative_error(test::host<P>(s3), sab) <= 1e-14);
+    std::vector<double> shifted(rows * cols), scaled(rows * cols);
+    for (std::size_t k = 0; k < rows * cols; ++k) {
+      shifted[k] = a_h[k] + z_h[k % cols];
+      scaled[k] = a_h[k] * u0[k % cols];
+    }
+    P::matrix out2, same = a;
+    bilevel::learners::shift_columns<Q>(a, z, out2);
+    bilevel::learners::shift_columns<Q>(same, z, same);
+    CHECK(host_matrix<P>(out2) == shifted);
+    CHECK(host_matrix<P>(same) == shifted);
+    same = a;
+    bilevel::learners::scale_columns_of<Q>(a, v0, out2);
+    bilevel::learners::scale_columns_of<Q>(same, v0, same);
+    CHECK(host_matrix<P>(out2) == scaled);
+    CHECK(host_matrix<P>(same) == scaled);
   };
   check_both.template operator()<P>();
   check_both.template operator()<U>();

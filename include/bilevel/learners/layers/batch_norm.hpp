@@ -115,16 +115,15 @@ struct batch_norm {
     } else {
       neg_mean = scaled(running_mean_, -1.0);
     }
-    combine_columns<P>({{x, ones()}}, neg_mean, c.x_hat);  // x − μ
+    shift_columns<P>(x, neg_mean, c.x_hat);  // x − μ
     if (p.mode == pass_mode::training) {
-      vector unused;
-      column_sums_pair<P>(c.x_hat, c.x_hat, unused, c.var);
+      column_sums_of_product<P>(c.x_hat, c.x_hat, c.var);
       P::scale(c.var, scalar(inv_n));
       P::transform(c.var, c.inv_std, detail::inverse_std{eps_});
     } else {
       P::transform(running_var_, c.inv_std, detail::inverse_std{eps_});
     }
-    combine_columns<P>({{c.x_hat, c.inv_std}}, zeros(), c.x_hat);  // (x − μ) s, in place
+    scale_columns_of<P>(c.x_hat, c.inv_std, c.x_hat);  // (x − μ) s, in place
     if (affine_) combine_columns<P>({{c.x_hat, gamma(p.theta, p.offset)}}, beta(p.theta, p.offset), y);
     else y = c.x_hat;
   }
@@ -151,7 +150,7 @@ struct batch_norm {
       const double inv_n = 1.0 / double(c.rows);
       combine_columns<P>({{g, w}, {c.x_hat, times(w, sum_g_xhat, -inv_n)}}, times(w, sum_g, -inv_n), *gx);
     } else {
-      combine_columns<P>({{g, w}}, zeros(), *gx);
+      scale_columns_of<P>(g, w, *gx);
     }
   }
 
@@ -206,12 +205,12 @@ struct batch_norm {
         k = scaled(sum_xd_xhat, inv_n);
         combine_columns<P>({{*x_dot, s}, {c.x_hat, times(s, k, -1.0)}}, times(s, sum_xd, -inv_n), xh_dot);
       } else {
-        combine_columns<P>({{*x_dot, s}}, zeros(), xh_dot);
+        scale_columns_of<P>(*x_dot, s, xh_dot);
       }
     }
-    vector sum_gd, sum_gd_xhat, sum_g, sum_g_xhat, unused, sum_g_xhd = zeros();
+    vector sum_gd, sum_gd_xhat, sum_g, sum_g_xhat, sum_g_xhd = zeros();
     column_sums_pair<P>(g_dot, c.x_hat, sum_gd, sum_gd_xhat);
-    if (x_dot) column_sums_pair<P>(g, xh_dot, unused, sum_g_xhd);
+    if (x_dot) column_sums_of_product<P>(g, xh_dot, sum_g_xhd);
     if (affine_) {
       P::set_segment(plus(sum_gd_xhat, sum_g_xhd), grad_dot, t.offset);
       P::set_segment(sum_gd, grad_dot, t.offset + shape_.channels);
@@ -222,7 +221,7 @@ struct batch_norm {
     const vector coef_g_dot = times(s, g_);
     if (!training) {
       if (affine_) combine_columns<P>({{g_dot, coef_g_dot}, {g, times(s, gamma_dot)}}, zeros(), *gx_dot);
-      else combine_columns<P>({{g_dot, coef_g_dot}}, zeros(), *gx_dot);
+      else scale_columns_of<P>(g_dot, coef_g_dot, *gx_dot);
       return;
     }
     column_sums_pair<P>(g, c.x_hat, sum_g, sum_g_xhat);

@@ -4,7 +4,9 @@
 /// Per-channel column sums and combinations of activation matrices, as layers use them (batch
 /// normalization): one fused pass each on a policy with the fused column primitives
 /// (core/tensor_policy.hpp, fused_column_maps: the Eigen and xtensor policies), composed from
-/// the policy's element-wise products, scalings and column sums otherwise.
+/// the policy's element-wise products, scalings and column sums otherwise. The special cases
+/// (a sum of products alone, a shift, a scaling) compose with no more primitives than they
+/// need there, where each is a kernel launch.
 #include <cstddef>
 #include <initializer_list>
 #include <vector>
@@ -57,6 +59,43 @@ void combine_columns(std::initializer_list<column_term<P>> terms, const vector_t
     }
     P::add_row(acc, z);
     out = std::move(acc);
+  }
+}
+
+/// sab_j = Σ_i a_ij b_ij (column_sums_pair's second sum, without the first on other policies).
+template <nn_tensor_policy P>
+void column_sums_of_product(const typename P::matrix& a, const typename P::matrix& b, vector_t<P>& sab) {
+  if constexpr (fused_column_maps<P>) {
+    vector_t<P> unused;
+    P::column_sums_pair(a, b, unused, sab);
+  } else {
+    typename P::matrix ab;
+    P::hadamard(a, b, ab);
+    P::column_sums(ab, sab);
+  }
+}
+
+/// out = x + z (z per column); out may be x.
+template <nn_tensor_policy P>
+void shift_columns(const typename P::matrix& x, const vector_t<P>& z, typename P::matrix& out) {
+  if constexpr (fused_column_maps<P>) {
+    vector_t<P> ones = P::zeros(P::size(z));
+    P::fill(ones, scalar_t<P>(1));
+    combine_columns<P>({{x, ones}}, z, out);
+  } else {
+    if (&out != &x) out = x;
+    P::add_row(out, z);
+  }
+}
+
+/// out = x ⊙ u (u per column); out may be x.
+template <nn_tensor_policy P>
+void scale_columns_of(const typename P::matrix& x, const vector_t<P>& u, typename P::matrix& out) {
+  if constexpr (fused_column_maps<P>) {
+    combine_columns<P>({{x, u}}, P::zeros(P::size(u)), out);
+  } else {
+    if (&out != &x) out = x;
+    P::scale_columns(out, u);
   }
 }
 
