@@ -30,15 +30,16 @@ if [ "${BILEVEL_SANITIZERS:-1}" != "0" ]; then
   start=$(date +%s)
   cmake -S . -B build-sanitize -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBILEVEL_SANITIZE=ON \
         -DBILEVEL_BUILD_BENCHMARKS=OFF -DBILEVEL_WITH_CUDA=OFF >/dev/null
-  # The second pass builds the test programs only: the unit tests, the README's quick start,
-  # the concept checks and example 01. Examples 02-04 cost a third of the instrumented build
+  # The second pass builds the test programs only: the unit tests, the SIMD-width checks, the
+  # README's quick start, the concept checks and example 01. Examples 02-04 cost a third of the instrumented build
   # (each is a whole training program, 100 s of CPU under the sanitizers) and their code is
   # the library's, which the unit tests run under the sanitizers on small shapes; the first
   # pass runs them, with their bad-input rows. The MPI tests run in the first pass only: MPI's
   # own libraries are not built with the sanitizers, and their one-time allocations would be
   # reported as leaks.
   cmake --build build-sanitize -j"$(nproc)" \
-        --target bilevel_tests readme_quick_start compile_pass_concepts 01_ridge_hyperparameters
+        --target bilevel_tests bilevel_simd_tests_avx2 bilevel_simd_tests_avx512f readme_quick_start \
+                 compile_pass_concepts 01_ridge_hyperparameters
   built=$(date +%s)
   echo "bilevel: sanitizer build took $((built - start)) s"
   # Any sanitizer report fails the test that produced it (halt_on_error, exit code).

@@ -165,9 +165,12 @@ const std::vector<conv_case>& conv_cases() {
       {"padded and strided", {6, 6, 2}, {.channels = 3, .kernel = 3, .stride = 2, .padding = 1}, {3, 3, 3}},
       {"dilated", {6, 5, 2}, {.channels = 2, .kernel = 3, .padding = 2, .dilation = 2}, {6, 5, 2}},
       // On a host policy (dense_conv_maps): 75 output rows (a partial block of rows), 13
-      // output channels (whole, half and single-lane column blocks at every SIMD width) and 7
-      // input channels (a partial tile of the weight adjoint).
-      {"wide (every block shape of the direct loops)", {5, 5, 7}, {.channels = 13, .kernel = 3, .padding = 1}, {5, 5, 13}},
+      // output channels (whole, half and single-lane column blocks at every SIMD width), and
+      // 11 and 9 input channels: the weight adjoint's tiles of 6 or 8 input channels leave 5
+      // or 3 (tiles of 4 and 1, of 2 and 1) with 6, and 3 or 1 with 8.
+      {"wide (every block shape of the direct loops)", {5, 5, 11}, {.channels = 13, .kernel = 3, .padding = 1},
+       {5, 5, 13}},
+      {"wide, other tails", {4, 3, 9}, {.channels = 5, .kernel = 3, .padding = 1}, {4, 3, 5}},
       {"grouped", {5, 5, 4}, {.channels = 6, .kernel = 3, .stride = 2, .padding = 1, .groups = 2}, {3, 3, 6}},
       {"pointwise (the identity patch map)", {3, 4, 3}, {.channels = 2, .kernel = 1}, {3, 4, 2}},
       {"depthwise", {5, 5, 3}, {.channels = 3, .kernel = 3, .padding = 1, .groups = 3, .bias = false}, {5, 5, 3}},
@@ -215,8 +218,8 @@ TEST_CASE_TEMPLATE("convolution in float: the four passes equal double precision
   // The direct loops run float SIMD vectors (twice double's lanes) with their own tails; the
   // double layer is checked against central differences above. (The loops are one source for
   // both host policies, on raw storage: one float policy covers them.) Every output here is a sum of
-  // at most 9 · 7 · 2 = 126 products of O(1) terms (two for the tangents), so float rounding
-  // leaves a relative error of about √126 · 6e-8 ≈ 7e-7 on the whole vector; 1e-5 allows 15x that.
+  // at most 9 · 11 · 2 = 198 products of O(1) terms (two for the tangents), so float rounding
+  // leaves a relative error of about √198 · 6e-8 ≈ 9e-7 on the whole vector; 1e-5 allows 11x that.
   using D = bilevel::policy::eigen<double>;
   const std::size_t batch = 3;
   for (const auto& cc : conv_cases()) {

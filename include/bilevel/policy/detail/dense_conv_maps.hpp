@@ -221,11 +221,27 @@ inline void weight_tile(Source src, std::size_t r_begin, std::size_t r_end, std:
     for (std::size_t j = 0; j < V; ++j) store_vector(g_t + (k0 + i) * N + n0 + j * L, acc[i][j]);
 }
 
+/// Every column tile of rows [k0, k0 + KB) of G_t: two vectors wide, then one, half, a quarter
+/// and single lanes.
+template <std::size_t KB, class S, class Source>
+inline void column_tiles(Source src, std::size_t r0, std::size_t r1, std::size_t t, std::size_t k0, const S* gy,
+                         std::size_t N, S* g_t) {
+  constexpr std::size_t L = simd<S>::lanes;
+  std::size_t n0 = 0;
+  for (; n0 + 2 * L <= N; n0 += 2 * L) weight_tile<simd<S>, KB, 2>(src, r0, r1, t, k0, gy, N, n0, g_t);
+  for (; n0 + L <= N; n0 += L) weight_tile<simd<S>, KB, 1>(src, r0, r1, t, k0, gy, N, n0, g_t);
+  for (; n0 + half_simd<S>::lanes <= N; n0 += half_simd<S>::lanes)
+    weight_tile<half_simd<S>, KB, 1>(src, r0, r1, t, k0, gy, N, n0, g_t);
+  for (; n0 + quarter_simd<S>::lanes <= N; n0 += quarter_simd<S>::lanes)
+    weight_tile<quarter_simd<S>, KB, 1>(src, r0, r1, t, k0, gy, N, n0, g_t);
+  for (; n0 < N; ++n0) weight_tile<scalar_lane<S>, KB, 1>(src, r0, r1, t, k0, gy, N, n0, g_t);
+}
+
 /// gw (taps · K × N) = beta · gw + Σ_{b, p} x[pixel(p, t)]ᵀ gy[p], tap by tap.
 template <class S>
 void tap_weight_adjoint(const S* x, std::size_t in_pixels, std::size_t K, const S* gy, std::size_t N,
                         const std::vector<std::int64_t>& index, std::size_t taps, std::size_t batch, S beta, S* gw) {
-  constexpr std::size_t KB = tap_rows_per_block, L = simd<S>::lanes;
+  constexpr std::size_t KB = tap_rows_per_block;
   const std::size_t out_pixels = index.size() / taps, rows = batch * out_pixels;
   std::vector<S> g(taps * K * N, S(0));
   // Rows in blocks whose gy and x rows stay in the L2 cache while every tile passes over them;
@@ -245,26 +261,19 @@ void tap_weight_adjoint(const S* x, std::size_t in_pixels, std::size_t K, const 
     for (std::size_t t = 0; t < taps; ++t) {
       S* g_t = g.data() + t * K * N;
       std::size_t k0 = 0;
-      for (; k0 + KB <= K; k0 += KB) {
-        std::size_t n0 = 0;
-        for (; n0 + 2 * L <= N; n0 += 2 * L) weight_tile<simd<S>, KB, 2>(src, r0, r1, t, k0, gy, N, n0, g_t);
-        for (; n0 + L <= N; n0 += L) weight_tile<simd<S>, KB, 1>(src, r0, r1, t, k0, gy, N, n0, g_t);
-        for (; n0 + half_simd<S>::lanes <= N; n0 += half_simd<S>::lanes)
-          weight_tile<half_simd<S>, KB, 1>(src, r0, r1, t, k0, gy, N, n0, g_t);
-        for (; n0 + quarter_simd<S>::lanes <= N; n0 += quarter_simd<S>::lanes)
-          weight_tile<quarter_simd<S>, KB, 1>(src, r0, r1, t, k0, gy, N, n0, g_t);
-        for (; n0 < N; ++n0) weight_tile<scalar_lane<S>, KB, 1>(src, r0, r1, t, k0, gy, N, n0, g_t);
+      for (; k0 + KB <= K; k0 += KB) column_tiles<KB>(src, r0, r1, t, k0, gy, N, g_t);
+      // The last K mod KB input channels in tiles of 4, 2 and 1 (K = 16 on 16-register SIMD,
+      // KB = 6, leaves 4: one tile of 4 instead of four single-row tiles, each a pass over
+      // the rows for 2 multiply-adds a row).
+      if (k0 + 4 <= K) {
+        column_tiles<4>(src, r0, r1, t, k0, gy, N, g_t);
+        k0 += 4;
       }
-      for (; k0 < K; ++k0) {
-        std::size_t n0 = 0;
-        for (; n0 + 2 * L <= N; n0 += 2 * L) weight_tile<simd<S>, 1, 2>(src, r0, r1, t, k0, gy, N, n0, g_t);
-        for (; n0 + L <= N; n0 += L) weight_tile<simd<S>, 1, 1>(src, r0, r1, t, k0, gy, N, n0, g_t);
-        for (; n0 + half_simd<S>::lanes <= N; n0 += half_simd<S>::lanes)
-          weight_tile<half_simd<S>, 1, 1>(src, r0, r1, t, k0, gy, N, n0, g_t);
-        for (; n0 + quarter_simd<S>::lanes <= N; n0 += quarter_simd<S>::lanes)
-          weight_tile<quarter_simd<S>, 1, 1>(src, r0, r1, t, k0, gy, N, n0, g_t);
-        for (; n0 < N; ++n0) weight_tile<scalar_lane<S>, 1, 1>(src, r0, r1, t, k0, gy, N, n0, g_t);
+      if (k0 + 2 <= K) {
+        column_tiles<2>(src, r0, r1, t, k0, gy, N, g_t);
+        k0 += 2;
       }
+      if (k0 < K) column_tiles<1>(src, r0, r1, t, k0, gy, N, g_t);
     }
   }
   const std::size_t n = taps * K * N;
