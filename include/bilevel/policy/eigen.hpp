@@ -245,24 +245,13 @@ struct eigen : detail::host_depthwise<eigen<Scalar>>,
                                                           " but the row has " + std::to_string(b.size()) + " elements");
     m.rowwise() += b.transpose();
   }
-  /// out_j = Σ_i m_ij, as rows added up in blocks of 256, each block's sum then added to the
-  /// total: contiguous row loads the compiler vectorises (Eigen's colwise sum of a row-major
-  /// matrix walked each column with a stride, 7% of a ResNet gradient), and the long sums of a
-  /// batch normalization's statistics (batch · pixels rows) round like ~n/256 terms, not n.
+  /// out_j = Σ_i m_ij, through the fused column sums (policy/detail/column_maps.hpp): rows
+  /// added up in blocks of 256, contiguous loads the compiler vectorises (Eigen's colwise sum of
+  /// a row-major matrix walked each column with a stride, 7% of a ResNet gradient), and the long
+  /// sums of a batch normalization's statistics round like ~n/256 terms, not n.
   static void column_sums(const matrix& m, vector& out) {
-    const std::size_t r = rows(m), c = cols(m);
-    out = vector::Zero(static_cast<Eigen::Index>(c));
-    std::vector<scalar> part(c);
-    scalar* __restrict total = out.data();
-    for (std::size_t first = 0; first < r; first += block) {
-      std::fill(part.begin(), part.end(), scalar(0));
-      scalar* __restrict acc = part.data();
-      for (std::size_t i = first, end = std::min<std::size_t>(r, first + block); i < end; ++i) {
-        const scalar* __restrict row = m.data() + i * c;
-        for (std::size_t j = 0; j < c; ++j) acc[j] += row[j];
-      }
-      for (std::size_t j = 0; j < c; ++j) total[j] += acc[j];
-    }
+    out.resize(m.cols());
+    detail::column_sums_pair<scalar>(m.data(), nullptr, rows(m), cols(m), out.data(), nullptr);
   }
   /// out_i = Σ_j a_ij b_ij.
   static void row_dots(const matrix& a, const matrix& b, vector& out) {
