@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: MIT
 // 03 — Class imbalance on Fashion-MNIST: plain training against class weighting learned from
-// mistakes (LFM-CW, with synthetic data from a class-conditional generator), Meta-Weight-Net
-// and learning from mistakes (LFM, data reweighting), each a method header handed to the one
-// solver; and the fixed class weightings a learned one has to beat, c_k ∝ n_k^(−1/2) and
-// n_k^(−1) (data::class_frequency_weights, on a network whose loss reads class weights).
+// mistakes (LFM-CW, with synthetic data from a class-conditional generator), class weights
+// learned as a hyperparameter (methods/meta_class_weighting.hpp), Meta-Weight-Net and learning
+// from mistakes (LFM, data reweighting), each a method header handed to the one solver; and the
+// fixed class weightings a learned one has to beat, c_k ∝ n_k^(−1/2) and n_k^(−1)
+// (data::class_frequency_weights, on a network whose loss reads class weights).
 //
 // What it teaches: a three-level method whose re-learner trains on real plus generated data
 // (bilevel/methods/lfm_class_weighting.hpp), a generator behind a concept
@@ -21,17 +22,19 @@
 // last and best balanced accuracy (mean ± std over the seeds), the mean learned weight of head
 // (classes 0-4) and tail (5-9) samples (for LFM-CW: of their synthetic data, γ·c_k), and wall
 // time. Writes <out>/imbalance_epochs.csv and <out>/imbalance_runs.csv. Exits non-zero on a
-// non-finite result or accuracy at chance (not checked in a quick ResNet run, four steps
-// long); exits 1 with one line on stderr on missing or malformed data or an unwritable --out,
-// 2 on a bad command line (examples/support/options.hpp). Balanced accuracy in evaluation mode
-// (a ResNet's batch norms read their running statistics).
+// non-finite result, accuracy at chance (not checked in a quick ResNet run, four steps long)
+// or, in a full run on a long tail, learned class weights that do not favour the tail; exits
+// 1 with one line on stderr on missing or malformed data or an unwritable --out, 2 on a bad
+// command line (examples/support/options.hpp). Balanced accuracy in evaluation mode (a
+// ResNet's batch norms read their running statistics).
 //
 // Options (--help lists them, with their ranges): --imbalance IF in [1, 1000]; --train-size N
 // (the stratified random subset of the training split the long tail is cut from, drawn with
 // the seed) and --test-size N (of the test split); --network mlp|lenet|resnet20|resnet32|wrn
 // (LeNet-5, the CIFAR ResNet-20 and -32, the wide ResNet WRN-16-2; every method trains it, LFM
 // and LFM-CW as both their learners); --lr, --weight-decay and --schedule
-// constant|multistep|cosine for the classifiers; --epochs, --seed or --seeds A,B,C, --methods
+// constant|multistep|cosine for the classifiers; --class-weights-lr for the learned class
+// weights' logits (methods::meta_class_weighting_config::meta_lr); --epochs, --seed or --seeds A,B,C, --methods
 // LIST|all, --data DIR, --out DIR; --quick (5900 images, IF 10, 2 epochs, unless given; with a
 // ResNet the tail cut from 500 images, 500 test images, as a ResNet trains slowly on a CPU).
 #include <bilevel/eigen.hpp>
@@ -41,6 +44,7 @@
 #include <bilevel/learners/classification_accuracy.hpp>
 #include <bilevel/methods/learning_from_mistakes.hpp>
 #include <bilevel/methods/lfm_class_weighting.hpp>
+#include <bilevel/methods/meta_class_weighting.hpp>
 #include <bilevel/methods/meta_weight_net.hpp>
 
 #include <chrono>
@@ -63,7 +67,8 @@ namespace {
 
 const std::map<std::string, std::string> method_names = {
     {"plain", "plain"},         {"inv_sqrt", "fixed n^-1/2"},       {"inv_freq", "fixed 1/n"},
-    {"lfm_cw", "LFM-CW"},       {"mwn", "Meta-Weight-Net"},         {"lfm", "LFM (reweighting)"}};
+    {"lfm_cw", "LFM-CW"},       {"class_weights", "learned class weights"},
+    {"mwn", "Meta-Weight-Net"}, {"lfm", "LFM (reweighting)"}};
 
 int run(int argc, char** argv) {
   example::options o;
@@ -80,6 +85,12 @@ int run(int argc, char** argv) {
       .network();
   cli.add("--imbalance", o.imbalance, "largest over smallest class size, IF (default 100)")
       ->check(example::detail::real_number(1, 1000));
+  double class_weights_lr = methods::meta_class_weighting_config{}.meta_lr;
+  char shown[32];
+  std::snprintf(shown, sizeof shown, "%g", class_weights_lr);
+  cli.add("--class-weights-lr", class_weights_lr,
+          std::string("the learned class weights' Adam learning rate, for their logits (default ") + shown + ")")
+      ->check(example::detail::real_number(1e-6, 10));
   if (const auto status = cli.parse(argc, argv)) return *status;
   if (o.quick) {
     const bool resnet = example::is_resnet(o.network);
@@ -172,6 +183,19 @@ int run(int argc, char** argv) {
         std::vector<bool> tail_class(train->num_classes);
         for (std::size_t k = 0; k < tail_class.size(); ++k) tail_class[k] = k >= 5;
         run_solver(s, 1, [&] { return example::group_means(s.class_weights(), tail_class); });
+      } else if (method == "class_weights") {
+        // One logit per class, c = C · softmax(φ), learned along the exact look-ahead
+        // hypergradient of the balanced validation loss (Meta-Weight-Net's schedule).
+        auto s = methods::meta_class_weighting<P>(
+            train, validation,
+            {.widths = example::mlp_widths, .network = design, .epochs = o.epochs, .lr = o.lr, .lr_decay = decay,
+             .weight_decay = o.weight_decay, .meta_lr = class_weights_lr, .seed = seed});
+        std::vector<double> per_sample(train->rows);
+        run_solver(s, 0, [&] {
+          const auto c = s.class_weights();
+          for (std::size_t row = 0; row < train->rows; ++row) per_sample[row] = c[std::size_t(train->labels[row])];
+          return example::group_means(per_sample, tail);
+        });
       } else if (method == "mwn") {
         // With --network other than mlp that network's design (LeNet's layers, a ResNet's
         // options) instead of the MLP's widths.
@@ -190,6 +214,9 @@ int run(int argc, char** argv) {
       r.seconds = seconds(std::chrono::steady_clock::now() - t0).count();
       files.write(method, seed, r);
       ok &= std::isfinite(r.epochs.back().accuracy) && (at_chance_expected || r.epochs.back().accuracy > 20);
+      // Learned class weights on a long tail must end up favouring the tail (weight_b) over the head.
+      if (!o.quick && method == "class_weights" && o.imbalance > 1)
+        ok &= r.epochs.back().weight_b > r.epochs.back().weight_a;
       results[method].push_back(std::move(r));
     }
   }
@@ -199,7 +226,7 @@ int run(int argc, char** argv) {
                              ", " + o.network);
   files.print_paths();
   if (!ok) {
-    std::puts("FAILED: non-finite result or accuracy at chance");
+    std::puts("FAILED: non-finite result, accuracy at chance, or learned class weights not favouring the tail");
     return 1;
   }
   return 0;

@@ -8,6 +8,7 @@
 #include <bilevel/learners/classification_accuracy.hpp>
 #include <bilevel/learners/loss_weighting_net.hpp>
 #include <bilevel/learners/mlp.hpp>
+#include <bilevel/learners/softmax_class_weights.hpp>
 #include <bilevel/learners/solution_loss.hpp>
 
 #include "batches.hpp"
@@ -63,6 +64,9 @@ TEST_CASE("mlp: per-sample weights by id and per-class weights, with every mixed
   for (auto& x : w) x += 1.0;
   check_network(activation::tanh, loss_kind::cross_entropy, sample_weights{6}, {w});
   check_network(activation::relu, loss_kind::cross_entropy, class_weights{3}, {{0.5, 1.5, 1.0}});
+  // Learned class weights, C · softmax(φ): nonlinear in φ, so every mixed product goes through
+  // its Jacobian (its own VJP and JVP), at a point where the weights differ.
+  check_network(activation::tanh, loss_kind::cross_entropy, softmax_class_weights{3}, {{0.4, -0.7, 0.2}});
 }
 
 TEST_CASE("mlp: the forward cache never serves stale values") {

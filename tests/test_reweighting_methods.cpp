@@ -5,12 +5,15 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 #include <vector>
 
 #include <bilevel/eigen.hpp>
+#include <bilevel/data/corruption.hpp>
 #include <bilevel/methods/deep_interactions.hpp>
 #include <bilevel/methods/l2rw.hpp>
+#include <bilevel/methods/meta_class_weighting.hpp>
 #include <bilevel/methods/meta_weight_net.hpp>
 
 #include "support.hpp"
@@ -207,6 +210,54 @@ TEST_CASE("Meta-Weight-Net end to end: validation loss falls, flipped labels get
                                  << w_corrupt);
   CHECK(after < 0.7 * before);
   CHECK(w_corrupt < w_clean);
+}
+
+TEST_CASE("learned class weights: the logits' hypergradient against central differences") {
+  const auto train = test::toy_classes(60, 3, 0.3), val = test::toy_classes(20, 4, 0.0, 1000);
+  auto s = bilevel::methods::meta_class_weighting<P>(
+      train.data, val.data, {.widths = widths, .batch = 10, .validation_batch = 20, .meta_lr = 0.1, .seed = 5});
+  s.run(3);  // away from φ = 0, where every weight is 1
+  const auto c = s.class_weights();
+  REQUIRE(c.size() == 3);
+  CHECK(c[0] + c[1] + c[2] == doctest::Approx(3.0).epsilon(1e-12));  // mean 1 over the classes
+  CHECK(std::abs(c[0] - c[1]) + std::abs(c[1] - c[2]) > 1e-3);        // and they have moved
+  // The loss is smooth in φ (softmax, then a weighted smooth loss): as for Meta-Weight-Net.
+  check_lookahead_hypergradient(s, {0, 1, 2}, 1e-6);
+}
+
+TEST_CASE("learned class weights end to end: a rare class gains weight, validation loss falls") {
+  // The toy classes cut to a long tail of 16:1, validated on balanced clean data: the rare
+  // class's weight must rise above the common one's, as n_k^(−1) would set it.
+  const auto full = test::toy_classes(900, 7, 0.0);
+  const auto train = std::make_shared<const bilevel::data::dataset>(bilevel::data::long_tail(*full.data, 16.0, 3));
+  const auto counts = train->class_counts();
+  const auto val = test::toy_classes(150, 8, 0.0, 5000);
+  auto s = bilevel::methods::meta_class_weighting<P>(
+      train, val.data, {.widths = {8, 16, 3}, .batch = 20, .validation_batch = 50, .lr = 0.1, .meta_lr = 0.05, .seed = 2});
+  const auto vb = test::whole<P>(*val.data);
+  const mlp<P> net({8, 16, 3});
+  const double before = net.loss(s.level<0>().theta, {}, vb);
+  s.run(300);
+  const double after = net.loss(s.level<0>().theta, {}, vb);
+  const auto c = s.class_weights();
+  const auto rare = std::size_t(std::min_element(counts.begin(), counts.end()) - counts.begin());
+  const auto common = std::size_t(std::max_element(counts.begin(), counts.end()) - counts.begin());
+  MESSAGE("class counts " << counts[0] << "/" << counts[1] << "/" << counts[2] << ", learned weights " << c[0] << "/"
+                          << c[1] << "/" << c[2] << "; validation loss " << before << " -> " << after);
+  CHECK(after < 0.7 * before);
+  CHECK(c[rare] > c[common]);
+}
+
+TEST_CASE("learned class weights: bad input is named") {
+  const auto train = test::toy_classes(30, 3, 0.0), val = test::toy_classes(10, 4, 0.0, 1000);
+  CHECK_THROWS_WITH_AS(bilevel::methods::meta_class_weighting<P>(nullptr, val.data, {.widths = widths}),
+                       doctest::Contains("meta_class_weighting: no training set"), std::invalid_argument);
+  const bilevel::learners::softmax_class_weights c{3};
+  CHECK_THROWS_WITH_AS(c.weights(std::vector<double>{0.0, 1.0}), doctest::Contains("2 logits for 3 classes"),
+                       std::invalid_argument);
+  const auto w = c.weights(std::vector<double>{0.0, std::log(2.0), std::log(3.0)});  // 3 · (1, 2, 3) / 6
+  CHECK(w[0] == doctest::Approx(0.5).epsilon(1e-14));
+  CHECK(w[2] == doctest::Approx(1.5).epsilon(1e-14));
 }
 
 TEST_CASE("teacher (deep interactions): exact products of the teacher against central differences") {

@@ -246,7 +246,9 @@ inline std::string mean_and_spread(const std::vector<double>& v) {
 inline void print_summary(const std::vector<std::string>& methods, const std::map<std::string, std::string>& names,
                           const std::map<std::string, std::vector<run_result>>& results, const char* a,
                           const char* b, const std::string& context) {
-  std::printf("\n%-18s %16s %16s %10s %10s %9s   (%s)\n", "method", "last (%)", "best (%)", a, b, "time (s)",
+  int width = 18;  // the longest method name's, at least
+  for (const auto& method : methods) width = std::max(width, int(names.at(method).size()));
+  std::printf("\n%-*s %16s %16s %10s %10s %9s   (%s)\n", width, "method", "last (%)", "best (%)", a, b, "time (s)",
               context.c_str());
   for (const auto& method : methods) {
     std::vector<double> last, best, wa, wb, sec;
@@ -257,7 +259,7 @@ inline void print_summary(const std::vector<std::string>& methods, const std::ma
       wb.push_back(r.epochs.back().weight_b);
       sec.push_back(r.seconds);
     }
-    std::printf("%-18s %s %s %10.3f %10.3f %9.1f\n", names.at(method).c_str(), mean_and_spread(last).c_str(),
+    std::printf("%-*s %s %s %10.3f %10.3f %9.1f\n", width, names.at(method).c_str(), mean_and_spread(last).c_str(),
                 mean_and_spread(best).c_str(), mean_std(wa).first, mean_std(wb).first, mean_std(sec).first);
   }
 }

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 // The methods besides Meta-Weight-Net (L2RW, the deep-interactions teacher, LFM in its
-// data-reweighting form, LFM-CW with its PCA-Gaussian generator, DARTS first and second order),
+// data-reweighting form, LFM-CW with its PCA-Gaussian generator, learned class weights, DARTS
+// first and second order),
 // each run for a few iterations on toy data, written once against the policy concept like
 // cases.hpp: instantiated with cuda<double> in test_methods.cu and with eigen<double> in
 // host_reference.cpp. Each returns every level's parameters afterwards.
@@ -18,16 +19,26 @@
 #include <bilevel/methods/l2rw.hpp>
 #include <bilevel/methods/learning_from_mistakes.hpp>
 #include <bilevel/methods/lfm_class_weighting.hpp>
+#include <bilevel/methods/meta_class_weighting.hpp>
 
 #include "cases.hpp"
 
 namespace cuda_test {
 
-enum class method_kind { l2rw, teacher, lfm, lfm_class_weighting, darts_first_order, darts_second_order };
+enum class method_kind {
+  l2rw,
+  teacher,
+  lfm,
+  lfm_class_weighting,
+  class_weights,
+  darts_first_order,
+  darts_second_order
+};
 inline constexpr method_kind all_methods[] = {method_kind::l2rw,
                                               method_kind::teacher,
                                               method_kind::lfm,
                                               method_kind::lfm_class_weighting,
+                                              method_kind::class_weights,
                                               method_kind::darts_first_order,
                                               method_kind::darts_second_order};
 inline const char* name(method_kind k) {
@@ -36,6 +47,7 @@ inline const char* name(method_kind k) {
     case method_kind::teacher: return "deep-interactions teacher";
     case method_kind::lfm: return "LFM (data reweighting, 3 levels)";
     case method_kind::lfm_class_weighting: return "LFM-CW (3 levels, synthetic data)";
+    case method_kind::class_weights: return "learned class weights";
     case method_kind::darts_first_order: return "DARTS, first order";
     case method_kind::darts_second_order: return "DARTS, second order";
   }
@@ -88,6 +100,11 @@ std::vector<std::vector<double>> method_run(method_kind k, std::size_t iteration
                                      .references_per_class = 3, .seed = 4}),
           iterations, mark);
     }
+    case method_kind::class_weights:
+      return run_and_read<P, 2>(
+          m::meta_class_weighting<P>(train.data, val.data,
+                                     {.widths = widths, .batch = 10, .validation_batch = 20, .meta_lr = 0.1, .seed = 5}),
+          iterations, mark);
     case method_kind::darts_first_order:
     case method_kind::darts_second_order:
       break;

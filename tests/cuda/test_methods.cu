@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 // The other methods on the CUDA policy, instantiated unchanged: L2RW, the deep-interactions
-// teacher, LFM (three levels), LFM-CW (three levels, synthetic data) and DARTS in both orders,
-// each run for three iterations against the same run on the Eigen policy (method_cases.hpp).
+// teacher, LFM (three levels), LFM-CW (three levels, synthetic data), learned class weights and
+// DARTS in both orders, each run for three iterations against the same run on the Eigen
+// policy (method_cases.hpp).
 #include <doctest/doctest.h>
 
 #include <bilevel/policy/cuda.hpp>
@@ -26,8 +27,8 @@ TEST_CASE("cuda methods<double>: three iterations of each agree with the Eigen p
     MESSAGE(std::string(cuda_test::name(k)) << ": " << in_steps << " array downloads in iterations 2-" << iterations);
     CHECK(C64::host_transforms() == maps);
     // Every method's weighting (L2RW's table and rule, the teacher, LFM's mistake weights,
-    // LFM-CW's class weights) and DARTS's mixed operations run with the policy's operations:
-    // their steps copy no array to the host.
+    // LFM-CW's class weights, the learned class weights' softmax) and DARTS's mixed operations
+    // run with the policy's operations: their steps copy no array to the host.
     CHECK(in_steps == 0);
     REQUIRE(got.size() == want.size());
     for (std::size_t level = 0; level < got.size(); ++level) {
