@@ -19,9 +19,11 @@
 // in evaluation mode (a ResNet's batch norms read their running statistics).
 //
 // Options (--help lists them, with their ranges): --noise R in [0, 1) and --noise-type
-// symmetric|pair (symmetric, the default: each corrupted label to any other class, uniformly;
-// pair: to the class most like it, T-shirt/top <-> Shirt, Pullover <-> Coat, Sandal <-> Sneaker,
-// Trouser <-> Dress, Bag <-> Ankle boot, data::fashion_mnist_similar_pairs()); --train-size N
+// symmetric|pair|next (symmetric, the default: each corrupted label to any other class,
+// uniformly; pair: to the class most like it, T-shirt/top <-> Shirt, Pullover <-> Coat, Sandal
+// <-> Sneaker, Trouser <-> Dress, Bag <-> Ankle boot, data::fashion_mnist_similar_pairs(); next:
+// class c to c+1 mod 10, the pair flipping of the noisy-label benchmarks, a pairing that knows
+// nothing of the classes, data::next_class_pairing()); --train-size N
 // (a stratified random subset of the training split, drawn with the seed) and --test-size N
 // (of the test split); --network mlp|lenet|resnet20|resnet32|wrn
 // (LeNet-5, the CIFAR ResNet-20 and -32, the wide ResNet WRN-16-2; every method trains it:
@@ -90,10 +92,11 @@ int run(int argc, char** argv) {
       .network()
       .noise();
   cli.add("--noise-type", o.noise_type,
-          "symmetric (uniformly to another class) or pair (to the class most like it: T-shirt/top <-> Shirt, "
-          "Pullover <-> Coat, Sandal <-> Sneaker, Trouser <-> Dress, Bag <-> Ankle boot) (default " +
+          "symmetric (uniformly to another class), pair (to the class most like it: T-shirt/top <-> Shirt, "
+          "Pullover <-> Coat, Sandal <-> Sneaker, Trouser <-> Dress, Bag <-> Ankle boot) or next (class c to c+1 "
+          "mod 10, whatever the classes) (default " +
               o.noise_type + ")")
-      ->check(example::detail::one_of({"symmetric", "pair"}));
+      ->check(example::detail::one_of({"symmetric", "pair", "next"}));
   double similarity_scale = 1.0;
   cli.add("--similarity-scale", similarity_scale,
           "LFM: the scale of the encoder's starting similarities, how sharply a sample's weight reads its nearest "
@@ -125,9 +128,11 @@ int run(int argc, char** argv) {
     auto split = data::split_validation(fm.train, 100, seed);
     split.train = example::training_subset(split.train, o.train_size, seed + 30);
     const auto corruption =
-        o.noise_type == "pair"
-            ? data::pair_label_noise(split.train, noise, seed + 10, data::fashion_mnist_similar_pairs())
-            : data::symmetric_label_noise(split.train, noise, seed + 10);
+        o.noise_type == "symmetric"
+            ? data::symmetric_label_noise(split.train, noise, seed + 10)
+            : data::pair_label_noise(split.train, noise, seed + 10,
+                                     o.noise_type == "pair" ? data::fashion_mnist_similar_pairs()
+                                                            : data::next_class_pairing(split.train.num_classes));
     std::printf("seed %u: %zu training images (%zu labels corrupted, %.0f%%, %s), %zu clean validation, %zu test\n",
                 seed, split.train.rows, corruption.count(),
                 100.0 * double(corruption.count()) / double(split.train.rows), o.noise_type.c_str(),

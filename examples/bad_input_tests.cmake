@@ -12,7 +12,7 @@ endfunction()
 set(noise 02_label_noise_fashion_mnist)
 bilevel_bad_input(${noise} noise_above 2 "--noise: '1.5' is not a number in [0, 1)" --noise 1.5)
 bilevel_bad_input(${noise} noise_below 2 "--noise: '-0.1' is not a number in [0, 1)" --noise -0.1)
-bilevel_bad_input(${noise} unknown_noise_type 2 "--noise-type: 'bogus' is not one of symmetric|pair"
+bilevel_bad_input(${noise} unknown_noise_type 2 "--noise-type: 'bogus' is not one of symmetric|pair|next"
                   --noise-type bogus)
 bilevel_bad_input(${noise} negative_epochs 2 "--epochs: '-1' is not a whole number in [1," --epochs -1)
 bilevel_bad_input(${noise} seeds_not_numbers 2 "--seeds: 'abc' is not a whole number" --seeds abc)
