@@ -17,7 +17,14 @@ approximation of the one-step hypergradient; bilevel's Meta-Weight-Net steps V f
 exact look-ahead product. What stays different: the batch order (each side's own seeded
 sampler) and that schedule.
 
-usage: label_noise_betty.py --problem DIR/seed<N> [--data DIR] [--threads T] [--out CSV]
+--impl torch trains the same problem with a plain PyTorch loop instead, the official
+Meta-Weight-Net code's: V steps first, through one virtual step of the classifier's SGD
+(Nesterov momentum, weight decay and the current learning rate included) kept in the autograd
+graph (torch.func.functional_call), then the classifier takes its real step with V's new
+weights. That is bilevel's schedule and exact hypergradient, written independently; only the
+batch order differs (the seeded samplers of peers.py, as for Betty).
+
+usage: label_noise_betty.py --problem DIR/seed<N> [--impl betty|torch] [--data DIR] [--threads T] [--out CSV]
 
 Prints the test accuracy and the mean weight V gives clean and corrupted training samples after
 every epoch, then one JSON line; --out appends the epochs to a CSV
@@ -38,6 +45,9 @@ def parse():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--problem", required=True, help="a seed directory written by example 02 --export")
     p.add_argument("--data", default=os.environ.get("BILEVEL_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
+    p.add_argument("--impl", choices=("betty", "torch", "after-step"), default="betty",
+                   help="Betty's engine (default), a plain PyTorch loop with the exact one-step look-ahead, or "
+                        "after-step: Betty's hypergradient formula computed exactly (double backward)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="")
     return p.parse_args()
@@ -59,6 +69,66 @@ torch, F = peers.torch, peers.F
 
 def load(name, dtype):
     return np.fromfile(os.path.join(ARGS.problem, name), dtype=dtype)
+
+
+def lookahead_step(model, vnet, train, val, sgd, scheduler, adam):
+    """One outer step of the official Meta-Weight-Net loop: V along the exact hypergradient of
+    the validation loss through one virtual step of `sgd` (its current learning rate, momentum
+    buffer, Nesterov and weight decay, as torch.optim.SGD would step), then the real step."""
+    from torch.func import functional_call
+
+    names = [n for n, _ in model.named_parameters()]
+    params, vparams = list(model.parameters()), list(vnet.parameters())
+    group = sgd.param_groups[0]
+    momentum, wd, nesterov = group["momentum"], group["weight_decay"], group["nesterov"]
+
+    def step():
+        x, y = next(train)
+        lr = group["lr"]  # the scheduler's current rate
+        grads = torch.autograd.grad(peers.weighted_loss(model(x), y, vnet), params, create_graph=True)
+        virtual = {}
+        for name, q, g in zip(names, params, grads):
+            d = g + wd * q
+            buf = sgd.state[q].get("momentum_buffer") if q in sgd.state else None
+            b = d if buf is None else momentum * buf + d  # torch.optim.SGD's buffer update
+            virtual[name] = q - lr * (d + momentum * b if nesterov else b)
+        xv, yv = next(val)
+        meta_loss = F.cross_entropy(functional_call(model, virtual, (xv,)), yv)
+        for q, g in zip(vparams, torch.autograd.grad(meta_loss, vparams)):
+            q.grad = g
+        adam.step()
+        sgd.zero_grad(set_to_none=True)
+        peers.weighted_loss(model(x), y, vnet).backward(inputs=params)
+        sgd.step()
+        scheduler.step()
+
+    step.optimizer = sgd
+    return step
+
+
+def after_step(model, vnet, train, val, sgd, scheduler, adam):
+    """Betty's schedule and formula without its finite difference: the classifier's real step
+    on batch b first, then V along -d/dV [grad_theta L_train(theta', b) . grad_theta L_val(theta')]
+    at the new theta' (the implicit hypergradient with the inverse Hessian taken as the
+    identity), computed exactly by a double backward pass."""
+    params, vparams = list(model.parameters()), list(vnet.parameters())
+
+    def step():
+        x, y = next(train)
+        sgd.zero_grad(set_to_none=True)
+        peers.weighted_loss(model(x), y, vnet).backward(inputs=params)
+        sgd.step()
+        scheduler.step()
+        xv, yv = next(val)
+        v = torch.autograd.grad(F.cross_entropy(model(xv), yv), params)
+        g = torch.autograd.grad(peers.weighted_loss(model(x), y, vnet), params, create_graph=True)
+        inner = sum((a * b.detach()).sum() for a, b in zip(g, v))
+        for q, h in zip(vparams, torch.autograd.grad(inner, vparams)):
+            q.grad = -h
+        adam.step()
+
+    step.optimizer = sgd
+    return step
 
 
 def main():
@@ -89,9 +159,16 @@ def main():
     scheduler = torch.optim.lr_scheduler.MultiStepLR(sgd, milestones=milestones, gamma=0.1)
 
     adam = torch.optim.Adam(vnet.parameters(), lr=meta["meta_lr"], weight_decay=meta["meta_weight_decay"])
-    step = peers.make_betty(None, model, vnet, peers.TrainBatches(x, y, int(meta["seed"])),
-                            peers.ValBatches(xv, yv, int(meta["seed"]) + 2), optimizer=sgd, scheduler=scheduler,
-                            meta_optimizer=adam)
+    train_batches = peers.TrainBatches(x, y, int(meta["seed"]))
+    val_batches = peers.ValBatches(xv, yv, int(meta["seed"]) + 2)
+    if ARGS.impl == "betty":
+        step = peers.make_betty(None, model, vnet, train_batches, val_batches, optimizer=sgd, scheduler=scheduler,
+                                meta_optimizer=adam)
+        step.optimizer = step.inner.optimizer  # Betty steps a patched copy of the one given
+    elif ARGS.impl == "torch":
+        step = lookahead_step(model, vnet, train_batches.forever(), iter(val_batches), sgd, scheduler, adam)
+    else:
+        step = after_step(model, vnet, train_batches.forever(), iter(val_batches), sgd, scheduler, adam)
 
     @torch.no_grad()
     def mean_weights():
@@ -108,7 +185,7 @@ def main():
         clean, wrong = mean_weights()
         model.train()
         rows.append((epoch, acc, clean, wrong))
-        print(f"  Betty Meta-Weight-Net seed {int(meta['seed'])} epoch {epoch:2d}/{epochs}  test accuracy {acc:.2f}%  "
+        print(f"  {ARGS.impl} Meta-Weight-Net seed {int(meta['seed'])} epoch {epoch:2d}/{epochs}  test accuracy {acc:.2f}%  "
               f"mean weight clean {clean:.3f} corrupted {wrong:.3f}", flush=True)
     seconds = time.perf_counter() - t0
     if ARGS.out:
@@ -117,13 +194,13 @@ def main():
             if new:
                 f.write("implementation,seed,epoch,test_accuracy,weight_clean,weight_corrupted\n")
             for epoch, acc, clean, wrong in rows:
-                f.write(f"betty,{int(meta['seed'])},{epoch},{acc:.2f},{clean:.6f},{wrong:.6f}\n")
+                f.write(f"{ARGS.impl},{int(meta['seed'])},{epoch},{acc:.2f},{clean:.6f},{wrong:.6f}\n")
     import importlib.metadata as md
 
-    print(json.dumps({"implementation": "betty", "seed": int(meta["seed"]), "epochs": epochs, "steps": total,
+    print(json.dumps({"implementation": ARGS.impl, "seed": int(meta["seed"]), "epochs": epochs, "steps": total,
                       "last_test_accuracy": rows[-1][1], "best_test_accuracy": max(r[1] for r in rows),
                       "weight_clean": rows[-1][2], "weight_corrupted": rows[-1][3], "seconds": round(seconds, 1),
-                      "final_lr": step.inner.optimizer.param_groups[0]["lr"],
+                      "final_lr": step.optimizer.param_groups[0]["lr"],
                       "versions": {"torch": torch.__version__, "betty-ml": md.version("betty-ml")}}))
 
 
