@@ -3,7 +3,13 @@
 bench/networks.cpp, built as PyTorch code builds them, float32, one thread.
 
     networks.py --case resnet20-grad|resnet20-hvp|darts-grad|darts-step [--warmup N] [--timed N] [--seed S]
-                [--batch B]   (B: 128 for ResNet-20, 64 for DARTS unless given)
+                [--batch B] [--device cpu|cuda]   (B: 128 for ResNet-20, 64 for DARTS unless given)
+
+--device cuda runs the same cases on the GPU (against bench/gpu/networks_gpu.cu on the same
+device; bench/gpu/device_checks.sh runs both): cuDNN with its autotuner on
+(torch.backends.cudnn.benchmark, PyTorch's fastest setting for fixed shapes), each repetition
+followed by torch.cuda.synchronize(), and the GPU memory PyTorch's allocator held at its peak
+during the timed repetitions (torch.cuda.max_memory_allocated) besides the process's.
 
 resnet20-grad  ResNet-20 as in the CIFAR code (akamaster/pytorch_resnet_cifar10; option A
                shortcuts F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, planes // 4, planes // 4))), 16
@@ -265,20 +271,28 @@ def main():
     ap.add_argument("--timed", type=int, default=10)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--batch", type=int, default=0)
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     o = ap.parse_args()
-    torch.set_num_threads(1)
+    dev = torch.device(o.device)
+    on_gpu = dev.type == "cuda"
+    if on_gpu:
+        torch.backends.cudnn.benchmark = True
+    else:
+        torch.set_num_threads(1)
+    sync = torch.cuda.synchronize if on_gpu else (lambda: None)
     torch.manual_seed(o.seed)
     gen = torch.Generator().manual_seed(o.seed + 100)
     crit = nn.CrossEntropyLoss()
 
-    def images(n):
-        return torch.rand(n, 1, 28, 28, generator=gen), torch.randint(0, 10, (n,), generator=gen)
+    def images(n):  # drawn on the CPU from the seeded generator, then moved
+        return (torch.rand(n, 1, 28, 28, generator=gen).to(dev),
+                torch.randint(0, 10, (n,), generator=gen).to(dev))
 
     arch_params = 0
     norm = [0.0]
     if o.case.startswith("resnet20"):
         batch = o.batch or 128
-        model = ResNet().train()
+        model = ResNet().train().to(dev)
         params = [p for p in model.parameters()]
         x, y = images(batch)
         if o.case == "resnet20-grad":
@@ -288,7 +302,7 @@ def main():
                 g = torch.autograd.grad(crit(model(x), y), params)
                 norm[0] = g
         else:
-            v = [torch.randn(p.shape, generator=gen) for p in params]
+            v = [torch.randn(p.shape, generator=gen).to(dev) for p in params]
             contents = ("loss; g = torch.autograd.grad(loss, params, create_graph=True); "
                         "torch.autograd.grad(<g, v>, params)")
 
@@ -299,12 +313,12 @@ def main():
                 norm[0] = hv
     else:
         batch = o.batch or 64
-        model = Network().train()
+        model = Network().train().to(dev)
         params = [p for p in model.parameters()]
         names = [n for n, _ in model.named_parameters()]
         k = len(PRIMITIVES)
-        alphas_normal = (1e-3 * torch.randn(model.edges, k, generator=gen)).requires_grad_(o.case == "darts-step")
-        alphas_reduce = (1e-3 * torch.randn(model.edges, k, generator=gen)).requires_grad_(o.case == "darts-step")
+        alphas_normal = (1e-3 * torch.randn(model.edges, k, generator=gen)).to(dev).requires_grad_(o.case == "darts-step")
+        alphas_reduce = (1e-3 * torch.randn(model.edges, k, generator=gen)).to(dev).requires_grad_(o.case == "darts-step")
         arch_params = alphas_normal.numel() + alphas_reduce.numel()
         if o.case == "darts-grad":
             x, y = images(batch)
@@ -368,13 +382,17 @@ def main():
     reset_rss_peak()
     for _ in range(o.warmup):
         work()
+        sync()
     peak_warmup = status_mb("VmHWM") if o.warmup > 0 else rss_setup
     rss_before_timed = status_mb("VmRSS")
     reset_rss_peak()
+    if on_gpu:
+        torch.cuda.reset_peak_memory_stats()
     ms = []
     for _ in range(o.timed):
         t0 = time.perf_counter()
         work()
+        sync()
         ms.append((time.perf_counter() - t0) * 1e3)
     peak_timed = status_mb("VmHWM")
     check = 0.0 if norm[0] is None else float(torch.sqrt(sum((t * t).sum() for t in norm[0])))
@@ -389,7 +407,9 @@ def main():
         "peak_timed_mb": round(peak_timed, 1), "growth_timed_mb": round(peak_timed - rss_before_timed, 1),
         "growth_mb": round(max(peak_warmup, peak_timed) - rss_setup, 1),
         "peak_mb": round(max(peak_setup, peak_warmup, peak_timed), 1), "check_norm": check,
-        "contents": contents, "threads": torch.get_num_threads(), "torch": torch.__version__}))
+        "contents": contents, "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "device": torch.cuda.get_device_name() if on_gpu else "cpu",
+        "gpu_peak_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if on_gpu else None}))
 
 
 if __name__ == "__main__":
