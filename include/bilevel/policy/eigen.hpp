@@ -245,14 +245,7 @@ struct eigen : detail::host_depthwise<eigen<Scalar>>,
                                                           " but the row has " + std::to_string(b.size()) + " elements");
     m.rowwise() += b.transpose();
   }
-  /// out_j = Σ_i m_ij, through the fused column sums (policy/detail/column_maps.hpp): rows
-  /// added up in blocks of 256, contiguous loads the compiler vectorises (Eigen's colwise sum of
-  /// a row-major matrix walked each column with a stride, 7% of a ResNet gradient), and the long
-  /// sums of a batch normalization's statistics round like ~n/256 terms, not n.
-  static void column_sums(const matrix& m, vector& out) {
-    out.resize(m.cols());
-    detail::column_sums_pair<scalar>(m.data(), nullptr, rows(m), cols(m), out.data(), nullptr);
-  }
+  // column_sums: host_column_maps's (policy/detail/column_maps.hpp), shared with xtensor.
   /// out_i = Σ_j a_ij b_ij.
   static void row_dots(const matrix& a, const matrix& b, vector& out) {
     require_same_shape(a, b, "row_dots");

@@ -215,11 +215,7 @@ struct xtensor : detail::host_depthwise<xtensor<Scalar>>,
     for (std::size_t i = 0; i < rows(m); ++i)
       for (std::size_t j = 0; j < cols(m); ++j) m(i, j) += b(j);
   }
-  static void column_sums(const matrix& m, vector& out) {
-    out = zeros(cols(m));
-    for (std::size_t i = 0; i < rows(m); ++i)
-      for (std::size_t j = 0; j < cols(m); ++j) out(j) += m(i, j);
-  }
+  // column_sums: host_column_maps's (policy/detail/column_maps.hpp), shared with eigen.
   static void gather_per_sample(const matrix& src, const std::vector<std::int64_t>& index, std::size_t batch,
                                 std::size_t r, std::size_t c, matrix& out) {
     const std::size_t block = detail::per_sample_block("xtensor", "gather_per_sample", src.size(), index, batch, r * c);
