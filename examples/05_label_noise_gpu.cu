@@ -11,7 +11,10 @@
 // the options with their ranges, exit 2 on a bad one). The results are read by name:
 // s.model() is the classifier, its test accuracy the library's classification_accuracy (only
 // the argmax of each row comes back from the device); the epochs are the solver's on_epoch,
-// the length of training the configuration's `epochs`.
+// the length of training the configuration's `epochs`. The losses and finiteness checks stay
+// on the device and are read once per epoch (failure_policy::check_every, docs/guide.md), so
+// a training step never waits for the GPU; a NaN is still reported with its step, at the end
+// of that epoch.
 //
 // Built where nvcc is found (the bilevel::cuda target); this translation unit is CUDA and
 // keeps Eigen out. Without a GPU (or without the data) it says so and exits 77, which ctest
@@ -79,6 +82,7 @@ int run(int argc, char** argv) {
                                                 {.epochs = epochs, .seed = seed});
   // Each epoch's time counts its training steps only: the clock restarts after the test.
   const std::size_t steps = s.iterations_per_epoch();  // full batches of 100
+  s.on_failure({.check_every = steps});                // read once per epoch, before on_epoch
   double last = 0;
   auto start = std::chrono::steady_clock::now();
   bilevel::solver_callbacks callbacks;

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 // Reliability: checkpoints that resume bit-identically and reject bad files without touching
 // the solver, determinism under a seed, and the failure policies (stop, skip, roll back) on
-// injected NaNs and unconverged solves.
+// injected NaNs and unconverged solves, checked at once or deferred (read every few
+// iterations, so that a step reads nothing on the host).
 #include <doctest/doctest.h>
 
 #include <cstdio>
@@ -19,6 +20,7 @@
 #include <bilevel/methods/meta_weight_net.hpp>
 #include <bilevel/problems/ridge.hpp>
 
+#include "recording_policy.hpp"
 #include "support.hpp"
 #include "toy_data.hpp"
 
@@ -31,8 +33,9 @@ using sgd = bilevel::optim::sgd<P>;
 const auto train_set = test::toy_classes(200, 1).data;
 const auto validation_set = test::toy_classes(30, 2).data;
 
+template <class Policy = P>
 auto small_mwn(std::uint64_t seed = 3, std::vector<std::size_t> widths = {8, 6, 3}) {
-  return bilevel::methods::meta_weight_net<P>(
+  return bilevel::methods::meta_weight_net<Policy>(
       train_set, validation_set,
       {.widths = std::move(widths), .batch = 10, .validation_batch = 10, .lr = 0.05, .hidden = 5, .seed = seed});
 }
@@ -187,6 +190,86 @@ TEST_CASE("failure policy: stop (the default) names level, iteration and step") 
     CHECK(e.iteration() == 2);
     CHECK(e.step() == 0);
   }
+}
+
+TEST_CASE("deferred checks: the same run as immediate checks, bit for bit, with the same step events") {
+  using R = test::recording_policy;
+  struct event {
+    std::size_t iteration, level, step;
+    double loss, norm;
+  };
+  auto record = [](std::vector<event>& to) {
+    return [&to](const bilevel::step_event& e) { to.push_back({e.iteration, e.level, e.step, e.loss, e.gradient_norm}); };
+  };
+  // By value on the Eigen policy, checked at once; by stamp on the recording policy, deferred.
+  auto a = small_mwn<P>();
+  auto b = small_mwn<R>();
+  b.on_failure({.check_every = 4});
+  std::vector<event> ea, eb;
+  a.run(7, {.on_step = record(ea)});
+  std::size_t held = 0;
+  b.run(7, {.on_step = record(eb), .on_iteration = [&](const bilevel::iteration_event& e) {
+              if (e.iteration == 2) held = eb.size();  // none delivered before the read after iteration 3
+              return true;
+            }});
+  CHECK(held == 0);
+  CHECK(everything(a) == everything(b));
+  REQUIRE(ea.size() == eb.size());
+  REQUIRE(ea.size() == 14);
+  for (std::size_t k = 0; k < ea.size(); ++k) {
+    CAPTURE(k);
+    CHECK(ea[k].iteration == eb[k].iteration);
+    CHECK(ea[k].level == eb[k].level);
+    CHECK(ea[k].step == eb[k].step);
+    // Reduced in another order on the policy's storage (add_dot_into against dot): round-off.
+    CHECK(eb[k].loss == doctest::Approx(ea[k].loss).epsilon(1e-13));
+    CHECK(eb[k].norm == doctest::Approx(ea[k].norm).epsilon(1e-13));
+  }
+}
+
+TEST_CASE("deferred checks: the first step that went non-finite is named, at the next read") {
+  // Immediate: λ's NaN at outer iteration 2 stops the run there.
+  auto now = ridge_with_flaky_outer({2});
+  CHECK_THROWS_WITH_AS(now.run(8), doctest::Contains("level 'lambda' parameters became NaN/Inf at outer iteration 2, step 0"),
+                       bilevel::numerical_error);
+  CHECK(now.iteration() == 2);
+  // Deferred by 4: the read after iteration 3 (the fourth) finds it, though θ's steps of iteration 3 went
+  // non-finite too (they read λ): the first failure is the one named.
+  auto later = ridge_with_flaky_outer({2});
+  later.on_failure({.check_every = 4});
+  try {
+    later.run(8);
+    FAIL("expected bilevel::numerical_error");
+  } catch (const bilevel::numerical_error& e) {
+    const std::string what = e.what();
+    CHECK(what.find("level 'lambda' parameters became NaN/Inf at outer iteration 2, step 0") != std::string::npos);
+    CHECK(what.find("read after 4 outer iterations") != std::string::npos);
+    CHECK(e.level() == 1);
+    CHECK(e.iteration() == 2);
+    CHECK(e.step() == 0);
+  }
+  CHECK(later.iteration() == 4);
+  CHECK_FALSE(P::all_finite(later.level<0>().theta));  // the steps after the failure were taken
+}
+
+TEST_CASE("deferred checks: settings that cannot work are refused; checkpoints hold only checked steps") {
+  auto s = ridge_with_flaky_outer({});
+  CHECK_THROWS_WITH_AS(s.on_failure({.check_every = 0}), doctest::Contains("check_every must be >= 1"),
+                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS(s.on_failure({.non_finite = bilevel::failure_action::skip_step, .check_every = 3}),
+                       doctest::Contains("can only stop"), std::invalid_argument);
+  s.on_failure({.check_every = 3});
+  s.step_level(0);
+  const auto path = temp_file("deferred.ckpt");
+  CHECK_THROWS_WITH_AS(s.save_checkpoint(path), doctest::Contains("call flush_checks() before save_checkpoint"),
+                       bilevel::checkpoint_error);
+  s.flush_checks();
+  s.save_checkpoint(path);
+  // run() reads before each checkpoint it writes, whatever the two periods.
+  auto t = ridge_with_flaky_outer({});
+  t.on_failure({.check_every = 3}).checkpoint_every(2, path);
+  CHECK(t.run(5).checkpoints_written == 2);
+  std::filesystem::remove(path);
 }
 
 TEST_CASE("failure policy: skip_step drops the failing step and goes on") {

@@ -124,10 +124,20 @@ int main(int argc, char** argv) {
         const std::pair<const char*, timing workload_times::*> ops[] = {
             {"gradient", &workload_times::gradient},
             {"HVP", &workload_times::hvp},
-            {"MWN look-ahead step", &workload_times::lookahead_step}};
+            {"MWN look-ahead step", &workload_times::lookahead_step},
+            {"MWN look-ahead step, deferred checks", &workload_times::lookahead_step_deferred}};
         add_counts(name(m), batch, "gradient", gpu.gradient, gpu.gradient_calls);
         add_counts(name(m), batch, "HVP", gpu.hvp, gpu.hvp_calls);
         add_counts(name(m), batch, "MWN look-ahead step", gpu.lookahead_step, gpu.lookahead_step_calls);
+        add_counts(name(m), batch, "MWN look-ahead step, deferred checks (check_every = 100)",
+                   gpu.lookahead_step_deferred, gpu.lookahead_step_deferred_calls);
+        {  // the same with the GEMMs on tensor cores at TF32 (bilevel::policy::gemm_precision_scope)
+          const bilevel::policy::gemm_precision_scope tf32(bilevel::policy::gemm_precision::tf32);
+          const auto t = measure<G>(m, batch, [] { G::synchronize(); });
+          add_counts(name(m), batch, "gradient, TF32 GEMMs", t.gradient, t.gradient_calls);
+          add_counts(name(m), batch, "MWN look-ahead step, TF32 GEMMs, deferred checks", t.lookahead_step_deferred,
+                     t.lookahead_step_deferred_calls);
+        }
         for (const auto& [op, t] : ops) {
           md << "| " << name(m) << " | " << batch << " | " << op << " | " << fmt((gpu.*t).median_ms) << " | "
              << fmt((cpu1.*t).median_ms) << " | " << fmt((cpun.*t).median_ms) << " | "

@@ -130,6 +130,10 @@ call_counts count_one_call(F&& f) {
 struct workload_times {
   timing gradient, hvp, lookahead_step;
   call_counts gradient_calls, hvp_calls, lookahead_step_calls;
+  /// The same step with deferred checks (failure_policy::check_every = 100): the counts of a
+  /// step between two reads, the time with the read amortised over its 100 steps.
+  timing lookahead_step_deferred;
+  call_counts lookahead_step_deferred_calls;
   double check = 0;  ///< a loss, printed so that both back ends can be seen to compute the same thing
 };
 
@@ -162,6 +166,12 @@ workload_times measure(model m, std::size_t batch, Sync sync) {
       {.layers = layers(m), .input = input(m), .batch = batch, .validation_batch = batch, .hidden = hidden, .seed = 1});
   out.lookahead_step = time_calls([&] { s.iterate(); }, sync, 2.0, 5, 100, 2);
   out.lookahead_step_calls = count_one_call<P>([&] { s.iterate(); });
+  constexpr std::size_t check_every = 100;
+  s.on_failure({.check_every = check_every});
+  s.flush_checks();
+  out.lookahead_step_deferred = time_calls([&] { s.iterate(); }, sync, 2.0, 5, 100, 2);
+  if ((s.iteration() + 1) % check_every == 0) s.iterate();  // count a step that does not end in the read
+  out.lookahead_step_deferred_calls = count_one_call<P>([&] { s.iterate(); });
   return out;
 }
 

@@ -85,7 +85,7 @@ TEST_CASE("cuda learners: the same products as the Eigen policy") {
   }
 }
 
-TEST_CASE("cuda learners: the forward cache (keyed on P::equal) never serves stale values") {
+TEST_CASE("cuda learners: the forward cache (keyed on content stamps) never serves stale values") {
   using P = C64;
   const auto net = make_network<P>(net_kind::mlp_tanh);
   const auto b1 = random_batch<P>(batch_rows, 5, 3, 1), b2 = random_batch<P>(batch_rows, 5, 3, 2);
@@ -106,4 +106,16 @@ TEST_CASE("cuda learners: the forward cache (keyed on P::equal) never serves sta
   CHECK(hvp(net, t2, w2, b1) == fresh(t2, w2, b1));  // new weights
   CHECK(hvp(net, t2, w2, b2) == fresh(t2, w2, b2));  // new batch
   CHECK(hvp(net, t1, w1, b1) == fresh(t1, w1, b1));  // back to the first
+  // The same objects written in place (as an optimizer step writes θ, a solve its direction):
+  // each write renews the stamp, so the cache recomputes.
+  P::vector t = t1, w = w2;
+  CHECK(hvp(net, t, w, b1) == fresh(t, w, b1));
+  P::axpy(0.5, v, t);
+  CHECK(hvp(net, t, w, b1) == fresh(t, w, b1));
+  P::scale(w, 2.0);
+  CHECK(hvp(net, t, w, b1) == fresh(t, w, b1));
+  // A copy keeps its source's stamp (same values): served from the cache, and right.
+  const P::vector t_copy = t;
+  CHECK(P::content_stamp(t_copy) == P::content_stamp(t));
+  CHECK(hvp(net, t_copy, w, b1) == fresh(t, w, b1));
 }

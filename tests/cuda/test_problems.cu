@@ -83,6 +83,64 @@ TEST_CASE("cuda ridge<float>: CG with exact products reaches float accuracy") {
   CHECK(err <= 1e-5);
 }
 
+TEST_CASE("cuda<float> with TF32 and BF16 GEMMs: each hypergradient's error against full float") {
+  using bilevel::policy::gemm_precision;
+  using bilevel::policy::gemm_precision_scope;
+  // Ridge: its products are GEMVs, which stay FP32 under every setting: the same bits, for the
+  // CG solve and for the unrolled steps alike.
+  const auto prob = ridge<C32>();
+  const auto lam = ridge_log_penalty();
+  const auto cg = ridge_hypergradient<C32>(prob, hg::implicit_cg{}, prob.solution(lam), 1).first;
+  const auto unrolled = ridge_hypergradient<C32>(prob, hg::unrolled{}, std::vector<double>(8, 0.0), 64).first;
+  for (const auto p : {gemm_precision::tf32, gemm_precision::bf16}) {
+    const gemm_precision_scope reduced(p);
+    CHECK(C32::gemm() == p);
+    CHECK(ridge_hypergradient<C32>(prob, hg::implicit_cg{}, prob.solution(lam), 1).first == cg);
+    CHECK(ridge_hypergradient<C32>(prob, hg::unrolled{}, std::vector<double>(8, 0.0), 64).first == unrolled);
+  }
+  CHECK(C32::gemm() == gemm_precision::full);  // the scopes restored it
+  // Meta-Weight-Net: the look-ahead hypergradient of each of three iterations, its GEMMs at
+  // reduced precision. Bound: 20 units of the format's rounding (TF32 2^-11, BF16 2^-8, per
+  // input element), relative to the hypergradient's norm: a GEMM of K terms rounds each
+  // product once, and these networks' K ≤ 8 keep the sums short.
+  constexpr std::size_t iterations = 3;
+  const auto full = meta_weight_net_run<C32>(iterations);
+  const auto at = [&](gemm_precision p) {
+    const gemm_precision_scope reduced(p);
+    return meta_weight_net_run<C32>(iterations);
+  };
+  const auto tf32 = at(gemm_precision::tf32), bf16 = at(gemm_precision::bf16);
+  for (std::size_t t = 0; t < iterations; ++t) {
+    CAPTURE(t);
+    const double e_tf32 = relative_error(tf32.hypergradients[t], full.hypergradients[t]);
+    const double e_bf16 = relative_error(bf16.hypergradients[t], full.hypergradients[t]);
+    MESSAGE("Meta-Weight-Net hypergradient, iteration " << t << ": TF32 GEMMs " << e_tf32 << ", BF16 GEMMs " << e_bf16
+                                                         << " relative to full float");
+    CHECK(e_tf32 <= 20 * 0x1p-11);
+    CHECK(e_bf16 <= 20 * 0x1p-8);
+  }
+}
+
+TEST_CASE("cuda Meta-Weight-Net, deferred checks: a step waits for nothing, and the run is the same bit for bit") {
+  auto now = toy_meta_weight_net<C32>(), later = toy_meta_weight_net<C32>();
+  later.on_failure({.check_every = 4});
+  now.run(2);
+  later.run(2);  // first use (index plans, workspaces); the end of run() reads the log
+  const auto before = C32::activity();
+  later.iterate();  // outer iteration 2: no read due
+  const auto between = C32::activity();
+  later.iterate();  // iteration 3 completes four: one read
+  const auto after = C32::activity();
+  MESSAGE("Meta-Weight-Net step with deferred checks: " << between.kernels - before.kernels << " kernels, "
+                                                        << between.blas_calls - before.blas_calls << " cuBLAS calls, "
+                                                        << between.host_waits - before.host_waits << " host waits");
+  CHECK(between.host_waits == before.host_waits);
+  CHECK(after.host_waits == between.host_waits + 1);
+  now.run(2);
+  CHECK(host<C32>(now.level<0>().theta) == host<C32>(later.level<0>().theta));
+  CHECK(host<C32>(now.level<1>().theta) == host<C32>(later.level<1>().theta));
+}
+
 TEST_CASE("cuda Meta-Weight-Net: five iterations agree with the Eigen policy's") {
   constexpr std::size_t iterations = 5;
   const auto e64 = eigen_reference::meta_weight_net(iterations, false);

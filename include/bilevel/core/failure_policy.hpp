@@ -55,6 +55,16 @@ struct failure_policy {
   /// than unconverged_solve's: setting a tolerance asks for the check, so it stops by
   /// default, while unconverged solves are accepted by default.
   failure_action non_stationary = failure_action::stop;
+  /// Outer iterations between reads of the finiteness checks. 1, the default: every loss,
+  /// (hyper)gradient, response and parameter vector is checked on the host as it is made.
+  /// n > 1: the checks and the losses stay where the policy keeps its data
+  /// (core/step_check_log.hpp) and are read once every n outer iterations, at the end of
+  /// run() and by flush_checks(), so that a step on a device back end waits for nothing. A
+  /// failure then throws numerical_error naming the first level, outer iteration and step
+  /// that went non-finite, as the immediate check would, but only at the read, after the
+  /// later steps were taken (on NaNs): deferred checks can only stop, so they need
+  /// non_finite = stop. Step events (on_step) are held back until the read too.
+  std::size_t check_every = 1;
 };
 
 /// An implicit hypergradient taken where the lower level was not stationary, thrown when

@@ -14,7 +14,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "bilevel/core/learner.hpp"
+#include "bilevel/core/device_loss.hpp"
 
 namespace bilevel {
 
@@ -125,7 +125,7 @@ bool mixed_jvp(const L& l, const vector_t<typename L::policy>& theta,
                                   [&](double e, vector_t<P>& g) {
                                     const vector_t<P> input = detail::shifted<P>(*in[slot], e, u);
                                     moved[slot] = &input;
-                                    l.gradient(theta, input_list<P>(moved), b, g);
+                                    gradient_into(l, theta, input_list<P>(moved), b, g);
                                   });
     return false;
   }

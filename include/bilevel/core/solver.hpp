@@ -25,6 +25,7 @@
 /// Betty and the LFM code also make, and sets `approximated` in the result.
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstddef>
 #include <filesystem>
 #include <functional>
@@ -40,11 +41,13 @@
 #include <vector>
 
 #include "bilevel/core/checkpoint.hpp"
+#include "bilevel/core/device_loss.hpp"
 #include "bilevel/core/errors.hpp"
 #include "bilevel/core/failure_policy.hpp"
 #include "bilevel/core/hypergradient_report.hpp"
 #include "bilevel/core/level.hpp"
 #include "bilevel/core/policy_stream.hpp"
+#include "bilevel/core/step_check_log.hpp"
 
 namespace bilevel {
 
@@ -153,12 +156,16 @@ class solver {
       summary.iterations = it + 1;
       summary.skipped_steps = skipped_steps_ - skipped0;
       summary.rollbacks = rollbacks_ - rollbacks0;
-      if (checkpoint_every_ > 0 && iteration_ % checkpoint_every_ == 0) {
+      const bool checkpoint_now = checkpoint_every_ > 0 && iteration_ % checkpoint_every_ == 0;
+      // A checkpoint holds only checked steps; so does the end of a run.
+      if (checkpoint_now || it + 1 == iterations) flush_checks(callbacks);
+      if (checkpoint_now) {
         save_checkpoint(checkpoint_path_);
         ++summary.checkpoints_written;
       }
       if (callbacks.on_iteration && !callbacks.on_iteration({iteration_ - 1, iterations})) go_on = false;
       if (!go_on) {
+        flush_checks(callbacks);
         summary.stopped_early = summary.iterations < iterations;
         break;
       }
@@ -217,6 +224,7 @@ class solver {
       before = epochs_completed(callbacks.epoch_level);
     }
     iterate_levels(callbacks);
+    if (iteration_ % policy_.check_every == 0) flush_checks(callbacks);
     if (!before) return true;
     const std::size_t after = epochs_completed(callbacks.epoch_level).value_or(*before);
     bool go_on = true;
@@ -231,12 +239,14 @@ class solver {
                                policy_.unconverged_solve == failure_action::roll_back ||
                                policy_.non_stationary == failure_action::roll_back;
     std::vector<std::pair<vector, optimizer_state<P>>> snapshot;
+    const std::size_t logged = log_.steps();
     if (may_roll_back)
       for (std::size_t j = 0; j < N; ++j) visit(j, [&](auto& lv) { snapshot.emplace_back(lv.theta, lv.state); });
     try {
       for (std::size_t j : order_) step_level(j, callbacks);
     } catch (const numerical_error& e) {
       if (action_for(e) != failure_action::roll_back) throw;
+      log_.drop_steps_from(logged);  // the undone steps are not checked
       for (std::size_t j = 0; j < N; ++j)
         visit(j, [&](auto& lv) {
           P::copy(snapshot[j].first, lv.theta);
@@ -254,6 +264,13 @@ class solver {
   solver& on_failure(const failure_policy& policy) {
     if (policy.non_finite == failure_action::accept)
       throw std::invalid_argument("bilevel::solver: a NaN/Inf step cannot be accepted; choose stop, skip_step or roll_back");
+    if (policy.check_every == 0)
+      throw std::invalid_argument("bilevel::solver: check_every must be >= 1 (1: check every step as it is made)");
+    if (policy.check_every > 1 && policy.non_finite != failure_action::stop)
+      throw std::invalid_argument("bilevel::solver: deferred checks (check_every = " +
+                                  std::to_string(policy.check_every) + ") find a NaN/Inf only after later steps "
+                                  "were taken, so they can only stop: set non_finite = stop, or check_every = 1 "
+                                  "to " + std::string(to_string(policy.non_finite)));
     if (!(policy.stationarity_tolerance >= 0.0))
       throw std::invalid_argument("bilevel::solver: stationarity_tolerance must be >= 0 (+Inf: no check), got " +
                                   std::to_string(policy.stationarity_tolerance));
@@ -293,6 +310,9 @@ class solver {
             throw checkpoint_error("bilevel: level '" + lv.name + "' holds a peeked batch; save checkpoints between "
                                    "outer iterations");
       });
+    if (!log_.empty())
+      throw checkpoint_error("bilevel: " + std::to_string(log_.steps()) + " steps' deferred checks have not been "
+                             "read; call flush_checks() before save_checkpoint");
     checkpoint_writer w;
     w.text("bilevel::solver");
     w.u64(N);
@@ -386,7 +406,9 @@ class solver {
       });
     load_samplers(r, samplers, std::make_index_sequence<N>{});
     if (!r.at_end()) throw checkpoint_error("bilevel: " + where + " has trailing data (written by another solver?)");
-    // Everything parsed and checked: commit (nothing below throws).
+    // Everything parsed and checked: commit (nothing below throws). Steps logged for
+    // deferred checks belong to the trajectory left behind.
+    log_.drop_steps_from(0);
     for (std::size_t j = 0; j < N; ++j)
       visit(j, [&](auto& lv) {
         lv.theta = std::move(thetas[j]);
@@ -406,6 +428,7 @@ class solver {
     const bool may_skip = policy_.non_finite == failure_action::skip_step ||
                           policy_.unconverged_solve == failure_action::skip_step ||
                           policy_.non_stationary == failure_action::skip_step;
+    const bool deferred = policy_.check_every > 1;
     visit(j, [&](auto& lv) {
       const auto in_ptrs = current_inputs(lv);
       const input_list<P> in(in_ptrs);
@@ -413,13 +436,26 @@ class solver {
       for (std::size_t t = 0; t < lv.steps; ++t) {
         const auto batch = lv.next_batch();
         hypergradient_result<P> hg;
+        const std::size_t logged = log_.steps();
+        // Deferred checks: this step's loss and flags go to entries of the log (by index: a
+        // reference would not survive the next step's entries).
+        const std::size_t first =
+            deferred ? log_.begin_step(iteration_, j, t, plan_[j].order.size()).first : std::size_t(0);
+        auto require_finite_parameters_now = [&](const vector& theta) {
+          if (deferred) log_.mark_nonfinite(theta, first + log_.parameters_flag);
+          else require_finite_parameters(j, t, theta);
+        };
         try {
           if (plan_[j].below.empty()) {
-            hg.loss = lv.learner.gradient(lv.theta, in, batch, hg.gradient);
+            if (deferred)
+              gradient_into(lv.learner, lv.theta, in, batch, hg.gradient, {&log_.values(), first + log_.loss_entry});
+            else
+              hg.loss = lv.learner.gradient(lv.theta, in, batch, hg.gradient);
           } else {
-            hg = hypergradient(j, batch, t);
+            hg = hypergradient(j, batch, t, deferred ? &first : nullptr);
           }
-          require_finite(j, t, hg);
+          if (deferred) log_.mark_nonfinite(hg.gradient, first + log_.gradient_flag);
+          else require_finite(j, t, hg);
           require_converged(j, t, hg);
           require_stationary(j, t, hg);
           if (may_skip) {
@@ -428,7 +464,7 @@ class solver {
             vector theta = lv.theta;
             auto state = lv.state;
             lv.optimizer.step(theta, state, hg.gradient);
-            require_finite_parameters(j, t, theta);
+            require_finite_parameters_now(theta);
             lv.engine.on_step(lv, in, batch, hg.gradient);
             if constexpr (has_real_step_hook<typename std::decay_t<decltype(lv)>::learner_type>)
               lv.learner.on_real_step(lv.theta, in, batch);
@@ -439,17 +475,20 @@ class solver {
             if constexpr (has_real_step_hook<typename std::decay_t<decltype(lv)>::learner_type>)
               lv.learner.on_real_step(lv.theta, in, batch);
             lv.optimizer.step(lv.theta, lv.state, hg.gradient);
-            require_finite_parameters(j, t, lv.theta);
+            require_finite_parameters_now(lv.theta);
           }
         } catch (const numerical_error& e) {
+          log_.drop_steps_from(logged);  // not taken: nothing to check
           if (action_for(e) != failure_action::skip_step) throw;
           ++skipped_steps_;
           recovered(e, failure_action::skip_step, callbacks);
           continue;
         }
         consecutive_failures_[j] = 0;
-        if (callbacks.on_step)
-          callbacks.on_step({iteration_, j, lv.name, t, hg.loss, P::norm(hg.gradient), hg.reports});
+        if (callbacks.on_step) {
+          if (deferred) log_.hold_event(hg.gradient, hg.reports);
+          else callbacks.on_step({iteration_, j, lv.name, t, hg.loss, P::norm(hg.gradient), hg.reports});
+        }
       }
     });
   }
@@ -459,8 +498,42 @@ class solver {
   hypergradient_result<P> hypergradient(std::size_t j) {
     const policy_stream_scope_t<P> on_own_stream(stream_);
     hypergradient_result<P> result;
-    visit(j, [&](auto& lv) { result = hypergradient(j, lv.next_batch(), numerical_error::no_step); });
+    visit(j, [&](auto& lv) { result = hypergradient(j, lv.next_batch(), numerical_error::no_step, nullptr); });
     return result;
+  }
+
+  /// Reads the deferred checks (failure_policy::check_every) of the steps taken since the last
+  /// read: one host read, none when nothing is pending (always so with immediate checks).
+  /// Delivers the step events held back for them, in order, to `callbacks.on_step`, and
+  /// throws numerical_error for the first step that went non-finite, after the events of the
+  /// steps before it. run() and iterate() call it on their schedule; call it yourself after
+  /// driving step_level() by hand, and before save_checkpoint().
+  void flush_checks(const solver_callbacks& callbacks = {}) {
+    if (log_.empty()) return;
+    const policy_stream_scope_t<P> on_own_stream(stream_);
+    const auto r = log_.read();
+    using log = step_check_log<P>;
+    const std::string found =
+        " [found by the deferred check read after " + std::to_string(iteration_) + " outer iterations]";
+    for (const auto& s : r.steps) {
+      const double* e = r.values.data() + s.first;
+      for (std::size_t k = 0; k < s.responses.size(); ++k)
+        if (e[log::first_response_flag + k] != 0.0)
+          throw numerical_error(nonfinite_response(s.responses[k], s.level, s.iteration, s.index) + found,
+                                s.responses[k], s.iteration, s.index);
+      const double loss = e[log::loss_entry];
+      const bool loss_ok = loss == loss && loss - loss == 0.0;
+      if (!loss_ok || e[log::gradient_flag] != 0.0)
+        throw numerical_error(nonfinite_step(s.level, s.iteration, s.index, loss_ok, loss, s.reports) + found, s.level,
+                              s.iteration, s.index);
+      if (e[log::parameters_flag] != 0.0)
+        throw numerical_error(nonfinite_parameters(s.level, s.iteration, s.index) + found, s.level, s.iteration,
+                              s.index);
+      if (s.wants_event && callbacks.on_step) {
+        const std::string name = name_of(s.level);
+        callbacks.on_step({s.iteration, s.level, name, s.index, loss, std::sqrt(e[log::norm_entry]), s.reports});
+      }
+    }
   }
 
   [[nodiscard]] std::size_t iteration() const { return iteration_; }
@@ -483,8 +556,11 @@ class solver {
     bool cut_cycle = false;
   };
 
+  /// With `logged` (the first log entry of this step: deferred checks), the loss and the
+  /// responses' flags go to the log instead of being read here.
   template <class Batch>
-  hypergradient_result<P> hypergradient(std::size_t j, const Batch& batch_j, std::size_t step) {
+  hypergradient_result<P> hypergradient(std::size_t j, const Batch& batch_j, std::size_t step,
+                                        const std::size_t* logged) {
     const plan& pl = plan_[j];
     hypergradient_result<P> result;
     result.approximated = pl.cut_cycle;
@@ -498,14 +574,17 @@ class solver {
       return ptrs;
     };
     // Forward: responses in topological order (the reverse of the adjoint order).
+    std::size_t flag = logged ? *logged + log_.first_response_flag : 0;
     for (auto it = pl.order.rbegin(); it != pl.order.rend(); ++it) {
       const std::size_t i = *it;
       inputs[i] = input_ptrs(i);
       visit(i, [&](auto& lv) { response[i] = &lv.engine.response(lv, input_list<P>(inputs[i])); });
-      if (!P::all_finite(*response[i]))
-        throw numerical_error("bilevel: level '" + name_of(i) + "''s response has NaN/Inf (computing the hypergradient of '" +
-                                  name_of(j) + "' at outer iteration " + std::to_string(iteration_) + where(step) + ")",
-                              i, iteration_, step);
+      if (logged) {
+        log_.set_response_level(flag - *logged - log_.first_response_flag, i);
+        log_.mark_nonfinite(*response[i], flag++);
+      } else if (!P::all_finite(*response[i])) {
+        throw numerical_error(nonfinite_response(i, j, iteration_, step), i, iteration_, step);
+      }
     }
     // Level j's own objective at those responses.
     std::vector<vector> adjoint(N);
@@ -516,7 +595,10 @@ class solver {
       if constexpr (std::is_same_v<typename L::batch_type, Batch>) {
         inputs[j] = input_ptrs(j);
         const input_list<P> in(inputs[j]);
-        result.loss = lv.learner.gradient(lv.theta, in, batch_j, result.gradient);
+        if (logged)
+          gradient_into(lv.learner, lv.theta, in, batch_j, result.gradient, {&log_.values(), *logged + log_.loss_entry});
+        else
+          result.loss = lv.learner.gradient(lv.theta, in, batch_j, result.gradient);
         if constexpr (input_differentiable_learner<L>) {
           vector g;
           for (std::size_t s = 0; s < lv.reads.size(); ++s) {
@@ -570,20 +652,31 @@ class solver {
   void require_finite(std::size_t j, std::size_t step, const hypergradient_result<P>& hg) const {
     const bool loss_ok = hg.loss == hg.loss && hg.loss - hg.loss == 0.0;
     if (loss_ok && P::all_finite(hg.gradient)) return;
-    const std::string kind = plan_[j].below.empty() ? "gradient" : "hypergradient";
-    std::string detail = loss_ok ? kind + " has NaN/Inf" : "loss is " + std::to_string(hg.loss);
-    std::string strategies;
-    for (const auto& r : hg.reports) strategies += std::string(strategies.empty() ? "" : ", ") + std::string(r.strategy);
-    throw numerical_error("bilevel: level '" + name_of(j) + "' at outer iteration " + std::to_string(iteration_) +
-                              where(step) + ": " + detail + (strategies.empty() ? "" : " (strategies: " + strategies + ")"),
-                          j, iteration_, step);
+    throw numerical_error(nonfinite_step(j, iteration_, step, loss_ok, hg.loss, hg.reports), j, iteration_, step);
   }
 
   void require_finite_parameters(std::size_t j, std::size_t step, const vector& theta) const {
     if (P::all_finite(theta)) return;
-    throw numerical_error("bilevel: level '" + name_of(j) + "' parameters became NaN/Inf at outer iteration " +
-                              std::to_string(iteration_) + where(step) + " (learning rate too large?)",
-                          j, iteration_, step);
+    throw numerical_error(nonfinite_parameters(j, iteration_, step), j, iteration_, step);
+  }
+
+  // What a failed finiteness check says, the same whether it ran at once or deferred.
+  std::string nonfinite_response(std::size_t i, std::size_t j, std::size_t iteration, std::size_t step) const {
+    return "bilevel: level '" + name_of(i) + "''s response has NaN/Inf (computing the hypergradient of '" +
+           name_of(j) + "' at outer iteration " + std::to_string(iteration) + where(step) + ")";
+  }
+  std::string nonfinite_step(std::size_t j, std::size_t iteration, std::size_t step, bool loss_ok, double loss,
+                             std::span<const hypergradient_report> reports) const {
+    const std::string kind = plan_[j].below.empty() ? "gradient" : "hypergradient";
+    const std::string detail = loss_ok ? kind + " has NaN/Inf" : "loss is " + std::to_string(loss);
+    std::string strategies;
+    for (const auto& r : reports) strategies += std::string(strategies.empty() ? "" : ", ") + std::string(r.strategy);
+    return "bilevel: level '" + name_of(j) + "' at outer iteration " + std::to_string(iteration) + where(step) + ": " +
+           detail + (strategies.empty() ? "" : " (strategies: " + strategies + ")");
+  }
+  std::string nonfinite_parameters(std::size_t j, std::size_t iteration, std::size_t step) const {
+    return "bilevel: level '" + name_of(j) + "' parameters became NaN/Inf at outer iteration " +
+           std::to_string(iteration) + where(step) + " (learning rate too large?)";
   }
 
   /// Unconverged solves are errors only when the policy says so; otherwise the report carries it.
@@ -753,6 +846,7 @@ class solver {
   std::size_t skipped_steps_ = 0, rollbacks_ = 0;
   std::size_t checkpoint_every_ = 0;
   std::filesystem::path checkpoint_path_{};
+  step_check_log<P> log_{};  ///< deferred checks (failure_policy::check_every > 1) not yet read
 };
 
 }  // namespace bilevel

@@ -164,6 +164,15 @@ concept fused_column_maps =
                          std::declval<std::span<const typename P::vector* const>>(), cv, m);
     };
 
+/// An optional finiteness check that leaves its answer where the policy keeps its data (every
+/// policy here has it): `mark_nonfinite(x, out, i)` sets out_i = 1 when x has a NaN or Inf and
+/// leaves it as it is otherwise. all_finite returns a host bool, a wait on a device back end;
+/// the solver's deferred checks (failure_policy::check_every) use this instead and read all
+/// their answers at once.
+template <class P>
+concept deferred_checks = tensor_policy<P> && requires(const typename P::vector& cv, typename P::vector& v,
+                                                       std::size_t n) { P::mark_nonfinite(cv, v, n); };
+
 /// The vector and scalar types of a policy, spelled once.
 template <tensor_policy P> using vector_t = typename P::vector;
 template <tensor_policy P> using scalar_t = typename P::scalar;

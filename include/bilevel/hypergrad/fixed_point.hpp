@@ -53,7 +53,7 @@ class fixed_point_engine : public detail::implicit_engine_base<L> {
     hypergradient_report r{.strategy = "fixed_point"};
     const auto batch = lv.next_batch();
     vector_t<P> g;
-    lv.learner.gradient(lv.theta, in, batch, g);
+    gradient_into(lv.learner, lv.theta, in, batch, g);
     ++r.gradient_evals;
     this->stationarity_.report(P::norm(g), r);
     const double tol = opt_.tolerance > 0.0 ? opt_.tolerance : detail::default_solve_tolerance<scalar_t<P>>();

@@ -54,7 +54,7 @@
 #include <vector>
 
 #include "bilevel/core/hypergradient_report.hpp"
-#include "bilevel/core/learner.hpp"
+#include "bilevel/core/device_loss.hpp"
 
 namespace bilevel::hypergrad {
 
@@ -86,7 +86,7 @@ class penalty_engine_base {
   void gradients(Level& lv, input_list<P> in, const typename L::batch_type& batch, vector_t<P>& gy,
                  std::span<vector_t<P>> diff, hypergradient_report& r) {
     static_assert(check_input_differentiable_learner<L>());
-    (void)lv.learner.gradient(y(lv), in, batch, gy);
+    gradient_into(lv.learner, y(lv), in, batch, gy);
     ++r.gradient_evals;
     vector_t<P> at_theta;
     for (std::size_t s = 0; s < diff.size(); ++s) {

@@ -152,7 +152,7 @@ struct sama {
           lv.optimizer.vjp(last_.theta, last_.state, last_.gradient, adj_theta, adj_state, direction);
         } else {
           vector_t<P> g;
-          lv.learner.gradient(lv.theta, in, batch, g);
+          gradient_into(lv.learner, lv.theta, in, batch, g);
           ++r.gradient_evals;
           auto adj_state = lv.state.zeros_like();
           lv.optimizer.vjp(lv.theta, lv.state, g, adj_theta, adj_state, direction);

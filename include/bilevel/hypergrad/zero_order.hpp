@@ -64,7 +64,7 @@
 #include <vector>
 
 #include "bilevel/core/hypergradient_report.hpp"
-#include "bilevel/core/learner.hpp"
+#include "bilevel/core/device_loss.hpp"
 #include "bilevel/core/optimizer.hpp"
 #include "bilevel/hypergrad/detail/step_tape.hpp"
 
@@ -179,7 +179,7 @@ struct zero_order {
       theta = lv.theta;
       state_ = lv.state;
       for (std::size_t t = 0; t < steps_; ++t) {
-        lv.learner.gradient(theta, in, batches_[t], gradient_);
+        gradient_into(lv.learner, theta, in, batches_[t], gradient_);
         lv.optimizer.step(theta, state_, gradient_);
       }
     }

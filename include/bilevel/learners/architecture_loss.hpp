@@ -10,7 +10,7 @@
 #include <stdexcept>
 #include <utility>
 
-#include "bilevel/core/learner.hpp"
+#include "bilevel/core/device_loss.hpp"
 #include "bilevel/learners/shared_network.hpp"
 
 namespace bilevel::learners {
@@ -44,10 +44,21 @@ class architecture_loss {
     network().input_gradient(*in[0], arch, b, network().arch_slot(), out);
     return network().loss(*in[0], arch, b);
   }
+  /// The same two, leaving the loss on the policy's storage (core/device_loss.hpp).
+  void loss(const vector& alpha, input_list<policy> in, const batch_type& b, loss_slot<policy> slot) const {
+    const vector* arch[] = {&alpha};
+    loss_into(network(), *in[0], arch, b, slot);
+  }
+  void gradient(const vector& alpha, input_list<policy> in, const batch_type& b, vector& out,
+                loss_slot<policy> slot) const {
+    const vector* arch[] = {&alpha};
+    network().input_gradient(*in[0], arch, b, network().arch_slot(), out);
+    loss_into(network(), *in[0], arch, b, slot);
+  }
   /// ∂L/∂θ*.
   void input_gradient(const vector& alpha, input_list<policy> in, const batch_type& b, std::size_t, vector& out) const {
     const vector* arch[] = {&alpha};
-    network().gradient(*in[0], arch, b, out);
+    gradient_into(network(), *in[0], arch, b, out);
   }
 
  private:

@@ -25,7 +25,7 @@
 #include <utility>
 #include <vector>
 
-#include "bilevel/core/learner.hpp"
+#include "bilevel/core/device_loss.hpp"
 
 namespace bilevel::learners {
 
@@ -114,6 +114,16 @@ class reading_segment {
   double gradient(const vector& theta, input_list<policy> in, const batch_type& b, vector& out) const {
     const narrowed n(*this, in);
     return inner_.gradient(theta, n.list(), b, out);
+  }
+  /// The same, leaving the loss on the policy's storage (core/device_loss.hpp).
+  void loss(const vector& theta, input_list<policy> in, const batch_type& b, loss_slot<policy> slot) const {
+    const narrowed n(*this, in);
+    loss_into(inner_, theta, n.list(), b, slot);
+  }
+  void gradient(const vector& theta, input_list<policy> in, const batch_type& b, vector& out,
+                loss_slot<policy> slot) const {
+    const narrowed n(*this, in);
+    gradient_into(inner_, theta, n.list(), b, out, slot);
   }
   void input_gradient(const vector& theta, input_list<policy> in, const batch_type& b, std::size_t s,
                       vector& out) const {

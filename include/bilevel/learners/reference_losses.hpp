@@ -18,7 +18,7 @@
 #include <string>
 #include <vector>
 
-#include "bilevel/core/learner.hpp"
+#include "bilevel/core/device_loss.hpp"
 #include "bilevel/learners/classification_batch.hpp"
 #include "bilevel/learners/mlp.hpp"
 #include "bilevel/learners/sample_weighting.hpp"
@@ -64,7 +64,7 @@ class reference_losses {
     const vector wv = scaled_weights(beta);
     const auto in = inputs(wv, arch);
     vector out;
-    net_.gradient(w1, input_list<P>(in), batch_, out);
+    gradient_into(net_, w1, input_list<P>(in), batch_, out);
     return out;
   }
   /// u̇_j = ⟨∇u_j(W1), t⟩: n times the mixed product of the weighted loss at unit weights.

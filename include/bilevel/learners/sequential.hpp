@@ -36,7 +36,13 @@
 /// An address, or an address and a size, would serve stale values after an in-place step;
 /// nothing outside the vector's owner can count its modifications. So the key is the cache's
 /// own copy of θ, the targets and the inputs, compared element by element (the policy's
-/// equal(), a vectorised pass that stops at the first block that differs).
+/// equal(), a vectorised pass that stops at the first block that differs), and the weights
+/// the inputs give, gathered again and compared. On a device each comparison is a wait for
+/// the queue, so a policy whose arrays carry content stamps (core/content_stamps.hpp: the
+/// owner's writes do renew them, a copy keeps them) is keyed by stamps instead: θ, α, the
+/// targets and the inputs by theirs, the weights by the value pass they were gathered on, the
+/// inputs' stamps and the samples' ids. Equal stamps are equal values; different stamps with
+/// equal values only cost a recomputation.
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -48,7 +54,8 @@
 #include <variant>
 #include <vector>
 
-#include "bilevel/core/learner.hpp"
+#include "bilevel/core/content_stamps.hpp"
+#include "bilevel/core/device_loss.hpp"
 #include "bilevel/learners/classification_batch.hpp"
 #include "bilevel/learners/layers/any_layer.hpp"
 #include "bilevel/learners/layers/activation_layer.hpp"
@@ -266,6 +273,17 @@ class sequential {
     P::copy(c.gradient, out);  // the cache keeps its own: a gradient at the same point is served from it
     return P::dot(c.weights, c.losses) / double(b.size());
   }
+  /// The same two, leaving the loss on the policy's storage (core/device_loss.hpp): added into
+  /// the slot, or not computed when the slot is empty.
+  void loss(const vector& theta, input_list<P> in, const batch_type& b, loss_slot<P> slot) const {
+    const auto& c = weighted_pass(theta, in, b);
+    add_mean_loss(c, slot);
+  }
+  void gradient(const vector& theta, input_list<P> in, const batch_type& b, vector& out, loss_slot<P> slot) const {
+    const auto& c = backward_pass(theta, in, b);
+    P::copy(c.gradient, out);
+    add_mean_loss(c, slot);
+  }
 
   /// ∂L/∂w = scatter(ℓ / B) for the weighting's input; ∂L/∂α from the backward pass for the
   /// architecture.
@@ -339,6 +357,13 @@ class sequential {
     pass_mode mode = pass_mode::training;
     vector theta, alpha, weights, losses, gradient, arch_gradient, target_mass;
     matrix targets;
+    // Stamps of θ, α, the targets and the inputs when they were cached (core/content_stamps.hpp).
+    std::uint64_t theta_stamp = 0, alpha_stamp = 0, targets_stamp = 0, x_stamp = 0;
+    // With stamps: what the weights were gathered from (the value pass, the inputs, the ids).
+    bool weights_keyed = false;
+    std::size_t weights_generation = 0;
+    std::vector<std::uint64_t> weights_inputs;
+    std::vector<std::size_t> weights_ids;
     std::vector<matrix> acts;            // acts[0] = input as (B·pixels) × channels, acts[l+1] = layer l's output
     std::vector<layer_cache<P>> layers;
     matrix d;                            // ∂ℓ_i/∂z_i, row i
@@ -476,8 +501,9 @@ class sequential {
     value_cache& c = cache_;
     const std::size_t batch = P::rows(b.x);
     // Cheapest first: the targets are small, and a moved θ differs in its first block.
-    if (c.valid && c.mode == mode && P::rows(c.acts[0]) == batch * input_.pixels() && P::equal(c.targets, b.targets) &&
-        P::equal(c.theta, theta) && (!alpha || P::equal(c.alpha, *alpha)) && same_input(c.acts[0], b.x))
+    if (c.valid && c.mode == mode && P::rows(c.acts[0]) == batch * input_.pixels() &&
+        unchanged<P>(c.targets, c.targets_stamp, b.targets) && unchanged<P>(c.theta, c.theta_stamp, theta) &&
+        (!alpha || unchanged<P>(c.alpha, c.alpha_stamp, *alpha)) && same_input(c, b.x))
       return c;
     if (P::size(theta) != num_parameters_)
       throw std::invalid_argument("bilevel::learners::sequential: parameters have " + std::to_string(P::size(theta)) +
@@ -487,10 +513,17 @@ class sequential {
     c.backward_done = false;
     ++generation_;  // any kept tangent pass belongs to the old point
     c.theta = theta;
-    if (alpha) c.alpha = *alpha;
+    c.theta_stamp = stamp_of<P>(theta);
+    if (alpha) {
+      c.alpha = *alpha;
+      c.alpha_stamp = stamp_of<P>(*alpha);
+    }
     c.mode = mode;
     c.targets = b.targets;
+    c.targets_stamp = stamp_of<P>(b.targets);
+    c.x_stamp = stamp_of<P>(b.x);
     P::resize(c.weights, 0);  // set by weighted_pass once the losses are known
+    c.weights_keyed = false;
     c.acts.resize(layers_.size() + 1);
     c.layers.resize(layers_.size());
     P::reshape(b.x, batch * input_.pixels(), input_.channels, c.acts[0]);
@@ -530,10 +563,25 @@ class sequential {
   const value_cache& weighted_pass(const vector& theta, input_list<P> in, const batch_type& b) const {
     value_cache& c = cache_;
     value_pass(theta, b, architecture(in));
-    vector w = weighting_.gather(in, b, signals(c));
-    if (!P::equal(c.weights, w)) {
-      c.weights = std::move(w);
+    if constexpr (content_stamps<P>) {
+      // The weights are a function of the value pass, the inputs and the samples' ids: with
+      // stamps, unchanged ones are known without gathering and comparing them.
+      std::vector<std::uint64_t> inputs;
+      for (const vector* v : in) inputs.push_back(P::content_stamp(*v));
+      if (c.weights_keyed && c.weights_generation == generation_ && c.weights_inputs == inputs && c.weights_ids == b.ids)
+        return c;
+      c.weights = weighting_.gather(in, b, signals(c));
+      c.weights_keyed = true;
+      c.weights_generation = generation_;
+      c.weights_inputs = std::move(inputs);
+      c.weights_ids = b.ids;
       c.backward_done = false;
+    } else {
+      vector w = weighting_.gather(in, b, signals(c));
+      if (!P::equal(c.weights, w)) {
+        c.weights = std::move(w);
+        c.backward_done = false;
+      }
     }
     return c;
   }
@@ -548,9 +596,22 @@ class sequential {
     return c;
   }
 
+  /// slot += (1/B) Σ_i c_i ℓ_i, reduced where the data are (add_dot_into: no host read).
+  void add_mean_loss(const value_cache& c, loss_slot<P> slot) const {
+    if (!slot.wanted()) return;
+    const std::size_t batch = P::size(c.losses);
+    matrix w, l;
+    P::reshape(c.weights, batch, 1, w);
+    P::reshape(c.losses, batch, 1, l);
+    P::scale(w, scalar(1.0 / double(batch)));
+    P::add_dot_into(w, l, *slot.values, slot.index);
+  }
+
   /// The batch's inputs equal the cached first activation (same elements, row-major). Flat
   /// samples (one pixel) keep the batch's shape there, so no reshaped copy is needed.
-  bool same_input(const matrix& cached, const matrix& x) const {
+  bool same_input(const value_cache& c, const matrix& x) const {
+    if constexpr (content_stamps<P>) return P::content_stamp(x) == c.x_stamp;
+    const matrix& cached = c.acts[0];
     if (input_.pixels() == 1) return P::equal(cached, x);
     matrix reshaped;
     P::reshape(cached, P::rows(x), P::cols(x), reshaped);
@@ -606,7 +667,8 @@ class sequential {
   /// the kept pass (u null) or a scratch one (u given), valid until the next tangent pass.
   const std::vector<matrix>& tangent_forward(const vector& v, const vector* u) const {
     value_cache& c = cache_;
-    if (!u && last_tangent_.valid && last_tangent_.generation == generation_ && P::equal(last_tangent_.v, v))
+    if (!u && last_tangent_.valid && last_tangent_.generation == generation_ &&
+        unchanged<P>(last_tangent_.v, last_tangent_.v_stamp, v))
       return last_tangent_.dots;
     // Any tangent pass invalidates the kept one: mixed operations keep their candidates'
     // tangents of the latest pass (layers/mixed.hpp), which tangent_backward reads.
@@ -628,6 +690,7 @@ class sequential {
     if (!u) {
       last_tangent_.generation = generation_;
       P::copy(v, last_tangent_.v);
+      last_tangent_.v_stamp = stamp_of<P>(v);
       last_tangent_.valid = true;
     }
     return dots;
@@ -689,6 +752,7 @@ class sequential {
     bool valid = false;
     std::size_t generation = 0;
     vector v;
+    std::uint64_t v_stamp = 0;
     std::vector<matrix> dots;
   };
   mutable tangent_cache last_tangent_;

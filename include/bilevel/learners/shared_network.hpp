@@ -22,7 +22,7 @@
 #include <utility>
 #include <vector>
 
-#include "bilevel/core/learner.hpp"
+#include "bilevel/core/device_loss.hpp"
 
 namespace bilevel::learners {
 
@@ -46,6 +46,14 @@ class shared_network {
   double loss(const vector& theta, input_list<policy> in, const batch_type& b) const { return net_->loss(theta, in, b); }
   double gradient(const vector& theta, input_list<policy> in, const batch_type& b, vector& out) const {
     return net_->gradient(theta, in, b, out);
+  }
+  /// The same two, leaving the loss on the policy's storage (core/device_loss.hpp).
+  void loss(const vector& theta, input_list<policy> in, const batch_type& b, loss_slot<policy> slot) const {
+    loss_into(*net_, theta, in, b, slot);
+  }
+  void gradient(const vector& theta, input_list<policy> in, const batch_type& b, vector& out,
+                loss_slot<policy> slot) const {
+    gradient_into(*net_, theta, in, b, out, slot);
   }
   void input_gradient(const vector& theta, input_list<policy> in, const batch_type& b, std::size_t slot,
                       vector& out) const {

@@ -9,7 +9,7 @@
 #include <cstddef>
 #include <utility>
 
-#include "bilevel/core/learner.hpp"
+#include "bilevel/core/device_loss.hpp"
 
 namespace bilevel::learners {
 
@@ -35,8 +35,17 @@ class solution_loss {
     out = policy::zeros(policy::size(own));
     return loss(own, in, b);
   }
+  /// The same, leaving the loss on the policy's storage (core/device_loss.hpp).
+  void loss(const vector&, input_list<policy> in, const batch_type& b, loss_slot<policy> slot) const {
+    loss_into(learner_, *in[0], {}, b, slot);
+  }
+  void gradient(const vector& own, input_list<policy> in, const batch_type& b, vector& out,
+                loss_slot<policy> slot) const {
+    out = policy::zeros(policy::size(own));
+    loss_into(learner_, *in[0], {}, b, slot);
+  }
   void input_gradient(const vector&, input_list<policy> in, const batch_type& b, std::size_t, vector& out) const {
-    learner_.gradient(*in[0], {}, b, out);
+    gradient_into(learner_, *in[0], {}, b, out);
   }
 
  private:

@@ -15,7 +15,7 @@
 #include <utility>
 #include <vector>
 
-#include "bilevel/core/learner.hpp"
+#include "bilevel/core/device_loss.hpp"
 
 namespace bilevel::learners {
 
@@ -56,6 +56,19 @@ class summed_loss {
       if (k > 0) policy::axpy(scalar_t<policy>(1), g, out);
     }
     return total;
+  }
+  /// The same, the terms' losses added into the slot on the policy's storage
+  /// (core/device_loss.hpp).
+  void loss(const vector& theta, input_list<policy> in, const batch_type& b, loss_slot<policy> slot) const {
+    for (std::size_t k = 0; k < terms_.size(); ++k) loss_into(terms_[k], theta, in.subspan(k, 1), b, slot);
+  }
+  void gradient(const vector& theta, input_list<policy> in, const batch_type& b, vector& out,
+                loss_slot<policy> slot) const {
+    vector g;
+    for (std::size_t k = 0; k < terms_.size(); ++k) {
+      gradient_into(terms_[k], theta, in.subspan(k, 1), b, k == 0 ? out : g, slot);
+      if (k > 0) policy::axpy(scalar_t<policy>(1), g, out);
+    }
   }
   /// Only term k reads input k.
   void input_gradient(const vector& theta, input_list<policy> in, const batch_type& b, std::size_t k,

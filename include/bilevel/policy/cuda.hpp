@@ -38,6 +38,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <concepts>
 #include <cstddef>
@@ -62,6 +63,31 @@ namespace bilevel::policy {
 
 namespace cuda_detail {
 
+/// An array's content stamp (core/content_stamps.hpp): a number no other contents had, taken
+/// anew whenever the array may be written (construction, a non-const data(), resize, being
+/// moved from) and copied with the contents. Host bookkeeping: reading it waits for nothing.
+class content_stamp {
+ public:
+  content_stamp() noexcept : value_(next()) {}
+  content_stamp(const content_stamp&) noexcept = default;
+  content_stamp& operator=(const content_stamp&) noexcept = default;
+  content_stamp(content_stamp&& o) noexcept : value_(o.value_) { o.renew(); }
+  content_stamp& operator=(content_stamp&& o) noexcept {
+    value_ = o.value_;
+    o.renew();  // a self-move ends with a new stamp: conservative, never wrong
+    return *this;
+  }
+  void renew() noexcept { value_ = next(); }
+  [[nodiscard]] std::uint64_t value() const noexcept { return value_; }
+
+ private:
+  static std::uint64_t next() noexcept {
+    static std::atomic<std::uint64_t> counter{0};
+    return counter.fetch_add(1, std::memory_order_relaxed) + 1;
+  }
+  std::uint64_t value_;
+};
+
 /// A flat, contiguous, owning device vector.
 template <class S>
 class device_vector {
@@ -70,14 +96,24 @@ class device_vector {
   explicit device_vector(std::size_t n) : buf_(n) {}
   [[nodiscard]] std::size_t size() const noexcept { return buf_.size(); }
   [[nodiscard]] bool empty() const noexcept { return buf_.empty(); }
-  /// Device pointers: for kernels and libraries, never to dereference on the host.
-  [[nodiscard]] S* data() noexcept { return buf_.data(); }
+  /// Device pointers: for kernels and libraries, never to dereference on the host. The
+  /// non-const one renews the content stamp: write through it right away, and keep no such
+  /// pointer across library calls (a later write through it would leave the stamp behind).
+  [[nodiscard]] S* data() noexcept {
+    stamp_.renew();
+    return buf_.data();
+  }
   [[nodiscard]] const S* data() const noexcept { return buf_.data(); }
   /// n elements; the old contents are kept only when the size does not change.
-  void resize(std::size_t n) { buf_.resize(n); }
+  void resize(std::size_t n) {
+    buf_.resize(n);
+    stamp_.renew();
+  }
+  [[nodiscard]] std::uint64_t stamp() const noexcept { return stamp_.value(); }
 
  private:
   device_buffer<S> buf_;
+  content_stamp stamp_;
 };
 
 /// A dense row-major device matrix.
@@ -89,7 +125,11 @@ class device_matrix {
   [[nodiscard]] std::size_t rows() const noexcept { return rows_; }
   [[nodiscard]] std::size_t cols() const noexcept { return cols_; }
   [[nodiscard]] std::size_t size() const noexcept { return buf_.size(); }
-  [[nodiscard]] S* data() noexcept { return buf_.data(); }
+  /// As device_vector's: the non-const pointer renews the content stamp.
+  [[nodiscard]] S* data() noexcept {
+    stamp_.renew();
+    return buf_.data();
+  }
   [[nodiscard]] const S* data() const noexcept { return buf_.data(); }
   /// rows × cols; the old contents are kept only when the number of elements does not change
   /// (then this is a reshape).
@@ -97,20 +137,65 @@ class device_matrix {
     buf_.resize(rows * cols);
     rows_ = rows;
     cols_ = cols;
+    stamp_.renew();
   }
+  [[nodiscard]] std::uint64_t stamp() const noexcept { return stamp_.value(); }
 
  private:
   std::size_t rows_ = 0, cols_ = 0;
   device_buffer<S> buf_;
+  content_stamp stamp_;
 };
 
 }  // namespace cuda_detail
+
+/// How the GEMMs of cuda<float> treat their inputs (cuBLAS compute types), most of a network's
+/// arithmetic. Everything else stays in the policy's scalar: the parameters (float master
+/// copies), optimizer state, GEMVs, element-wise maps, reductions (accumulated in double), and
+/// the CG and Neumann solves, whose vector arithmetic is the policy's BLAS-1. cuda<double>'s
+/// GEMMs are FP64 whatever is set.
+enum class gemm_precision {
+  full,  ///< FP32, no tensor-core rounding: the default
+  tf32,  ///< inputs rounded to TF32 (10-bit mantissa) on tensor cores, FP32 accumulation
+  bf16,  ///< inputs rounded to BF16 (7-bit mantissa) or TF32 on tensor cores, FP32 accumulation
+};
+
+namespace cuda_detail {
+/// The calling thread's setting (gemm_precision_scope).
+inline gemm_precision& thread_gemm_precision() {
+  thread_local gemm_precision p = gemm_precision::full;
+  return p;
+}
+}  // namespace cuda_detail
+
+/// Runs the float GEMMs this thread queues in its lifetime at `p`, then restores the setting
+/// it found (scopes nest):
+///
+///     { bilevel::policy::gemm_precision_scope tf32(bilevel::policy::gemm_precision::tf32);
+///       solver.run(n); }
+///
+/// A setting, not a policy type: the same compiled code runs either way, so a reduced-precision
+/// run costs no second instantiation of the solver, and a run can be compared with itself.
+class gemm_precision_scope {
+ public:
+  explicit gemm_precision_scope(gemm_precision p) : saved_(cuda_detail::thread_gemm_precision()) {
+    cuda_detail::thread_gemm_precision() = p;
+  }
+  ~gemm_precision_scope() { cuda_detail::thread_gemm_precision() = saved_; }
+  gemm_precision_scope(const gemm_precision_scope&) = delete;
+  gemm_precision_scope& operator=(const gemm_precision_scope&) = delete;
+
+ private:
+  gemm_precision saved_;
+};
 
 /// CUDA back end (see the file comment). `Scalar` is float or double.
 template <std::floating_point Scalar>
   requires std::same_as<Scalar, float> || std::same_as<Scalar, double>
 struct cuda {
   using scalar = Scalar;
+  /// What this thread's float GEMMs run at now (gemm_precision_scope).
+  static gemm_precision gemm() { return cuda_detail::thread_gemm_precision(); }
   /// Convolutions gather a whole batch's patches at once (learners/layers/convolution.hpp):
   /// on a GPU, one large GEMM beats a loop of cache-sized ones.
   static constexpr bool whole_batch_maps = true;
@@ -134,6 +219,11 @@ struct cuda {
   static std::size_t size(const vector& v) { return v.size(); }
   static std::size_t rows(const matrix& m) { return m.rows(); }
   static std::size_t cols(const matrix& m) { return m.cols(); }
+  /// Content stamps (core/content_stamps.hpp; cuda_detail::content_stamp): the networks'
+  /// caches recognise unchanged parameters, batches and weights by them, with no comparison
+  /// on the device and no wait for one.
+  static std::uint64_t content_stamp(const vector& v) { return v.stamp(); }
+  static std::uint64_t content_stamp(const matrix& m) { return m.stamp(); }
 
   // ---- BLAS-1 and reductions ----
 
@@ -182,6 +272,16 @@ struct cuda {
       cuda_detail::nonfinite_kernel<<<cuda_detail::blocks_for(x.size()), cuda_detail::threads_per_block, 0,
                                       cuda_detail::stream()>>>(x.size(), x.data(), flag);
     }, "nonfinite_kernel");
+  }
+
+  /// out_i = 1 when x has a NaN or Inf, left as it is otherwise: all_finite without the
+  /// host wait, its answer left in a vector entry (tensor_policy.hpp: deferred_checks).
+  static void mark_nonfinite(const vector& x, vector& out, std::size_t i) {
+    require_range(out, i, 1, "mark_nonfinite");
+    if (x.size() == 0) return;
+    cuda_detail::mark_nonfinite_kernel<<<cuda_detail::blocks_for(x.size()), cuda_detail::threads_per_block, 0,
+                                         cuda_detail::stream()>>>(x.size(), x.data(), out.data() + i);
+    cuda_detail::check_launch("mark_nonfinite_kernel");
   }
 
   // ---- element-wise ----
@@ -840,10 +940,19 @@ struct cuda {
     const auto op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, op_b = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
     const auto M = std::int64_t(n), N = std::int64_t(m), K = std::int64_t(k);
     const auto ldb = std::int64_t(b_cols), lda = std::int64_t(a.cols()), ldc = std::int64_t(n);
-    if constexpr (std::is_same_v<scalar, float>)
+    if constexpr (std::is_same_v<scalar, float>) {
+      if (const gemm_precision p = gemm(); p != gemm_precision::full) {
+        // Reduced-precision inputs, FP32 storage and accumulation: another compute type.
+        const cublasComputeType_t compute =
+            p == gemm_precision::tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F_FAST_16BF;
+        BILEVEL_CUDA_CHECK(cublasGemmEx_64(blas(), op_b, op_a, M, N, K, &alpha, b, CUDA_R_32F, ldb, a.data(),
+                                           CUDA_R_32F, lda, &beta, c, CUDA_R_32F, ldc, compute, CUBLAS_GEMM_DEFAULT));
+        return;
+      }
       BILEVEL_CUDA_CHECK(cublasSgemm_64(blas(), op_b, op_a, M, N, K, &alpha, b, ldb, a.data(), lda, &beta, c, ldc));
-    else
+    } else {
       BILEVEL_CUDA_CHECK(cublasDgemm_64(blas(), op_b, op_a, M, N, K, &alpha, b, ldb, a.data(), lda, &beta, c, ldc));
+    }
   }
 
   /// Σ term(i) for i < n in double: per-block partials, then one block; fixed order.

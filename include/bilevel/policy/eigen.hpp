@@ -239,6 +239,11 @@ struct eigen : detail::host_depthwise<eigen<Scalar>>,
     for (Eigen::Index k = 0; k < a.size(); ++k) acc += double(pa[k]) * double(pb[k]);
     out(static_cast<Eigen::Index>(i)) += scalar(acc);
   }
+  /// out_i = 1 when x has a NaN or Inf, left as it is otherwise (tensor_policy.hpp: deferred_checks).
+  static void mark_nonfinite(const vector& x, vector& out, std::size_t i) {
+    require_range(out, i, 1, "mark_nonfinite");
+    if (!all_finite(x)) out(static_cast<Eigen::Index>(i)) = scalar(1);
+  }
   /// m_ij += b_j (a bias added to every row).
   static void add_row(matrix& m, const vector& b) {
     if (b.size() != m.cols()) throw std::invalid_argument("bilevel::policy::eigen::add_row: matrix is " + shape(m) +

@@ -193,6 +193,11 @@ struct xtensor : detail::host_depthwise<xtensor<Scalar>>,
     for (std::size_t k = 0; k < a.size(); ++k) acc += double(a.data()[k]) * double(b.data()[k]);
     out(i) += scalar(acc);
   }
+  /// out_i = 1 when x has a NaN or Inf, left as it is otherwise (tensor_policy.hpp: deferred_checks).
+  static void mark_nonfinite(const vector& x, vector& out, std::size_t i) {
+    range(out.size(), i, 1, "mark_nonfinite");
+    if (!all_finite(x)) out(i) = scalar(1);
+  }
   static void hadamard(const matrix& x, const matrix& y, matrix& out) {
     same_shape(x, y, "hadamard");
     out = x * y;

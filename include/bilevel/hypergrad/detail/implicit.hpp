@@ -112,7 +112,7 @@ class stationarity_monitor {
   template <class Level>
   void measure(Level& lv, input_list<P> in, const typename Level::batch_type& batch, hypergradient_report& r) const {
     vector_t<P> g;
-    lv.learner.gradient(lv.theta, in, batch, g);
+    gradient_into(lv.learner, lv.theta, in, batch, g);
     ++r.gradient_evals;
     report(P::norm(g), r);
   }

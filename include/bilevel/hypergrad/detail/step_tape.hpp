@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "bilevel/core/hypergradient_report.hpp"
-#include "bilevel/core/learner.hpp"
+#include "bilevel/core/device_loss.hpp"
 #include "bilevel/core/optimizer.hpp"
 #include "bilevel/core/second_order.hpp"
 
@@ -141,7 +141,7 @@ vector_t<typename Level::policy> virtual_steps(Level& lv, input_list<typename Le
   try {
     for (std::size_t t = 0; t < n; ++t) {
       auto& rec = record_for(t);
-      lv.learner.gradient(theta, in, rec.batch, rec.gradient);
+      gradient_into(lv.learner, theta, in, rec.batch, rec.gradient);
       ++r.gradient_evals;
       lv.optimizer.step(theta, state, rec.gradient);
     }

@@ -137,6 +137,16 @@ __global__ void nonfinite_kernel(std::size_t n, const S* x, int* flag) {
       return;
     }
 }
+/// *out = 1 if some x_i is NaN or ±Inf (left as it is otherwise): the check's answer stays
+/// on the device.
+template <class S>
+__global__ void mark_nonfinite_kernel(std::size_t n, const S* x, S* out) {
+  for (std::size_t i = global_thread(); i < n; i += grid_threads())
+    if (!::cuda::std::isfinite(x[i])) {
+      *out = S(1);
+      return;
+    }
+}
 /// *flag = 1 if some a_i != b_i (NaN differs from everything, as with ==).
 template <class S>
 __global__ void differ_kernel(std::size_t n, const S* a, const S* b, int* flag) {

@@ -1,0 +1,86 @@
+// SPDX-License-Identifier: MIT
+// What a training step reads on the host, counted on the recording policy (the Eigen policy
+// counting every call whose result is a host value, with content stamps as the CUDA policy
+// has them): each such read is a wait for the queue on a device back end. With deferred
+// checks (failure_policy::check_every) a step of Meta-Weight-Net, the teacher, LFM, LFM-CW,
+// the learned class weights and first-order DARTS reads nothing; the reads that remain are
+// named below with their reasons.
+#include <doctest/doctest.h>
+
+#include <cstddef>
+#include <map>
+#include <string>
+
+#include <bilevel/methods/meta_weight_net.hpp>
+
+#include "cuda/method_cases.hpp"
+#include "recording_policy.hpp"
+#include "toy_data.hpp"
+
+namespace {
+
+using R = test::recording_policy;
+
+auto small_mwn() {
+  return bilevel::methods::meta_weight_net<R>(
+      test::toy_classes(200, 1).data, test::toy_classes(30, 2).data,
+      {.widths = {8, 6, 3}, .batch = 10, .validation_batch = 10, .lr = 0.05, .hidden = 5, .seed = 3});
+}
+
+}  // namespace
+
+TEST_CASE("host reads: a Meta-Weight-Net step reads nothing with deferred checks; one read every check_every") {
+  auto immediate = small_mwn(), deferred = small_mwn();
+  deferred.on_failure({.check_every = 4});
+  immediate.run(2);
+  deferred.run(2);  // the end of run() reads what is pending
+  test::host_reads().clear();
+  immediate.iterate();
+  const std::size_t immediate_reads = test::total_host_reads();
+  // Immediate checks read the finiteness of the response, of both levels' (hyper)gradients
+  // and parameters, and the losses of both steps.
+  CHECK(test::host_reads()["all_finite"] == 5);
+  CHECK(test::host_reads()["dot"] == 2);
+  // Content stamps keep the networks' caches from comparing θ, batches and weights by value
+  // (15 comparisons per step without them).
+  CHECK(test::host_reads()["equal"] == 0);
+  CHECK(immediate_reads == 7);
+  test::host_reads().clear();
+  deferred.iterate();  // outer iteration 2: no read due
+  CHECK(test::total_host_reads() == 0);
+  deferred.iterate();  // iteration 3 completes four: one read of the log
+  CHECK(test::host_reads()["to_host"] == 1);
+  CHECK(test::total_host_reads() == 1);
+  MESSAGE("host reads per Meta-Weight-Net outer iteration: " << immediate_reads << " with immediate checks, 0 deferred");
+}
+
+#ifndef BILEVEL_TEST_SOLVERS_ON_EIGEN_ONLY  // every method once more: the release pass only (tests/policies.hpp)
+TEST_CASE("host reads: every method's deferred steps read nothing but the values their rules need on the host") {
+  for (auto k : cuda_test::all_methods) {
+    CAPTURE(std::string(cuda_test::name(k)));
+    std::map<std::string, std::size_t> reads;
+    int marks = 0;
+    // Three iterations, the checks read every 100: the two after the first read nothing of theirs.
+    cuda_test::method_run<R>(
+        k, 3,
+        [&] {
+          if (marks++ == 0) test::host_reads().clear();
+          else reads = test::host_reads();
+        },
+        100);
+    std::size_t total = 0;
+    for (const auto& [name, count] : reads) total += count;
+    std::map<std::string, std::size_t> expected;
+    // L2RW's weight rule divides by the sum of the clipped weights (0 when none is positive),
+    // taken on the host; second-order DARTS's finite difference sizes its step by ‖v‖.
+    if (k == cuda_test::method_kind::l2rw) expected["sum"] = 2;
+    if (k == cuda_test::method_kind::darts_second_order) expected["norm"] = 2;
+    std::size_t allowed = 0;
+    for (const auto& [name, count] : expected) {
+      CHECK(reads[name] == count);
+      allowed += count;
+    }
+    CHECK(total == allowed);
+  }
+}
+#endif
