@@ -4,8 +4,9 @@
 // device back end wait for its queue (policy/cuda.hpp lists them). What a step of the solver
 // reads on the host can then be checked here, without a GPU.
 //
-// It also stamps its arrays (core/content_stamps.hpp) as a device policy does, so that the
-// caches take the path they take there. A device policy stamps an array when it writes it;
+// It also stamps its arrays (core/content_stamps.hpp) and says it is device-resident
+// (core/tensor_policy.hpp) as the CUDA policy does, so that the caches, L2RW's weight rule and
+// finite differences take the paths they take there. A device policy stamps an array when it writes it;
 // here the stamp is a hash of the values (FNV-1a of the bytes and the shape), which keeps the
 // promise (equal stamps, equal values) up to a 2^-64 chance of a collision, enough for tests.
 #include <cstdint>
@@ -31,6 +32,8 @@ inline std::size_t total_host_reads() {
 
 struct recording_policy : bilevel::policy::eigen<double> {
   using base = bilevel::policy::eigen<double>;
+  /// As a device policy: code with the choice keeps its scalars in one-entry vectors.
+  static constexpr bool device_resident = true;
   static double dot(const vector& x, const vector& y) { return counted("dot", base::dot(x, y)); }
   static double norm(const vector& x) { return counted("norm", base::norm(x)); }
   static double sum(const vector& x) { return counted("sum", base::sum(x)); }

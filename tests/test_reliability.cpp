@@ -338,6 +338,28 @@ TEST_CASE("failure policy: an unconverged CG solve is reported with its residual
     CHECK(e.residual() > 1e-6);
     CHECK(e.level() == 1);
   }
+
+  // Deferred checks with unconverged solves skipped or rolled back: the undone steps leave the
+  // log with the rest, their events are not delivered, and the run goes on.
+  for (const auto action : {bilevel::failure_action::skip_step, bilevel::failure_action::roll_back}) {
+    CAPTURE(std::string(bilevel::to_string(action)));
+    auto deferred = ridge_with_flaky_outer({}, one_step);
+    deferred.on_failure({.unconverged_solve = action, .max_consecutive_failures = 100, .check_every = 3});
+    std::size_t events = 0, lambda_events = 0;
+    const auto summary = deferred.run(5, {.on_step = [&](const bilevel::step_event& e) {
+                                            ++events;
+                                            lambda_events += e.level == 1;
+                                          }});
+    CHECK(summary.iterations == 5);
+    CHECK(lambda_events == 0);  // every λ step's solve was unconverged: none was taken
+    if (action == bilevel::failure_action::skip_step) {
+      CHECK(summary.skipped_steps == 5);
+      CHECK(events == 5 * 5);  // θ's five steps per iteration were kept
+    } else {
+      CHECK(summary.rollbacks == 5);
+      CHECK(events == 0);  // rolled back with their iteration
+    }
+  }
 }
 
 TEST_CASE("bad input: data sets with NaN, bad labels or no rows are named before training") {

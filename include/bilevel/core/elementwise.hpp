@@ -92,6 +92,27 @@ struct inverse_sqrt_or_zero {
   BILEVEL_HOST_DEVICE S operator()(S x) const { return x > S(0) ? S(1.0 / ::sqrt(double(x))) : S(0); }
 };
 /// x ↦ max(−x, 0).
+/// x ↦ c / x for x > 0, 0 otherwise: a normaliser that leaves an all-zero sum at zero.
+struct reciprocal_if_positive {
+  using bilevel_device_callable = void;
+  double c = 1.0;
+  template <class S>
+  BILEVEL_HOST_DEVICE S operator()(S x) const { return x > S(0) ? S(c / double(x)) : S(0); }
+};
+/// x ↦ c / √x for x > 0, 0 otherwise: the step c/‖v‖ from ‖v‖² (0 along a zero direction).
+struct scaled_rsqrt_if_positive {
+  using bilevel_device_callable = void;
+  double c = 1.0;
+  template <class S>
+  BILEVEL_HOST_DEVICE S operator()(S x) const { return x > S(0) ? S(c / ::sqrt(double(x))) : S(0); }
+};
+/// x ↦ c √x (x ≥ 0).
+struct scaled_sqrt {
+  using bilevel_device_callable = void;
+  double c = 1.0;
+  template <class S>
+  BILEVEL_HOST_DEVICE S operator()(S x) const { return S(c * ::sqrt(double(x))); }
+};
 struct negative_part {
   using bilevel_device_callable = void;
   template <class S>

@@ -15,6 +15,8 @@
 #include <vector>
 
 #include "bilevel/core/device_loss.hpp"
+#include "bilevel/core/elementwise.hpp"
+#include "bilevel/core/entry_scalars.hpp"
 
 namespace bilevel {
 
@@ -34,23 +36,6 @@ struct second_order_options {
 };
 
 namespace detail {
-/// Central difference of a vector-valued function along a direction of length ‖dir‖:
-/// out = (f(+ε) − f(−ε)) / 2ε, with ε = s/‖dir‖. `eval(sign_eps, out)` evaluates f at the
-/// point shifted by sign_eps · dir. A zero direction gives a zero product.
-template <tensor_policy P, class Eval>
-void central_difference(double dir_norm, double s, std::size_t out_size, vector_t<P>& out, Eval eval) {
-  if (dir_norm == 0.0) {
-    out = P::zeros(out_size);
-    return;
-  }
-  const double eps = s / dir_norm;
-  vector_t<P> minus;
-  eval(eps, out);
-  eval(-eps, minus);
-  P::axpy(scalar_t<P>(-1), minus, out);
-  P::scale(out, scalar_t<P>(1.0 / (2.0 * eps)));
-}
-
 /// θ + shift · v into a fresh vector.
 template <tensor_policy P>
 vector_t<P> shifted(const vector_t<P>& theta, double shift, const vector_t<P>& v) {
@@ -58,6 +43,43 @@ vector_t<P> shifted(const vector_t<P>& theta, double shift, const vector_t<P>& v
   P::copy(theta, x);
   P::axpy(scalar_t<P>(shift), v, x);
   return x;
+}
+
+/// Central difference of a vector-valued function f along `dir` from `base`:
+/// out = (f(base + ε dir) − f(base − ε dir)) / 2ε, with ε = s/‖dir‖. `eval(point, out)`
+/// evaluates f. A zero direction gives a zero product. On a device-resident policy ε and
+/// 1/2ε stay on the device (core/entry_scalars.hpp): the same product, no host wait.
+template <tensor_policy P, class Eval>
+void central_difference(const vector_t<P>& base, const vector_t<P>& dir, double s, std::size_t out_size,
+                        vector_t<P>& out, Eval eval) {
+  vector_t<P> minus;
+  if constexpr (device_resident<P> && nn_tensor_policy<P>) {
+    const vector_t<P> norm2 = squared_norm_entry<P>(dir);
+    vector_t<P> step, back, factor;  // ε, −ε and 1/2ε = ‖dir‖/2s; all 0 along a zero direction
+    P::transform(norm2, step, elementwise::scaled_rsqrt_if_positive{s});
+    P::transform(norm2, back, elementwise::scaled_rsqrt_if_positive{-s});
+    P::transform(norm2, factor, elementwise::scaled_sqrt{0.5 / s});
+    vector_t<P> point;
+    P::copy(base, point);
+    axpy_by_entry<P>(step, dir, point);
+    eval(point, out);
+    P::copy(base, point);
+    axpy_by_entry<P>(back, dir, point);
+    eval(point, minus);
+    P::axpy(scalar_t<P>(-1), minus, out);
+    scale_by_entry<P>(out, factor);
+  } else {
+    const double dir_norm = P::norm(dir);
+    if (dir_norm == 0.0) {
+      out = P::zeros(out_size);
+      return;
+    }
+    const double eps = s / dir_norm;
+    eval(shifted<P>(base, eps, dir), out);
+    eval(shifted<P>(base, -eps, dir), minus);
+    P::axpy(scalar_t<P>(-1), minus, out);
+    P::scale(out, scalar_t<P>(1.0 / (2.0 * eps)));
+  }
 }
 }  // namespace detail
 
@@ -74,10 +96,8 @@ bool hvp(const L& l, const vector_t<typename L::policy>& theta, input_list<typen
     }
   }
   {
-    detail::central_difference<P>(P::norm(v), opt.fd_scale, P::size(theta), out,
-                                  [&](double e, vector_t<P>& g) {
-                                    l.gradient(detail::shifted<P>(theta, e, v), in, b, g);
-                                  });
+    detail::central_difference<P>(theta, v, opt.fd_scale, P::size(theta), out,
+                                  [&](const vector_t<P>& point, vector_t<P>& g) { gradient_into(l, point, in, b, g); });
     return false;
   }
 }
@@ -97,9 +117,9 @@ bool mixed_vjp(const L& l, const vector_t<typename L::policy>& theta,
     }
   }
   {
-    detail::central_difference<P>(P::norm(v), opt.fd_scale, P::size(*in[slot]), out,
-                                  [&](double e, vector_t<P>& g) {
-                                    l.input_gradient(detail::shifted<P>(theta, e, v), in, b, slot, g);
+    detail::central_difference<P>(theta, v, opt.fd_scale, P::size(*in[slot]), out,
+                                  [&](const vector_t<P>& point, vector_t<P>& g) {
+                                    l.input_gradient(point, in, b, slot, g);
                                   });
     return false;
   }
@@ -121,9 +141,8 @@ bool mixed_jvp(const L& l, const vector_t<typename L::policy>& theta,
   }
   {
     std::vector<const vector_t<P>*> moved(in.begin(), in.end());
-    detail::central_difference<P>(P::norm(u), opt.fd_scale, P::size(theta), out,
-                                  [&](double e, vector_t<P>& g) {
-                                    const vector_t<P> input = detail::shifted<P>(*in[slot], e, u);
+    detail::central_difference<P>(*in[slot], u, opt.fd_scale, P::size(theta), out,
+                                  [&](const vector_t<P>& input, vector_t<P>& g) {
                                     moved[slot] = &input;
                                     gradient_into(l, theta, input_list<P>(moved), b, g);
                                   });

@@ -173,6 +173,13 @@ template <class P>
 concept deferred_checks = tensor_policy<P> && requires(const typename P::vector& cv, typename P::vector& v,
                                                        std::size_t n) { P::mark_nonfinite(cv, v, n); };
 
+/// A policy whose data live where a host read waits for the queued work (a device back end)
+/// says so with `static constexpr bool device_resident = true;`. Code that has the choice then
+/// keeps its scalars on the policy's storage (core/entry_scalars.hpp) instead of reading them;
+/// on host policies, where a read costs nothing, it reads them and keeps the host arithmetic.
+template <class P>
+concept device_resident = tensor_policy<P> && requires { requires P::device_resident; };
+
 /// The vector and scalar types of a policy, spelled once.
 template <tensor_policy P> using vector_t = typename P::vector;
 template <tensor_policy P> using scalar_t = typename P::scalar;

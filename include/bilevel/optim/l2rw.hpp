@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "bilevel/core/elementwise.hpp"
+#include "bilevel/core/entry_scalars.hpp"
 #include "bilevel/core/optimizer.hpp"
 
 namespace bilevel::optim {
@@ -31,11 +32,17 @@ struct l2rw_rule {
     return {};
   }
   void step(vector_t<P>& theta, optimizer_state<P>& state, const vector_t<P>& g) const {
-    // Where the policy computes: on the CUDA policy only the sum comes to the host.
     vector_t<P> w;
     P::transform(g, w, elementwise::negative_part{});
-    const double total = P::sum(w);
-    P::scale(w, scalar_t<P>(total > 0.0 ? scale / total : 0.0));
+    if constexpr (device_resident<P> && nn_tensor_policy<P>) {
+      // The sum and its reciprocal stay on the device: no host wait in the step.
+      vector_t<P> factor;
+      P::transform(bilevel::detail::sum_entry<P>(w), factor, elementwise::reciprocal_if_positive{scale});
+      bilevel::detail::scale_by_entry<P>(w, factor);
+    } else {
+      const double total = P::sum(w);
+      P::scale(w, scalar_t<P>(total > 0.0 ? scale / total : 0.0));
+    }
     theta = std::move(w);
     ++state.step;
   }

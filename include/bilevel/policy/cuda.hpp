@@ -199,6 +199,9 @@ struct cuda {
   /// Convolutions gather a whole batch's patches at once (learners/layers/convolution.hpp):
   /// on a GPU, one large GEMM beats a loop of cache-sized ones.
   static constexpr bool whole_batch_maps = true;
+  /// A host read waits for the queue: code with the choice keeps its scalars on the device
+  /// (core/tensor_policy.hpp, device_resident).
+  static constexpr bool device_resident = true;
   using vector = cuda_detail::device_vector<Scalar>;
   using matrix = cuda_detail::device_matrix<Scalar>;
   /// Positions in a matrix's storage that a primitive chose (window_max_per_sample's argmax),
