@@ -118,4 +118,10 @@ TEST_CASE("cuda learners: the forward cache (keyed on content stamps) never serv
   const P::vector t_copy = t;
   CHECK(P::content_stamp(t_copy) == P::content_stamp(t));
   CHECK(hvp(net, t_copy, w, b1) == fresh(t, w, b1));
+  P::vector t_into;  // so does P::copy
+  P::copy(t, t_into);
+  CHECK(P::content_stamp(t_into) == P::content_stamp(t));
+  P::scale(t_into, 2.0);
+  CHECK(P::content_stamp(t_into) != P::content_stamp(t));
+  CHECK(hvp(net, t_into, w, b1) == fresh(t_into, w, b1));
 }

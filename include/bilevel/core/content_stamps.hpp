@@ -10,8 +10,9 @@
 ///
 ///     std::uint64_t P::content_stamp(const vector&),  P::content_stamp(const matrix&)
 ///
-/// with one promise: two arrays with the same stamp hold the same values (a copy keeps its
-/// source's stamp; anything that may write an array gives it a new one). Different stamps
+/// with one promise: two arrays with the same stamp hold the same values (a copy, and the
+/// policy's `copy`, keep the source's stamp; anything that may write an array gives it a new
+/// one). Different stamps
 /// promise nothing: a cache then recomputes, which costs time, never correctness. The CUDA
 /// policy stamps its arrays; the host policies compare values.
 #include <concepts>

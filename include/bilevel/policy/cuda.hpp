@@ -110,6 +110,8 @@ class device_vector {
     stamp_.renew();
   }
   [[nodiscard]] std::uint64_t stamp() const noexcept { return stamp_.value(); }
+  /// After a copy of all of o's elements into this one: the same values, the same stamp.
+  void adopt_stamp(const device_vector& o) noexcept { stamp_ = o.stamp_; }
 
  private:
   device_buffer<S> buf_;
@@ -234,6 +236,7 @@ struct cuda {
     if (&src == &dst) return;
     dst.resize(src.size());
     device_copy(dst.data(), src.data(), src.size());
+    dst.adopt_stamp(src);  // equal values: a cache keyed on src knows dst (core/content_stamps.hpp)
   }
   static void fill(vector& v, scalar s) { fill(v.data(), v.size(), s); }
   static void axpy(scalar a, const vector& x, vector& y) {
