@@ -16,8 +16,8 @@
 /// zeroes the entry), or compute no loss at all when `slot` is empty. loss_into() and
 /// gradient_into() call them where a learner has them and fall back to the host-valued
 /// members otherwise (then a device policy still waits for that learner's loss; nothing else
-/// changes). The networks (learners::sequential), solution_loss, summed_loss and
-/// reading_segment have them.
+/// changes). The networks (learners::sequential), solution_loss, summed_loss, reading_segment,
+/// architecture_loss and shared_network have them.
 #include <cstddef>
 #include <vector>
 
