@@ -94,11 +94,11 @@ TEST_CASE("cuda<float> with TF32 and BF16 GEMMs: each hypergradient's error agai
   const auto unrolled = ridge_hypergradient<C32>(prob, hg::unrolled{}, std::vector<double>(8, 0.0), 64).first;
   for (const auto p : {gemm_precision::tf32, gemm_precision::bf16}) {
     const gemm_precision_scope reduced(p);
-    CHECK(C32::gemm() == p);
+    CHECK(C32::current_gemm_precision() == p);
     CHECK(ridge_hypergradient<C32>(prob, hg::implicit_cg{}, prob.solution(lam), 1).first == cg);
     CHECK(ridge_hypergradient<C32>(prob, hg::unrolled{}, std::vector<double>(8, 0.0), 64).first == unrolled);
   }
-  CHECK(C32::gemm() == gemm_precision::full);  // the scopes restored it
+  CHECK(C32::current_gemm_precision() == gemm_precision::full);  // the scopes restored it
   // Meta-Weight-Net: the look-ahead hypergradient of each of three iterations, its GEMMs at
   // reduced precision. Bound: 20 units of the format's rounding (TF32 2^-11, BF16 2^-8, per
   // input element), relative to the hypergradient's norm: a GEMM of K terms rounds each

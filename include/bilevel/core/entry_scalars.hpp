@@ -22,13 +22,20 @@ vector_t<P> sum_entry(const vector_t<P>& x) {
   return s;
 }
 
+/// out_i += ⟨x, y⟩, reduced where the data are (add_dot_into on the vectors as rows).
+template <nn_tensor_policy P>
+void add_dot_into_entry(const vector_t<P>& x, const vector_t<P>& y, vector_t<P>& out, std::size_t i) {
+  typename P::matrix xr, yr;
+  P::reshape(x, 1, P::size(x), xr);
+  P::reshape(y, 1, P::size(y), yr);
+  P::add_dot_into(xr, yr, out, i);
+}
+
 /// [Σ_i x_i²] as a one-entry vector.
 template <nn_tensor_policy P>
 vector_t<P> squared_norm_entry(const vector_t<P>& x) {
-  typename P::matrix row;
-  P::reshape(x, 1, P::size(x), row);
   vector_t<P> s = P::zeros(1);
-  P::add_dot_into(row, row, s, 0);
+  add_dot_into_entry<P>(x, x, s, 0);
   return s;
 }
 

@@ -16,6 +16,8 @@
 #include <cstddef>
 #include <vector>
 
+#include "bilevel/core/device_loss.hpp"
+#include "bilevel/core/entry_scalars.hpp"
 #include "bilevel/core/hypergradient_report.hpp"
 #include "bilevel/core/tensor_policy.hpp"
 
@@ -54,18 +56,8 @@ class step_check_log {
     s.wants_event = true;
     s.reports = std::move(reports);
     const std::size_t at = s.first + norm_entry;
-    if constexpr (requires(typename P::matrix& m, const typename P::matrix& cm) {
-                    P::reshape(gradient, std::size_t(1), std::size_t(1), m);
-                    P::add_dot_into(cm, cm, values_, at);
-                  }) {
-      typename P::matrix g;
-      P::reshape(gradient, 1, P::size(gradient), g);
-      P::add_dot_into(g, g, values_, at);
-    } else {
-      auto host = P::to_host(values_);
-      host.at(at) = scalar_t<P>(P::dot(gradient, gradient));
-      values_ = P::from_host(host);
-    }
+    if constexpr (nn_tensor_policy<P>) detail::add_dot_into_entry<P>(gradient, gradient, values_, at);
+    else detail::add_host_value<P>(P::dot(gradient, gradient), {&values_, at});
   }
   /// Forgets the steps from `count` on (a step undone by a recovery); their entries stay
   /// used until the next read.
@@ -80,13 +72,8 @@ class step_check_log {
   /// Entry `at` = 1 when x has a NaN or Inf: on the policy's storage where it can
   /// (deferred_checks), through all_finite otherwise.
   void mark_nonfinite(const vector_t<P>& x, std::size_t at) {
-    if constexpr (deferred_checks<P>) {
-      P::mark_nonfinite(x, values_, at);
-    } else if (!P::all_finite(x)) {
-      auto host = P::to_host(values_);
-      host.at(at) = scalar_t<P>(1);
-      values_ = P::from_host(host);
-    }
+    if constexpr (deferred_checks<P>) P::mark_nonfinite(x, values_, at);
+    else if (!P::all_finite(x)) detail::add_host_value<P>(1.0, {&values_, at});  // each flag is set once
   }
 
   /// The steps logged since the last read and their entries, on the host (one read); the log

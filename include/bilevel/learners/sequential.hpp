@@ -56,6 +56,7 @@
 
 #include "bilevel/core/content_stamps.hpp"
 #include "bilevel/core/device_loss.hpp"
+#include "bilevel/core/entry_scalars.hpp"
 #include "bilevel/learners/classification_batch.hpp"
 #include "bilevel/learners/layers/any_layer.hpp"
 #include "bilevel/learners/layers/activation_layer.hpp"
@@ -599,12 +600,9 @@ class sequential {
   /// slot += (1/B) Σ_i c_i ℓ_i, reduced where the data are (add_dot_into: no host read).
   void add_mean_loss(const value_cache& c, loss_slot<P> slot) const {
     if (!slot.wanted()) return;
-    const std::size_t batch = P::size(c.losses);
-    matrix w, l;
-    P::reshape(c.weights, batch, 1, w);
-    P::reshape(c.losses, batch, 1, l);
-    P::scale(w, scalar(1.0 / double(batch)));
-    P::add_dot_into(w, l, *slot.values, slot.index);
+    vector w = c.weights;
+    P::scale(w, scalar(1.0 / double(P::size(c.losses))));
+    bilevel::detail::add_dot_into_entry<P>(w, c.losses, *slot.values, slot.index);
   }
 
   /// The batch's inputs equal the cached first activation (same elements, row-major). Flat

@@ -197,7 +197,7 @@ template <std::floating_point Scalar>
 struct cuda {
   using scalar = Scalar;
   /// What this thread's float GEMMs run at now (gemm_precision_scope).
-  static gemm_precision gemm() { return cuda_detail::thread_gemm_precision(); }
+  static gemm_precision current_gemm_precision() { return cuda_detail::thread_gemm_precision(); }
   /// Convolutions gather a whole batch's patches at once (learners/layers/convolution.hpp):
   /// on a GPU, one large GEMM beats a loop of cache-sized ones.
   static constexpr bool whole_batch_maps = true;
@@ -947,7 +947,7 @@ struct cuda {
     const auto M = std::int64_t(n), N = std::int64_t(m), K = std::int64_t(k);
     const auto ldb = std::int64_t(b_cols), lda = std::int64_t(a.cols()), ldc = std::int64_t(n);
     if constexpr (std::is_same_v<scalar, float>) {
-      if (const gemm_precision p = gemm(); p != gemm_precision::full) {
+      if (const gemm_precision p = current_gemm_precision(); p != gemm_precision::full) {
         // Reduced-precision inputs, FP32 storage and accumulation: another compute type.
         const cublasComputeType_t compute =
             p == gemm_precision::tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F_FAST_16BF;
