@@ -9,10 +9,16 @@
 // finite differences take the paths they take there. A device policy stamps an array when it writes it;
 // here the stamp is a hash of the values (FNV-1a of the bytes and the shape), which keeps the
 // promise (equal stamps, equal values) up to a 2^-64 chance of a collision, enough for tests.
+//
+// And it counts every operation, by name: each call of a primitive that a device back end
+// runs as a kernel, a cuBLAS call or a copy (shape queries and resizes aside), so what a step
+// asks of a GPU, launch by launch, is known here too (the CUDA policy's activity() counters
+// measure the same on a device).
 #include <cstdint>
 #include <cstring>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <bilevel/policy/eigen.hpp>
@@ -29,11 +35,100 @@ inline std::size_t total_host_reads() {
   for (const auto& [name, count] : host_reads()) n += count;
   return n;
 }
+/// Operations (primitive calls, host reads included) by name, since the last clear().
+inline std::map<std::string, std::size_t>& operations() {
+  static std::map<std::string, std::size_t> counts;
+  return counts;
+}
+inline std::size_t total_operations() {
+  std::size_t n = 0;
+  for (const auto& [name, count] : operations()) n += count;
+  return n;
+}
+/// While log_operations() is set, every operation's name in the order of the calls.
+inline bool& log_operations() {
+  static bool on = false;
+  return on;
+}
+inline std::vector<std::string>& operation_log() {
+  static std::vector<std::string> log;
+  return log;
+}
+inline void record_operation(const char* name) {
+  ++operations()[name];
+  if (log_operations()) operation_log().emplace_back(name);
+}
+
+// A primitive of the base policy, counted; SFINAE-friendly, so that the optional primitives'
+// concepts see what the base has.
+#define BILEVEL_TEST_COUNTED(op)                                                                   \
+  template <class... A>                                                                          \
+  static auto op(A&&... a)->decltype(base::op(std::forward<A>(a)...)) {                          \
+    record_operation(#op);                                                                       \
+    return base::op(std::forward<A>(a)...);                                                      \
+  }
 
 struct recording_policy : bilevel::policy::eigen<double> {
   using base = bilevel::policy::eigen<double>;
   /// As a device policy: code with the choice keeps its scalars in one-entry vectors.
   static constexpr bool device_resident = true;
+  BILEVEL_TEST_COUNTED(zeros)
+  BILEVEL_TEST_COUNTED(matrix_zeros)
+  BILEVEL_TEST_COUNTED(from_host)
+  BILEVEL_TEST_COUNTED(matrix_from_host)
+  BILEVEL_TEST_COUNTED(copy)
+  BILEVEL_TEST_COUNTED(fill)
+  BILEVEL_TEST_COUNTED(axpy)
+  BILEVEL_TEST_COUNTED(scale)
+  BILEVEL_TEST_COUNTED(hadamard)
+  BILEVEL_TEST_COUNTED(transform)
+  BILEVEL_TEST_COUNTED(gemv)
+  BILEVEL_TEST_COUNTED(gemm)
+  BILEVEL_TEST_COUNTED(unflatten)
+  BILEVEL_TEST_COUNTED(segment)
+  BILEVEL_TEST_COUNTED(flatten_into)
+  BILEVEL_TEST_COUNTED(gemm_into_segment)
+  BILEVEL_TEST_COUNTED(gemm_by_segment)
+  BILEVEL_TEST_COUNTED(set_segment)
+  BILEVEL_TEST_COUNTED(axpy_entry)
+  BILEVEL_TEST_COUNTED(add_dot_into)
+  BILEVEL_TEST_COUNTED(mark_nonfinite)
+  BILEVEL_TEST_COUNTED(add_row)
+  BILEVEL_TEST_COUNTED(column_sums)
+  BILEVEL_TEST_COUNTED(row_dots)
+  BILEVEL_TEST_COUNTED(scale_rows)
+  BILEVEL_TEST_COUNTED(scale_columns)
+  BILEVEL_TEST_COUNTED(row_softmax)
+  BILEVEL_TEST_COUNTED(row_logsumexp)
+  BILEVEL_TEST_COUNTED(row_sums)
+  BILEVEL_TEST_COUNTED(row_max_onehot)
+  BILEVEL_TEST_COUNTED(gather)
+  BILEVEL_TEST_COUNTED(scatter_add)
+  BILEVEL_TEST_COUNTED(gather_per_sample)
+  BILEVEL_TEST_COUNTED(scatter_add_per_sample)
+  BILEVEL_TEST_COUNTED(reshape)
+  BILEVEL_TEST_COUNTED(columns)
+  BILEVEL_TEST_COUNTED(set_columns)
+  BILEVEL_TEST_COUNTED(row_block)
+  BILEVEL_TEST_COUNTED(set_row_block)
+  BILEVEL_TEST_COUNTED(column_sums_pair)
+  BILEVEL_TEST_COUNTED(combine_columns)
+  BILEVEL_TEST_COUNTED(depthwise_per_sample)
+  BILEVEL_TEST_COUNTED(depthwise_input_adjoint_per_sample)
+  BILEVEL_TEST_COUNTED(depthwise_weight_adjoint_per_sample)
+  BILEVEL_TEST_COUNTED(dense_conv_per_sample)
+  BILEVEL_TEST_COUNTED(dense_conv_input_adjoint_per_sample)
+  BILEVEL_TEST_COUNTED(dense_conv_weight_adjoint_per_sample)
+  BILEVEL_TEST_COUNTED(window_max_per_sample)
+  BILEVEL_TEST_COUNTED(window_max_adjoint_per_sample)
+  BILEVEL_TEST_COUNTED(window_max_tangent)
+  BILEVEL_TEST_COUNTED(zip_apply)
+  BILEVEL_TEST_COUNTED(softmax_cross_entropy)
+  BILEVEL_TEST_COUNTED(softmax_cross_entropy_tangent)
+  BILEVEL_TEST_COUNTED(scale_rows_into)
+  BILEVEL_TEST_COUNTED(scale_entry)
+  BILEVEL_TEST_COUNTED(add_segment_row)
+  BILEVEL_TEST_COUNTED(column_sums_into_segment)
   static double dot(const vector& x, const vector& y) { return counted("dot", base::dot(x, y)); }
   static double norm(const vector& x) { return counted("norm", base::norm(x)); }
   static double sum(const vector& x) { return counted("sum", base::sum(x)); }
@@ -44,6 +139,7 @@ struct recording_policy : bilevel::policy::eigen<double> {
   static std::vector<scalar> matrix_to_host(const matrix& m) { return counted("matrix_to_host", base::matrix_to_host(m)); }
   static void row_max(const matrix& m, vector& max, std::vector<std::int64_t>& arg) {
     ++host_reads()["row_max"];
+    record_operation("row_max");
     base::row_max(m, max, arg);
   }
   static std::vector<std::int64_t> indices_to_host(const index_vector& i) {
@@ -59,6 +155,7 @@ struct recording_policy : bilevel::policy::eigen<double> {
   template <class T>
   static T counted(const char* name, T value) {
     ++host_reads()[name];
+    record_operation(name);
     return value;
   }
   static std::uint64_t hash(const scalar* p, std::size_t n, std::uint64_t shape) {
@@ -72,4 +169,26 @@ struct recording_policy : bilevel::policy::eigen<double> {
   }
 };
 
+/// The recording policy without the fused primitives (zip_apply, the cross-entropy head, the
+/// scaled copies, the in-place bias segments): the composed forms the optimizers and networks
+/// fall back to, for a count to compare with.
+struct composed_recording_policy : recording_policy {
+  template <class... A>
+  static void zip_apply(A&&...) = delete;
+  template <class... A>
+  static void softmax_cross_entropy(A&&...) = delete;
+  template <class... A>
+  static void softmax_cross_entropy_tangent(A&&...) = delete;
+  template <class... A>
+  static void scale_rows_into(A&&...) = delete;
+  template <class... A>
+  static void scale_entry(A&&...) = delete;
+  template <class... A>
+  static void add_segment_row(A&&...) = delete;
+  template <class... A>
+  static void column_sums_into_segment(A&&...) = delete;
+};
+
 }  // namespace test
+
+#undef BILEVEL_TEST_COUNTED

@@ -3,12 +3,16 @@
 // counting every call whose result is a host value, with content stamps as the CUDA policy
 // has them): each such read is a wait for the queue on a device back end. With deferred
 // checks (failure_policy::check_every) a step of Meta-Weight-Net, the teacher, LFM, LFM-CW,
-// the learned class weights, L2RW and DARTS in both orders reads nothing.
+// the learned class weights, L2RW and DARTS in both orders reads nothing. And how many
+// operations (a device's kernels, cuBLAS calls and copies) a step asks for, with the fused
+// primitives (zip_apply, the cross-entropy head) and without.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <map>
 #include <string>
+#include <vector>
 
 #include <bilevel/methods/meta_weight_net.hpp>
 
@@ -21,8 +25,9 @@ namespace {
 
 using R = test::recording_policy;
 
+template <class P = R>
 auto small_mwn() {
-  return bilevel::methods::meta_weight_net<R>(
+  return bilevel::methods::meta_weight_net<P>(
       test::toy_classes(200, 1).data, test::toy_classes(30, 2).data,
       {.widths = {8, 6, 3}, .batch = 10, .validation_batch = 10, .lr = 0.05, .hidden = 5, .seed = 3});
 }
@@ -53,6 +58,65 @@ TEST_CASE("host reads: a Meta-Weight-Net step reads nothing with deferred checks
   CHECK(test::total_host_reads() == 1);
   MESSAGE("host reads per Meta-Weight-Net outer iteration: " << immediate_reads << " with immediate checks, 0 deferred");
 }
+
+#ifndef BILEVEL_TEST_SOLVERS_ON_EIGEN_ONLY  // one more instantiation: the release pass only (tests/policies.hpp)
+TEST_CASE("operations: the fused primitives make a Meta-Weight-Net step ask for fewer, with the same result") {
+  auto fused = small_mwn();
+  auto composed = small_mwn<test::composed_recording_policy>();
+  fused.on_failure({.check_every = 100});
+  composed.on_failure({.check_every = 100});
+  fused.run(2);
+  composed.run(2);
+  auto count = [](auto& method) {
+    test::operations().clear();
+    method.iterate();
+    return test::operations();
+  };
+  auto with = count(fused);
+  auto without = count(composed);
+  std::size_t n_with = 0, n_without = 0;
+  for (const auto& [name, c] : with) n_with += c;
+  for (const auto& [name, c] : without) n_without += c;
+  // The look-ahead (virtual) step, its VJP and the real step: one zip_apply each, and the
+  // heads' value passes and tangent one operation each, where the composed forms take several.
+  CHECK(with["zip_apply"] >= 3);
+  CHECK(with["softmax_cross_entropy"] >= 1);
+  CHECK(without["zip_apply"] == 0);
+  CHECK(n_with < n_without);
+  // The same arithmetic in another order of rounding: the parameters agree to 1e-12.
+  const auto a = test::host<test::recording_policy>(fused.template level<0>().theta);
+  const auto b = test::host<test::composed_recording_policy>(composed.template level<0>().theta);
+  CHECK(test::relative_error(a, b) <= 1e-12);
+  MESSAGE("operations per Meta-Weight-Net outer iteration: " << n_with << " fused, " << n_without << " composed");
+}
+
+TEST_CASE("operations: each method's outer iteration asks for the same sequence every time") {
+  // What a captured CUDA graph would replay: the host code takes the same path through the
+  // policy every iteration (no data-dependent branch), so two iterations' logs are equal.
+  for (auto k : cuda_test::all_methods) {
+    CAPTURE(std::string(cuda_test::name(k)));
+    std::vector<std::string> log;
+    int marks = 0;
+    cuda_test::method_run<R>(
+        k, 3,
+        [&] {
+          if (marks++ == 0) {
+            test::operation_log().clear();
+            test::log_operations() = true;
+          } else {
+            test::log_operations() = false;
+            log = test::operation_log();
+          }
+        },
+        100);
+    REQUIRE(log.size() % 2 == 0);
+    const auto half = std::ptrdiff_t(log.size() / 2);
+    CHECK(std::equal(log.begin(), log.begin() + half, log.begin() + half));
+    MESSAGE(std::string(cuda_test::name(k)) << ": " << half << " operations per outer iteration");
+  }
+}
+
+#endif
 
 #ifndef BILEVEL_TEST_SOLVERS_ON_EIGEN_ONLY  // every method once more: the release pass only (tests/policies.hpp)
 TEST_CASE("host reads: every method's deferred steps read nothing, with the host policies' results") {

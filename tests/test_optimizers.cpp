@@ -108,6 +108,87 @@ TEST_CASE_TEMPLATE("adam: JVP against central differences and VJP by transpositi
   }
 }
 
+namespace {
+/// The Eigen policy without zip_apply: the optimizers' composed form (BLAS-1 calls), which
+/// policies without the fused primitive run.
+struct composed_eigen : bilevel::policy::eigen<double> {
+  template <class F, class... V>
+  static void zip_apply(F, V&...) = delete;
+};
+static_assert(bilevel::fused_elementwise<bilevel::policy::eigen<double>> && !bilevel::fused_elementwise<composed_eigen>);
+
+/// Step, VJP and JVP of `fused` (on the Eigen policy, one zip_apply each) and of `composed`
+/// (the same settings on composed_eigen) from the same random point: the same arithmetic,
+/// so equal but for rounding (a few ulps of each entry's terms; 1e-14 relative to the largest).
+template <class Fused, class Composed>
+void same_as_composed(const Fused& fused, const Composed& composed, std::size_t step) {
+  using PF = typename Fused::policy;
+  const std::size_t k = fused.init(PF::zeros(n)).buffers.size();
+  auto z = test::random_vector((k + 2) * n, 21);
+  if (k >= 2)
+    for (std::size_t i = 2 * n; i < 3 * n; ++i) z[i] = 0.2 + std::abs(z[i]);
+  const auto dz = test::random_vector((k + 2) * n, 22);
+  auto close = [](const std::vector<double>& a, const std::vector<double>& b) {
+    REQUIRE(a.size() == b.size());
+    double scale = 0.0;
+    for (double x : b) scale = std::max(scale, std::abs(x));
+    for (std::size_t i = 0; i < a.size(); ++i) CHECK(std::abs(a[i] - b[i]) <= 1e-14 * scale);
+  };
+  auto run = [&](const auto& o) {
+    using P = typename std::decay_t<decltype(o)>::policy;
+    std::vector<double> out;
+    auto append = [&](const std::vector<double>& h) { out.insert(out.end(), h.begin(), h.end()); };
+    {  // step
+      point<P, std::decay_t<decltype(o)>> q(o, z, step);
+      o.step(q.theta, q.state, q.g);
+      append(stack<P>(q.theta, q.state));
+    }
+    const point<P, std::decay_t<decltype(o)>> p(o, z, step);
+    point<P, std::decay_t<decltype(o)>> d(o, dz, step);
+    {  // JVP along dz
+      auto t_theta = d.theta;
+      auto t_state = d.state;
+      o.jvp(p.theta, p.state, p.g, t_theta, t_state, d.g);
+      append(stack<P>(t_theta, t_state));
+    }
+    {  // VJP of dz's (θ, buffers) part
+      auto a_theta = d.theta;
+      auto a_state = d.state;
+      typename P::vector a_g;
+      o.vjp(p.theta, p.state, p.g, a_theta, a_state, a_g);
+      append(stack<P>(a_theta, a_state));
+      append(test::host<P>(a_g));
+    }
+    return out;
+  };
+  close(run(fused), run(composed));
+}
+}  // namespace
+
+TEST_CASE("sgd and adam: the fused element-wise pass equals the composed BLAS-1 form, which stays exact") {
+  using P = bilevel::policy::eigen<double>;
+  using C = composed_eigen;
+  SUBCASE("sgd") {
+    same_as_composed(bilevel::optim::sgd<P>{.lr = 0.1}, bilevel::optim::sgd<C>{.lr = 0.1}, 0);
+    same_as_composed(bilevel::optim::sgd<P>{.lr = 0.1, .weight_decay = 0.01},
+                     bilevel::optim::sgd<C>{.lr = 0.1, .weight_decay = 0.01}, 0);
+    same_as_composed(bilevel::optim::sgd<P>{.lr = 0.1, .momentum = 0.9, .weight_decay = 0.01},
+                     bilevel::optim::sgd<C>{.lr = 0.1, .momentum = 0.9, .weight_decay = 0.01}, 0);
+    same_as_composed(bilevel::optim::sgd<P>{.lr = 0.1, .momentum = 0.9, .weight_decay = 0.01, .nesterov = true},
+                     bilevel::optim::sgd<C>{.lr = 0.1, .momentum = 0.9, .weight_decay = 0.01, .nesterov = true}, 0);
+    check(bilevel::optim::sgd<C>{.lr = 0.1, .momentum = 0.9, .weight_decay = 0.01, .nesterov = true}, 0, 1e-9);
+  }
+  SUBCASE("adam") {
+    same_as_composed(bilevel::optim::adam<P>{.lr = 0.01}, bilevel::optim::adam<C>{.lr = 0.01}, 0);
+    same_as_composed(bilevel::optim::adam<P>{.lr = 0.01, .weight_decay = 0.1},
+                     bilevel::optim::adam<C>{.lr = 0.01, .weight_decay = 0.1}, 5);
+    same_as_composed(bilevel::optim::adam<P>{.lr = 3e-4, .beta1 = 0.5, .weight_decay = 1e-3, .decoupled = true},
+                     bilevel::optim::adam<C>{.lr = 3e-4, .beta1 = 0.5, .weight_decay = 1e-3, .decoupled = true}, 2);
+    check(bilevel::optim::adam<C>{.lr = 0.01, .weight_decay = 0.1}, 5, 1e-7);
+    check(bilevel::optim::adam<C>{.lr = 3e-4, .beta1 = 0.5, .weight_decay = 1e-3, .decoupled = true}, 2, 1e-7);
+  }
+}
+
 TEST_CASE_TEMPLATE("frozen: θ never moves, and its VJP/JVP are those of the identity map", P, BILEVEL_SOLVER_DOUBLE_POLICIES) {
   const bilevel::optim::frozen<P> o;
   check(o, 0, 1e-9);  // JVP against differences of the map, VJP by transposition (adj_g must be 0)

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "entry_op_checks.hpp"
+#include "fused_map_checks.hpp"
 #include "gemm_cases.hpp"
 #include "per_sample_checks.hpp"
 #include "policies.hpp"
@@ -336,6 +337,15 @@ TEST_CASE_TEMPLATE("policy: max pooling's window_max primitives, against naive l
 TEST_CASE_TEMPLATE("policy: axpy_entry and add_dot_into take their scalar from a vector entry", P,
                    BILEVEL_FLOAT_POLICIES, BILEVEL_DOUBLE_POLICIES) {
   test::check_entry_ops<P>();
+}
+
+TEST_CASE_TEMPLATE("policy: zip_apply, the fused head, the weighted copy and the bias segments match host loops", P, BILEVEL_FLOAT_POLICIES,
+                   BILEVEL_DOUBLE_POLICIES) {
+  static_assert(bilevel::fused_elementwise<P> && bilevel::fused_softmax_cross_entropy<P>);
+  test::check_zip_apply<P>();
+  test::check_softmax_cross_entropy<P>();
+  static_assert(bilevel::fused_segment_ops<P> && bilevel::fused_scaled_copies<P>);
+  test::check_segment_ops<P>();
 }
 
 TEST_CASE_TEMPLATE("policy: gemm_by_segment reads a segment of θ in place, as gemm reads it unflattened", P,

@@ -22,6 +22,7 @@
 
 #include "common.hpp"
 #include "../entry_op_checks.hpp"
+#include "../fused_map_checks.hpp"
 #include "../gemm_cases.hpp"
 #include "../per_sample_checks.hpp"
 #include "../window_max_checks.hpp"
@@ -628,4 +629,25 @@ TEST_CASE_TEMPLATE("cuda policy: max pooling's window_max primitives, against na
 TEST_CASE_TEMPLATE("cuda policy: axpy_entry and add_dot_into take their scalar from a vector entry", P,
                    BILEVEL_CUDA_POLICIES) {
   test::check_entry_ops<P>();
+}
+
+TEST_CASE_TEMPLATE("cuda policy: zip_apply, the fused head, the weighted copy and the bias segments match host loops, one kernel each", P,
+                   BILEVEL_CUDA_POLICIES) {
+  static_assert(bilevel::fused_elementwise<P> && bilevel::fused_softmax_cross_entropy<P>);
+  test::check_zip_apply<P>();
+  test::check_softmax_cross_entropy<P>();
+  static_assert(bilevel::fused_segment_ops<P> && bilevel::fused_scaled_copies<P>);
+  test::check_segment_ops<P>();
+  const auto z = P::matrix_from_host(4, 3, std::vector<bilevel::scalar_t<P>>(12, 1));
+  typename P::vector mass, losses;
+  typename P::matrix d;
+  auto before = P::activity();
+  P::softmax_cross_entropy(z, z, mass, losses, d);
+  CHECK(P::activity().kernels == before.kernels + 1);
+  // add_dot_into: one CUB reduction whose output functor adds to the entry (no kernel after it).
+  before = P::activity();
+  P::add_dot_into(z, z, losses, 1);
+  CHECK(P::activity().kernels == before.kernels + 1);
+  // ℓ_1 = 3·lse(1, 1, 1) − 3 = 3 log 3, plus ⟨z, z⟩ = 12.
+  CHECK(double(P::to_host(losses)[1]) == doctest::Approx(3.0 * std::log(3.0) + 12.0));
 }

@@ -85,6 +85,12 @@ struct logistic_slope_from_value {
   template <class S>
   BILEVEL_HOST_DEVICE S operator()(S s) const { return s * (S(1) - s); }
 };
+/// (s, r) ↦ s(1 − s)·r: the logistic's slope from its value, times r (a chain-rule step).
+struct logistic_slope_from_value_times {
+  using bilevel_device_callable = void;
+  template <class S>
+  BILEVEL_HOST_DEVICE S operator()(S s, S r) const { return s * (S(1) - s) * r; }
+};
 /// x ↦ 1/√x for x > 0, else 0 (a row's inverse norm from its squared norm; 0 for a zero row).
 struct inverse_sqrt_or_zero {
   using bilevel_device_callable = void;

@@ -164,6 +164,69 @@ concept fused_column_maps =
                          std::declval<std::span<const typename P::vector* const>>(), cv, m);
     };
 
+namespace detail {
+/// A functor of the shape zip_apply takes (one element written, one read), for the concept.
+struct zip_probe {
+  using bilevel_device_callable = void;
+  template <class S>
+  void operator()(S& out, S in) const;
+};
+}  // namespace detail
+
+/// Optional fused element-wise primitives (every policy here has them;
+/// policy/detail/fused_maps.hpp for the host ones):
+///   zip_apply(f, a, b, ...):  f(a_i, b_i, ...) for every i over vectors of one length, a
+///                             non-const vector by reference (written), a const one by value;
+/// an optimizer's update, VJP and JVP are one such pass (optim/), instead of 5 to 20 BLAS-1
+/// calls; under a device policy f must run on the device (core/elementwise.hpp).
+template <class P>
+concept fused_elementwise = tensor_policy<P> && requires(typename P::vector& v, const typename P::vector& cv) {
+  P::zip_apply(detail::zip_probe{}, v, cv);
+};
+
+/// Optional fused classifier head (every policy here has it): for logits z and target rows t,
+///   softmax_cross_entropy(z, t, mass, losses, d):
+///       mass_i = Σ_j t_ij, losses_i = mass_i·lse(z_i) − ⟨t_i, z_i⟩, d = diag(mass)·softmax(z) − t
+///   softmax_cross_entropy_tangent(z, ż, mass, w, factor, g):
+///       g_i = factor·w_i·mass_i·(p_i ⊙ ż_i − p_i·⟨p_i, ż_i⟩), p = softmax(z)
+/// one pass (one kernel) each where learners/sequential.hpp composes 8 and 9 primitives otherwise.
+template <class P>
+concept fused_softmax_cross_entropy =
+    nn_tensor_policy<P> && requires(typename P::vector& v, const typename P::vector& cv, typename P::matrix& m,
+                                    const typename P::matrix& cm, typename P::scalar s) {
+      P::softmax_cross_entropy(cm, cm, v, v, m);
+      P::softmax_cross_entropy_tangent(cm, cm, cv, cv, s, m);
+    };
+
+/// Optional scaled copies (every policy here has them), each one pass where a copy or a fill
+/// came first otherwise:
+///   scale_rows_into(src, c, factor, out):  out_ij = src_ij·(c_i·factor), out may be src (a
+///                                          network's logit adjoint weighted per sample and by
+///                                          1/batch, learners/sequential.hpp);
+///   scale_entry(s, c, i, x, y):            y = (s·c_i)·x, the factor read from a vector entry
+///                                          (the first term of a mixed operation's weighted sum,
+///                                          learners/layers/mixed.hpp, instead of zeros and axpy_entry).
+template <class P>
+concept fused_scaled_copies = nn_tensor_policy<P> && requires(const typename P::vector& cv, typename P::matrix& m,
+                                                              const typename P::matrix& cm, typename P::scalar s,
+                                                              std::size_t n) {
+  P::scale_rows_into(cm, cv, s, m);
+  P::scale_entry(s, cv, n, cm, m);
+};
+
+/// Optional in-place segment primitives (every policy here has them): a layer's bias row read
+/// where it lies in the flat parameter vector, and its gradient written there,
+///   add_segment_row(m, v, offset):           m_ij += v[offset + j]
+///   column_sums_into_segment(m, v, offset):  v[offset + j] = Σ_i m_ij
+/// instead of a segment copy and add_row, and column_sums and set_segment (a copy each way).
+template <class P>
+concept fused_segment_ops = nn_tensor_policy<P> && requires(typename P::vector& v, const typename P::vector& cv,
+                                                            typename P::matrix& m, const typename P::matrix& cm,
+                                                            std::size_t n) {
+  P::add_segment_row(m, cv, n);
+  P::column_sums_into_segment(cm, v, n);
+};
+
 /// An optional finiteness check that leaves its answer where the policy keeps its data (every
 /// policy here has it): `mark_nonfinite(x, out, i)` sets out_i = 1 when x has a NaN or Inf and
 /// leaves it as it is otherwise. all_finite returns a host bool, a wait on a device back end;

@@ -539,6 +539,13 @@ class sequential {
           layer.forward(theta, c.acts[l], batch, c.acts[l + 1], c.layers[l]);
       }, layers_[l]);
     const matrix& logits = c.acts.back();
+    if constexpr (fused_softmax_cross_entropy<P>) {
+      if (loss_ == loss_kind::cross_entropy) {  // one pass: target mass, losses and ∂ℓ/∂z as below
+        P::softmax_cross_entropy(logits, b.targets, c.target_mass, c.losses, c.d);
+        c.valid = true;
+        return c;
+      }
+    }
     P::gemv(scalar(1), b.targets, false, ones(classes_), scalar(0), c.target_mass);
     if (loss_ == loss_kind::cross_entropy) {
       vector lse, tz;
@@ -636,10 +643,14 @@ class sequential {
     // adjoint(l) = ∂L/∂acts[l+1]: stored per layer, or alternating between the two scratch matrices.
     auto adjoint = [&](std::size_t l) -> matrix& { return keep ? gs[l] : gs[l % 2]; };
     matrix& top = adjoint(L - 1);
-    top = c.d;
-    P::copy(weights, scratch_.scaled);
-    P::scale(scratch_.scaled, scalar(1.0 / double(batch)));
-    P::scale_rows(top, scratch_.scaled);
+    if constexpr (fused_scaled_copies<P>) {
+      P::scale_rows_into(c.d, weights, scalar(1.0 / double(batch)), top);
+    } else {
+      top = c.d;
+      P::copy(weights, scratch_.scaled);
+      P::scale(scratch_.scaled, scalar(1.0 / double(batch)));
+      P::scale_rows(top, scratch_.scaled);
+    }
     for (std::size_t l = L; l-- > 0;) {
       matrix* g_in = l > 0 ? &adjoint(l - 1) : nullptr;
       std::visit([&](const auto& layer) {
@@ -704,20 +715,34 @@ class sequential {
     // tangent alternates between two scratch matrices, layer by layer.
     scratch_buffers& s = scratch_;
     const matrix& z_dot = dots.back();
-    if (loss_ == loss_kind::cross_entropy) {
-      P::row_softmax(c.acts.back(), s.p);
-      P::hadamard(s.p, z_dot, s.g_dot);
-      P::row_dots(s.p, z_dot, s.pdz);
-      s.pz = s.p;
-      P::scale_rows(s.pz, s.pdz);
-      P::axpy(scalar(-1), s.pz, s.g_dot);
-      P::scale_rows(s.g_dot, c.target_mass);
-    } else {
-      s.g_dot = z_dot;
+    bool fused = false;
+    if constexpr (fused_softmax_cross_entropy<P>) {
+      if (loss_ == loss_kind::cross_entropy) {  // one pass: the composed form below, weighting included
+        P::softmax_cross_entropy_tangent(c.acts.back(), z_dot, c.target_mass, c.weights, scalar(1.0 / double(batch)),
+                                         s.g_dot);
+        fused = true;
+      }
     }
-    P::copy(c.weights, s.scaled);
-    P::scale(s.scaled, scalar(1.0 / double(batch)));
-    P::scale_rows(s.g_dot, s.scaled);
+    if (!fused) {
+      if (loss_ == loss_kind::cross_entropy) {
+        P::row_softmax(c.acts.back(), s.p);
+        P::hadamard(s.p, z_dot, s.g_dot);
+        P::row_dots(s.p, z_dot, s.pdz);
+        s.pz = s.p;
+        P::scale_rows(s.pz, s.pdz);
+        P::axpy(scalar(-1), s.pz, s.g_dot);
+        P::scale_rows(s.g_dot, c.target_mass);
+      } else {
+        s.g_dot = z_dot;
+      }
+      if constexpr (fused_scaled_copies<P>) {
+        P::scale_rows_into(s.g_dot, c.weights, scalar(1.0 / double(batch)), s.g_dot);
+      } else {
+        P::copy(c.weights, s.scaled);
+        P::scale(s.scaled, scalar(1.0 / double(batch)));
+        P::scale_rows(s.g_dot, s.scaled);
+      }
+    }
     matrix* g_dot = &s.g_dot;
     matrix* g_in_dot = &s.g_in_dot;
     for (std::size_t l = L; l-- > 0;) {

@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 /// \file
-/// The CUDA tensor policy: device arrays, cuBLAS for BLAS-1/2/3, small kernels for the rest.
+/// The CUDA tensor policy: device arrays, cuBLAS for BLAS-1/2/3, CUB for element-wise passes
+/// and reductions, and the library's own kernels where it keeps them (cuda/kernels.cuh says
+/// which and why).
 ///
 /// Opt-in: include this header from a CUDA translation unit (.cu, nvcc -std=c++20) and link
 /// bilevel::cuda (cuBLAS and the CUDA runtime; the target also passes --extended-lambda and
@@ -21,7 +23,8 @@
 ///     row_max's indices, indices_to_host), which wait for it.
 ///   - gemm, gemv, axpy, scale and, for double, dot and norm go to cuBLAS; row-major matrices
 ///     are passed as their column-major transposes. dot, norm and sum accumulate in double
-///     whatever the scalar (float: double-accumulating kernels, deterministic).
+///     whatever the scalar (float: cub::DeviceReduce over double terms, run-to-run
+///     deterministic on one GPU).
 ///   - Host transfers happen in to_host, from_host, matrix_from_host, matrix_to_host, and
 ///     where the concept itself speaks host types: gather/scatter_add's index maps (cached
 ///     on the device, cuda/index_plans.cuh) and row_max's indices; and in `transform` with a
@@ -46,10 +49,12 @@
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <type_traits>
 #include <vector>
 
 #include "bilevel/core/tensor_policy.hpp"
+#include "bilevel/policy/cuda/algorithms.cuh"
 #include "bilevel/policy/cuda/context.cuh"
 #include "bilevel/policy/cuda/error.cuh"
 #include "bilevel/policy/cuda/functors.cuh"
@@ -255,7 +260,7 @@ struct cuda {
       BILEVEL_CUDA_CHECK(cublasDdot_64(blas(), std::int64_t(x.size()), x.data(), 1, y.data(), 1, &r));
       return r;
     } else {
-      return reduce(x.size(), cuda_detail::dot_term<scalar>{x.data(), y.data()});
+      return reduce(x.size(), {cuda_detail::reduction::dot, x.data(), y.data()}, "dot");
     }
   }
   static double norm(const vector& x) {
@@ -270,14 +275,11 @@ struct cuda {
   }
   static double sum(const vector& x) {
     if (x.size() == 0) return 0.0;
-    return reduce(x.size(), cuda_detail::sum_term<scalar>{x.data()});
+    return reduce(x.size(), {cuda_detail::reduction::sum, x.data(), nullptr}, "sum");
   }
   static bool all_finite(const vector& x) {
     if (x.size() == 0) return true;
-    return !flag_kernel([&](int* flag) {
-      cuda_detail::nonfinite_kernel<<<cuda_detail::blocks_for(x.size()), cuda_detail::threads_per_block, 0,
-                                      cuda_detail::stream()>>>(x.size(), x.data(), flag);
-    }, "nonfinite_kernel");
+    return reduce(x.size(), {cuda_detail::reduction::nonfinite, x.data(), nullptr}, "all_finite") == 0.0;
   }
 
   /// out_i = 1 when x has a NaN or Inf, left as it is otherwise: all_finite without the
@@ -285,9 +287,8 @@ struct cuda {
   static void mark_nonfinite(const vector& x, vector& out, std::size_t i) {
     require_range(out, i, 1, "mark_nonfinite");
     if (x.size() == 0) return;
-    cuda_detail::mark_nonfinite_kernel<<<cuda_detail::blocks_for(x.size()), cuda_detail::threads_per_block, 0,
-                                         cuda_detail::stream()>>>(x.size(), x.data(), out.data() + i);
-    cuda_detail::check_launch("mark_nonfinite_kernel");
+    cuda_detail::reduce_into<scalar>(x.size(), {cuda_detail::reduction::nonfinite, x.data(), nullptr},
+                                     {cuda_detail::reduction_target::mark, nullptr, out.data() + i}, "mark_nonfinite");
   }
 
   // ---- element-wise ----
@@ -309,9 +310,8 @@ struct cuda {
     if constexpr (map::on_device) {
       shape_like(x, out);
       if (x.size() == 0) return;
-      cuda_detail::map_kernel<<<cuda_detail::blocks_for(x.size()), cuda_detail::threads_per_block, 0,
-                                cuda_detail::stream()>>>(x.size(), x.data(), out.data(), map::get(f));
-      cuda_detail::check_launch("map_kernel");
+      using op = cuda_detail::map_op<scalar, std::decay_t<decltype(map::get(f))>>;
+      cuda_detail::for_each_index(x.size(), op{x.data(), out.data(), map::get(f)}, "transform");
     } else {
       static_assert(cuda_detail::host_fallback_allowed<F>,
                     "bilevel::policy::cuda::transform: this functor cannot run on the device (make it an extended "
@@ -471,9 +471,8 @@ struct cuda {
     require_same_shape(x, y, "axpy_entry");
     require_range(c, i, 1, "axpy_entry");
     if (x.size() == 0) return;
-    cuda_detail::axpy_entry_kernel<<<cuda_detail::blocks_for(x.size()), cuda_detail::threads_per_block, 0,
-                                     cuda_detail::stream()>>>(x.size(), s, c.data() + i, x.data(), y.data());
-    cuda_detail::check_launch("axpy_entry_kernel");
+    cuda_detail::for_each_index(x.size(), cuda_detail::axpy_entry_op<scalar>{s, c.data() + i, x.data(), y.data()},
+                                "axpy_entry");
   }
   /// out_i += ⟨a, b⟩ (Frobenius): the products in double, reduced on the device in a fixed
   /// order and added to the entry there.
@@ -481,9 +480,8 @@ struct cuda {
     require_same_shape(a, b, "add_dot_into");
     require_range(out, i, 1, "add_dot_into");
     if (a.size() == 0) return;
-    const double* sum = reduce_on_device(a.size(), cuda_detail::dot_term<scalar>{a.data(), b.data()});
-    cuda_detail::add_reduced_kernel<<<1, 1, 0, cuda_detail::stream()>>>(sum, out.data() + i);
-    cuda_detail::check_launch("add_reduced_kernel");
+    cuda_detail::reduce_into<scalar>(a.size(), {cuda_detail::reduction::dot, a.data(), b.data()},
+                                     {cuda_detail::reduction_target::add, nullptr, out.data() + i}, "add_dot_into");
   }
   /// m_ij += b_j.
   static void add_row(matrix& m, const vector& b) {
@@ -491,18 +489,51 @@ struct cuda {
       throw std::invalid_argument("bilevel::policy::cuda::add_row: matrix is " + shape(m) + " but the row has " +
                                   std::to_string(b.size()) + " elements");
     if (m.size() == 0) return;
-    cuda_detail::add_row_kernel<<<cuda_detail::blocks_for(m.size()), cuda_detail::threads_per_block, 0,
-                                  cuda_detail::stream()>>>(m.size(), m.cols(), m.data(), b.data());
-    cuda_detail::check_launch("add_row_kernel");
+    cuda_detail::for_each_index(m.size(), cuda_detail::add_row_op<scalar>{m.cols(), m.data(), b.data()}, "add_row");
   }
   /// out_j = Σ_i m_ij.
   /// As mᵀ·1 by cuBLAS: a kernel with a thread per column would add a tall matrix's rows (a
   /// convolution's bias gradient sums batch · pixels of them) one after another.
   static void column_sums(const matrix& m, vector& out) {
     out.resize(m.cols());
+    column_sums_to(m, out.data());
+  }
+  /// out_ij = src_ij·(c_i·factor), one kernel; out may be src.
+  static void scale_rows_into(const matrix& src, const vector& c, scalar factor, matrix& out) {
+    if (c.size() != src.rows())
+      throw std::invalid_argument("bilevel::policy::cuda::scale_rows_into: matrix is " + shape(src) + " but there are " +
+                                  std::to_string(c.size()) + " row factors");
+    if (&out != &src) out.resize(src.rows(), src.cols());
+    if (src.size() == 0) return;
+    cuda_detail::for_each_index(
+        src.size(), cuda_detail::scale_rows_into_op<scalar>{src.cols(), src.data(), c.data(), factor, out.data()},
+        "scale_rows_into");
+  }
+  /// y = (s·c_i)·x, y shaped like x (y may be x), the factor read where it lies.
+  static void scale_entry(scalar s, const vector& c, std::size_t i, const matrix& x, matrix& y) {
+    require_range(c, i, 1, "scale_entry");
+    if (&y != &x) y.resize(x.rows(), x.cols());
+    if (x.size() == 0) return;
+    cuda_detail::for_each_index(x.size(), cuda_detail::scale_entry_op<scalar>{s, c.data() + i, x.data(), y.data()},
+                                "scale_entry");
+  }
+  /// m_ij += v[offset + j]: a bias row added where it lies in the parameter vector.
+  static void add_segment_row(matrix& m, const vector& v, std::size_t offset) {
+    require_range(v, offset, m.cols(), "add_segment_row");
+    if (m.size() == 0) return;
+    cuda_detail::for_each_index(m.size(), cuda_detail::add_row_op<scalar>{m.cols(), m.data(), v.data() + offset},
+                                "add_segment_row");
+  }
+  /// v[offset + j] = Σ_i m_ij, the rest of v untouched: a bias gradient written in place.
+  static void column_sums_into_segment(const matrix& m, vector& v, std::size_t offset) {
+    require_range(v, offset, m.cols(), "column_sums_into_segment");
+    column_sums_to(m, v.data() + offset);
+  }
+  /// out[0, cols) = mᵀ·1.
+  static void column_sums_to(const matrix& m, scalar* out) {
     if (m.cols() == 0) return;
     if (m.rows() == 0) {
-      zero(out.data(), m.cols());
+      zero(out, m.cols());
       return;
     }
     const scalar one = 1, nothing = 0;
@@ -510,10 +541,10 @@ struct cuda {
     const scalar* all_ones = ones(m.rows());
     if constexpr (std::is_same_v<scalar, float>)
       BILEVEL_CUDA_CHECK(
-          cublasSgemv_64(blas(), CUBLAS_OP_N, cols, rows, &one, m.data(), cols, all_ones, 1, &nothing, out.data(), 1));
+          cublasSgemv_64(blas(), CUBLAS_OP_N, cols, rows, &one, m.data(), cols, all_ones, 1, &nothing, out, 1));
     else
       BILEVEL_CUDA_CHECK(
-          cublasDgemv_64(blas(), CUBLAS_OP_N, cols, rows, &one, m.data(), cols, all_ones, 1, &nothing, out.data(), 1));
+          cublasDgemv_64(blas(), CUBLAS_OP_N, cols, rows, &one, m.data(), cols, all_ones, 1, &nothing, out, 1));
   }
   /// out_i = Σ_j a_ij b_ij.
   static void row_dots(const matrix& a, const matrix& b, vector& out) {
@@ -530,9 +561,8 @@ struct cuda {
       throw std::invalid_argument("bilevel::policy::cuda::scale_rows: matrix is " + shape(m) + " but there are " +
                                   std::to_string(c.size()) + " factors");
     if (m.size() == 0) return;
-    cuda_detail::scale_rows_kernel<<<cuda_detail::blocks_for(m.size()), cuda_detail::threads_per_block, 0,
-                                     cuda_detail::stream()>>>(m.size(), m.cols(), m.data(), c.data());
-    cuda_detail::check_launch("scale_rows_kernel");
+    cuda_detail::for_each_index(m.size(), cuda_detail::scale_rows_op<scalar>{m.cols(), m.data(), c.data()},
+                                "scale_rows");
   }
   /// m_ij *= c_j.
   static void scale_columns(matrix& m, const vector& c) {
@@ -540,9 +570,8 @@ struct cuda {
       throw std::invalid_argument("bilevel::policy::cuda::scale_columns: matrix is " + shape(m) + " but there are " +
                                   std::to_string(c.size()) + " factors");
     if (m.size() == 0) return;
-    cuda_detail::scale_columns_kernel<<<cuda_detail::blocks_for(m.size()), cuda_detail::threads_per_block, 0,
-                                        cuda_detail::stream()>>>(m.size(), m.cols(), m.data(), c.data());
-    cuda_detail::check_launch("scale_columns_kernel");
+    cuda_detail::for_each_index(m.size(), cuda_detail::scale_columns_op<scalar>{m.cols(), m.data(), c.data()},
+                                "scale_columns");
   }
   /// out = m's columns [first, first + n): one strided 2-D copy on the stream.
   static void columns(const matrix& m, std::size_t first, std::size_t n, matrix& out) {
@@ -599,6 +628,59 @@ struct cuda {
                                         cuda_detail::stream()>>>(z.rows(), z.cols(), z.data(), out.data());
     cuda_detail::check_launch("row_logsumexp_kernel");
   }
+  /// A cross-entropy head in one kernel: mass_i = Σ t_i, losses_i = mass_i·lse(z_i) − ⟨t_i, z_i⟩,
+  /// d = diag(mass)·softmax(z) − t (policy/detail/fused_maps.hpp has the host loop).
+  static void softmax_cross_entropy(const matrix& z, const matrix& t, vector& mass, vector& losses, matrix& d) {
+    if (t.rows() != z.rows() || t.cols() != z.cols())
+      throw std::invalid_argument("bilevel::policy::cuda::softmax_cross_entropy: logits " + shape(z) + " and targets " +
+                                  shape(t) + " differ in shape");
+    mass.resize(z.rows());
+    losses.resize(z.rows());
+    d.resize(z.rows(), z.cols());
+    if (z.rows() == 0) return;
+    cuda_detail::softmax_cross_entropy_kernel<<<cuda_detail::row_blocks_for(z.rows()), cuda_detail::threads_per_block,
+                                                0, cuda_detail::stream()>>>(z.rows(), z.cols(), z.data(), t.data(),
+                                                                            mass.data(), losses.data(), d.data());
+    cuda_detail::check_launch("softmax_cross_entropy_kernel");
+  }
+  /// Its tangent along ż, weighted: g_i = factor·w_i·mass_i·(p_i ⊙ ż_i − p_i·⟨p_i, ż_i⟩).
+  static void softmax_cross_entropy_tangent(const matrix& z, const matrix& z_dot, const vector& mass, const vector& w,
+                                            scalar factor, matrix& g) {
+    const char* op = "bilevel::policy::cuda::softmax_cross_entropy_tangent: ";
+    if (z_dot.rows() != z.rows() || z_dot.cols() != z.cols())
+      throw std::invalid_argument(op + ("logits " + shape(z) + " and their tangent " + shape(z_dot)) +
+                                  " differ in shape");
+    if (mass.size() != z.rows() || w.size() != z.rows())
+      throw std::invalid_argument(op + std::to_string(z.rows()) + " rows, " + std::to_string(mass.size()) +
+                                  " target masses and " + std::to_string(w.size()) + " weights");
+    if (&g == &z || &g == &z_dot) throw std::invalid_argument(op + std::string("the output is an input"));
+    g.resize(z.rows(), z.cols());
+    if (z.rows() == 0) return;
+    cuda_detail::softmax_cross_entropy_tangent_kernel<<<cuda_detail::row_blocks_for(z.rows()),
+                                                        cuda_detail::threads_per_block, 0, cuda_detail::stream()>>>(
+        z.rows(), z.cols(), z.data(), z_dot.data(), mass.data(), w.data(), factor, g.data());
+    cuda_detail::check_launch("softmax_cross_entropy_tangent_kernel");
+  }
+  /// f(a_i, b_i, ...) over vectors of one length, in one kernel: a non-const vector reaches f
+  /// by reference (f writes it), a const one by value. f must run on the device (an extended
+  /// lambda or a tagged functor, core/elementwise.hpp); there is no host fallback.
+  template <class F, class... V>
+    requires(sizeof...(V) > 0 && (std::is_same_v<std::remove_const_t<V>, vector> && ...))
+  static void zip_apply(F f, V&... v) {
+    using map = cuda_detail::device_map<F>;
+    static_assert(map::on_device,
+                  "bilevel::policy::cuda::zip_apply: this functor cannot run on the device (make it an extended "
+                  "__host__ __device__ lambda, or tag a functor struct with 'using bilevel_device_callable = void;')");
+    const std::size_t n = std::get<0>(std::tie(v...)).size();
+    if (((v.size() != n) || ...)) {
+      std::string lengths;
+      ((lengths += (lengths.empty() ? "" : ", ") + std::to_string(v.size())), ...);
+      throw std::invalid_argument("bilevel::policy::cuda::zip_apply: the vectors' lengths differ (" + lengths + ")");
+    }
+    if (n == 0) return;
+    using op = cuda_detail::zip_op<std::decay_t<decltype(map::get(f))>, decltype(v.data())...>;
+    cuda_detail::for_each_index(n, op{map::get(f), {v.data()...}}, "zip_apply");
+  }
   /// out (r × c) with out_flat[i] = src_flat[index[i]], or 0 where index[i] < 0.
   static void gather(const matrix& src, const std::vector<std::int64_t>& index, std::size_t r, std::size_t c,
                      matrix& out) {
@@ -617,9 +699,8 @@ struct cuda {
     }
     out.resize(r, c);
     if (index.empty()) return;
-    cuda_detail::gather_kernel<<<cuda_detail::blocks_for(index.size()), cuda_detail::threads_per_block, 0,
-                                 cuda_detail::stream()>>>(index.size(), plan.index.data(), src.data(), out.data());
-    cuda_detail::check_launch("gather_kernel");
+    cuda_detail::for_each_index(index.size(),
+                                cuda_detail::gather_op<scalar>{plan.index.data(), src.data(), out.data()}, "gather");
   }
   /// out_flat[index[i]] += src_flat[i] for index[i] >= 0 (the adjoint of gather). Each
   /// destination adds its sources in ascending i, as the Eigen policy's loop does.
@@ -683,9 +764,8 @@ struct cuda {
     cuda_detail::row_max_kernel<<<cuda_detail::row_blocks_for(m.rows()), cuda_detail::threads_per_block, 0,
                                   cuda_detail::stream()>>>(m.rows(), m.cols(), m.data(), max.data(), args.data());
     cuda_detail::check_launch("row_max_kernel");
-    cuda_detail::onehot_kernel<<<cuda_detail::blocks_for(m.size()), cuda_detail::threads_per_block, 0,
-                                 cuda_detail::stream()>>>(m.rows(), m.cols(), args.data(), onehot.data());
-    cuda_detail::check_launch("onehot_kernel");
+    cuda_detail::for_each_index(m.size(), cuda_detail::onehot_op<scalar>{m.cols(), args.data(), onehot.data()},
+                                "row_max_onehot");
   }
   /// The per-sample gather (see the Eigen policy): one sample's map, cached on the device as
   /// gather's are, serves the whole batch.
@@ -702,10 +782,9 @@ struct cuda {
     }
     out.resize(batch * r, c);
     if (out.size() == 0) return;
-    cuda_detail::gather_per_sample_kernel<<<cuda_detail::blocks_for(out.size()), cuda_detail::threads_per_block, 0,
-                                            cuda_detail::stream()>>>(out.size(), index.size(), block,
-                                                                     plan.index.data(), src.data(), out.data());
-    cuda_detail::check_launch("gather_per_sample_kernel");
+    cuda_detail::for_each_index(
+        out.size(), cuda_detail::gather_per_sample_op<scalar>{index.size(), block, plan.index.data(), src.data(), out.data()},
+        "gather_per_sample");
   }
   /// Its adjoint: block b of out += block b of src scattered through the map.
   static void scatter_add_per_sample(const matrix& src, const std::vector<std::int64_t>& index, std::size_t batch,
@@ -784,9 +863,9 @@ struct cuda {
     }
     y_dot.resize(argmax.size() / C, C);
     if (argmax.empty()) return;
-    cuda_detail::gather_kernel<<<cuda_detail::blocks_for(argmax.size()), cuda_detail::threads_per_block, 0,
-                                 cuda_detail::stream()>>>(argmax.size(), argmax.data(), x_dot.data(), y_dot.data());
-    cuda_detail::check_launch("gather_kernel");
+    cuda_detail::for_each_index(argmax.size(),
+                                cuda_detail::gather_op<scalar>{argmax.data(), x_dot.data(), y_dot.data()},
+                                "window_max_tangent");
   }
   /// A selection read back to the host (waits for it).
   static std::vector<std::int64_t> indices_to_host(const index_vector& i) {
@@ -884,9 +963,7 @@ struct cuda {
   }
   static void fill(scalar* p, std::size_t n, scalar s) {
     if (n == 0) return;
-    cuda_detail::fill_kernel<<<cuda_detail::blocks_for(n), cuda_detail::threads_per_block, 0, cuda_detail::stream()>>>(
-        n, p, s);
-    cuda_detail::check_launch("fill_kernel");
+    cuda_detail::for_each_index(n, cuda_detail::fill_op<scalar>{p, s}, "fill");
   }
   static std::vector<scalar> download(const scalar* p, std::size_t n) {
     std::vector<scalar> h(n);
@@ -905,9 +982,7 @@ struct cuda {
   template <class F>
   static void launch_map2(std::size_t n, const scalar* x, const scalar* y, scalar* out, F f) {
     if (n == 0) return;
-    cuda_detail::map2_kernel<<<cuda_detail::blocks_for(n), cuda_detail::threads_per_block, 0, cuda_detail::stream()>>>(
-        n, x, y, out, f);
-    cuda_detail::check_launch("map2_kernel");
+    cuda_detail::for_each_index(n, cuda_detail::map2_op<scalar, F>{x, y, out, f}, "transform");
   }
 
   static void blas_axpy(std::size_t n, scalar a, const scalar* x, scalar* y) {
@@ -961,49 +1036,19 @@ struct cuda {
     }
   }
 
-  /// Σ term(i) for i < n in double: per-block partials, then one block; fixed order.
-  template <class Term>
-  static double reduce(std::size_t n, Term term) {
-    const double* result = reduce_on_device(n, term);
+  /// Σ term(i) for i < n (n > 0) in double, by cub::DeviceReduce (cuda/algorithms.cuh), read
+  /// on the host (a flag term's sum counts the entries that set it).
+  static double reduce(std::size_t n, cuda_detail::reduction_term<scalar> term, const char* what) {
+    double* result = cuda_detail::context::get().result();
+    cuda_detail::reduce_into<scalar>(n, term, {cuda_detail::reduction_target::store, result, nullptr}, what);
     double r = 0.0;
     BILEVEL_CUDA_CHECK(cudaMemcpyAsync(&r, result, sizeof(double), cudaMemcpyDeviceToHost, cuda_detail::stream()));
     cuda_detail::wait_for(cuda_detail::stream());
     return r;
   }
-  /// Σ term(i) in double into the context's device scalar (valid until the next reduction on
-  /// this stream); returns its address.
-  template <class Term>
-  static const double* reduce_on_device(std::size_t n, Term term) {
-    auto& ctx = cuda_detail::context::get();
-    const unsigned blocks = std::min(cuda_detail::blocks_for(n), cuda_detail::context::max_reduce_blocks);
-    double* partials = ctx.partials();
-    cuda_detail::reduce_partials_kernel<<<blocks, cuda_detail::threads_per_block, 0, cuda_detail::stream()>>>(
-        n, term, partials);
-    cuda_detail::check_launch("reduce_partials_kernel");
-    double* result = partials + cuda_detail::context::max_reduce_blocks;
-    cuda_detail::reduce_final_kernel<<<1, cuda_detail::threads_per_block, 0, cuda_detail::stream()>>>(partials, blocks,
-                                                                                                     result);
-    cuda_detail::check_launch("reduce_final_kernel");
-    return result;
-  }
-  /// Clears the context's flag, runs `launch(flag)`, returns whether a kernel set it.
-  template <class Launch>
-  static bool flag_kernel(Launch launch, const char* name) {
-    int* flag = cuda_detail::context::get().flag();
-    BILEVEL_CUDA_CHECK(cudaMemsetAsync(flag, 0, sizeof(int), cuda_detail::stream()));
-    launch(flag);
-    cuda_detail::check_launch(name);
-    int h = 0;
-    BILEVEL_CUDA_CHECK(cudaMemcpyAsync(&h, flag, sizeof(int), cudaMemcpyDeviceToHost, cuda_detail::stream()));
-    cuda_detail::wait_for(cuda_detail::stream());
-    return h != 0;
-  }
   static bool same_elements(const scalar* a, const scalar* b, std::size_t n) {
     if (n == 0) return true;
-    return !flag_kernel([&](int* flag) {
-      cuda_detail::differ_kernel<<<cuda_detail::blocks_for(n), cuda_detail::threads_per_block, 0,
-                                   cuda_detail::stream()>>>(n, a, b, flag);
-    }, "differ_kernel");
+    return reduce(n, {cuda_detail::reduction::differ, a, b}, "equal") == 0.0;
   }
 
   /// out takes x's shape (its contents are then overwritten).

@@ -16,6 +16,7 @@
 #include "bilevel/core/tensor_policy.hpp"
 #include "bilevel/policy/detail/column_maps.hpp"
 #include "bilevel/policy/detail/dense_conv_maps.hpp"
+#include "bilevel/policy/detail/fused_maps.hpp"
 #include "bilevel/policy/detail/depthwise_maps.hpp"
 #include "bilevel/policy/detail/per_sample_maps.hpp"
 #include "bilevel/policy/detail/window_max.hpp"
@@ -28,6 +29,7 @@ template <std::floating_point Scalar>
 struct eigen : detail::host_depthwise<eigen<Scalar>>,
                 detail::host_dense_conv<eigen<Scalar>>,
                 detail::host_column_maps<eigen<Scalar>>,
+                detail::host_fused_maps<eigen<Scalar>>,
                 detail::host_window_max<eigen<Scalar>> {
   using scalar = Scalar;
   static constexpr const char* name = "eigen";  ///< in error messages

@@ -22,6 +22,7 @@
 #include "bilevel/core/tensor_policy.hpp"
 #include "bilevel/policy/detail/column_maps.hpp"
 #include "bilevel/policy/detail/dense_conv_maps.hpp"
+#include "bilevel/policy/detail/fused_maps.hpp"
 #include "bilevel/policy/detail/depthwise_maps.hpp"
 #include "bilevel/policy/detail/per_sample_maps.hpp"
 #include "bilevel/policy/detail/window_max.hpp"
@@ -32,6 +33,7 @@ template <std::floating_point Scalar>
 struct xtensor : detail::host_depthwise<xtensor<Scalar>>,
                 detail::host_dense_conv<xtensor<Scalar>>,
                 detail::host_column_maps<xtensor<Scalar>>,
+                detail::host_fused_maps<xtensor<Scalar>>,
                 detail::host_window_max<xtensor<Scalar>> {
   using scalar = Scalar;
   static constexpr const char* name = "xtensor";  ///< in error messages

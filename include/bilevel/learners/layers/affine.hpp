@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <random>
 
+#include "bilevel/learners/layers/detail/bias_rows.hpp"
 #include "bilevel/learners/layers/layer.hpp"
 
 namespace bilevel::learners::detail {
@@ -34,19 +35,12 @@ struct affine_map {
   // gemm_by_segment: no unflattened copy of a layer's weights per pass.
   void forward(const vector& theta, const matrix& x, matrix& out) const {
     P::gemm_by_segment(scalar(1), x, false, theta, offset, fan_in, fan_out, false, scalar(0), out);
-    if (!bias) return;
-    vector b;
-    P::segment(theta, bias_offset(), fan_out, b);
-    P::add_row(out, b);
+    if (bias) detail::add_bias_row<P>(theta, bias_offset(), out);
   }
   /// grad segment from g; dx = g Wᵀ when wanted.
   void backward(const vector& theta, const matrix& x, const matrix& g, matrix* dx, vector& grad) const {
     P::gemm_into_segment(scalar(1), x, true, g, false, scalar(0), grad, offset);
-    if (bias) {
-      vector db;
-      P::column_sums(g, db);
-      P::set_segment(db, grad, bias_offset());
-    }
+    if (bias) detail::bias_gradient_into<P>(g, bias_offset(), grad);
     if (dx) P::gemm_by_segment(scalar(1), g, false, theta, offset, fan_in, fan_out, true, scalar(0), *dx);
   }
   /// out_dot = X V + 1 v_bᵀ (+ Ẋ W).
@@ -54,21 +48,14 @@ struct affine_map {
                        matrix& out_dot) const {
     P::gemm_by_segment(scalar(1), x, false, v, offset, fan_in, fan_out, false, scalar(0), out_dot);
     if (x_dot) P::gemm_by_segment(scalar(1), *x_dot, false, theta, offset, fan_in, fan_out, false, scalar(1), out_dot);
-    if (!bias) return;
-    vector vb;
-    P::segment(v, bias_offset(), fan_out, vb);
-    P::add_row(out_dot, vb);
+    if (bias) detail::add_bias_row<P>(v, bias_offset(), out_dot);
   }
   /// grad_dot segment = Xᵀ ġ (+ Ẋᵀ g); dx_dot = ġ Wᵀ + g Vᵀ when wanted.
   void tangent_backward(const vector& theta, const vector& v, const matrix& x, const matrix* x_dot, const matrix& g,
                         const matrix& g_dot, matrix* dx_dot, vector& grad_dot) const {
     P::gemm_into_segment(scalar(1), x, true, g_dot, false, scalar(0), grad_dot, offset);
     if (x_dot) P::gemm_into_segment(scalar(1), *x_dot, true, g, false, scalar(1), grad_dot, offset);
-    if (bias) {
-      vector db;
-      P::column_sums(g_dot, db);
-      P::set_segment(db, grad_dot, bias_offset());
-    }
+    if (bias) detail::bias_gradient_into<P>(g_dot, bias_offset(), grad_dot);
     if (dx_dot) {
       P::gemm_by_segment(scalar(1), g_dot, false, theta, offset, fan_in, fan_out, true, scalar(0), *dx_dot);
       P::gemm_by_segment(scalar(1), g, false, v, offset, fan_in, fan_out, true, scalar(1), *dx_dot);

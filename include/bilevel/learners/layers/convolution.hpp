@@ -44,6 +44,7 @@
 #include <string>
 #include <vector>
 
+#include "bilevel/learners/layers/detail/bias_rows.hpp"
 #include "bilevel/learners/layers/layer_concept.hpp"
 
 namespace bilevel::learners {
@@ -149,11 +150,7 @@ struct grouped_patch_map {
       col2im(c.dcols, k, rows_in, P::cols(x), k.whole ? *gx : c.gx);
       if (!k.whole) P::set_row_block(c.gx, *gx, k.first * rows_in);
     });
-    if (bias) {
-      vector db;
-      P::column_sums(gy, db);
-      P::set_segment(db, grad, p.offset + weights());
-    }
+    if (bias) detail::bias_gradient_into<P>(gy, p.offset + weights(), grad);
   }
 
   void tangent_forward(const tangent_context<P>& t, const matrix& x, const matrix* x_dot, cache&,
@@ -212,11 +209,7 @@ struct grouped_patch_map {
       col2im(c.dcols, k, rows_in, P::cols(x), k.whole ? *gx_dot : c.gx);
       if (!k.whole) P::set_row_block(c.gx, *gx_dot, k.first * rows_in);
     });
-    if (bias) {
-      vector db;
-      P::column_sums(gy_dot, db);
-      P::set_segment(db, grad_dot, t.offset + weights());
-    }
+    if (bias) detail::bias_gradient_into<P>(gy_dot, t.offset + weights(), grad_dot);
   }
 
  private:
@@ -314,10 +307,7 @@ struct grouped_patch_map {
     }
   }
   void add_bias(const vector& params, std::size_t offset, matrix& y) const {
-    if (!bias) return;
-    vector b;
-    P::segment(params, offset + weights(), groups * fan_out, b);
-    P::add_row(y, b);
+    if (bias) detail::add_bias_row<P>(params, offset + weights(), y);
   }
   /// gx (the chunk's input rows) = the patches' adjoint scatter of dcols.
   void col2im(const matrix& dcols, const chunk& k, std::size_t rows_in, std::size_t channels, matrix& gx) const {
@@ -496,16 +486,10 @@ struct convolution : detail::patch_layer<P> {
   }
   [[nodiscard]] std::size_t taps() const { return options.kernel * options.kernel; }
   void add_bias(const vector& params, std::size_t offset, matrix& y) const {
-    if (!options.bias) return;
-    vector b;
-    P::segment(params, offset + map.weights(), out.channels, b);
-    P::add_row(y, b);
+    if (options.bias) detail::add_bias_row<P>(params, offset + map.weights(), y);
   }
   void bias_gradient(const matrix& g, std::size_t offset, vector& grad) const {
-    if (!options.bias) return;
-    vector db;
-    P::column_sums(g, db);
-    P::set_segment(db, grad, offset + map.weights());
+    if (options.bias) detail::bias_gradient_into<P>(g, offset + map.weights(), grad);
   }
   /// One sample's tap map: entry (oh · W_out + ow) · k² + kh · k + kw is the input pixel
   /// ih · W_in + iw the tap reads (ih = oh · s + kh · d − p, iw likewise), or −1 (padding).

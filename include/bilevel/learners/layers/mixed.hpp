@@ -76,7 +76,7 @@ struct mixed_layer {
     softmax_of(alpha, c.mix);
     c.sub.assign(candidates.size(), {});
     c.sub_cache.assign(candidates.size(), {});
-    y = P::matrix_zeros(batch * out.pixels(), out.channels);
+    bool first = true;  // y not yet written
     for (std::size_t o = 0; o < candidates.size(); ++o) {
       if (candidates[o].zero) continue;
       const auto& layers = candidates[o].layers;
@@ -86,24 +86,27 @@ struct mixed_layer {
       c.sub_cache[o].assign(layers.size(), {});
       for (std::size_t l = 0; l < layers.size(); ++l)
         std::visit([&](const auto& L) { L.forward(theta, acts[l], batch, acts[l + 1], c.sub_cache[o][l]); }, layers[l]);
-      P::axpy_entry(scalar(1), c.mix, o, acts.back(), y);
+      add_term(c.mix, o, acts.back(), y, first);
     }
+    if (first) y = P::matrix_zeros(batch * out.pixels(), out.channels);
   }
 
   /// Adjoints; writes this edge's ∂L/∂α segment into arch_grad (when given).
   void backward(const vector& theta, const matrix& x, const matrix& g, std::size_t batch, layer_cache<P>& c,
                 matrix* gx, vector& grad, vector* arch_grad) const {
     c.sub_g.assign(candidates.size(), {});
-    if (gx) *gx = P::matrix_zeros(P::rows(x), P::cols(x));
     vector a = P::zeros(candidates.size());
+    bool first_gx = true;
     for (std::size_t o = 0; o < candidates.size(); ++o) {
       if (candidates[o].zero) continue;
       P::add_dot_into(g, c.sub[o].back(), a, o);
-      matrix go = P::matrix_zeros(P::rows(g), P::cols(g));
-      P::axpy_entry(scalar(1), c.mix, o, g, go);
+      matrix go;
+      bool first = true;
+      add_term(c.mix, o, g, go, first);
       matrix g_in = run_backward(theta, o, go, batch, c, grad, gx != nullptr);
-      if (gx) P::axpy(scalar(1), g_in, *gx);
+      if (gx) accumulate(std::move(g_in), *gx, first_gx);
     }
+    if (gx && first_gx) *gx = P::matrix_zeros(P::rows(x), P::cols(x));
     if (arch_grad) P::set_segment(softmax_vjp(c.mix, a), *arch_grad, arch_offset);
   }
 
@@ -111,7 +114,7 @@ struct mixed_layer {
   void tangent_forward(const vector& theta, const vector& v, const vector* u, const matrix&, const matrix* x_dot,
                        std::size_t batch, layer_cache<P>& c, matrix& y_dot) const {
     const vector mdot = mix_tangent(c.mix, u);
-    y_dot = P::matrix_zeros(batch * out.pixels(), out.channels);
+    bool first = true;  // y_dot not yet written
     tangent_acts_.assign(candidates.size(), {});
     for (std::size_t o = 0; o < candidates.size(); ++o) {
       if (candidates[o].zero) continue;
@@ -125,9 +128,10 @@ struct mixed_layer {
         }, layers[l]);
         in_dot = &dots[l + 1];
       }
-      if (in_dot) P::axpy_entry(scalar(1), c.mix, o, *in_dot, y_dot);
-      if (u) P::axpy_entry(scalar(1), mdot, o, c.sub[o].back(), y_dot);
+      if (in_dot) add_term(c.mix, o, *in_dot, y_dot, first);
+      if (u) add_term(mdot, o, c.sub[o].back(), y_dot, first);
     }
+    if (first) y_dot = P::matrix_zeros(batch * out.pixels(), out.channels);
   }
 
   /// Tangent of the backward pass; writes this edge's segment of the tangent of ∂L/∂α along
@@ -136,7 +140,7 @@ struct mixed_layer {
                         const matrix& g, const matrix& g_dot, std::size_t batch, layer_cache<P>& c, matrix* gx_dot,
                         vector& grad_dot, vector* arch_dot) const {
     const vector mdot = mix_tangent(c.mix, u);
-    if (gx_dot) *gx_dot = P::matrix_zeros(P::rows(x), P::cols(x));
+    bool first_gx = true;
     vector adot = P::zeros(candidates.size());
     for (std::size_t o = 0; o < candidates.size(); ++o) {
       if (candidates[o].zero) continue;
@@ -146,9 +150,10 @@ struct mixed_layer {
       P::add_dot_into(g_dot, c.sub[o].back(), adot, o);
       if (y_dot_o) P::add_dot_into(g, *y_dot_o, adot, o);
       // G_o = m_o g, so Ġ_o = m_o ġ + ṁ_o g
-      matrix go_dot = P::matrix_zeros(P::rows(g_dot), P::cols(g_dot));
-      P::axpy_entry(scalar(1), c.mix, o, g_dot, go_dot);
-      if (u) P::axpy_entry(scalar(1), mdot, o, g, go_dot);
+      matrix go_dot;
+      bool first = true;
+      add_term(c.mix, o, g_dot, go_dot, first);
+      if (u) add_term(mdot, o, g, go_dot, first);
       for (std::size_t l = layers.size(); l-- > 0;) {
         matrix next;
         std::visit([&](const auto& L) {
@@ -157,12 +162,36 @@ struct mixed_layer {
         }, layers[l]);
         go_dot = std::move(next);
       }
-      if (gx_dot) P::axpy(scalar(1), go_dot, *gx_dot);
+      if (gx_dot) accumulate(std::move(go_dot), *gx_dot, first_gx);
     }
+    if (gx_dot && first_gx) *gx_dot = P::matrix_zeros(P::rows(x), P::cols(x));
     if (arch_dot) P::set_segment(softmax_vjp(c.mix, adot), *arch_dot, arch_offset);
   }
 
  private:
+  /// One term of a weighted sum: y = c_o·x for the first (first is then cleared), y += c_o·x
+  /// after it; in one pass where the policy has scale_entry, after a fill otherwise.
+  static void add_term(const vector& c, std::size_t o, const matrix& x, matrix& y, bool& first) {
+    if (first) {
+      first = false;
+      if constexpr (fused_scaled_copies<P>) {
+        P::scale_entry(scalar(1), c, o, x, y);
+        return;
+      } else {
+        y = P::matrix_zeros(P::rows(x), P::cols(x));
+      }
+    }
+    P::axpy_entry(scalar(1), c, o, x, y);
+  }
+  /// sum += term, or sum = term for the first (no zeros to add it to).
+  static void accumulate(matrix term, matrix& sum, bool& first) {
+    if (first) {
+      sum = std::move(term);
+      first = false;
+    } else {
+      P::axpy(scalar(1), term, sum);
+    }
+  }
   /// Runs candidate o's layers backward from its output adjoint; keeps the adjoints of its
   /// layers' outputs for the tangent pass; returns the adjoint of the edge's input.
   matrix run_backward(const vector& theta, std::size_t o, matrix g, std::size_t batch, layer_cache<P>& c, vector& grad,

@@ -70,10 +70,23 @@ void combine_columns(std::span<const S* const> m, std::span<const S* const> u, c
   }
 }
 
+/// A host mixin's error messages: a matrix's shape, and std::invalid_argument naming the
+/// policy and the operation.
+template <class Policy>
+struct host_messages {
+  template <class Matrix>
+  static std::string shape(const Matrix& m) {
+    return std::to_string(Policy::rows(m)) + "x" + std::to_string(Policy::cols(m));
+  }
+  [[noreturn]] static void fail(const char* op, const std::string& what) {
+    throw std::invalid_argument(std::string("bilevel::policy::") + Policy::name + "::" + op + ": " + what);
+  }
+};
+
 /// The two primitives for a host policy `Policy` (its rows/cols/size/matrix_zeros/zeros and
 /// `name`), inherited by it.
 template <class Policy>
-struct host_column_maps {
+struct host_column_maps : private host_messages<Policy> {
   /// sa_j = Σ_i a_ij, sab_j = Σ_i a_ij b_ij.
   template <class Matrix, class Vector>
   static void column_sums_pair(const Matrix& a, const Matrix& b, Vector& sa, Vector& sab) {
@@ -121,13 +134,8 @@ struct host_column_maps {
   }
 
  private:
-  template <class Matrix>
-  static std::string shape(const Matrix& m) {
-    return std::to_string(Policy::rows(m)) + "x" + std::to_string(Policy::cols(m));
-  }
-  [[noreturn]] static void fail(const char* op, const std::string& what) {
-    throw std::invalid_argument(std::string("bilevel::policy::") + Policy::name + "::" + op + ": " + what);
-  }
+  using host_messages<Policy>::fail;
+  using host_messages<Policy>::shape;
 };
 
 }  // namespace bilevel::policy::detail

@@ -1,0 +1,38 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+/// \file
+/// A layer's bias, kept in the flat parameter vector: added to every row of an output, and
+/// its gradient (the adjoint's column sums) written back, in place where the policy has the
+/// segment primitives (core/tensor_policy.hpp, fused_segment_ops) and through a copy of the
+/// segment otherwise. Shared by the affine maps and the convolutions.
+#include <cstddef>
+
+#include "bilevel/core/tensor_policy.hpp"
+
+namespace bilevel::learners::detail {
+
+/// y_ij += params[offset + j].
+template <nn_tensor_policy P>
+void add_bias_row(const typename P::vector& params, std::size_t offset, typename P::matrix& y) {
+  if constexpr (fused_segment_ops<P>) {
+    P::add_segment_row(y, params, offset);
+  } else {
+    typename P::vector b;
+    P::segment(params, offset, P::cols(y), b);
+    P::add_row(y, b);
+  }
+}
+
+/// grad[offset + j] = Σ_i g_ij.
+template <nn_tensor_policy P>
+void bias_gradient_into(const typename P::matrix& g, std::size_t offset, typename P::vector& grad) {
+  if constexpr (fused_segment_ops<P>) {
+    P::column_sums_into_segment(g, grad, offset);
+  } else {
+    typename P::vector db;
+    P::column_sums(g, db);
+    P::set_segment(db, grad, offset);
+  }
+}
+
+}  // namespace bilevel::learners::detail
