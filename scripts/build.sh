@@ -3,7 +3,10 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ./scripts/install_deps.sh
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DBILEVEL_BUILD_BENCHMARKS="${BILEVEL_BENCHMARKS:-ON}" >/dev/null
+# GPU architectures of the CUDA code (80: A100, 90: H100/H200), given at every configure so
+# that a build after ./scripts/test.sh's (which compiles for 90 alone) has both again.
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DBILEVEL_BUILD_BENCHMARKS="${BILEVEL_BENCHMARKS:-ON}" \
+      "-DCMAKE_CUDA_ARCHITECTURES=${BILEVEL_CUDA_ARCHITECTURES:-80;90}" >/dev/null
 if [ $# -gt 0 ]; then
   cmake --build build -j"$(nproc)" --target "$@"
 else

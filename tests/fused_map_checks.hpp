@@ -157,6 +157,17 @@ void check_segment_ops() {
   REQUIRE(yh.size() == r * c);
   for (std::size_t e = 0; e < r * c; ++e) CHECK(yh[e] == S(-1) * mh[e]);
   CHECK_THROWS_AS(P::scale_entry(S(1), P::from_host(ch), 4, src, y), std::invalid_argument);
+
+  // add_scaled_dot_into: out_i += s·⟨x, y⟩ for vectors (quarters and halves: exact).
+  auto entries = P::from_host(std::vector<S>{S(1), S(10)});
+  P::add_scaled_dot_into(P::from_host(ch), P::from_host(ch), S(0.5), entries, 1);
+  double dot = 0;
+  for (S x : ch) dot += double(x) * double(x);
+  const auto eh = P::to_host(entries);
+  CHECK(eh[0] == S(1));
+  CHECK(double(eh[1]) == 10 + 0.5 * dot);
+  CHECK_THROWS_AS(P::add_scaled_dot_into(P::from_host(ch), P::from_host(vh), S(1), entries, 0), std::invalid_argument);
+  CHECK_THROWS_AS(P::add_scaled_dot_into(P::from_host(ch), P::from_host(ch), S(1), entries, 2), std::invalid_argument);
 }
 
 }  // namespace test

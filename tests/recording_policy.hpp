@@ -127,6 +127,7 @@ struct recording_policy : bilevel::policy::eigen<double> {
   BILEVEL_TEST_COUNTED(softmax_cross_entropy_tangent)
   BILEVEL_TEST_COUNTED(scale_rows_into)
   BILEVEL_TEST_COUNTED(scale_entry)
+  BILEVEL_TEST_COUNTED(add_scaled_dot_into)
   BILEVEL_TEST_COUNTED(add_segment_row)
   BILEVEL_TEST_COUNTED(column_sums_into_segment)
   static double dot(const vector& x, const vector& y) { return counted("dot", base::dot(x, y)); }
@@ -167,26 +168,6 @@ struct recording_policy : bilevel::policy::eigen<double> {
     }
     return h ^ n;
   }
-};
-
-/// The recording policy without the fused primitives (zip_apply, the cross-entropy head, the
-/// scaled copies, the in-place bias segments): the composed forms the optimizers and networks
-/// fall back to, for a count to compare with.
-struct composed_recording_policy : recording_policy {
-  template <class... A>
-  static void zip_apply(A&&...) = delete;
-  template <class... A>
-  static void softmax_cross_entropy(A&&...) = delete;
-  template <class... A>
-  static void softmax_cross_entropy_tangent(A&&...) = delete;
-  template <class... A>
-  static void scale_rows_into(A&&...) = delete;
-  template <class... A>
-  static void scale_entry(A&&...) = delete;
-  template <class... A>
-  static void add_segment_row(A&&...) = delete;
-  template <class... A>
-  static void column_sums_into_segment(A&&...) = delete;
 };
 
 }  // namespace test

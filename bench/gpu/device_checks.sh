@@ -69,6 +69,13 @@ case "${1:-}" in
     done
     step learners 180 "$dir/bench_gpu_learners" --out "$out/learners.md"
     step example05 120 "$dir/05_label_noise_gpu" --epochs 1 --data "$dir/data"
+    # The policy's kernels under memcheck (the primitives' cases: a minute or two).
+    sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+    if [ -x "$sanitizer" ]; then
+      step memcheck_policy 150 "$sanitizer" --tool memcheck "$dir/bilevel_cuda_tests" -tc="cuda policy*"
+    else
+      echo "device_checks: compute-sanitizer not found, memcheck skipped" | tee -a "$out/steps.log"
+    fi
     exit $tests_rc
     ;;
   *)

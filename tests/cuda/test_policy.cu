@@ -636,7 +636,7 @@ TEST_CASE_TEMPLATE("cuda policy: zip_apply, the fused head, the weighted copy an
   static_assert(bilevel::fused_elementwise<P> && bilevel::fused_softmax_cross_entropy<P>);
   test::check_zip_apply<P>();
   test::check_softmax_cross_entropy<P>();
-  static_assert(bilevel::fused_segment_ops<P> && bilevel::fused_scaled_copies<P>);
+  static_assert(bilevel::fused_segment_ops<P> && bilevel::fused_scaled_copies<P> && bilevel::vector_dot_into<P>);
   test::check_segment_ops<P>();
   const auto z = P::matrix_from_host(4, 3, std::vector<bilevel::scalar_t<P>>(12, 1));
   typename P::vector mass, losses;
@@ -644,10 +644,10 @@ TEST_CASE_TEMPLATE("cuda policy: zip_apply, the fused head, the weighted copy an
   auto before = P::activity();
   P::softmax_cross_entropy(z, z, mass, losses, d);
   CHECK(P::activity().kernels == before.kernels + 1);
-  // add_dot_into: one CUB reduction whose output functor adds to the entry (no kernel after it).
+  // add_dot_into: the reduction (partials, final) and its addition to the entry: three kernels.
   before = P::activity();
   P::add_dot_into(z, z, losses, 1);
-  CHECK(P::activity().kernels == before.kernels + 1);
+  CHECK(P::activity().kernels == before.kernels + 3);
   // ℓ_1 = 3·lse(1, 1, 1) − 3 = 3 log 3, plus ⟨z, z⟩ = 12.
   CHECK(double(P::to_host(losses)[1]) == doctest::Approx(3.0 * std::log(3.0) + 12.0));
 }

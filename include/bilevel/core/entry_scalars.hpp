@@ -5,7 +5,8 @@
 /// (core/tensor_policy.hpp): a sum or a squared norm reduced where the data are, mapped by a
 /// device-callable functor (core/elementwise.hpp), and applied to a vector as a factor, with
 /// no host read between. Built from the layer primitives (reshape, row_sums, add_dot_into,
-/// axpy_entry, flatten_into), so every nn_tensor_policy has them.
+/// axpy_entry, flatten_into), so every nn_tensor_policy has them; a dot into an entry is one
+/// add_scaled_dot_into on policies that have it.
 #include <cstddef>
 
 #include "bilevel/core/tensor_policy.hpp"
@@ -22,13 +23,20 @@ vector_t<P> sum_entry(const vector_t<P>& x) {
   return s;
 }
 
-/// out_i += ⟨x, y⟩, reduced where the data are (add_dot_into on the vectors as rows).
+/// out_i += s·⟨x, y⟩, reduced where the data are: one add_scaled_dot_into where the policy has
+/// it (vector_dot_into), else add_dot_into on the vectors as rows (x scaled first when s ≠ 1).
 template <nn_tensor_policy P>
-void add_dot_into_entry(const vector_t<P>& x, const vector_t<P>& y, vector_t<P>& out, std::size_t i) {
-  typename P::matrix xr, yr;
-  P::reshape(x, 1, P::size(x), xr);
-  P::reshape(y, 1, P::size(y), yr);
-  P::add_dot_into(xr, yr, out, i);
+void add_dot_into_entry(const vector_t<P>& x, const vector_t<P>& y, vector_t<P>& out, std::size_t i,
+                        scalar_t<P> s = scalar_t<P>(1)) {
+  if constexpr (vector_dot_into<P>) {
+    P::add_scaled_dot_into(x, y, s, out, i);
+  } else {
+    typename P::matrix xr, yr;
+    P::reshape(x, 1, P::size(x), xr);
+    P::reshape(y, 1, P::size(y), yr);
+    if (s != scalar_t<P>(1)) P::scale(xr, s);
+    P::add_dot_into(xr, yr, out, i);
+  }
 }
 
 /// [Σ_i x_i²] as a one-entry vector.

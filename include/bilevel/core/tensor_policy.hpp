@@ -214,6 +214,17 @@ concept fused_scaled_copies = nn_tensor_policy<P> && requires(const typename P::
   P::scale_entry(s, cv, n, cm, m);
 };
 
+/// An optional scaled dot into a vector entry (every policy here has it):
+///   add_scaled_dot_into(x, y, s, out, i):  out_i += s·⟨x, y⟩, accumulated in double
+/// for vectors, where add_dot_into takes matrices: a mean loss or a squared norm left on the
+/// policy's storage (core/entry_scalars.hpp) in one operation instead of a scaled copy and two
+/// reshapes.
+template <class P>
+concept vector_dot_into = tensor_policy<P> && requires(const typename P::vector& cv, typename P::vector& v,
+                                                       typename P::scalar s, std::size_t n) {
+  P::add_scaled_dot_into(cv, cv, s, v, n);
+};
+
 /// Optional in-place segment primitives (every policy here has them): a layer's bias row read
 /// where it lies in the flat parameter vector, and its gradient written there,
 ///   add_segment_row(m, v, offset):           m_ij += v[offset + j]

@@ -539,24 +539,22 @@ class sequential {
           layer.forward(theta, c.acts[l], batch, c.acts[l + 1], c.layers[l]);
       }, layers_[l]);
     const matrix& logits = c.acts.back();
-    if constexpr (fused_softmax_cross_entropy<P>) {
-      if (loss_ == loss_kind::cross_entropy) {  // one pass: target mass, losses and ∂ℓ/∂z as below
-        P::softmax_cross_entropy(logits, b.targets, c.target_mass, c.losses, c.d);
-        c.valid = true;
-        return c;
-      }
-    }
-    P::gemv(scalar(1), b.targets, false, ones(classes_), scalar(0), c.target_mass);
     if (loss_ == loss_kind::cross_entropy) {
-      vector lse, tz;
-      P::row_logsumexp(logits, lse);
-      P::row_dots(b.targets, logits, tz);
-      P::hadamard(c.target_mass, lse, c.losses);
-      P::axpy(scalar(-1), tz, c.losses);  // ℓ = (Σt)·lse − ⟨t, z⟩
-      P::row_softmax(logits, c.d);
-      P::scale_rows(c.d, c.target_mass);
-      P::axpy(scalar(-1), b.targets, c.d);  // ∂ℓ/∂z = (Σt)·p − t
+      if constexpr (fused_softmax_cross_entropy<P>) {  // one pass: target mass, losses and ∂ℓ/∂z
+        P::softmax_cross_entropy(logits, b.targets, c.target_mass, c.losses, c.d);
+      } else {
+        P::gemv(scalar(1), b.targets, false, ones(classes_), scalar(0), c.target_mass);
+        vector lse, tz;
+        P::row_logsumexp(logits, lse);
+        P::row_dots(b.targets, logits, tz);
+        P::hadamard(c.target_mass, lse, c.losses);
+        P::axpy(scalar(-1), tz, c.losses);  // ℓ = (Σt)·lse − ⟨t, z⟩
+        P::row_softmax(logits, c.d);
+        P::scale_rows(c.d, c.target_mass);
+        P::axpy(scalar(-1), b.targets, c.d);  // ∂ℓ/∂z = (Σt)·p − t
+      }
     } else {
+      P::gemv(scalar(1), b.targets, false, ones(classes_), scalar(0), c.target_mass);
       c.d = logits;
       P::axpy(scalar(-1), b.targets, c.d);  // ∂ℓ/∂z = z − t
       P::row_dots(c.d, c.d, c.losses);
@@ -607,9 +605,8 @@ class sequential {
   /// slot += (1/B) Σ_i c_i ℓ_i, reduced where the data are (add_dot_into: no host read).
   void add_mean_loss(const value_cache& c, loss_slot<P> slot) const {
     if (!slot.wanted()) return;
-    vector w = c.weights;
-    P::scale(w, scalar(1.0 / double(P::size(c.losses))));
-    bilevel::detail::add_dot_into_entry<P>(w, c.losses, *slot.values, slot.index);
+    bilevel::detail::add_dot_into_entry<P>(c.weights, c.losses, *slot.values, slot.index,
+                                           scalar(1.0 / double(P::size(c.losses))));
   }
 
   /// The batch's inputs equal the cached first activation (same elements, row-major). Flat
@@ -715,15 +712,12 @@ class sequential {
     // tangent alternates between two scratch matrices, layer by layer.
     scratch_buffers& s = scratch_;
     const matrix& z_dot = dots.back();
-    bool fused = false;
-    if constexpr (fused_softmax_cross_entropy<P>) {
-      if (loss_ == loss_kind::cross_entropy) {  // one pass: the composed form below, weighting included
-        P::softmax_cross_entropy_tangent(c.acts.back(), z_dot, c.target_mass, c.weights, scalar(1.0 / double(batch)),
-                                         s.g_dot);
-        fused = true;
-      }
-    }
-    if (!fused) {
+    const scalar per_sample = scalar(1.0 / double(batch));
+    if (loss_ == loss_kind::cross_entropy && fused_softmax_cross_entropy<P>) {
+      // One pass: the composed form below, weighting included.
+      if constexpr (fused_softmax_cross_entropy<P>)
+        P::softmax_cross_entropy_tangent(c.acts.back(), z_dot, c.target_mass, c.weights, per_sample, s.g_dot);
+    } else {
       if (loss_ == loss_kind::cross_entropy) {
         P::row_softmax(c.acts.back(), s.p);
         P::hadamard(s.p, z_dot, s.g_dot);
@@ -736,10 +730,10 @@ class sequential {
         s.g_dot = z_dot;
       }
       if constexpr (fused_scaled_copies<P>) {
-        P::scale_rows_into(s.g_dot, c.weights, scalar(1.0 / double(batch)), s.g_dot);
+        P::scale_rows_into(s.g_dot, c.weights, per_sample, s.g_dot);
       } else {
         P::copy(c.weights, s.scaled);
-        P::scale(s.scaled, scalar(1.0 / double(batch)));
+        P::scale(s.scaled, per_sample);
         P::scale_rows(s.g_dot, s.scaled);
       }
     }

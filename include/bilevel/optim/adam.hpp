@@ -147,23 +147,23 @@ struct adam {
     if constexpr (fused_elementwise<P>) {
       P::zip_apply(typename maps::step_map{element_maps(c)}, theta, s.buffers.at(0), s.buffers.at(1), g);
       ++s.step;
-      return;
+    } else {
+      vector d;
+      direction(theta, g, d);
+      vector& m = s.buffers.at(0);
+      vector& v = s.buffers.at(1);
+      P::scale(m, scalar(beta1));
+      P::axpy(scalar(1 - beta1), d, m);
+      vector d2;
+      P::hadamard(d, d, d2);
+      P::scale(v, scalar(beta2));
+      P::axpy(scalar(1 - beta2), d2, v);
+      vector u;
+      P::transform(m, v, u, detail::adam_update{c.m_hat, c.v_hat, c.eps});
+      if (decoupled && weight_decay != 0.0) P::scale(theta, scalar(1 - c.lr * weight_decay));
+      P::axpy(scalar(-c.lr), u, theta);
+      ++s.step;
     }
-    vector d;
-    direction(theta, g, d);
-    vector& m = s.buffers.at(0);
-    vector& v = s.buffers.at(1);
-    P::scale(m, scalar(beta1));
-    P::axpy(scalar(1 - beta1), d, m);
-    vector d2;
-    P::hadamard(d, d, d2);
-    P::scale(v, scalar(beta2));
-    P::axpy(scalar(1 - beta2), d2, v);
-    vector u;
-    P::transform(m, v, u, detail::adam_update{c.m_hat, c.v_hat, c.eps});
-    if (decoupled && weight_decay != 0.0) P::scale(theta, scalar(1 - c.lr * weight_decay));
-    P::axpy(scalar(-c.lr), u, theta);
-    ++s.step;
   }
 
   /// Reverse of step(); see optimizer.hpp for the in/out convention.
@@ -177,35 +177,35 @@ struct adam {
       P::zip_apply(typename maps::vjp_map{element_maps(c)}, theta, s.buffers.at(0), s.buffers.at(1), g, adj_theta,
                    adj_s.buffers.at(0), adj_s.buffers.at(1), g_out);
       if (&g_out == &out) adj_g = std::move(out);
-      return;
+    } else {
+      vector d, m1, v1;
+      forward_moments(theta, s, g, d, m1, v1);
+      // ū = −η θ̄'; then through u = m̂/(√v̂ + ε) into m' and v'.
+      vector du_dm, du_dv;
+      sensitivities(c, m1, v1, du_dm, du_dv);
+      vector adj_u;
+      P::copy(adj_theta, adj_u);
+      P::scale(adj_u, scalar(-c.lr));
+      vector& adj_m1 = adj_s.buffers.at(0);
+      vector& adj_v1 = adj_s.buffers.at(1);
+      vector t;
+      P::hadamard(adj_u, du_dm, t);
+      P::axpy(scalar(1), t, adj_m1);
+      P::hadamard(adj_u, du_dv, t);
+      P::axpy(scalar(1), t, adj_v1);
+      // m' = β1 m + (1−β1) d,  v' = β2 v + (1−β2) d²
+      vector adj_d;
+      P::copy(adj_m1, adj_d);
+      P::scale(adj_d, scalar(1 - beta1));
+      P::hadamard(adj_v1, d, t);
+      P::axpy(scalar(2 * (1 - beta2)), t, adj_d);
+      P::scale(adj_m1, scalar(beta1));
+      P::scale(adj_v1, scalar(beta2));
+      // θ' = θ (or (1 − η wd) θ); d = g (+ wd θ)
+      if (decoupled && weight_decay != 0.0) P::scale(adj_theta, scalar(1 - c.lr * weight_decay));
+      if (!decoupled && weight_decay != 0.0) P::axpy(scalar(weight_decay), adj_d, adj_theta);
+      adj_g = adj_d;
     }
-    vector d, m1, v1;
-    forward_moments(theta, s, g, d, m1, v1);
-    // ū = −η θ̄'; then through u = m̂/(√v̂ + ε) into m' and v'.
-    vector du_dm, du_dv;
-    sensitivities(c, m1, v1, du_dm, du_dv);
-    vector adj_u;
-    P::copy(adj_theta, adj_u);
-    P::scale(adj_u, scalar(-c.lr));
-    vector& adj_m1 = adj_s.buffers.at(0);
-    vector& adj_v1 = adj_s.buffers.at(1);
-    vector t;
-    P::hadamard(adj_u, du_dm, t);
-    P::axpy(scalar(1), t, adj_m1);
-    P::hadamard(adj_u, du_dv, t);
-    P::axpy(scalar(1), t, adj_v1);
-    // m' = β1 m + (1−β1) d,  v' = β2 v + (1−β2) d²
-    vector adj_d;
-    P::copy(adj_m1, adj_d);
-    P::scale(adj_d, scalar(1 - beta1));
-    P::hadamard(adj_v1, d, t);
-    P::axpy(scalar(2 * (1 - beta2)), t, adj_d);
-    P::scale(adj_m1, scalar(beta1));
-    P::scale(adj_v1, scalar(beta2));
-    // θ' = θ (or (1 − η wd) θ); d = g (+ wd θ)
-    if (decoupled && weight_decay != 0.0) P::scale(adj_theta, scalar(1 - c.lr * weight_decay));
-    if (!decoupled && weight_decay != 0.0) P::axpy(scalar(weight_decay), adj_d, adj_theta);
-    adj_g = adj_d;
   }
 
   /// Forward of step() on tangents; see optimizer.hpp.
@@ -216,28 +216,28 @@ struct adam {
       const vector& g_in = tan_g;
       P::zip_apply(typename maps::jvp_map{element_maps(c)}, theta, s.buffers.at(0), s.buffers.at(1), g, tan_theta,
                    tan_s.buffers.at(0), tan_s.buffers.at(1), g_in);
-      return;
+    } else {
+      vector d, m1, v1;
+      forward_moments(theta, s, g, d, m1, v1);
+      vector tan_d;
+      P::copy(tan_g, tan_d);
+      if (!decoupled && weight_decay != 0.0) P::axpy(scalar(weight_decay), tan_theta, tan_d);
+      vector& tm = tan_s.buffers.at(0);
+      vector& tv = tan_s.buffers.at(1);
+      P::scale(tm, scalar(beta1));
+      P::axpy(scalar(1 - beta1), tan_d, tm);
+      vector t;
+      P::hadamard(d, tan_d, t);
+      P::scale(tv, scalar(beta2));
+      P::axpy(scalar(2 * (1 - beta2)), t, tv);
+      vector du, a, b;
+      sensitivities(c, m1, v1, a, b);
+      P::hadamard(a, tm, du);
+      P::hadamard(b, tv, t);
+      P::axpy(scalar(1), t, du);
+      if (decoupled && weight_decay != 0.0) P::scale(tan_theta, scalar(1 - c.lr * weight_decay));
+      P::axpy(scalar(-c.lr), du, tan_theta);
     }
-    vector d, m1, v1;
-    forward_moments(theta, s, g, d, m1, v1);
-    vector tan_d;
-    P::copy(tan_g, tan_d);
-    if (!decoupled && weight_decay != 0.0) P::axpy(scalar(weight_decay), tan_theta, tan_d);
-    vector& tm = tan_s.buffers.at(0);
-    vector& tv = tan_s.buffers.at(1);
-    P::scale(tm, scalar(beta1));
-    P::axpy(scalar(1 - beta1), tan_d, tm);
-    vector t;
-    P::hadamard(d, tan_d, t);
-    P::scale(tv, scalar(beta2));
-    P::axpy(scalar(2 * (1 - beta2)), t, tv);
-    vector du, a, b;
-    sensitivities(c, m1, v1, a, b);
-    P::hadamard(a, tm, du);
-    P::hadamard(b, tv, t);
-    P::axpy(scalar(1), t, du);
-    if (decoupled && weight_decay != 0.0) P::scale(tan_theta, scalar(1 - c.lr * weight_decay));
-    P::axpy(scalar(-c.lr), du, tan_theta);
   }
 
   void validate() const {

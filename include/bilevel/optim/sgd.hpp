@@ -103,33 +103,33 @@ struct sgd {
       if (momentum > 0.0) P::zip_apply(f, theta, s.buffers.at(0), g);
       else P::zip_apply(f, theta, g);
       ++s.step;
-      return;
-    }
-    // The direction is read where it already is (g, or the momentum buffer m') and copied
-    // only where it must be changed: a θ-sized copy less per step, same arithmetic.
-    vector d;
-    const vector* direction = &g;
-    auto own_direction = [&] {
-      if (direction != &d) P::copy(*direction, d);
-      direction = &d;
-    };
-    if (weight_decay != 0.0) {
-      own_direction();
-      P::axpy(scalar(weight_decay), theta, d);
-    }
-    if (momentum > 0.0) {
-      vector& m = s.buffers.at(0);
-      P::scale(m, scalar(momentum));
-      P::axpy(scalar(1), *direction, m);
-      if (nesterov) {
+    } else {
+      // The direction is read where it already is (g, or the momentum buffer m') and copied
+      // only where it must be changed: a θ-sized copy less per step, same arithmetic.
+      vector d;
+      const vector* direction = &g;
+      auto own_direction = [&] {
+        if (direction != &d) P::copy(*direction, d);
+        direction = &d;
+      };
+      if (weight_decay != 0.0) {
         own_direction();
-        P::axpy(scalar(momentum), m, d);
-      } else {
-        direction = &m;
+        P::axpy(scalar(weight_decay), theta, d);
       }
+      if (momentum > 0.0) {
+        vector& m = s.buffers.at(0);
+        P::scale(m, scalar(momentum));
+        P::axpy(scalar(1), *direction, m);
+        if (nesterov) {
+          own_direction();
+          P::axpy(scalar(momentum), m, d);
+        } else {
+          direction = &m;
+        }
+      }
+      P::axpy(-eta, *direction, theta);
+      ++s.step;
     }
-    P::axpy(-eta, *direction, theta);
-    ++s.step;
   }
 
   /// Reverse of step(): see optimizer.hpp for the in/out convention.
@@ -144,28 +144,28 @@ struct sgd {
       if (momentum > 0.0) P::zip_apply(f, adj_theta, adj_s.buffers.at(0), g_out);
       else P::zip_apply(f, adj_theta, g_out);
       if (&g_out == &out) adj_g = std::move(out);
-      return;
-    }
-    // adjoint of d, the direction before momentum: θ' = θ − η·(...)
-    vector adj_d;
-    P::copy(adj_theta, adj_d);
-    P::scale(adj_d, -eta);  // ∂θ'/∂(direction) = −η
-    if (momentum > 0.0) {
-      // adj of m' collects the state adjoint and, through the step, −η (plain) or −ημ (Nesterov)
-      vector& adj_m = adj_s.buffers.at(0);
-      if (nesterov) {  // direction = d + μ m'
-        P::axpy(scalar(momentum), adj_d, adj_m);
-      } else {  // direction = m'
-        P::axpy(scalar(1), adj_d, adj_m);
-        P::fill(adj_d, scalar(0));
+    } else {
+      // adjoint of d, the direction before momentum: θ' = θ − η·(...)
+      vector adj_d;
+      P::copy(adj_theta, adj_d);
+      P::scale(adj_d, -eta);  // ∂θ'/∂(direction) = −η
+      if (momentum > 0.0) {
+        // adj of m' collects the state adjoint and, through the step, −η (plain) or −ημ (Nesterov)
+        vector& adj_m = adj_s.buffers.at(0);
+        if (nesterov) {  // direction = d + μ m'
+          P::axpy(scalar(momentum), adj_d, adj_m);
+        } else {  // direction = m'
+          P::axpy(scalar(1), adj_d, adj_m);
+          P::fill(adj_d, scalar(0));
+        }
+        // m' = μ m + d
+        P::axpy(scalar(1), adj_m, adj_d);
+        P::scale(adj_m, scalar(momentum));
       }
-      // m' = μ m + d
-      P::axpy(scalar(1), adj_m, adj_d);
-      P::scale(adj_m, scalar(momentum));
+      // d = g + wd θ; θ' = θ − ...: adj_theta keeps its identity part
+      if (weight_decay != 0.0) P::axpy(scalar(weight_decay), adj_d, adj_theta);
+      adj_g = std::move(adj_d);
     }
-    // d = g + wd θ; θ' = θ − ...: adj_theta keeps its identity part
-    if (weight_decay != 0.0) P::axpy(scalar(weight_decay), adj_d, adj_theta);
-    adj_g = std::move(adj_d);
   }
 
   /// Forward of step() on tangents: see optimizer.hpp.
@@ -177,19 +177,19 @@ struct sgd {
       const vector& g_in = tan_g;
       if (momentum > 0.0) P::zip_apply(f, tan_theta, tan_s.buffers.at(0), g_in);
       else P::zip_apply(f, tan_theta, g_in);
-      return;
+    } else {
+      vector tan_d;
+      P::copy(tan_g, tan_d);
+      if (weight_decay != 0.0) P::axpy(scalar(weight_decay), tan_theta, tan_d);
+      if (momentum > 0.0) {
+        vector& tan_m = tan_s.buffers.at(0);
+        P::scale(tan_m, scalar(momentum));
+        P::axpy(scalar(1), tan_d, tan_m);
+        if (nesterov) P::axpy(scalar(momentum), tan_m, tan_d);
+        else P::copy(tan_m, tan_d);
+      }
+      P::axpy(-eta, tan_d, tan_theta);
     }
-    vector tan_d;
-    P::copy(tan_g, tan_d);
-    if (weight_decay != 0.0) P::axpy(scalar(weight_decay), tan_theta, tan_d);
-    if (momentum > 0.0) {
-      vector& tan_m = tan_s.buffers.at(0);
-      P::scale(tan_m, scalar(momentum));
-      P::axpy(scalar(1), tan_d, tan_m);
-      if (nesterov) P::axpy(scalar(momentum), tan_m, tan_d);
-      else P::copy(tan_m, tan_d);
-    }
-    P::axpy(-eta, tan_d, tan_theta);
   }
 
   void validate() const {

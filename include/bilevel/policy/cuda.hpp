@@ -1,9 +1,8 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 /// \file
-/// The CUDA tensor policy: device arrays, cuBLAS for BLAS-1/2/3, CUB for element-wise passes
-/// and reductions, and the library's own kernels where it keeps them (cuda/kernels.cuh says
-/// which and why).
+/// The CUDA tensor policy: device arrays, cuBLAS for BLAS-1/2/3, the library's own kernels for
+/// the rest (cuda/kernels.cuh, which says why each is not CUB's).
 ///
 /// Opt-in: include this header from a CUDA translation unit (.cu, nvcc -std=c++20) and link
 /// bilevel::cuda (cuBLAS and the CUDA runtime; the target also passes --extended-lambda and
@@ -23,8 +22,7 @@
 ///     row_max's indices, indices_to_host), which wait for it.
 ///   - gemm, gemv, axpy, scale and, for double, dot and norm go to cuBLAS; row-major matrices
 ///     are passed as their column-major transposes. dot, norm and sum accumulate in double
-///     whatever the scalar (float: cub::DeviceReduce over double terms, run-to-run
-///     deterministic on one GPU).
+///     whatever the scalar (float: double-accumulating kernels, deterministic).
 ///   - Host transfers happen in to_host, from_host, matrix_from_host, matrix_to_host, and
 ///     where the concept itself speaks host types: gather/scatter_add's index maps (cached
 ///     on the device, cuda/index_plans.cuh) and row_max's indices; and in `transform` with a
@@ -54,12 +52,12 @@
 #include <vector>
 
 #include "bilevel/core/tensor_policy.hpp"
-#include "bilevel/policy/cuda/algorithms.cuh"
 #include "bilevel/policy/cuda/context.cuh"
 #include "bilevel/policy/cuda/error.cuh"
 #include "bilevel/policy/cuda/functors.cuh"
 #include "bilevel/policy/cuda/index_plans.cuh"
 #include "bilevel/policy/cuda/kernels.cuh"
+#include "bilevel/policy/cuda/launch.cuh"
 #include "bilevel/policy/cuda/stream.cuh"
 #include "bilevel/policy/detail/per_sample_maps.hpp"
 #include "bilevel/policy/detail/window_max.hpp"
@@ -260,7 +258,7 @@ struct cuda {
       BILEVEL_CUDA_CHECK(cublasDdot_64(blas(), std::int64_t(x.size()), x.data(), 1, y.data(), 1, &r));
       return r;
     } else {
-      return reduce(x.size(), {cuda_detail::reduction::dot, x.data(), y.data()}, "dot");
+      return reduce(x.size(), cuda_detail::dot_term<scalar>{x.data(), y.data()});
     }
   }
   static double norm(const vector& x) {
@@ -275,11 +273,14 @@ struct cuda {
   }
   static double sum(const vector& x) {
     if (x.size() == 0) return 0.0;
-    return reduce(x.size(), {cuda_detail::reduction::sum, x.data(), nullptr}, "sum");
+    return reduce(x.size(), cuda_detail::sum_term<scalar>{x.data()});
   }
   static bool all_finite(const vector& x) {
     if (x.size() == 0) return true;
-    return reduce(x.size(), {cuda_detail::reduction::nonfinite, x.data(), nullptr}, "all_finite") == 0.0;
+    return !flag_kernel([&](int* flag) {
+      cuda_detail::nonfinite_kernel<<<cuda_detail::blocks_for(x.size()), cuda_detail::threads_per_block, 0,
+                                      cuda_detail::stream()>>>(x.size(), x.data(), flag);
+    }, "nonfinite_kernel");
   }
 
   /// out_i = 1 when x has a NaN or Inf, left as it is otherwise: all_finite without the
@@ -287,8 +288,9 @@ struct cuda {
   static void mark_nonfinite(const vector& x, vector& out, std::size_t i) {
     require_range(out, i, 1, "mark_nonfinite");
     if (x.size() == 0) return;
-    cuda_detail::reduce_into<scalar>(x.size(), {cuda_detail::reduction::nonfinite, x.data(), nullptr},
-                                     {cuda_detail::reduction_target::mark, nullptr, out.data() + i}, "mark_nonfinite");
+    cuda_detail::mark_nonfinite_kernel<<<cuda_detail::blocks_for(x.size()), cuda_detail::threads_per_block, 0,
+                                         cuda_detail::stream()>>>(x.size(), x.data(), out.data() + i);
+    cuda_detail::check_launch("mark_nonfinite_kernel");
   }
 
   // ---- element-wise ----
@@ -480,8 +482,15 @@ struct cuda {
     require_same_shape(a, b, "add_dot_into");
     require_range(out, i, 1, "add_dot_into");
     if (a.size() == 0) return;
-    cuda_detail::reduce_into<scalar>(a.size(), {cuda_detail::reduction::dot, a.data(), b.data()},
-                                     {cuda_detail::reduction_target::add, nullptr, out.data() + i}, "add_dot_into");
+    add_reduced(reduce_on_device(a.size(), cuda_detail::dot_term<scalar>{a.data(), b.data()}), 1.0, out.data() + i);
+  }
+  /// out_i += s·⟨x, y⟩ for vectors: reduced on the device and added to the entry there.
+  static void add_scaled_dot_into(const vector& x, const vector& y, scalar s, vector& out, std::size_t i) {
+    require_same_size(x, y, "add_scaled_dot_into");
+    require_range(out, i, 1, "add_scaled_dot_into");
+    if (x.size() == 0) return;
+    add_reduced(reduce_on_device(x.size(), cuda_detail::dot_term<scalar>{x.data(), y.data()}), double(s),
+                out.data() + i);
   }
   /// m_ij += b_j.
   static void add_row(matrix& m, const vector& b) {
@@ -1036,19 +1045,54 @@ struct cuda {
     }
   }
 
-  /// Σ term(i) for i < n (n > 0) in double, by cub::DeviceReduce (cuda/algorithms.cuh), read
-  /// on the host (a flag term's sum counts the entries that set it).
-  static double reduce(std::size_t n, cuda_detail::reduction_term<scalar> term, const char* what) {
-    double* result = cuda_detail::context::get().result();
-    cuda_detail::reduce_into<scalar>(n, term, {cuda_detail::reduction_target::store, result, nullptr}, what);
+  /// Σ term(i) for i < n in double: per-block partials, then one block; fixed order.
+  template <class Term>
+  static double reduce(std::size_t n, Term term) {
+    const double* result = reduce_on_device(n, term);
     double r = 0.0;
     BILEVEL_CUDA_CHECK(cudaMemcpyAsync(&r, result, sizeof(double), cudaMemcpyDeviceToHost, cuda_detail::stream()));
     cuda_detail::wait_for(cuda_detail::stream());
     return r;
   }
+  /// Σ term(i) in double into the context's device scalar (valid until the next reduction on
+  /// this stream); returns its address.
+  template <class Term>
+  static const double* reduce_on_device(std::size_t n, Term term) {
+    auto& ctx = cuda_detail::context::get();
+    const unsigned blocks = std::min(cuda_detail::blocks_for(n), cuda_detail::context::max_reduce_blocks);
+    double* partials = ctx.partials();
+    cuda_detail::reduce_partials_kernel<<<blocks, cuda_detail::threads_per_block, 0, cuda_detail::stream()>>>(
+        n, term, partials);
+    cuda_detail::check_launch("reduce_partials_kernel");
+    double* result = partials + cuda_detail::context::max_reduce_blocks;
+    cuda_detail::reduce_final_kernel<<<1, cuda_detail::threads_per_block, 0, cuda_detail::stream()>>>(partials, blocks,
+                                                                                                     result);
+    cuda_detail::check_launch("reduce_final_kernel");
+    return result;
+  }
+  /// *entry += S(factor · *sum): a reduction's result added to a vector entry where it lies.
+  static void add_reduced(const double* sum, double factor, scalar* entry) {
+    cuda_detail::add_reduced_kernel<<<1, 1, 0, cuda_detail::stream()>>>(sum, factor, entry);
+    cuda_detail::check_launch("add_reduced_kernel");
+  }
+  /// Clears the context's flag, runs `launch(flag)`, returns whether a kernel set it.
+  template <class Launch>
+  static bool flag_kernel(Launch launch, const char* name) {
+    int* flag = cuda_detail::context::get().flag();
+    BILEVEL_CUDA_CHECK(cudaMemsetAsync(flag, 0, sizeof(int), cuda_detail::stream()));
+    launch(flag);
+    cuda_detail::check_launch(name);
+    int h = 0;
+    BILEVEL_CUDA_CHECK(cudaMemcpyAsync(&h, flag, sizeof(int), cudaMemcpyDeviceToHost, cuda_detail::stream()));
+    cuda_detail::wait_for(cuda_detail::stream());
+    return h != 0;
+  }
   static bool same_elements(const scalar* a, const scalar* b, std::size_t n) {
     if (n == 0) return true;
-    return reduce(n, {cuda_detail::reduction::differ, a, b}, "equal") == 0.0;
+    return !flag_kernel([&](int* flag) {
+      cuda_detail::differ_kernel<<<cuda_detail::blocks_for(n), cuda_detail::threads_per_block, 0,
+                                   cuda_detail::stream()>>>(n, a, b, flag);
+    }, "differ_kernel");
   }
 
   /// out takes x's shape (its contents are then overwritten).

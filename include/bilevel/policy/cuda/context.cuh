@@ -77,16 +77,19 @@ class context {
 
   [[nodiscard]] cublasHandle_t blas() const noexcept { return blas_; }
   [[nodiscard]] int device() const noexcept { return device_; }
-  /// Device scratch for a reduction's result on its way to the host.
-  [[nodiscard]] double* result() const noexcept { return result_; }
+  /// Device scratch for the second stage of reductions (partial sums) and flags.
+  [[nodiscard]] double* partials() const noexcept { return partials_; }
+  [[nodiscard]] int* flag() const noexcept { return flag_; }
   /// An event for ordering one stream after another (cuda_stream_scope); reusable at once,
   /// since a wait takes the state of the event's last record at the time of the call.
   [[nodiscard]] cudaEvent_t order_event() const noexcept { return order_event_; }
+  static constexpr unsigned max_reduce_blocks = 1024;
 
   ~context() {
     // Errors are ignored here: at process exit the runtime may already be shutting down.
     if (order_event_) (void)cudaEventDestroy(order_event_);
-    if (result_) (void)cudaFree(result_);
+    if (partials_) (void)cudaFree(partials_);
+    if (flag_) (void)cudaFree(flag_);
     if (blas_) (void)cublasDestroy(blas_);
   }
 
@@ -118,13 +121,15 @@ class context {
     BILEVEL_CUDA_CHECK(cublasSetPointerMode(blas_, CUBLAS_POINTER_MODE_HOST));
     // Full FP32/FP64 arithmetic: no TF32 tensor-core rounding of float GEMMs.
     BILEVEL_CUDA_CHECK(cublasSetMathMode(blas_, CUBLAS_DEFAULT_MATH));
-    BILEVEL_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&result_), sizeof(double)));
+    BILEVEL_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&partials_), (max_reduce_blocks + 1) * sizeof(double)));
+    BILEVEL_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&flag_), sizeof(int)));
     BILEVEL_CUDA_CHECK(cudaEventCreateWithFlags(&order_event_, cudaEventDisableTiming));
   }
 
   cublasHandle_t blas_ = nullptr;
   int device_ = 0;
-  double* result_ = nullptr;
+  double* partials_ = nullptr;
+  int* flag_ = nullptr;
   cudaEvent_t order_event_ = nullptr;
 };
 

@@ -1,14 +1,18 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 /// \file
-/// The CUDA policy's device code: the element-wise passes as index functors, run by one
-/// grid-stride kernel (for_each_index_kernel); the reductions' terms, summed in double by
-/// cub::DeviceReduce (cuda/algorithms.cuh); and the kernels the library keeps as its own, each
-/// for a reason named where it is defined:
-///   - the element-wise passes: cub::DeviceFor would launch the same one-index-per-thread
-///     loop, and its dispatch layer costs compile time per functor type (measured with nvcc
-///     13.0 at sm_80 + sm_90 on a 2-core VM: 4 s of headers per translation unit and 0.13 s per functor; this
-///     policy instantiates some 40 per unit, and the build has 11 such units);
+/// The CUDA policy's own kernels. The toolkit's CUB would do some of this work (its
+/// DeviceFor the element-wise passes, its DeviceReduce the sums); each part says why it is
+/// kept here:
+///   - element-wise passes (maps, fills, bias rows, scalings, gathers, zip_apply) are index
+///     functors run by one grid-stride kernel (for_each_index, cuda/launch.cuh):
+///     cub::DeviceFor would launch the same one-index-per-thread loop, and its dispatch layer
+///     costs compile time per functor type (measured with nvcc 13.0 at sm_80 + sm_90 on a
+///     2-core VM: 4 s of headers per translation unit and 0.13 s per functor; this policy
+///     instantiates some 40 per unit, and the build has 11 such units);
+///   - reductions to one double (below): a fixed grid and order, deterministic, as
+///     cub::DeviceReduce is; its compile cost (above, and 0.65 s per instantiation) put the
+///     test script over its 25-minute budget on 2 cores;
 ///   - warp-per-row kernels (softmax, log-sum-exp, max, dots, sums, the fused cross-entropy
 ///     head and its tangent): one kernel computes every statistic a row needs and uses it in
 ///     the same pass, where CUB's segmented reductions would take a pass and a temporary per
@@ -47,7 +51,7 @@ inline unsigned row_blocks_for(std::size_t rows) {
 __device__ inline std::size_t global_thread() { return std::size_t(blockIdx.x) * blockDim.x + threadIdx.x; }
 __device__ inline std::size_t grid_threads() { return std::size_t(gridDim.x) * blockDim.x; }
 
-// ---- element-wise index functors (run by for_each_index, cuda/algorithms.cuh) ----
+// ---- element-wise index functors (run by for_each_index, cuda/launch.cuh) ----
 
 /// op(i) for i < n: the one kernel behind every element-wise pass.
 template <class Op>
@@ -176,44 +180,87 @@ struct onehot_op {
   }
 };
 
-// ---- reductions (summed in double by cub::DeviceReduce, cuda/algorithms.cuh) ----
+// ---- reductions to one double ----
+// A grid fixed by n and a fixed order of combination: the same input gives the same bits on
+// the same GPU, run after run (why not cub::DeviceReduce: the file comment).
 
-/// What a reduction sums, and where its result goes. One term type and one output type per
-/// scalar, chosen at run time, so that each translation unit instantiates CUB's reduction once
-/// per scalar rather than once per use (each instantiation costs compile time at every GPU
-/// architecture built).
-enum class reduction : int { sum, dot, nonfinite, differ };
-/// Term i: x_i (sum), x_i·y_i (dot; for float each product is exact in double), or 1 where
-/// x_i is NaN or ±Inf (nonfinite) or x_i != y_i (differ; NaN differs from everything), so that
-/// a flag's sum counts the entries that set it.
+/// Sum over a block of one double per thread; the result is valid in thread 0.
+__device__ inline double block_sum(double v) {
+  __shared__ double warp_sums[32];
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+  const unsigned lane = threadIdx.x & 31u, warp = threadIdx.x >> 5;
+  if (lane == 0) warp_sums[warp] = v;
+  __syncthreads();
+  v = threadIdx.x < (blockDim.x + 31) / 32 ? warp_sums[lane] : 0.0;
+  if (warp == 0)
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+  return v;
+}
+
+/// Σ_i double(x_i).
 template <class S>
-struct reduction_term {
-  reduction kind;
+struct sum_term {
+  const S* x;
+  __device__ double operator()(std::size_t i) const { return double(x[i]); }
+};
+/// Σ_i double(x_i)·double(y_i): for float each product is exact in double.
+template <class S>
+struct dot_term {
   const S* x;
   const S* y;
-  __host__ __device__ double operator()(std::size_t i) const {
-    switch (kind) {
-      case reduction::sum: return double(x[i]);
-      case reduction::dot: return double(x[i]) * double(y[i]);
-      case reduction::nonfinite: return ::cuda::std::isfinite(x[i]) ? 0.0 : 1.0;
-      default: return x[i] == y[i] ? 0.0 : 1.0;
-    }
-  }
+  __device__ double operator()(std::size_t i) const { return double(x[i]) * double(y[i]); }
 };
-/// Where the sum goes: stored in a device double, added to a vector entry, or, for a flag
-/// count, the entry set to 1 when it is positive (left as it is otherwise).
-enum class reduction_target : int { store, add, mark };
+
+/// partials[block] = Σ over the block's grid-stride share of term(i), in double.
+template <class Term>
+__global__ void reduce_partials_kernel(std::size_t n, Term term, double* partials) {
+  double acc = 0.0;
+  for (std::size_t i = global_thread(); i < n; i += grid_threads()) acc += term(i);
+  acc = block_sum(acc);
+  if (threadIdx.x == 0) partials[blockIdx.x] = acc;
+}
+/// *out = Σ partials[0, count), one block, fixed order.
+template <int = 0>
+__global__ void reduce_final_kernel(const double* partials, unsigned count, double* out) {
+  double acc = 0.0;
+  for (unsigned i = threadIdx.x; i < count; i += blockDim.x) acc += partials[i];
+  acc = block_sum(acc);
+  if (threadIdx.x == 0) *out = acc;
+}
+
+/// *out += S(factor · *sum): a device reduction's result added to a vector entry where it lies.
 template <class S>
-struct reduction_output {
-  reduction_target kind;
-  double* value;  ///< store
-  S* entry;       ///< add, mark
-  __device__ void operator()(std::size_t, double sum) const {
-    if (kind == reduction_target::store) *value = sum;
-    else if (kind == reduction_target::add) *entry += S(sum);
-    else if (sum > 0.0) *entry = S(1);
-  }
-};
+__global__ void add_reduced_kernel(const double* sum, double factor, S* out) {
+  *out += S(factor * *sum);
+}
+/// *flag = 1 if some x_i is NaN or ±Inf.
+template <class S>
+__global__ void nonfinite_kernel(std::size_t n, const S* x, int* flag) {
+  for (std::size_t i = global_thread(); i < n; i += grid_threads())
+    if (!::cuda::std::isfinite(x[i])) {
+      *flag = 1;
+      return;
+    }
+}
+/// *out = 1 if some x_i is NaN or ±Inf (left as it is otherwise): the check's answer stays
+/// on the device.
+template <class S>
+__global__ void mark_nonfinite_kernel(std::size_t n, const S* x, S* out) {
+  for (std::size_t i = global_thread(); i < n; i += grid_threads())
+    if (!::cuda::std::isfinite(x[i])) {
+      *out = S(1);
+      return;
+    }
+}
+/// *flag = 1 if some a_i != b_i (NaN differs from everything, as with ==).
+template <class S>
+__global__ void differ_kernel(std::size_t n, const S* a, const S* b, int* flag) {
+  for (std::size_t i = global_thread(); i < n; i += grid_threads())
+    if (!(a[i] == b[i])) {
+      *flag = 1;
+      return;
+    }
+}
 
 // ---- warp-per-row reductions over a rows × cols row-major matrix ----
 // Kept as the library's own: each computes all a row needs (maximum, sums) and uses them in

@@ -13,6 +13,8 @@
 ///                                   (a copy, a scaled copy of c and scale_rows);
 ///   scale_entry:                    y = (s·c_i)·x, a weighted sum's first term (a fill and
 ///                                   axpy_entry);
+///   add_scaled_dot_into:            out_i += s·⟨x, y⟩ for vectors (a scaled copy and two
+///                                   reshapes before add_dot_into);
 ///   add_segment_row, column_sums_into_segment: a layer's bias row read from, and its
 ///                                   gradient written into, the flat parameter vector in place
 ///                                   (no segment copy out and back).
@@ -67,7 +69,7 @@ void softmax_cross_entropy_tangent_row(const S* z, const S* z_dot, std::size_t c
 template <class V, class Policy>
 concept vector_of = std::is_same_v<std::remove_const_t<V>, typename Policy::vector>;
 
-/// The three primitives for a host policy `Policy` (its rows/cols/size/matrix_zeros/zeros and
+/// The fused primitives for a host policy `Policy` (its rows/cols/size/matrix_zeros/zeros and
 /// `name`), inherited by it.
 template <class Policy>
 struct host_fused_maps : private host_messages<Policy> {
@@ -134,6 +136,21 @@ struct host_fused_maps : private host_messages<Policy> {
       S* o = out.data() + i * k;
       for (std::size_t j = 0; j < k; ++j) o[j] = x[j] * f;
     }
+  }
+
+  /// out_i += s·⟨x, y⟩ for vectors, the dot accumulated in double.
+  template <class Vector, class Scalar>
+  static void add_scaled_dot_into(const Vector& x, const Vector& y, Scalar s, Vector& out, std::size_t i) {
+    using S = typename Policy::scalar;
+    if (Policy::size(x) != Policy::size(y))
+      fail("add_scaled_dot_into", "the vectors have " + std::to_string(Policy::size(x)) + " and " +
+                                      std::to_string(Policy::size(y)) + " entries");
+    require_range(out, i, 1, "add_scaled_dot_into");
+    const S* a = x.data();
+    const S* b = y.data();
+    double acc = 0.0;
+    for (std::size_t k = 0; k < Policy::size(x); ++k) acc += double(a[k]) * double(b[k]);
+    out.data()[i] += S(double(s) * acc);
   }
 
   /// y = (s·c_i)·x, y shaped like x; y may be x.
