@@ -148,18 +148,12 @@ struct adam {
       P::zip_apply(typename maps::step_map{element_maps(c)}, theta, s.buffers.at(0), s.buffers.at(1), g);
       ++s.step;
     } else {
-      vector d;
-      direction(theta, g, d);
-      vector& m = s.buffers.at(0);
-      vector& v = s.buffers.at(1);
-      P::scale(m, scalar(beta1));
-      P::axpy(scalar(1 - beta1), d, m);
-      vector d2;
-      P::hadamard(d, d, d2);
-      P::scale(v, scalar(beta2));
-      P::axpy(scalar(1 - beta2), d2, v);
+      vector d, m, v;
+      forward_moments(theta, s, g, d, m, v);
       vector u;
       P::transform(m, v, u, detail::adam_update{c.m_hat, c.v_hat, c.eps});
+      s.buffers.at(0) = std::move(m);
+      s.buffers.at(1) = std::move(v);
       if (decoupled && weight_decay != 0.0) P::scale(theta, scalar(1 - c.lr * weight_decay));
       P::axpy(scalar(-c.lr), u, theta);
       ++s.step;
