@@ -14,13 +14,20 @@
 // runs as a kernel, a cuBLAS call or a copy (shape queries and resizes aside), so what a step
 // asks of a GPU, launch by launch, is known here too (the CUDA policy's activity() counters
 // measure the same on a device).
+//
+// And it has a stand-in for a device's graph capture (core/step_capture.hpp), so that the
+// solver's capture_steps runs its probe and captures here: inside a "captured" step every host
+// read throws, as a device's capture refuses a wait, so a run that completes shows that no
+// captured step read anything back.
 #include <cstdint>
 #include <cstring>
 #include <map>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include <bilevel/core/policy_stream.hpp>
 #include <bilevel/policy/eigen.hpp>
 
 namespace test {
@@ -53,6 +60,16 @@ inline bool& log_operations() {
 inline std::vector<std::string>& operation_log() {
   static std::vector<std::string> log;
   return log;
+}
+/// Host reads since the process began (never cleared: the capture probe's counter).
+inline std::size_t& host_reads_ever() {
+  static std::size_t n = 0;
+  return n;
+}
+/// Set while a step is "captured" (recording_policy::graph_capture).
+inline bool& capturing() {
+  static bool on = false;
+  return on;
 }
 inline void record_operation(const char* name) {
   ++operations()[name];
@@ -139,7 +156,7 @@ struct recording_policy : bilevel::policy::eigen<double> {
   static std::vector<scalar> to_host(const vector& v) { return counted("to_host", base::to_host(v)); }
   static std::vector<scalar> matrix_to_host(const matrix& m) { return counted("matrix_to_host", base::matrix_to_host(m)); }
   static void row_max(const matrix& m, vector& max, std::vector<std::int64_t>& arg) {
-    ++host_reads()["row_max"];
+    note_read("row_max");
     record_operation("row_max");
     base::row_max(m, max, arg);
   }
@@ -147,15 +164,44 @@ struct recording_policy : bilevel::policy::eigen<double> {
     return counted("indices_to_host", base::indices_to_host(i));
   }
 
+  /// A device graph capture's stand-in (see the file comment): begin and end mark the step,
+  /// the first capture "instantiates" and the later ones "update".
+  struct graph_capture {
+    static std::size_t host_waits() { return host_reads_ever(); }
+    std::string refuse(bilevel::detail::no_stream&) { return {}; }
+    void begin(bilevel::detail::no_stream&) {
+      if (capturing()) throw std::logic_error("recording_policy: a capture inside a capture");
+      capturing() = true;
+    }
+    void end_and_launch(bilevel::detail::no_stream&) {
+      capturing() = false;
+      if (launched++ == 0) made = 1;
+      else ++updated;
+    }
+    void abort(bilevel::detail::no_stream&) noexcept {
+      capturing() = false;
+      ++aborted;
+    }
+    [[nodiscard]] std::size_t instantiations() const { return made; }
+    [[nodiscard]] std::size_t updates() const { return updated; }
+    std::size_t launched = 0, made = 0, updated = 0, aborted = 0;
+  };
+
   static std::uint64_t content_stamp(const vector& v) { return hash(v.data(), std::size_t(v.size()), 1); }
   static std::uint64_t content_stamp(const matrix& m) {
     return hash(m.data(), std::size_t(m.size()), std::uint64_t(m.rows()) * 0x9E3779B97F4A7C15ULL + std::uint64_t(m.cols()));
   }
 
  private:
+  static void note_read(const char* name) {
+    if (capturing())
+      throw std::logic_error(std::string("recording_policy: ") + name + " read back inside a captured step");
+    ++host_reads()[name];
+    ++host_reads_ever();
+  }
   template <class T>
   static T counted(const char* name, T value) {
-    ++host_reads()[name];
+    note_read(name);
     record_operation(name);
     return value;
   }

@@ -121,10 +121,23 @@ TEST_CASE("host reads: every method's deferred steps read nothing, with the host
     std::size_t total = 0;
     for (const auto& [name, count] : reads) total += count;
     CHECK(total == 0);
+    // Captured as graphs (solver::capture_steps): the first iteration is the probe, the other
+    // two are captured, and a read inside them would have thrown; the results are the same.
+    bilevel::step_capture_report report;
+    const auto captured = cuda_test::method_run<R>(k, 3, {}, 100, &report);
+    CHECK(report.fallback == "");
+    CHECK(report.plain_steps == 1);
+    CHECK(report.captured_steps == 2);
+    CHECK(report.instantiations == 1);
+    CHECK(report.updates == 1);
+    CHECK(captured == device);
     // The same run on the Eigen policy, whose reads are free and whose scalars are host
     // doubles: the same arithmetic up to the order of a sum (1e-9: tests/cuda's bound for
     // these runs against Eigen; the finite difference divides round-off by ε ≈ 1e-4/‖v‖).
-    const auto host = cuda_test::method_run<bilevel::policy::eigen<double>>(k, 3);
+    // Capture requested there too: the Eigen policy has no graphs, and says so.
+    const auto host = cuda_test::method_run<bilevel::policy::eigen<double>>(k, 3, {}, 1, &report);
+    CHECK(report.fallback.find("no device graph") != std::string::npos);
+    CHECK(report.plain_steps == 3);
     REQUIRE(device.size() == host.size());
     for (std::size_t level = 0; level < host.size(); ++level) {
       CAPTURE(level);
@@ -133,3 +146,44 @@ TEST_CASE("host reads: every method's deferred steps read nothing, with the host
   }
 }
 #endif
+
+TEST_CASE("capture_steps: a step that reads back runs plainly and says why") {
+  auto immediate = small_mwn(), plain = small_mwn();
+  immediate.capture_steps();
+  immediate.run(3);
+  plain.run(3);
+  const auto& r = immediate.capture_report();
+  CHECK(r.requested);
+  CHECK(r.captured_steps == 0);
+  CHECK(r.plain_steps == 3);
+  CHECK(r.fallback.find("waits for the device 7 times") != std::string::npos);
+  CHECK(r.fallback.find("check_every") != std::string::npos);
+  CHECK(R::to_host(immediate.level<0>().theta) == R::to_host(plain.level<0>().theta));
+  // Deferred checks now: the next step is probed again, then captured.
+  immediate.on_failure({.check_every = 4});
+  immediate.run(3);
+  CHECK(r.fallback == "");
+  CHECK(r.plain_steps == 4);
+  CHECK(r.captured_steps == 2);
+}
+
+TEST_CASE("step_capture: a read that appears after the probe throws from the capture, which is ended") {
+  bilevel::step_capture<R> capture;
+  bilevel::detail::no_stream stream;
+  const auto v = R::zeros(3);
+  int step = 0;
+  auto reads_from_the_third_step = [&] {
+    if (++step >= 3) (void)R::sum(v);
+  };
+  capture.request(true);
+  capture.run(stream, reads_from_the_third_step);  // the probe: no read
+  capture.run(stream, reads_from_the_third_step);  // captured
+  CHECK(capture.report().captured_steps == 1);
+  CHECK_THROWS_WITH_AS(capture.run(stream, reads_from_the_third_step),
+                       doctest::Contains("read back inside a captured step"), std::logic_error);
+  CHECK_FALSE(test::capturing());  // the capture was ended (aborted)
+  CHECK(capture.report().captured_steps == 1);
+  capture.request(false);
+  capture.run(stream, reads_from_the_third_step);  // off: plain, the read allowed
+  CHECK(step == 4);
+}

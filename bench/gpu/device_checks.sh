@@ -19,7 +19,9 @@
 #      gradient and one second-order DARTS iteration at batch 64 (bench/gpu/networks_gpu.cu,
 #      bench/compare/networks.py --device cuda); one JSON line per run;
 #   3. the learners' benchmark (bench/gpu/learners_gpu.cu: the CUDA policy against Eigen and
-#      cuBLAS);
+#      cuBLAS; the look-ahead step and each method's outer iteration plain and as one CUDA
+#      graph), then PyTorch's Meta-Weight-Net look-ahead step (bench/compare/peers.py --device
+#      cuda, on the problem exported at staging);
 #   4. example 05, Meta-Weight-Net on the GPU, one epoch.
 # PyTorch is taken from the machine's python3. Exits non-zero if the test suite fails.
 set -uo pipefail
@@ -37,6 +39,9 @@ case "${1:-}" in
     done
     data=${BILEVEL_FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}
     cp "$data"/*-ubyte.gz "$dir/data/"
+    # The Meta-Weight-Net problem PyTorch's side of the step comparison reads (bench/compare).
+    [ -x build/bench/bench_compare_mwn_step ] || { echo "device_checks.sh: build/bench/bench_compare_mwn_step is missing" >&2; exit 1; }
+    build/bench/bench_compare_mwn_step --export "$dir/mwn_problem" --width 256 --seed 1 --data "$data" > /dev/null
     du -sh "$dir"
     ;;
   run)
@@ -67,7 +72,10 @@ case "${1:-}" in
       done
       echo "device_checks: networks round $round done at $SECONDS s" | tee -a "$out/steps.log"
     done
-    step learners 180 "$dir/bench_gpu_learners" --out "$out/learners.md"
+    step learners 240 "$dir/bench_gpu_learners" --out "$out/learners.md"
+    # PyTorch's Meta-Weight-Net look-ahead step on the same GPU, right after bilevel's.
+    step peers_torch 90 python3 bench/compare/peers.py --impl torch --device cuda --problem "$dir/mwn_problem" \
+      --data "$dir/data" --warmup 20 --timed 200
     step example05 120 "$dir/05_label_noise_gpu" --epochs 1 --data "$dir/data"
     # The policy's kernels under memcheck (the primitives' cases: a minute or two).
     sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)

@@ -107,11 +107,11 @@ int main(int argc, char** argv) {
     md << "| model | batch | operation | GPU ms | CPU 1 thread ms | CPU " << threads
        << " threads ms | GPU speed-up vs 1 / " << threads << " threads |\n| --- | ---: | --- | ---: | ---: | ---: | ---: |\n";
     std::ostringstream ceiling, counts;
-    counts << "| workload | batch | operation | kernels | cuBLAS calls | host waits | GPU ms | µs per kernel or cuBLAS call |\n"
-              "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |\n";
+    counts << "| workload | batch | operation | kernels | cuBLAS calls | graph launches | host waits | GPU ms | µs per "
+              "kernel or cuBLAS call |\n| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n";
     auto add_counts = [&](const char* what, std::size_t batch, const char* op, const timing& t, const call_counts& c) {
       counts << "| " << what << " | " << batch << " | " << op << " | " << c.kernels << " | " << c.blas_calls << " | "
-             << c.host_waits << " | " << fmt(t.median_ms) << " | "
+             << c.graph_launches << " | " << c.host_waits << " | " << fmt(t.median_ms) << " | "
              << fmt(1e3 * t.median_ms / double(std::max<std::size_t>(1, c.kernels + c.blas_calls)), 1) << " |\n";
     };
     ceiling << "| model | batch | gradient GFLOP | GPU gradient ms | cuBLAS GEMMs alone ms | GEMM share | gradient TFLOP/s |\n"
@@ -131,6 +131,11 @@ int main(int argc, char** argv) {
         add_counts(name(m), batch, "MWN look-ahead step", gpu.lookahead_step, gpu.lookahead_step_calls);
         add_counts(name(m), batch, "MWN look-ahead step, deferred checks (check_every = 100)",
                    gpu.lookahead_step_deferred, gpu.lookahead_step_deferred_calls);
+        add_counts(name(m), batch, "MWN look-ahead step, deferred checks, one CUDA graph a step",
+                   gpu.lookahead_step_captured, gpu.lookahead_step_captured_calls);
+        std::cerr << name(m) << " batch " << batch << " MWN look-ahead step captured: gpu "
+                  << gpu.lookahead_step_captured.median_ms << " ms (" << gpu.lookahead_step_captured.reps
+                  << " reps), plain deferred " << gpu.lookahead_step_deferred.median_ms << " ms\n";
         {  // the same with the GEMMs on tensor cores at TF32 (bilevel::policy::gemm_precision_scope)
           const bilevel::policy::gemm_precision_scope tf32(bilevel::policy::gemm_precision::tf32);
           const auto t = measure<G>(m, batch, [] { G::synchronize(); });
@@ -167,6 +172,10 @@ int main(int argc, char** argv) {
       const auto gpu = gpu_run.iteration, cpu1 = measure_method_cpu(k, method_batch, 1).iteration,
                  cpun = measure_method_cpu(k, method_batch, threads).iteration;
       add_counts(name(k), method_batch, "outer iteration", gpu, gpu_run.calls);
+      add_counts(name(k), method_batch, "outer iteration, deferred checks, one CUDA graph", gpu_run.captured,
+                 gpu_run.captured_calls);
+      std::cerr << name(k) << " batch " << method_batch << " captured: gpu " << gpu_run.captured.median_ms << " ms ("
+                << gpu_run.captured.reps << " reps)\n";
       md << "| " << name(k) << " | " << fmt(gpu.median_ms) << " | " << fmt(cpu1.median_ms) << " | "
          << fmt(cpun.median_ms) << " | " << fmt(cpu1.median_ms / gpu.median_ms, 1) << "x / "
          << fmt(cpun.median_ms / gpu.median_ms, 1) << "x |\n";

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <memory>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -111,8 +112,9 @@ timing time_calls(F&& f, Sync&& sync, double budget_s = 1.5, std::size_t min_rep
 }
 
 /// What one call asked of the device (the CUDA policy's activity counters; zeros elsewhere).
+/// Kernels and cuBLAS calls of a captured step count as captured, launched in graph_launches.
 struct call_counts {
-  std::size_t kernels = 0, blas_calls = 0, host_waits = 0;
+  std::size_t kernels = 0, blas_calls = 0, host_waits = 0, graph_launches = 0;
 };
 template <class P, class F>
 call_counts count_one_call(F&& f) {
@@ -120,7 +122,8 @@ call_counts count_one_call(F&& f) {
     const auto a = P::activity();
     f();
     const auto b = P::activity();
-    return {b.kernels - a.kernels, b.blas_calls - a.blas_calls, b.host_waits - a.host_waits};
+    return {b.kernels - a.kernels, b.blas_calls - a.blas_calls, b.host_waits - a.host_waits,
+            b.graph_launches - a.graph_launches};
   } else {
     return {};
   }
@@ -134,6 +137,9 @@ struct workload_times {
   /// step between two reads, the time with the read amortised over its 100 steps.
   timing lookahead_step_deferred;
   call_counts lookahead_step_deferred_calls;
+  /// And captured as one CUDA graph a step (solver::capture_steps; device back ends only).
+  timing lookahead_step_captured;
+  call_counts lookahead_step_captured_calls;
   double check = 0;  ///< a loss, printed so that both back ends can be seen to compute the same thing
 };
 
@@ -172,6 +178,15 @@ workload_times measure(model m, std::size_t batch, Sync sync) {
   out.lookahead_step_deferred = time_calls([&] { s.iterate(); }, sync, 2.0, 5, 100, 2);
   if ((s.iteration() + 1) % check_every == 0) s.iterate();  // count a step that does not end in the read
   out.lookahead_step_deferred_calls = count_one_call<P>([&] { s.iterate(); });
+  if constexpr (bilevel::has_graph_capture<P>) {
+    s.capture_steps();
+    s.iterate();  // the probe
+    out.lookahead_step_captured = time_calls([&] { s.iterate(); }, sync, 2.0, 5, 100, 2);
+    if ((s.iteration() + 1) % check_every == 0) s.iterate();
+    out.lookahead_step_captured_calls = count_one_call<P>([&] { s.iterate(); });
+    if (!s.capture_report().fallback.empty())
+      throw std::runtime_error("the MWN step was not captured: " + s.capture_report().fallback);
+  }
   return out;
 }
 
@@ -208,6 +223,10 @@ inline std::vector<bilevel::learners::layer::spec> search_space() {
 struct method_times {
   timing iteration;
   call_counts calls;  ///< of one iteration
+  /// The same with deferred checks (check_every = 100), each iteration captured as one CUDA
+  /// graph (device back ends only).
+  timing captured;
+  call_counts captured_calls;
 };
 /// The median time of one outer iteration (every level's block, in the method's schedule) of
 /// method k, its classifiers MLP 784-256-128-10 (DARTS: search_space()), at `batch`.
@@ -220,6 +239,16 @@ method_times measure_method(method k, std::size_t batch, Sync sync) {
     method_times t;
     t.iteration = time_calls([&] { s.iterate(); }, sync, 2.0, 5, 100, 2);
     t.calls = count_one_call<P>([&] { s.iterate(); });
+    if constexpr (bilevel::has_graph_capture<P>) {
+      s.on_failure({.check_every = 100});
+      s.capture_steps();
+      s.iterate();  // the probe
+      t.captured = time_calls([&] { s.iterate(); }, sync, 2.0, 5, 100, 2);
+      if ((s.iteration() + 1) % 100 == 0) s.iterate();
+      t.captured_calls = count_one_call<P>([&] { s.iterate(); });
+      if (!s.capture_report().fallback.empty())
+        throw std::runtime_error(std::string(name(k)) + " was not captured: " + s.capture_report().fallback);
+    }
     return t;
   };
   switch (k) {

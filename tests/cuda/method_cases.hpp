@@ -61,22 +61,26 @@ std::vector<std::vector<double>> level_parameters(const Solver& s, std::index_se
 /// Runs the solver and reads every level's parameters; `mark` (if given) is called after the
 /// first iteration (set-up behind it) and again after the last, before anything is read. With
 /// `check_every` > 1 the checks are deferred (failure_policy::check_every) and read after the
-/// second mark, so that the marks enclose steps only.
+/// second mark, so that the marks enclose steps only. With `capture`, the outer steps are
+/// captured as device graphs (solver::capture_steps) and what that did is written there.
 template <class P, std::size_t Levels, class Solver>
 std::vector<std::vector<double>> run_and_read(Solver s, std::size_t iterations, const std::function<void()>& mark,
-                                              std::size_t check_every) {
+                                              std::size_t check_every, bilevel::step_capture_report* capture) {
   if (check_every > 1) s.on_failure({.check_every = check_every});
+  if (capture) s.capture_steps();
   s.run(1);
   if (mark) mark();
   for (std::size_t it = 1; it < iterations; ++it) s.iterate();
   if (mark) mark();
   s.flush_checks();
+  if (capture) *capture = s.capture_report();
   return level_parameters<P>(s, std::make_index_sequence<Levels>{});
 }
 
 template <class P>
 std::vector<std::vector<double>> method_run(method_kind k, std::size_t iterations,
-                                            const std::function<void()>& mark = {}, std::size_t check_every = 1) {
+                                            const std::function<void()>& mark = {}, std::size_t check_every = 1,
+                                            bilevel::step_capture_report* capture = nullptr) {
   namespace m = bilevel::methods;
   using namespace bilevel::learners;
   const auto train = test::toy_classes(60, 3, 0.3), val = test::toy_classes(30, 4, 0.0, 1000);
@@ -85,31 +89,31 @@ std::vector<std::vector<double>> method_run(method_kind k, std::size_t iteration
     case method_kind::l2rw:
       return run_and_read<P, 2>(
           m::l2rw<P>(train.data, val.data, {.widths = widths, .batch = 10, .validation_batch = 20, .seed = 5}),
-          iterations, mark, check_every);
+          iterations, mark, check_every, capture);
     case method_kind::teacher:
       return run_and_read<P, 2>(
           m::deep_interactions<P>(train.data, val.data,
                                   {.widths = widths, .batch = 10, .validation_batch = 20, .hidden = 4, .seed = 5}),
-          iterations, mark, check_every);
+          iterations, mark, check_every, capture);
     case method_kind::lfm:
       return run_and_read<P, 3>(
           m::learning_from_mistakes_reweighting<P>(train.data, val.data,
                                                    {.widths = widths, .batch = 10, .validation_batch = 15,
                                                     .encoder_dim = 3, .references_per_class = 3, .seed = 4}),
-          iterations, mark, check_every);
+          iterations, mark, check_every, capture);
     case method_kind::lfm_class_weighting: {
       auto generator = std::make_shared<const bilevel::data::pca_gaussian_generator>(*train.data, 4, 1);
       return run_and_read<P, 3>(
           m::lfm_class_weighting<P>(train.data, val.data, generator,
                                     {.widths = widths, .batch = 10, .synthetic_per_batch = 6, .validation_batch = 15,
                                      .references_per_class = 3, .seed = 4}),
-          iterations, mark, check_every);
+          iterations, mark, check_every, capture);
     }
     case method_kind::class_weights:
       return run_and_read<P, 2>(
           m::meta_class_weighting<P>(train.data, val.data,
                                      {.widths = widths, .batch = 10, .validation_batch = 20, .meta_lr = 0.1, .seed = 5}),
-          iterations, mark, check_every);
+          iterations, mark, check_every, capture);
     case method_kind::darts_first_order:
     case method_kind::darts_second_order:
       break;
@@ -124,8 +128,8 @@ std::vector<std::vector<double>> method_run(method_kind k, std::size_t iteration
   const m::darts_config cfg{.batch = 10, .validation_batch = 20, .lr = 0.1, .arch_lr = 3e-2};
   if (k == method_kind::darts_first_order)
     return run_and_read<P, 2>(
-        m::darts<P>({1, 1, 8}, cell, train.data, val.data, cfg, bilevel::hypergrad::first_order{}), iterations, mark, check_every);
-  return run_and_read<P, 2>(m::darts<P>({1, 1, 8}, cell, train.data, val.data, cfg), iterations, mark, check_every);
+        m::darts<P>({1, 1, 8}, cell, train.data, val.data, cfg, bilevel::hypergrad::first_order{}), iterations, mark, check_every, capture);
+  return run_and_read<P, 2>(m::darts<P>({1, 1, 8}, cell, train.data, val.data, cfg), iterations, mark, check_every, capture);
 }
 
 }  // namespace cuda_test

@@ -40,3 +40,24 @@ TEST_CASE("cuda methods<double>: three iterations of each agree with the Eigen p
     }
   }
 }
+
+TEST_CASE("cuda methods<double>: each method's steps captured as CUDA graphs give the plain launches' bits") {
+  using C64 = bilevel::policy::cuda<double>;
+  constexpr std::size_t iterations = 4;
+  for (auto k : cuda_test::all_methods) {
+    CAPTURE(std::string(cuda_test::name(k)));
+    // Deferred checks (read every 100 iterations), so that no step reads back: the look-ahead,
+    // virtual step, hypergradient and real step of every level are in each graph.
+    const auto plain = cuda_test::method_run<C64>(k, iterations, {}, 100);
+    bilevel::step_capture_report r;
+    const auto launches = C64::activity().graph_launches;
+    const auto captured = cuda_test::method_run<C64>(k, iterations, {}, 100, &r);
+    MESSAGE(std::string(cuda_test::name(k)) << ": " << r.captured_steps << " steps captured, " << r.instantiations
+                                            << " graphs instantiated, " << r.updates << " updated");
+    CHECK(r.fallback == "");
+    CHECK(r.captured_steps == iterations - 1);
+    CHECK(C64::activity().graph_launches - launches == iterations - 1);
+    CHECK(r.updates >= 1);
+    CHECK(captured == plain);
+  }
+}

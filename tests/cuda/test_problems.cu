@@ -141,6 +141,44 @@ TEST_CASE("cuda Meta-Weight-Net, deferred checks: a step waits for nothing, and 
   CHECK(host<C32>(now.level<1>().theta) == host<C32>(later.level<1>().theta));
 }
 
+TEST_CASE("cuda Meta-Weight-Net, captured steps: one graph launch a step, the plain launches' bits") {
+  auto plain = toy_meta_weight_net<C32>(), captured = toy_meta_weight_net<C32>();
+  plain.on_failure({.check_every = 4});
+  captured.on_failure({.check_every = 4});
+  captured.capture_steps();
+  plain.run(2);
+  captured.run(2);  // the probe, then the first capture
+  const auto before = C32::activity();
+  captured.iterate();  // outer iteration 2: captured, no read due
+  const auto after = C32::activity();
+  MESSAGE("Meta-Weight-Net step captured: " << after.kernels - before.kernels << " kernels and "
+                                            << after.blas_calls - before.blas_calls << " cuBLAS calls captured, "
+                                            << after.graph_launches - before.graph_launches << " graph launch, "
+                                            << after.host_waits - before.host_waits << " host waits");
+  CHECK(after.graph_launches == before.graph_launches + 1);
+  CHECK(after.host_waits == before.host_waits);
+  captured.run(3);
+  plain.run(4);
+  const auto& r = captured.capture_report();
+  MESSAGE("captured " << r.captured_steps << " steps: " << r.instantiations << " graphs instantiated, " << r.updates
+                      << " updated in place");
+  CHECK(r.fallback == "");
+  CHECK(r.plain_steps == 1);
+  CHECK(r.captured_steps == 5);
+  CHECK(r.instantiations + r.updates == r.captured_steps);
+  CHECK(r.updates >= 3);  // one shape: made once (twice at most, if the first graph's blocks differ), then updated
+  CHECK(host<C32>(plain.level<0>().theta) == host<C32>(captured.level<0>().theta));
+  CHECK(host<C32>(plain.level<1>().theta) == host<C32>(captured.level<1>().theta));
+
+  // Immediate checks read back in every step: those run plainly, saying why, with the same bits.
+  auto immediate = toy_meta_weight_net<C32>(), reference = toy_meta_weight_net<C32>();
+  immediate.capture_steps().run(3);
+  reference.run(3);
+  CHECK(immediate.capture_report().captured_steps == 0);
+  CHECK(immediate.capture_report().fallback.find("waits for the device") != std::string::npos);
+  CHECK(host<C32>(immediate.level<0>().theta) == host<C32>(reference.level<0>().theta));
+}
+
 TEST_CASE("cuda Meta-Weight-Net: five iterations agree with the Eigen policy's") {
   constexpr std::size_t iterations = 5;
   const auto e64 = eigen_reference::meta_weight_net(iterations, false);

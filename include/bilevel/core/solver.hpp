@@ -47,6 +47,7 @@
 #include "bilevel/core/hypergradient_report.hpp"
 #include "bilevel/core/level.hpp"
 #include "bilevel/core/policy_stream.hpp"
+#include "bilevel/core/step_capture.hpp"
 #include "bilevel/core/step_check_log.hpp"
 
 namespace bilevel {
@@ -223,7 +224,12 @@ class solver {
                                     " but there are only " + std::to_string(N) + " levels");
       before = epochs_completed(callbacks.epoch_level);
     }
-    iterate_levels(callbacks);
+    {
+      // Entered before a capture begins: a stream change inside one would tie the captured
+      // stream to work outside it.
+      const policy_stream_scope_t<P> on_own_stream(stream_);
+      capture_.run(stream_, [&] { iterate_levels(callbacks); });
+    }
     if (iteration_ % policy_.check_every == 0) flush_checks(callbacks);
     if (!before) return true;
     const std::size_t after = epochs_completed(callbacks.epoch_level).value_or(*before);
@@ -275,9 +281,25 @@ class solver {
       throw std::invalid_argument("bilevel::solver: stationarity_tolerance must be >= 0 (+Inf: no check), got " +
                                   std::to_string(policy.stationarity_tolerance));
     policy_ = policy;
+    capture_.reprobe();  // what a step reads back may have changed with the checks
     return *this;
   }
   [[nodiscard]] const failure_policy& failure_handling() const { return policy_; }
+
+  /// Captures each outer iteration of run() and iterate() as one device graph and launches it
+  /// as one, on a back end that has graphs (the CUDA policy): the results are the plain
+  /// launches' bit for bit, with one launch instead of one per kernel and cuBLAS call
+  /// (core/step_capture.hpp says how, and what cannot be captured). The first iteration after
+  /// this call runs plainly as a probe; an iteration that reads a value back on the host
+  /// cannot be captured, so capture needs deferred checks (failure_policy::check_every > 1).
+  /// Where capture is impossible the iterations run plainly and capture_report().fallback
+  /// says why; the host policies have no graphs and say that. Off by default.
+  solver& capture_steps(bool on = true) {
+    capture_.request(on);
+    return *this;
+  }
+  /// What capture_steps did: steps captured and plain, graphs made and updated, why not.
+  [[nodiscard]] const step_capture_report& capture_report() const noexcept { return capture_.report(); }
 
   /// Saves the whole solver state after every `iterations` outer iterations of run() to
   /// `path` (atomically: the previous file survives a crash mid-write). 0 turns it off.
@@ -847,6 +869,7 @@ class solver {
   std::size_t checkpoint_every_ = 0;
   std::filesystem::path checkpoint_path_{};
   step_check_log<P> log_{};  ///< deferred checks (failure_policy::check_every > 1) not yet read
+  step_capture<P> capture_{};  ///< outer steps as device graphs (capture_steps)
 };
 
 }  // namespace bilevel

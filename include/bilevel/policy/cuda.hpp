@@ -27,6 +27,8 @@
 ///     where the concept itself speaks host types: gather/scatter_add's index maps (cached
 ///     on the device, cuda/index_plans.cuh) and row_max's indices; and in `transform` with a
 ///     functor that cannot run on the device (cuda/functors.cuh).
+///   - A solver's outer steps can be captured as CUDA graphs (`graph_capture`,
+///     cuda/graph_capture.cuh; solver::capture_steps), each launched as one.
 ///   - Errors: shape errors throw std::invalid_argument with the Eigen policy's messages;
 ///     every CUDA and cuBLAS call is checked and a failure throws bilevel::cuda_error naming
 ///     the call; the first call that needs the device throws "no CUDA device" when there is
@@ -55,6 +57,7 @@
 #include "bilevel/policy/cuda/context.cuh"
 #include "bilevel/policy/cuda/error.cuh"
 #include "bilevel/policy/cuda/functors.cuh"
+#include "bilevel/policy/cuda/graph_capture.cuh"
 #include "bilevel/policy/cuda/index_plans.cuh"
 #include "bilevel/policy/cuda/kernels.cuh"
 #include "bilevel/policy/cuda/launch.cuh"
@@ -215,6 +218,8 @@ struct cuda {
   /// A solver's own stream and the scope that binds it (core/policy_stream.hpp).
   using stream = cuda_stream;
   using stream_scope = cuda_stream_scope;
+  /// Outer steps captured as CUDA graphs (solver::capture_steps; core/step_capture.hpp).
+  using graph_capture = cuda_graph_capture;
 
   // ---- allocation and shape ----
 
@@ -255,6 +260,7 @@ struct cuda {
     if (x.size() == 0) return 0.0;
     if constexpr (std::is_same_v<scalar, double>) {
       double r = 0.0;
+      cuda_detail::note_host_wait();  // host pointer mode: cuBLAS waits for the result
       BILEVEL_CUDA_CHECK(cublasDdot_64(blas(), std::int64_t(x.size()), x.data(), 1, y.data(), 1, &r));
       return r;
     } else {
@@ -265,6 +271,7 @@ struct cuda {
     if (x.size() == 0) return 0.0;
     if constexpr (std::is_same_v<scalar, double>) {
       double r = 0.0;
+      cuda_detail::note_host_wait();
       BILEVEL_CUDA_CHECK(cublasDnrm2_64(blas(), std::int64_t(x.size()), x.data(), 1, &r));
       return r;
     } else {
@@ -916,12 +923,12 @@ struct cuda {
   /// device-to-host copies of whole arrays, which a training step should not need (its
   /// scalar results, losses and dot products, are not counted).
   static std::size_t array_downloads() { return cuda_detail::array_download_counter().load(); }
-  /// Kernels launched, cuBLAS calls made and host waits so far (all threads; cuda/error.cuh).
-  /// cuBLAS's double dot and norm return to the host by themselves (host pointer mode): they
-  /// count as cuBLAS calls, not waits.
+  /// Kernels launched, cuBLAS calls made, host waits and graphs launched so far (all threads;
+  /// cuda/error.cuh). cuBLAS's double dot and norm return to the host by themselves (host
+  /// pointer mode): they count as cuBLAS calls and as waits.
   static cuda_detail::activity_counts activity() {
     const auto& a = cuda_detail::activity();
-    return {a.kernels.load(), a.blas_calls.load(), a.host_waits.load()};
+    return {a.kernels.load(), a.blas_calls.load(), a.host_waits.load(), a.graph_launches.load()};
   }
   static vector from_host(std::span<const scalar> host) {
     vector v(host.size());
@@ -984,9 +991,7 @@ struct cuda {
   /// Pageable host memory: cudaMemcpyAsync returns once the data are staged, so `host` may go
   /// away right after.
   static void upload(std::span<const scalar> host, scalar* p) {
-    if (host.empty()) return;
-    BILEVEL_CUDA_CHECK(
-        cudaMemcpyAsync(p, host.data(), host.size() * sizeof(scalar), cudaMemcpyHostToDevice, cuda_detail::stream()));
+    cuda_detail::copy_to_device(p, host.data(), host.size() * sizeof(scalar));
   }
   template <class F>
   static void launch_map2(std::size_t n, const scalar* x, const scalar* y, scalar* out, F f) {

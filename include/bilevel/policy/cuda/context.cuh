@@ -17,7 +17,8 @@
 /// cudaFreeAsync on the thread's stream where the device supports memory pools (every GPU
 /// since Pascal on Linux), so that the many short-lived temporaries of a forward or backward
 /// pass neither synchronise the device nor go back to the driver each time; cudaMalloc /
-/// cudaFree otherwise, or everywhere when BILEVEL_CUDA_PLAIN_MALLOC is defined.
+/// cudaFree otherwise, or everywhere when BILEVEL_CUDA_PLAIN_MALLOC is defined. While a step
+/// is captured as a graph, allocations, frees and uploads go where cuda/graph_memory.cuh says.
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -28,6 +29,7 @@
 #include <utility>
 
 #include "bilevel/policy/cuda/error.cuh"
+#include "bilevel/policy/cuda/graph_memory.cuh"
 
 namespace bilevel::policy {
 
@@ -83,6 +85,20 @@ class context {
   /// An event for ordering one stream after another (cuda_stream_scope); reusable at once,
   /// since a wait takes the state of the event's last record at the time of the call.
   [[nodiscard]] cudaEvent_t order_event() const noexcept { return order_event_; }
+  /// Binds the cuBLAS handle to stream s with the context's own workspace. cuBLAS's default
+  /// workspace comes from a pool it may grow at a call, which a captured step cannot hold,
+  /// and cublasSetStream resets the workspace to it: so every binding sets ours again, and
+  /// plain and captured steps run the same GEMM algorithms (the same bits). One workspace per
+  /// thread is enough: a thread's streams are ordered one after another (cuda/stream.cuh).
+  void bind(cudaStream_t s) const {
+    BILEVEL_CUDA_CHECK(cublasSetStream(blas_, s));
+    BILEVEL_CUDA_CHECK(cublasSetWorkspace(blas_, workspace_, workspace_bytes_));
+  }
+  /// bind() for destructors: errors ignored.
+  void bind_noexcept(cudaStream_t s) const noexcept {
+    (void)cublasSetStream(blas_, s);
+    (void)cublasSetWorkspace(blas_, workspace_, workspace_bytes_);
+  }
   static constexpr unsigned max_reduce_blocks = 1024;
 
   ~context() {
@@ -90,6 +106,7 @@ class context {
     if (order_event_) (void)cudaEventDestroy(order_event_);
     if (partials_) (void)cudaFree(partials_);
     if (flag_) (void)cudaFree(flag_);
+    if (workspace_) (void)cudaFree(workspace_);
     if (blas_) (void)cublasDestroy(blas_);
   }
 
@@ -117,7 +134,12 @@ class context {
     int expected = -1;
     allocation_mode().compare_exchange_strong(expected, pools ? 1 : 0);
     BILEVEL_CUDA_CHECK(cublasCreate(&blas_));
-    BILEVEL_CUDA_CHECK(cublasSetStream(blas_, stream()));
+    // cuBLAS's advice: 32 MiB of workspace on Hopper and later, 4 MiB before.
+    int major = 0;
+    BILEVEL_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device_));
+    workspace_bytes_ = std::size_t(major >= 9 ? 32 : 4) << 20;
+    BILEVEL_CUDA_CHECK(cudaMalloc(&workspace_, workspace_bytes_));
+    bind(stream());
     BILEVEL_CUDA_CHECK(cublasSetPointerMode(blas_, CUBLAS_POINTER_MODE_HOST));
     // Full FP32/FP64 arithmetic: no TF32 tensor-core rounding of float GEMMs.
     BILEVEL_CUDA_CHECK(cublasSetMathMode(blas_, CUBLAS_DEFAULT_MATH));
@@ -131,12 +153,15 @@ class context {
   double* partials_ = nullptr;
   int* flag_ = nullptr;
   cudaEvent_t order_event_ = nullptr;
+  void* workspace_ = nullptr;
+  std::size_t workspace_bytes_ = 0;
 };
 
 /// `bytes` of device memory (nullptr for 0 bytes, without touching the device).
 inline void* allocate(std::size_t bytes) {
   if (bytes == 0) return nullptr;
   context::get();  // the device check, and the allocation mode
+  if (capture_session* c = active_capture()) return c->pool->allocate(bytes);
   void* p = nullptr;
   const bool async = allocation_mode().load() == 1;
   const cudaError_t e = async ? cudaMallocAsync(&p, bytes, stream()) : cudaMalloc(&p, bytes);
@@ -153,8 +178,28 @@ inline void* allocate(std::size_t bytes) {
 /// stream that reads the block runs first. Never throws (destructors call it).
 inline void release(void* p) noexcept {
   if (!p) return;
+  capture_session* c = active_capture();
+  if (auto pool = capture_block_registry::get().take(p)) {
+    if (!c || pool == c->pool) {
+      pool->give_back(p, stream());
+      return;
+    }
+    capture_block_registry::get().add(p, std::move(pool));  // another pool's: after the launch
+  }
+  if (c) {
+    c->postponed.push_back(p);  // the graph has not used it yet (cuda/graph_memory.cuh)
+    return;
+  }
   if (allocation_mode().load() == 1) (void)cudaFreeAsync(p, stream());
   else (void)cudaFree(p);
+}
+
+/// dst[0, bytes) = the host's src[0, bytes), queued on this thread's stream; src may go right
+/// after (pageable memory is staged by the driver; inside a capture, by the capture).
+inline void copy_to_device(void* dst, const void* src, std::size_t bytes) {
+  if (bytes == 0) return;
+  if (capture_session* c = active_capture()) src = c->staging.stage(src, bytes);
+  BILEVEL_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream()));
 }
 
 /// An owning, uninitialised device array of n T's. Copies are deep (device to device, on

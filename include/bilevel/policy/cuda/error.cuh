@@ -38,11 +38,13 @@ namespace bilevel::policy::cuda_detail {
 /// host: losses, dot products, finiteness checks, downloads). Read through
 /// cuda<S>::activity(); the benchmark reports them per step, since on small networks these
 /// counts, not the arithmetic, set the time.
+/// Kernels and cuBLAS calls queued while a step is captured (solver::capture_steps) count
+/// too, as the calls the host made; `graph_launches` counts the graphs launched in their place.
 struct activity_counts {
-  std::size_t kernels = 0, blas_calls = 0, host_waits = 0;
+  std::size_t kernels = 0, blas_calls = 0, host_waits = 0, graph_launches = 0;
 };
 struct activity_counters {
-  std::atomic<std::size_t> kernels{0}, blas_calls{0}, host_waits{0};
+  std::atomic<std::size_t> kernels{0}, blas_calls{0}, host_waits{0}, graph_launches{0};
 };
 inline activity_counters& activity() {
   static activity_counters c;
@@ -77,9 +79,32 @@ inline void check_launch(const char* kernel) {
 }  // namespace bilevel::policy::cuda_detail
 
 namespace bilevel::policy::cuda_detail {
-/// The host waits for everything queued on `s` (counted in activity().host_waits).
-inline void wait_for(cudaStream_t s) {
+/// This thread's host waits (wait_for): a step that made none can be captured as a graph
+/// (core/step_capture.hpp probes with it).
+inline std::size_t& thread_host_waits() noexcept {
+  thread_local std::size_t n = 0;
+  return n;
+}
+/// Set while this thread captures a step as a graph (cuda/graph_capture.cuh).
+inline bool& thread_capturing() noexcept {
+  thread_local bool on = false;
+  return on;
+}
+/// A host wait about to happen (wait_for, or a cuBLAS call that returns a host value), counted
+/// in activity().host_waits. Inside a captured step there is nothing to wait for yet: that is
+/// an error, named here rather than left to the driver's "operation not permitted when stream
+/// is capturing".
+inline void note_host_wait() {
+  if (thread_capturing())
+    throw std::logic_error(
+        "bilevel::cuda: a value is read back on the host inside an outer step being captured as a CUDA graph "
+        "(solver::capture_steps); the step's reads changed after its probe step, and its device work is lost: "
+        "restore a checkpoint, and run such steps without capture_steps");
   activity().host_waits.fetch_add(1, std::memory_order_relaxed);
+  ++thread_host_waits();
+}
+inline void wait_for(cudaStream_t s) {
+  note_host_wait();
   check(cudaStreamSynchronize(s), "cudaStreamSynchronize");
 }
 }  // namespace bilevel::policy::cuda_detail

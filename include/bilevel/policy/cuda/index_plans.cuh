@@ -39,9 +39,7 @@ struct index_plan {
 
 inline void upload(const std::vector<std::int64_t>& host, device_buffer<std::int64_t>& dev) {
   dev.resize(host.size());
-  if (!host.empty())
-    BILEVEL_CUDA_CHECK(cudaMemcpyAsync(dev.data(), host.data(), host.size() * sizeof(std::int64_t),
-                                       cudaMemcpyHostToDevice, stream()));
+  copy_to_device(dev.data(), host.data(), host.size() * sizeof(std::int64_t));
 }
 
 class plan_cache {

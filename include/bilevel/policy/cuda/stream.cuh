@@ -92,7 +92,7 @@ class cuda_stream_scope {
     if (bound_ == previous_) return;
     const auto& ctx = cuda_detail::context::get();
     order(ctx, previous_, bound_);
-    BILEVEL_CUDA_CHECK(cublasSetStream(ctx.blas(), bound_));
+    ctx.bind(bound_);
     cuda_detail::current_stream() = bound_;
     active_ = true;
   }
@@ -104,7 +104,7 @@ class cuda_stream_scope {
     // destructor, so the old stream then waits on the host instead (still correct).
     const auto& ctx = cuda_detail::context::get();
     cuda_detail::current_stream() = previous_;
-    (void)cublasSetStream(ctx.blas(), previous_);
+    ctx.bind_noexcept(previous_);
     if (cudaEventRecord(ctx.order_event(), bound_) != cudaSuccess ||
         cudaStreamWaitEvent(previous_, ctx.order_event(), 0) != cudaSuccess) {
       (void)cudaGetLastError();

@@ -1,0 +1,156 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+/// \file
+/// `cuda_graph_capture`: the CUDA policy's `graph_capture` (core/step_capture.hpp), with
+/// which `solver::capture_steps` runs each outer step as one CUDA graph.
+///
+/// A step is captured from the solver's stream (relaxed mode: the capture pool may call
+/// cudaMalloc while it grows), with its allocations, frees and uploads redirected as
+/// cuda/graph_memory.cuh says. The captured graph updates the most recently used executable
+/// graph of the same shape in place (cudaGraphExecUpdate: the same nodes, new scalars and
+/// addresses), or is instantiated as a new one when no kept graph has its shape (the first
+/// step, a last partial batch, a changed network); up to `kept_graphs` are kept. The graph is
+/// then launched on the stream, so it is ordered like the plain launches it replaces.
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "bilevel/policy/cuda/context.cuh"
+#include "bilevel/policy/cuda/error.cuh"
+#include "bilevel/policy/cuda/graph_memory.cuh"
+#include "bilevel/policy/cuda/stream.cuh"
+
+namespace bilevel::policy {
+
+class cuda_graph_capture {
+ public:
+  static constexpr std::size_t kept_graphs = 4;
+
+  cuda_graph_capture() = default;
+  /// A copy is a fresh one: executable graphs and pools are not shared.
+  cuda_graph_capture(const cuda_graph_capture&) noexcept {}
+  cuda_graph_capture& operator=(const cuda_graph_capture& o) noexcept {
+    if (this != &o) reset();
+    return *this;
+  }
+  ~cuda_graph_capture() { reset(); }
+
+  /// This thread's host waits so far (the probe of core/step_capture.hpp).
+  static std::size_t host_waits() noexcept { return cuda_detail::thread_host_waits(); }
+
+  /// Why a step on s cannot be captured, or "".
+  std::string refuse(cuda_stream& s) {
+    const cudaStream_t h = s.get();
+    if (h == nullptr || h == cudaStreamLegacy)
+      return "the solver runs on the legacy default stream, which CUDA cannot capture; leave the solver its own "
+             "stream (the default) or borrow a stream made with cudaStreamCreate";
+    if (cuda_detail::active_capture())
+      return "another step is being captured on this thread (a solver stepped from inside another's step)";
+    return {};
+  }
+
+  void begin(cuda_stream& s) {
+    const cudaStream_t h = s.get();
+    cuda_detail::context::get();  // the device check, before the capture
+    if (!session_) session_ = std::make_unique<cuda_detail::capture_session>();
+    session_->pool->set_home(h);
+    session_->pool->settle(h);
+    session_->staging.begin();
+    BILEVEL_CUDA_CHECK(cudaStreamBeginCapture(h, cudaStreamCaptureModeRelaxed));
+    cuda_detail::active_capture() = session_.get();
+    cuda_detail::thread_capturing() = true;
+  }
+
+  void end_and_launch(cuda_stream& s) {
+    const cudaStream_t h = s.get();
+    stop_capturing();
+    cudaGraph_t graph = nullptr;
+    const cudaError_t e = cudaStreamEndCapture(h, &graph);
+    if (e != cudaSuccess) {
+      (void)cudaGetLastError();
+      release_postponed();
+      throw cuda_error(std::string("bilevel::cuda: an outer step could not be captured as a CUDA graph "
+                                   "(cudaStreamEndCapture: ") +
+                           cudaGetErrorString(e) + "); a call inside it cannot be captured, and the step's device "
+                           "work is lost: restore a checkpoint and run without solver::capture_steps",
+                       int(e));
+    }
+    try {
+      launch(graph, h);
+    } catch (...) {
+      (void)cudaGraphDestroy(graph);
+      release_postponed();
+      throw;
+    }
+    (void)cudaGraphDestroy(graph);  // the executable graph keeps what it needs
+    session_->staging.launched(h);
+    release_postponed();
+  }
+
+  void abort(cuda_stream& s) noexcept {
+    const cudaStream_t h = s.get();
+    stop_capturing();
+    cudaGraph_t graph = nullptr;
+    (void)cudaStreamEndCapture(h, &graph);
+    if (graph) (void)cudaGraphDestroy(graph);
+    (void)cudaGetLastError();
+    release_postponed();
+  }
+
+  [[nodiscard]] std::size_t instantiations() const noexcept { return instantiations_; }
+  [[nodiscard]] std::size_t updates() const noexcept { return updates_; }
+
+ private:
+  static void stop_capturing() noexcept {
+    cuda_detail::active_capture() = nullptr;
+    cuda_detail::thread_capturing() = false;
+  }
+  /// Updates the most recently used graph that takes `graph`'s shape, or instantiates one;
+  /// launches it on h.
+  void launch(cudaGraph_t graph, cudaStream_t h) {
+    cudaGraphExec_t exec = nullptr;
+    for (std::size_t i = 0; i < execs_.size() && !exec; ++i) {
+      cudaGraphExecUpdateResultInfo info{};
+      if (cudaGraphExecUpdate(execs_[i], graph, &info) == cudaSuccess) {
+        exec = execs_[i];
+        execs_.erase(execs_.begin() + std::ptrdiff_t(i));
+        ++updates_;
+      } else {
+        (void)cudaGetLastError();  // another shape: try the next, or instantiate
+      }
+    }
+    if (!exec) {
+      BILEVEL_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+      ++instantiations_;
+      if (execs_.size() == kept_graphs) {
+        (void)cudaGraphExecDestroy(execs_.back());
+        execs_.pop_back();
+      }
+    }
+    execs_.insert(execs_.begin(), exec);  // most recently used first
+    BILEVEL_CUDA_CHECK(cudaGraphLaunch(exec, h));
+    cuda_detail::activity().graph_launches.fetch_add(1, std::memory_order_relaxed);
+  }
+  /// The ordinary blocks freed during the capture, freed now: after the graph on the stream.
+  void release_postponed() noexcept {
+    if (!session_) return;
+    auto blocks = std::move(session_->postponed);
+    session_->postponed.clear();
+    for (void* p : blocks) cuda_detail::release(p);
+  }
+  void reset() noexcept {
+    for (cudaGraphExec_t e : execs_) (void)cudaGraphExecDestroy(e);
+    execs_.clear();
+    session_.reset();  // the pool lives on while its blocks are out (cuda/graph_memory.cuh)
+  }
+
+  std::vector<cudaGraphExec_t> execs_;
+  std::unique_ptr<cuda_detail::capture_session> session_;
+  std::size_t instantiations_ = 0, updates_ = 0;
+};
+
+}  // namespace bilevel::policy
