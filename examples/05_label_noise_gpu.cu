@@ -14,7 +14,8 @@
 // the length of training the configuration's `epochs`. The losses and finiteness checks stay
 // on the device and are read once per epoch (failure_policy::check_every, docs/guide.md), so
 // a training step never waits for the GPU; a NaN is still reported with its step, at the end
-// of that epoch.
+// of that epoch. Since a step waits for nothing, each is captured as one CUDA graph and
+// launched as one (solver::capture_steps), with the plain launches' results.
 //
 // Built where nvcc is found (the bilevel::cuda target); this translation unit is CUDA and
 // keeps Eigen out. Without a GPU (or without the data) it says so and exits 77, which ctest
@@ -83,6 +84,7 @@ int run(int argc, char** argv) {
   // Each epoch's time counts its training steps only: the clock restarts after the test.
   const std::size_t steps = s.iterations_per_epoch();  // full batches of 100
   s.on_failure({.check_every = steps});                // read once per epoch, before on_epoch
+  s.capture_steps();  // so each outer step can go to the GPU as one CUDA graph (docs/gpu.md)
   double last = 0;
   auto start = std::chrono::steady_clock::now();
   bilevel::solver_callbacks callbacks;
@@ -96,6 +98,12 @@ int run(int argc, char** argv) {
     return true;
   };
   s.run(s.total_iterations(), callbacks);
+  const auto& graphs = s.capture_report();
+  if (graphs.fallback.empty())
+    std::printf("%zu outer steps launched as CUDA graphs (%zu instantiated, %zu updated in place), %zu plain\n",
+                graphs.captured_steps, graphs.instantiations, graphs.updates, graphs.plain_steps);
+  else
+    std::printf("steps run with plain launches: %s\n", graphs.fallback.c_str());
   const bool ok = std::isfinite(last) && (o.quick || last > 20.0);
   if (!ok) std::puts("FAILED: non-finite or chance-level accuracy");
   return ok ? 0 : 1;

@@ -24,6 +24,8 @@
 namespace {
 
 using R = test::recording_policy;
+static_assert(bilevel::has_graph_capture<R>);
+static_assert(!bilevel::has_graph_capture<bilevel::policy::eigen<double>>);
 
 auto small_mwn() {
   return bilevel::methods::meta_weight_net<R>(

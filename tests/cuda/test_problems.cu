@@ -21,6 +21,8 @@ using namespace cuda_test;
 namespace hg = bilevel::hypergrad;
 using C64 = bilevel::policy::cuda<double>;
 using C32 = bilevel::policy::cuda<float>;
+// The solver finds the CUDA policy's graph capture (else capture_steps would run plainly).
+static_assert(bilevel::has_graph_capture<C32> && bilevel::has_graph_capture<C64>);
 }  // namespace
 
 TEST_CASE("cuda problems<double>: the problem learners' products against central differences") {

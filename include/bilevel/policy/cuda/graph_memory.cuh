@@ -26,6 +26,7 @@
 /// prepare the next steps while the device runs earlier ones.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstring>
@@ -163,6 +164,7 @@ class capture_pool : public std::enable_shared_from_this<capture_pool> {
 class staging_ring {
  public:
   static constexpr std::size_t sets = 4;
+  static constexpr std::size_t min_chunk = std::size_t(1) << 20;
   staging_ring() = default;
   staging_ring(const staging_ring&) = delete;
   staging_ring& operator=(const staging_ring&) = delete;
@@ -192,10 +194,13 @@ class staging_ring {
     }
     s.chunk = 0;
     s.offset = 0;
-    if (last_bytes_ > 0 && (s.chunks.empty() || s.chunks.front().second < last_bytes_)) {
+    // Made here, outside the capture, as large as the largest step staged so far (1 MiB at
+    // first): inside it, a new chunk is an allocation the relaxed capture mode must let through.
+    const std::size_t want = std::max(last_bytes_, min_chunk);
+    if (s.chunks.empty() || s.chunks.front().second < want) {
       for (auto& c : s.chunks) (void)cudaFreeHost(c.first);
       s.chunks.clear();
-      s.chunks.push_back(new_chunk(last_bytes_));
+      s.chunks.push_back(new_chunk(want));
     }
     staged_ = 0;
   }
@@ -217,7 +222,7 @@ class staging_ring {
         s.offset = 0;
         continue;
       }
-      s.chunks.push_back(new_chunk(std::max(bytes + align, std::size_t(1) << 20)));
+      s.chunks.push_back(new_chunk(std::max(bytes + align, min_chunk)));
     }
   }
   /// After the graph's launch on `stream`: the set is in flight until the event.
