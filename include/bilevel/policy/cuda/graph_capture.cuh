@@ -7,9 +7,9 @@
 /// A step is captured from the solver's stream (relaxed mode: the capture pool may call
 /// cudaMalloc while it grows), with its allocations, frees and uploads redirected as
 /// cuda/graph_memory.cuh says. The captured graph updates the most recently used executable
-/// graph of the same shape in place (cudaGraphExecUpdate: the same nodes, new scalars and
-/// addresses), or is instantiated as a new one when no kept graph has its shape (the first
-/// step, a last partial batch, a changed network); up to `kept_graphs` are kept. The graph is
+/// graph with as many nodes in place (cudaGraphExecUpdate: the same nodes, new scalars and
+/// addresses), or is instantiated as a new one when no kept graph takes it (the first step, a
+/// changed network); up to `kept_graphs` are kept. The graph is
 /// then launched on the stream, so it is ordered like the plain launches it replaces.
 #include <cuda_runtime.h>
 
@@ -111,28 +111,37 @@ class cuda_graph_capture {
   }
   /// Updates the most recently used graph that takes `graph`'s shape, or instantiates one;
   /// launches it on h.
+  /// An executable graph is tried for an update only by a graph with as many nodes, and one
+  /// whose update failed is not kept (the runtime does not promise what a failed update leaves).
   void launch(cudaGraph_t graph, cudaStream_t h) {
-    cudaGraphExec_t exec = nullptr;
-    for (std::size_t i = 0; i < execs_.size() && !exec; ++i) {
+    std::size_t nodes = 0;
+    BILEVEL_CUDA_CHECK(cudaGraphGetNodes(graph, nullptr, &nodes));
+    kept found{nullptr, nodes};
+    for (std::size_t i = 0; i < execs_.size() && !found.exec;) {
+      if (execs_[i].nodes != nodes) {
+        ++i;
+        continue;
+      }
       cudaGraphExecUpdateResultInfo info{};
-      if (cudaGraphExecUpdate(execs_[i], graph, &info) == cudaSuccess) {
-        exec = execs_[i];
-        execs_.erase(execs_.begin() + std::ptrdiff_t(i));
+      if (cudaGraphExecUpdate(execs_[i].exec, graph, &info) == cudaSuccess) {
+        found.exec = execs_[i].exec;
         ++updates_;
       } else {
-        (void)cudaGetLastError();  // another shape: try the next, or instantiate
+        (void)cudaGetLastError();
+        (void)cudaGraphExecDestroy(execs_[i].exec);  // freed when its launches in flight are done
       }
+      execs_.erase(execs_.begin() + std::ptrdiff_t(i));  // found goes back in front below
     }
-    if (!exec) {
-      BILEVEL_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+    if (!found.exec) {
+      BILEVEL_CUDA_CHECK(cudaGraphInstantiate(&found.exec, graph, 0));
       ++instantiations_;
       if (execs_.size() == kept_graphs) {
-        (void)cudaGraphExecDestroy(execs_.back());
+        (void)cudaGraphExecDestroy(execs_.back().exec);
         execs_.pop_back();
       }
     }
-    execs_.insert(execs_.begin(), exec);  // most recently used first
-    BILEVEL_CUDA_CHECK(cudaGraphLaunch(exec, h));
+    execs_.insert(execs_.begin(), found);  // most recently used first
+    BILEVEL_CUDA_CHECK(cudaGraphLaunch(found.exec, h));
     cuda_detail::activity().graph_launches.fetch_add(1, std::memory_order_relaxed);
   }
   /// The ordinary blocks freed during the capture, freed now: after the graph on the stream.
@@ -143,12 +152,16 @@ class cuda_graph_capture {
     for (void* p : blocks) cuda_detail::release(p);
   }
   void reset() noexcept {
-    for (cudaGraphExec_t e : execs_) (void)cudaGraphExecDestroy(e);
+    for (const kept& k : execs_) (void)cudaGraphExecDestroy(k.exec);
     execs_.clear();
     session_.reset();  // the pool lives on while its blocks are out (cuda/graph_memory.cuh)
   }
 
-  std::vector<cudaGraphExec_t> execs_;
+  struct kept {
+    cudaGraphExec_t exec;
+    std::size_t nodes;  ///< of the graph it was made or last updated from
+  };
+  std::vector<kept> execs_;
   std::unique_ptr<cuda_detail::capture_session> session_;
   std::size_t instantiations_ = 0, updates_ = 0;
 };
