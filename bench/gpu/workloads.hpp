@@ -143,6 +143,21 @@ struct workload_times {
   double check = 0;  ///< a loss, printed so that both back ends can be seen to compute the same thing
 };
 
+/// Solver s's outer iteration with each one captured as a CUDA graph (after the probe): its
+/// time, and what one iteration that does not end in the deferred checks' read asks. s must
+/// have deferred checks (every `check_every`); `what` names it if it is not captured.
+template <class P, class Solver, class Sync>
+void time_captured(Solver& s, Sync sync, std::size_t check_every, const std::string& what, timing& t,
+                   call_counts& calls) {
+  s.capture_steps();
+  s.iterate();  // the probe
+  t = time_calls([&] { s.iterate(); }, sync, 2.0, 5, 100, 2);
+  if ((s.iteration() + 1) % check_every == 0) s.iterate();
+  calls = count_one_call<P>([&] { s.iterate(); });
+  if (!s.capture_report().fallback.empty())
+    throw std::runtime_error(what + " was not captured: " + s.capture_report().fallback);
+}
+
 template <class P, class Sync>
 workload_times measure(model m, std::size_t batch, Sync sync) {
   using namespace bilevel::learners;
@@ -178,15 +193,9 @@ workload_times measure(model m, std::size_t batch, Sync sync) {
   out.lookahead_step_deferred = time_calls([&] { s.iterate(); }, sync, 2.0, 5, 100, 2);
   if ((s.iteration() + 1) % check_every == 0) s.iterate();  // count a step that does not end in the read
   out.lookahead_step_deferred_calls = count_one_call<P>([&] { s.iterate(); });
-  if constexpr (bilevel::has_graph_capture<P>) {
-    s.capture_steps();
-    s.iterate();  // the probe
-    out.lookahead_step_captured = time_calls([&] { s.iterate(); }, sync, 2.0, 5, 100, 2);
-    if ((s.iteration() + 1) % check_every == 0) s.iterate();
-    out.lookahead_step_captured_calls = count_one_call<P>([&] { s.iterate(); });
-    if (!s.capture_report().fallback.empty())
-      throw std::runtime_error("the MWN step was not captured: " + s.capture_report().fallback);
-  }
+  if constexpr (bilevel::has_graph_capture<P>)
+    time_captured<P>(s, sync, check_every, "the MWN step", out.lookahead_step_captured,
+                     out.lookahead_step_captured_calls);
   return out;
 }
 
@@ -241,13 +250,7 @@ method_times measure_method(method k, std::size_t batch, Sync sync) {
     t.calls = count_one_call<P>([&] { s.iterate(); });
     if constexpr (bilevel::has_graph_capture<P>) {
       s.on_failure({.check_every = 100});
-      s.capture_steps();
-      s.iterate();  // the probe
-      t.captured = time_calls([&] { s.iterate(); }, sync, 2.0, 5, 100, 2);
-      if ((s.iteration() + 1) % 100 == 0) s.iterate();
-      t.captured_calls = count_one_call<P>([&] { s.iterate(); });
-      if (!s.capture_report().fallback.empty())
-        throw std::runtime_error(std::string(name(k)) + " was not captured: " + s.capture_report().fallback);
+      time_captured<P>(s, sync, 100, name(k), t.captured, t.captured_calls);
     }
     return t;
   };

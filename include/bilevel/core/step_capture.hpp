@@ -99,61 +99,60 @@ class step_capture {
   template <class F>
   void run(policy_stream_t<P>& s, F&& step) {
     if (!report_.requested) {
-      std::forward<F>(step)();
+      step();
       return;
     }
-    if constexpr (!has_graph_capture<P>) {
-      report_.fallback =
-          "this back end computes each operation as it is called: there is no device graph to capture";
-      std::forward<F>(step)();
-      ++report_.plain_steps;
-    } else {
+    if constexpr (has_graph_capture<P>) {
       if (decision_ == decision::undecided) {
-        if (std::string why = graph_.refuse(s); !why.empty()) {
-          report_.fallback = std::move(why);
-          decision_ = decision::plain;
-        } else {
-          const std::size_t before = P::graph_capture::host_waits();
-          std::forward<F>(step)();
-          ++report_.plain_steps;
-          const std::size_t waits = P::graph_capture::host_waits() - before;
-          if (waits == 0) {
-            decision_ = decision::capture;
-          } else if (++probes_ < max_probes) {
-            // Perhaps a first use (a cache filled, a layer set up): probe the next step too.
-          } else {
-            report_.fallback = "an outer step waits for the device " + std::to_string(waits) +
-                               " times (values read back on the host: immediate finiteness checks, losses or norms "
-                               "for on_step, a strategy's residuals), and a captured graph cannot wait; use "
-                               "deferred checks (failure_policy::check_every > 1) and strategies that keep their "
-                               "scalars on the device to capture it";
-            decision_ = decision::plain;
-          }
-          return;
-        }
+        std::string why = graph_.refuse(s);
+        if (why.empty()) return probe(step);
+        report_.fallback = std::move(why);
+        decision_ = decision::plain;
       }
-      if (decision_ == decision::plain) {
-        std::forward<F>(step)();
-        ++report_.plain_steps;
-        return;
-      }
-      graph_.begin(s);
-      try {
-        std::forward<F>(step)();
-      } catch (...) {
-        graph_.abort(s);
-        throw;
-      }
-      graph_.end_and_launch(s);
-      ++report_.captured_steps;
-      report_.instantiations = graph_.instantiations();
-      report_.updates = graph_.updates();
+      if (decision_ == decision::capture) return capture(s, step);
+    } else {
+      report_.fallback = "this back end computes each operation as it is called: there is no device graph to capture";
     }
+    step();
+    ++report_.plain_steps;
   }
 
   [[nodiscard]] const step_capture_report& report() const noexcept { return report_; }
 
  private:
+  /// The step run plainly, counting its host waits: none, and the next steps are captured.
+  template <class F>
+  void probe(F& step) {
+    const std::size_t before = P::graph_capture::host_waits();
+    step();
+    ++report_.plain_steps;
+    const std::size_t waits = P::graph_capture::host_waits() - before;
+    if (waits == 0) {
+      decision_ = decision::capture;
+    } else if (++probes_ == max_probes) {  // else perhaps a first use (a cache filled): probe the next step too
+      report_.fallback = "an outer step waits for the device " + std::to_string(waits) +
+                         " times (values read back on the host: immediate finiteness checks, losses or norms for "
+                         "on_step, a strategy's residuals), and a captured graph cannot wait; use deferred checks "
+                         "(failure_policy::check_every > 1) and strategies that keep their scalars on the device to "
+                         "capture it";
+      decision_ = decision::plain;
+    }
+  }
+  template <class F>
+  void capture(policy_stream_t<P>& s, F& step) {
+    graph_.begin(s);
+    try {
+      step();
+    } catch (...) {
+      graph_.abort(s);
+      throw;
+    }
+    graph_.end_and_launch(s);
+    ++report_.captured_steps;
+    report_.instantiations = graph_.instantiations();
+    report_.updates = graph_.updates();
+  }
+
   enum class decision { plain, undecided, capture };
   static constexpr std::size_t max_probes = 2;  ///< steps that may wait before capture is given up
   std::size_t probes_ = 0;

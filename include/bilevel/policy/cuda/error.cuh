@@ -85,17 +85,19 @@ inline std::size_t& thread_host_waits() noexcept {
   thread_local std::size_t n = 0;
   return n;
 }
-/// Set while this thread captures a step as a graph (cuda/graph_capture.cuh).
-inline bool& thread_capturing() noexcept {
-  thread_local bool on = false;
-  return on;
+/// A capture in progress (cuda/graph_memory.cuh): where allocations, frees and uploads go.
+struct capture_session;
+/// The capture in progress on this thread (cuda/graph_capture.cuh), or nullptr.
+inline capture_session*& active_capture() noexcept {
+  thread_local capture_session* c = nullptr;
+  return c;
 }
 /// A host wait about to happen (wait_for, or a cuBLAS call that returns a host value), counted
 /// in activity().host_waits. Inside a captured step there is nothing to wait for yet: that is
 /// an error, named here rather than left to the driver's "operation not permitted when stream
 /// is capturing".
 inline void note_host_wait() {
-  if (thread_capturing())
+  if (active_capture())
     throw std::logic_error(
         "bilevel::cuda: a value is read back on the host inside an outer step being captured as a CUDA graph "
         "(solver::capture_steps); the step's reads changed after its probe step, and its device work is lost: "

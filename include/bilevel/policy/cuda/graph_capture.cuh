@@ -62,7 +62,6 @@ class cuda_graph_capture {
     session_->staging.begin();
     BILEVEL_CUDA_CHECK(cudaStreamBeginCapture(h, cudaStreamCaptureModeRelaxed));
     cuda_detail::active_capture() = session_.get();
-    cuda_detail::thread_capturing() = true;
   }
 
   void end_and_launch(cuda_stream& s) {
@@ -107,7 +106,6 @@ class cuda_graph_capture {
  private:
   static void stop_capturing() noexcept {
     cuda_detail::active_capture() = nullptr;
-    cuda_detail::thread_capturing() = false;
   }
   /// Updates the most recently used graph that takes `graph`'s shape, or instantiates one;
   /// launches it on h.

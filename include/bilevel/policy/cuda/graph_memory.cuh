@@ -120,7 +120,7 @@ class capture_pool : public std::enable_shared_from_this<capture_pool> {
   /// p is free again: at once when freed on the pool's stream or inside one of its captures,
   /// after an event on `current` otherwise.
   void give_back(void* p, cudaStream_t current) noexcept {
-    if (current == home_ || thread_capturing()) {
+    if (current == home_ || active_capture()) {
       free_.emplace(sizes_[p], p);
       return;
     }
@@ -252,16 +252,11 @@ class staging_ring {
   std::size_t staged_ = 0, last_bytes_ = 0;
 };
 
-/// A capture in progress on this thread: where allocations, frees and uploads go.
+/// A capture in progress on this thread (cuda_detail::active_capture()).
 struct capture_session {
   std::shared_ptr<capture_pool> pool = std::make_shared<capture_pool>();
   staging_ring staging;
   std::vector<void*> postponed;  ///< ordinary blocks freed during the capture
 };
-/// The capture in progress on this thread, or nullptr.
-inline capture_session*& active_capture() noexcept {
-  thread_local capture_session* c = nullptr;
-  return c;
-}
 
 }  // namespace bilevel::policy::cuda_detail
