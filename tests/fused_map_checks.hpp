@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #pragma once
-// The fused element-wise primitives (zip_apply, and the cross-entropy head with its tangent),
+// The fused element-wise primitives (zip_apply, the cross-entropy head with its tangent, the
+// segment and bias-and-map primitives),
 // checked for any policy that has them against host loops in double: shared by the CPU suite
 // (tests/test_policy.cpp) and the GPU suite (tests/cuda/test_policy.cu).
 //
@@ -12,6 +13,7 @@
 
 #include <bilevel/core/elementwise.hpp>
 #include <bilevel/core/tensor_policy.hpp>
+#include <bilevel/learners/activation.hpp>
 
 #include <algorithm>
 #include <cmath>
@@ -133,6 +135,48 @@ void check_segment_ops() {
   }
   CHECK_THROWS_AS(P::add_segment_row(m, v, 6), std::invalid_argument);
   CHECK_THROWS_AS(P::column_sums_into_segment(m, w, 6), std::invalid_argument);
+
+  // add_segment_row_map: the bias row added in place, then the map of the biased entries (and
+  // of another operand's) written out; quarters and halves, and the ReLU's products with 0 and
+  // 1, are exact. Into another matrix and into the biased one itself.
+  {
+    auto biased = P::matrix_from_host(r, c, mh);
+    typename P::matrix mapped;
+    P::add_segment_row_map(biased, v, offset, mapped, bilevel::learners::relu_value{});
+    const auto bh = P::matrix_to_host(biased), oh = P::matrix_to_host(mapped);
+    REQUIRE(oh.size() == r * c);
+    for (std::size_t i = 0; i < r; ++i)
+      for (std::size_t j = 0; j < c; ++j) {
+        const S y = S(mh[i * c + j] + vh[offset + j]);
+        CHECK(bh[i * c + j] == y);
+        CHECK(oh[i * c + j] == (y > S(0) ? y : S(0)));
+      }
+    // The tangent's form: ẏ += v_b, then ẏ·σ'(y) with y another operand, in place.
+    auto dots = P::matrix_from_host(r, c, mh);
+    const auto y = P::matrix_from_host(r, c, std::vector<S>(bh.begin(), bh.end()));
+    P::add_segment_row_map(dots, v, offset, dots, bilevel::learners::relu_slope_product{}, y);
+    const auto dh = P::matrix_to_host(dots);
+    for (std::size_t e = 0; e < r * c; ++e)
+      CHECK(dh[e] == (bh[e] > S(0) ? S(mh[e] + vh[offset + e % c]) : S(0)));
+    // A general activation's functor (a device mirror on the GPU), y ∈ [−0.75, 1.75]: tanh is
+    // within 2 units of rounding, and 1 − t² then loses up to 2t²/(1 − t²) ≈ 16 units more at
+    // y = 1.75, so 64 units of the scalar's rounding bound the product.
+    auto smooth = P::matrix_from_host(r, c, mh);
+    typename P::matrix slope;
+    P::add_segment_row_map(smooth, v, offset, slope,
+                           bilevel::learners::activation_slope_product{bilevel::learners::activation::tanh}, y);
+    const auto sh = P::matrix_to_host(slope);
+    for (std::size_t e = 0; e < r * c; ++e) {
+      const double t = std::tanh(double(bh[e]));
+      CHECK(double(sh[e]) == doctest::Approx(double(bh[e]) * (1 - t * t))
+                                 .epsilon(64 * double(std::numeric_limits<S>::epsilon())));
+    }
+    CHECK_THROWS_AS(P::add_segment_row_map(biased, v, 6, mapped, bilevel::learners::relu_value{}),
+                    std::invalid_argument);
+    CHECK_THROWS_AS(P::add_segment_row_map(biased, v, offset, mapped, bilevel::learners::relu_slope_product{},
+                                           P::matrix_zeros(r, c + 1)),
+                    std::invalid_argument);
+  }
 
   // scale_rows_into: out_ij = m_ij·(c_i·factor), into another matrix and in place.
   const auto src = P::matrix_from_host(r, c, mh);

@@ -89,36 +89,46 @@ struct composed_eigen : bilevel::policy::eigen<double> {
   static void add_segment_row(A&&...) = delete;
   template <class... A>
   static void column_sums_into_segment(A&&...) = delete;
+  template <class... A>
+  static void add_segment_row_map(A&&...) = delete;
 };
 }  // namespace
 
 TEST_CASE("mlp: a policy without the fused primitives gets the composed forms, with the same results") {
   using C = composed_eigen;
   static_assert(!bilevel::fused_softmax_cross_entropy<C> && !bilevel::fused_scaled_copies<C> &&
-                !bilevel::fused_segment_ops<C> && !bilevel::vector_dot_into<C> && !bilevel::fused_elementwise<C>);
-  const std::vector<std::size_t> widths{5, 4, 3};
-  const mlp<P, sample_weights> fused(widths, activation::tanh, loss_kind::cross_entropy, sample_weights{6});
-  const mlp<C, sample_weights> composed(widths, activation::tanh, loss_kind::cross_entropy, sample_weights{6});
-  const auto theta = test::host<P>(fused.initial_parameters(7));
-  auto w = test::random_vector(6, 5, 0.5);
-  for (auto& x : w) x += 1.0;
-  const auto v = test::random_vector(theta.size(), 8);
-  const auto bf = test::random_batch<P>(6, 5, 3, 3);
-  const auto bc = test::random_batch<C>(6, 5, 3, 3);
-  const P::vector tf = test::device<P>(theta), wf = test::device<P>(w), vf = test::device<P>(v);
-  const C::vector tc = test::device<C>(theta), wc = test::device<C>(w), vc = test::device<C>(v);
-  const P::vector* in_f[] = {&wf};
-  const C::vector* in_c[] = {&wc};
-  // The same arithmetic in another order of rounding: agreement to 1e-13 relative.
-  CHECK(fused.loss(tf, in_f, bf) == doctest::Approx(composed.loss(tc, in_c, bc)).epsilon(1e-13));
-  P::vector gf, hf;
-  C::vector gc, hc;
-  fused.gradient(tf, in_f, bf, gf);
-  composed.gradient(tc, in_c, bc, gc);
-  CHECK(test::relative_error(test::host<P>(gf), test::host<C>(gc)) <= 1e-13);
-  fused.hvp(tf, in_f, bf, vf, hf);
-  composed.hvp(tc, in_c, bc, vc, hc);
-  CHECK(test::relative_error(test::host<P>(hf), test::host<C>(hc)) <= 1e-13);
+                !bilevel::fused_segment_ops<C> && !bilevel::vector_dot_into<C> && !bilevel::fused_elementwise<C> &&
+                !bilevel::fused_bias_maps<C>);
+  static_assert(bilevel::fused_bias_maps<P>);
+  // Two hidden layers, so that a bias and activation pass follows both the data's layer and a
+  // hidden one (whose tangent has both products); the ReLU's own functors and the general ones.
+  const std::vector<std::size_t> widths{5, 4, 4, 3};
+  for (const activation hidden : {activation::tanh, activation::relu, activation::sigmoid}) {
+    CAPTURE(to_string(hidden));
+    const mlp<P, sample_weights> fused(widths, hidden, loss_kind::cross_entropy, sample_weights{6});
+    const mlp<C, sample_weights> composed(widths, hidden, loss_kind::cross_entropy, sample_weights{6});
+    // Random parameters, biases included (initial_parameters' are zero).
+    const auto theta = test::random_vector(fused.num_parameters(), 7, 0.5);
+    auto w = test::random_vector(6, 5, 0.5);
+    for (auto& x : w) x += 1.0;
+    const auto v = test::random_vector(theta.size(), 8);
+    const auto bf = test::random_batch<P>(6, 5, 3, 3);
+    const auto bc = test::random_batch<C>(6, 5, 3, 3);
+    const P::vector tf = test::device<P>(theta), wf = test::device<P>(w), vf = test::device<P>(v);
+    const C::vector tc = test::device<C>(theta), wc = test::device<C>(w), vc = test::device<C>(v);
+    const P::vector* in_f[] = {&wf};
+    const C::vector* in_c[] = {&wc};
+    // The same arithmetic in another order of rounding: agreement to 1e-13 relative.
+    CHECK(fused.loss(tf, in_f, bf) == doctest::Approx(composed.loss(tc, in_c, bc)).epsilon(1e-13));
+    P::vector gf, hf;
+    C::vector gc, hc;
+    fused.gradient(tf, in_f, bf, gf);
+    composed.gradient(tc, in_c, bc, gc);
+    CHECK(test::relative_error(test::host<P>(gf), test::host<C>(gc)) <= 1e-13);
+    fused.hvp(tf, in_f, bf, vf, hf);
+    composed.hvp(tc, in_c, bc, vc, hc);
+    CHECK(test::relative_error(test::host<P>(hf), test::host<C>(hc)) <= 1e-13);
+  }
 }
 
 TEST_CASE("mlp: the forward cache never serves stale values") {

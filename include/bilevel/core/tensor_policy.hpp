@@ -238,6 +238,32 @@ concept fused_segment_ops = nn_tensor_policy<P> && requires(typename P::vector& 
   P::column_sums_into_segment(cm, v, n);
 };
 
+namespace detail {
+/// A functor of the shapes add_segment_row_map takes (the biased entry, and one more), for the
+/// concept.
+struct bias_map_probe {
+  using bilevel_device_callable = void;
+  template <class S>
+  S operator()(S) const;
+  template <class S>
+  S operator()(S, S) const;
+};
+}  // namespace detail
+
+/// An optional bias-and-map primitive (every policy here has it):
+///   add_segment_row_map(m, v, offset, out, f, x...):  m_ij += v[offset + j], then
+///                                                     out_ij = f(m_ij, x_ij...)
+/// for matrices x of m's shape (none or more); out may be m. A layer's bias and the activation
+/// after it in one pass (learners/layers/activation_layer.hpp): forward f = σ, tangent
+/// m = ẏ, x = y and f = ẏ·σ'(y). m keeps the biased values, which the activation's backward
+/// and tangent passes read. Under a device policy f must run on the device.
+template <class P>
+concept fused_bias_maps = nn_tensor_policy<P> && requires(typename P::matrix& m, const typename P::matrix& cm,
+                                                          const typename P::vector& cv, std::size_t n) {
+  P::add_segment_row_map(m, cv, n, m, detail::bias_map_probe{});
+  P::add_segment_row_map(m, cv, n, m, detail::bias_map_probe{}, cm);
+};
+
 /// An optional finiteness check that leaves its answer where the policy keeps its data (every
 /// policy here has it): `mark_nonfinite(x, out, i)` sets out_i = 1 when x has a NaN or Inf and
 /// leaves it as it is otherwise. all_finite returns a host bool, a wait on a device back end;

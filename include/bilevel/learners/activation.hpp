@@ -60,6 +60,13 @@ struct activation_curvature {
   }
 };
 
+/// (a, z) ↦ a · σ'(z): the backward pass's g ⊙ σ'(z) and the tangent's σ'(z) ⊙ ż in one map
+/// rather than a slope matrix and then a product (the same product, so the same rounding).
+struct activation_slope_product {
+  activation a;
+  template <class S> S operator()(S x, S z) const { return x * activation_slope{a}(z); }
+};
+
 /// The ReLU's maps on their own, for layers that know their kind before the loop: without
 /// activation_value's per-element switch the policy's loop is a branch-free select the
 /// compiler vectorises. Same formulas as the relu cases above, so the same results; the

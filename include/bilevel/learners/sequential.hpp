@@ -130,6 +130,7 @@ class sequential {
                                   "; end with flatten and dense");
     classes_ = g.channels;
     num_parameters_ = offset;
+    find_bias_activations();
   }
 
   /// A network of layers of the open layer concept, one after another (a single graph or
@@ -459,6 +460,26 @@ class sequential {
     return false;
   }
 
+  /// Marks each dense or convolution layer with a bias that an activation follows: its value
+  /// and tangent passes leave the bias to the activation's pass (activation_layer's
+  /// forward_with_bias), the same sums in one pass over the output instead of two.
+  void find_bias_activations() {
+    bias_activation_.assign(layers_.size(), false);
+    for (std::size_t l = 0; l + 1 < layers_.size(); ++l) {
+      const auto* dense = std::get_if<dense_layer<P>>(&layers_[l]);
+      const auto* conv = std::get_if<conv2d_layer<P>>(&layers_[l]);
+      const bool biased = (dense && dense->map.bias) || (conv && conv->map.bias);
+      bias_activation_[l] = biased && std::holds_alternative<activation_layer<P>>(layers_[l + 1]);
+    }
+  }
+  [[nodiscard]] bool bias_activation(std::size_t l) const { return l < bias_activation_.size() && bias_activation_[l]; }
+  /// f(layer l), a dense or convolution layer (bias_activation(l) holds).
+  template <class F>
+  void with_affine(std::size_t l, F&& f) const {
+    if (const auto* dense = std::get_if<dense_layer<P>>(&layers_[l])) f(*dense);
+    else f(std::get<conv2d_layer<P>>(layers_[l]));
+  }
+
   static vector ones(std::size_t n) {
     vector o = P::zeros(n);
     P::fill(o, scalar(1));
@@ -528,7 +549,16 @@ class sequential {
     c.acts.resize(layers_.size() + 1);
     c.layers.resize(layers_.size());
     P::reshape(b.x, batch * input_.pixels(), input_.channels, c.acts[0]);
-    for (std::size_t l = 0; l < layers_.size(); ++l)
+    for (std::size_t l = 0; l < layers_.size(); ++l) {
+      if (bias_activation(l)) {  // layer l's bias added in the pass of the activation after it
+        const auto& act = std::get<activation_layer<P>>(layers_[l + 1]);
+        with_affine(l, [&](const auto& layer) {
+          layer.forward(theta, c.acts[l], batch, c.acts[l + 1], c.layers[l], false);
+          act.forward_with_bias(theta, layer.map.bias_offset(), c.acts[l + 1], c.acts[l + 2]);
+        });
+        ++l;
+        continue;
+      }
       std::visit([&](const auto& layer) {
         using T = std::decay_t<decltype(layer)>;
         if constexpr (std::is_same_v<T, any_layer<P>>)
@@ -538,6 +568,7 @@ class sequential {
         else
           layer.forward(theta, c.acts[l], batch, c.acts[l + 1], c.layers[l]);
       }, layers_[l]);
+    }
     const matrix& logits = c.acts.back();
     if (loss_ == loss_kind::cross_entropy) {
       if constexpr (fused_softmax_cross_entropy<P>) {  // one pass: target mass, losses and ∂ℓ/∂z
@@ -682,9 +713,18 @@ class sequential {
     std::vector<matrix>& dots = u ? scratch_.dots : last_tangent_.dots;
     const std::size_t batch = P::rows(c.targets);
     dots.resize(layers_.size() + 1);  // layers overwrite their entries; dots[0] stays empty
-    for (std::size_t l = 0; l < layers_.size(); ++l)
+    for (std::size_t l = 0; l < layers_.size(); ++l) {
+      const matrix* in_dot = l > 0 ? &dots[l] : nullptr;
+      if (bias_activation(l)) {  // as in value_pass: the bias's tangent added in the activation's pass
+        const auto& act = std::get<activation_layer<P>>(layers_[l + 1]);
+        with_affine(l, [&](const auto& layer) {
+          layer.tangent_forward(c.theta, v, c.acts[l], in_dot, batch, c.layers[l], dots[l + 1], false);
+          act.tangent_forward_with_bias(v, layer.map.bias_offset(), c.acts[l + 1], dots[l + 1], dots[l + 2]);
+        });
+        ++l;
+        continue;
+      }
       std::visit([&](const auto& layer) {
-        const matrix* in_dot = l > 0 ? &dots[l] : nullptr;
         using T = std::decay_t<decltype(layer)>;
         if constexpr (std::is_same_v<T, any_layer<P>>)
           layer.tangent_forward(tangent(l, batch, v, u, nullptr), c.acts[l], in_dot, c.layers[l].boxed, dots[l + 1]);
@@ -693,6 +733,7 @@ class sequential {
         else
           layer.tangent_forward(c.theta, v, c.acts[l], in_dot, batch, c.layers[l], dots[l + 1]);
       }, layers_[l]);
+    }
     if (!u) {
       last_tangent_.generation = generation_;
       P::copy(v, last_tangent_.v);
@@ -761,6 +802,7 @@ class sequential {
   Weighting weighting_;
   std::vector<layer_variant> layers_;
   std::vector<std::size_t> box_offsets_;  ///< each boxed layer's first parameter (the others keep their own)
+  std::vector<bool> bias_activation_;     ///< find_bias_activations()
   std::uint64_t step_ = 0;                ///< real steps taken (on_real_step)
   bool keep_adjoints_ = true;             ///< keep_adjoints()
   std::size_t num_parameters_ = 0, classes_ = 0, arch_size_ = 0;

@@ -540,6 +540,25 @@ struct cuda {
     cuda_detail::for_each_index(m.size(), cuda_detail::add_row_op<scalar>{m.cols(), m.data(), v.data() + offset},
                                 "add_segment_row");
   }
+  /// m_ij += v[offset + j], then out_ij = f(m_ij, x_ij...) for matrices x of m's shape, one
+  /// kernel: a layer's bias and the activation after it (out may be m, or an x). f must run on
+  /// the device, as for zip_apply.
+  template <class F, class... X>
+    requires(std::is_same_v<X, matrix> && ...)
+  static void add_segment_row_map(matrix& m, const vector& v, std::size_t offset, matrix& out, F f, const X&... x) {
+    using map = cuda_detail::device_map<F>;
+    static_assert(map::on_device,
+                  "bilevel::policy::cuda::add_segment_row_map: this functor cannot run on the device (make it an "
+                  "extended __host__ __device__ lambda, or tag a functor struct with 'using bilevel_device_callable = "
+                  "void;')");
+    require_range(v, offset, m.cols(), "add_segment_row_map");
+    (require_same_shape(m, x, "add_segment_row_map"), ...);
+    if (&out != &m) out.resize(m.rows(), m.cols());
+    if (m.size() == 0) return;
+    using op = cuda_detail::bias_map_op<scalar, std::decay_t<decltype(map::get(f))>, decltype(x.data())...>;
+    cuda_detail::for_each_index(m.size(), op{m.cols(), m.data(), v.data() + offset, out.data(), map::get(f), {x.data()...}},
+                                "add_segment_row_map");
+  }
   /// v[offset + j] = Σ_i m_ij, the rest of v untouched: a bias gradient written in place.
   static void column_sums_into_segment(const matrix& m, vector& v, std::size_t offset) {
     require_range(v, offset, m.cols(), "column_sums_into_segment");

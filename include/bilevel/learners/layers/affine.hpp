@@ -33,9 +33,11 @@ struct affine_map {
 
   // W (and the direction's V) enter the products where they lie in θ (v), through
   // gemm_by_segment: no unflattened copy of a layer's weights per pass.
-  void forward(const vector& theta, const matrix& x, matrix& out) const {
+  // `with_bias` false leaves the bias out of out (and of out_dot): a network that adds it
+  // together with the activation that follows, in one pass (detail/bias_activation.hpp).
+  void forward(const vector& theta, const matrix& x, matrix& out, bool with_bias = true) const {
     P::gemm_by_segment(scalar(1), x, false, theta, offset, fan_in, fan_out, false, scalar(0), out);
-    if (bias) detail::add_bias_row<P>(theta, bias_offset(), out);
+    if (bias && with_bias) detail::add_bias_row<P>(theta, bias_offset(), out);
   }
   /// grad segment from g; dx = g Wᵀ when wanted.
   void backward(const vector& theta, const matrix& x, const matrix& g, matrix* dx, vector& grad) const {
@@ -45,10 +47,10 @@ struct affine_map {
   }
   /// out_dot = X V + 1 v_bᵀ (+ Ẋ W).
   void tangent_forward(const vector& theta, const vector& v, const matrix& x, const matrix* x_dot,
-                       matrix& out_dot) const {
+                       matrix& out_dot, bool with_bias = true) const {
     P::gemm_by_segment(scalar(1), x, false, v, offset, fan_in, fan_out, false, scalar(0), out_dot);
     if (x_dot) P::gemm_by_segment(scalar(1), *x_dot, false, theta, offset, fan_in, fan_out, false, scalar(1), out_dot);
-    if (bias) detail::add_bias_row<P>(v, bias_offset(), out_dot);
+    if (bias && with_bias) detail::add_bias_row<P>(v, bias_offset(), out_dot);
   }
   /// grad_dot segment = Xᵀ ġ (+ Ẋᵀ g); dx_dot = ġ Wᵀ + g Vᵀ when wanted.
   void tangent_backward(const vector& theta, const vector& v, const matrix& x, const matrix* x_dot, const matrix& g,

@@ -38,9 +38,10 @@ struct conv2d_layer {
   }
   [[nodiscard]] std::size_t num_parameters() const { return map.num_parameters(); }
 
-  void forward(const vector& theta, const matrix& x, std::size_t batch, matrix& y, layer_cache<P>& c) const {
+  void forward(const vector& theta, const matrix& x, std::size_t batch, matrix& y, layer_cache<P>& c,
+               bool with_bias = true) const {
     P::gather_per_sample(x, index_, batch, out.pixels(), map.fan_in, c.cols);
-    map.forward(theta, c.cols, y);
+    map.forward(theta, c.cols, y, with_bias);
   }
   void backward(const vector& theta, const matrix& x, const matrix& g, std::size_t batch, const layer_cache<P>& c,
                 matrix* gx, vector& grad) const {
@@ -49,10 +50,10 @@ struct conv2d_layer {
     if (gx) col2im(dcols, x, batch, *gx);
   }
   void tangent_forward(const vector& theta, const vector& v, const matrix&, const matrix* x_dot, std::size_t batch,
-                       const layer_cache<P>& c, matrix& y_dot) const {
+                       const layer_cache<P>& c, matrix& y_dot, bool with_bias = true) const {
     matrix cols_dot;
     if (x_dot) P::gather_per_sample(*x_dot, index_, batch, out.pixels(), map.fan_in, cols_dot);
-    map.tangent_forward(theta, v, c.cols, x_dot ? &cols_dot : nullptr, y_dot);
+    map.tangent_forward(theta, v, c.cols, x_dot ? &cols_dot : nullptr, y_dot, with_bias);
   }
   void tangent_backward(const vector& theta, const vector& v, const matrix& x, const matrix* x_dot, const matrix& g,
                         const matrix& g_dot, std::size_t batch, const layer_cache<P>& c, matrix* gx_dot,

@@ -25,16 +25,17 @@ struct dense_layer {
   }
   [[nodiscard]] std::size_t num_parameters() const { return map.num_parameters(); }
 
-  void forward(const vector& theta, const matrix& x, std::size_t, matrix& y, layer_cache<P>&) const {
-    map.forward(theta, x, y);
+  void forward(const vector& theta, const matrix& x, std::size_t, matrix& y, layer_cache<P>&,
+               bool with_bias = true) const {
+    map.forward(theta, x, y, with_bias);
   }
   void backward(const vector& theta, const matrix& x, const matrix& g, std::size_t, const layer_cache<P>&, matrix* gx,
                 vector& grad) const {
     map.backward(theta, x, g, gx, grad);
   }
   void tangent_forward(const vector& theta, const vector& v, const matrix& x, const matrix* x_dot, std::size_t,
-                       const layer_cache<P>&, matrix& y_dot) const {
-    map.tangent_forward(theta, v, x, x_dot, y_dot);
+                       const layer_cache<P>&, matrix& y_dot, bool with_bias = true) const {
+    map.tangent_forward(theta, v, x, x_dot, y_dot, with_bias);
   }
   void tangent_backward(const vector& theta, const vector& v, const matrix& x, const matrix* x_dot, const matrix& g,
                         const matrix& g_dot, std::size_t, const layer_cache<P>&, matrix* gx_dot,

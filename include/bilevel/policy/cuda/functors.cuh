@@ -57,7 +57,8 @@ struct device_map {
   static const F& get(const F& f) { return f; }
 };
 
-/// Device mirrors of learners::activation_value / activation_slope / activation_curvature:
+/// Device mirrors of learners::activation_value / activation_slope / activation_slope_product /
+/// activation_curvature:
 /// the same formulas, term by term, with the device's tanh and exp.
 struct device_activation_value {
   learners::activation a;
@@ -106,6 +107,13 @@ struct device_activation_curvature {
     }
   }
 };
+struct device_activation_slope_product {
+  device_activation_slope slope;
+  template <class S>
+  __host__ __device__ S operator()(S x, S z) const {
+    return x * slope(z);
+  }
+};
 template <>
 struct device_map<learners::activation_value> {
   static constexpr bool on_device = true;
@@ -115,6 +123,11 @@ template <>
 struct device_map<learners::activation_slope> {
   static constexpr bool on_device = true;
   static device_activation_slope get(const learners::activation_slope& f) { return {f.a}; }
+};
+template <>
+struct device_map<learners::activation_slope_product> {
+  static constexpr bool on_device = true;
+  static device_activation_slope_product get(const learners::activation_slope_product& f) { return {{f.a}}; }
 };
 template <>
 struct device_map<learners::activation_curvature> {

@@ -134,6 +134,21 @@ struct scale_entry_op {
   S* y;
   __device__ void operator()(std::size_t i) const { y[i] = (s * *c) * x[i]; }
 };
+/// m_i += b[i % cols], then out_i = f(m_i, x_0[i], ...): a bias row and the map after it.
+template <class S, class F, class... In>
+struct bias_map_op {
+  std::size_t cols;
+  S* m;
+  const S* b;
+  S* out;
+  F f;
+  ::cuda::std::tuple<In...> x;
+  __device__ void operator()(std::size_t i) const {
+    const S biased = m[i] + b[i % cols];
+    m[i] = biased;
+    ::cuda::std::apply([&](auto... q) { out[i] = f(biased, q[i]...); }, x);
+  }
+};
 /// f(p_0[i], p_1[i], ...); a `S*` operand reaches f as a reference it may write.
 template <class F, class... Ptr>
 struct zip_op {

@@ -17,7 +17,9 @@
 ///                                   reshapes before add_dot_into);
 ///   add_segment_row, column_sums_into_segment: a layer's bias row read from, and its
 ///                                   gradient written into, the flat parameter vector in place
-///                                   (no segment copy out and back).
+///                                   (no segment copy out and back);
+///   add_segment_row_map:            that bias row added and the activation after it applied
+///                                   in one pass (and their tangents).
 /// On a host policy a fused pass saves memory traffic; on a device it saves launches, which
 /// dominate a small network's step (docs/gpu.md).
 #include <algorithm>
@@ -177,6 +179,29 @@ struct host_fused_maps : private host_messages<Policy> {
       for (std::size_t j = 0; j < c; ++j) row[j] += b[j];
     }
   }
+  /// m_ij += v[offset + j], then out_ij = f(m_ij, x_ij...) for matrices x of m's shape; out
+  /// may be m (or an x: entry ij is read before it is written).
+  template <class Matrix, class Vector, class F, class... X>
+    requires(std::is_same_v<X, Matrix> && ...)
+  static void add_segment_row_map(Matrix& m, const Vector& v, std::size_t offset, Matrix& out, F f,
+                                  const X&... x) {
+    using S = typename Policy::scalar;
+    const std::size_t r = Policy::rows(m), c = Policy::cols(m);
+    require_range(v, offset, c, "add_segment_row_map");
+    if (((Policy::rows(x) != r || Policy::cols(x) != c) || ...))
+      fail("add_segment_row_map", "the biased matrix is " + shape(m) + ", the other operands " + shapes(x...));
+    if (&out != &m && (Policy::rows(out) != r || Policy::cols(out) != c)) out = Policy::matrix_zeros(r, c);
+    const S* b = v.data() + offset;
+    S* y = m.data();
+    S* o = out.data();
+    for (std::size_t i = 0; i < r; ++i)
+      for (std::size_t j = 0; j < c; ++j) {
+        const std::size_t e = i * c + j;
+        const S biased = y[e] + b[j];
+        y[e] = biased;
+        o[e] = f(biased, x.data()[e]...);
+      }
+  }
   /// v[offset + j] = Σ_i m_ij (the rest of v untouched): a bias gradient written in place, with
   /// column_sums's blocked order and rounding.
   template <class Matrix, class Vector>
@@ -201,6 +226,12 @@ struct host_fused_maps : private host_messages<Policy> {
   template <class V0, class... V>
   static std::size_t first_size(const V0& v0, const V&...) {
     return Policy::size(v0);
+  }
+  template <class... M>
+  static std::string shapes(const M&... m) {
+    std::string s;
+    ((s += (s.empty() ? "" : ", ") + shape(m)), ...);
+    return s;
   }
   template <class... V>
   static std::string lengths(const V&... v) {

@@ -4,7 +4,8 @@
 /// A layer's bias, kept in the flat parameter vector: added to every row of an output, and
 /// its gradient (the adjoint's column sums) written back, in place where the policy has the
 /// segment primitives (core/tensor_policy.hpp, fused_segment_ops) and through a copy of the
-/// segment otherwise. Shared by the affine maps and the convolutions.
+/// segment otherwise; and the bias added together with the map that follows it. Shared by the
+/// affine maps, the convolutions, the activations and the weighting heads.
 #include <cstddef>
 
 #include "bilevel/core/tensor_policy.hpp"
@@ -20,6 +21,22 @@ void add_bias_row(const typename P::vector& params, std::size_t offset, typename
     typename P::vector b;
     P::segment(params, offset, P::cols(y), b);
     P::add_row(y, b);
+  }
+}
+
+/// y_ij += params[offset + j], then out = f(y), or f(y, x) for x of y's shape: a bias and the
+/// map after it (an activation, its tangent), in one pass where the policy has
+/// add_segment_row_map (core/tensor_policy.hpp, fused_bias_maps) and as the bias row and a
+/// transform otherwise, the same arithmetic either way. y keeps the biased values.
+template <nn_tensor_policy P, class F, class... X>
+  requires(sizeof...(X) <= 1)
+void add_bias_row_then_map(const typename P::vector& params, std::size_t offset, typename P::matrix& y,
+                           typename P::matrix& out, F f, const X&... x) {
+  if constexpr (fused_bias_maps<P>) {
+    P::add_segment_row_map(y, params, offset, out, f, x...);
+  } else {
+    add_bias_row<P>(params, offset, y);
+    P::transform(y, x..., out, f);
   }
 }
 
