@@ -13,6 +13,12 @@
 //     only through the primitives above. Every policy in the release pass; in the sanitizer
 //     pass (BILEVEL_TEST_SOLVERS_ON_EIGEN_ONLY) Eigen alone, which instantiates each of them
 //     once instead of once per policy: about a third of that pass's compile time.
+//   - BILEVEL_NETWORK_DOUBLE_POLICIES: whole networks (a ResNet, the DARTS supernet) checked
+//     product by product against central differences. Their layers run on every policy in the
+//     layer tests of both passes, so what a whole network adds is the composition, which is
+//     the same template source on every policy. Every policy in the release pass; Eigen alone
+//     in the sanitizer pass, where the supernet's check took 99 s on Eigen and 88 s more on
+//     xtensor (ASan at -O0), the longest tests of that pass by far.
 #include <bilevel/policy/eigen.hpp>
 #ifdef BILEVEL_TEST_XTENSOR
 #include <bilevel/policy/xtensor.hpp>
@@ -25,7 +31,9 @@
 #ifdef BILEVEL_TEST_SOLVERS_ON_EIGEN_ONLY
 #define BILEVEL_SOLVER_DOUBLE_POLICIES bilevel::policy::eigen<double>
 #define BILEVEL_SOLVER_FLOAT_POLICIES bilevel::policy::eigen<float>
+#define BILEVEL_NETWORK_DOUBLE_POLICIES bilevel::policy::eigen<double>
 #else
 #define BILEVEL_SOLVER_DOUBLE_POLICIES BILEVEL_DOUBLE_POLICIES
 #define BILEVEL_SOLVER_FLOAT_POLICIES BILEVEL_FLOAT_POLICIES
+#define BILEVEL_NETWORK_DOUBLE_POLICIES BILEVEL_DOUBLE_POLICIES
 #endif

@@ -48,7 +48,8 @@ std::vector<double> weights_near_one(std::size_t n, unsigned seed) {
 }
 }  // namespace
 
-TEST_CASE_TEMPLATE("resnet: options A and B and a wide ResNet, every exact product", P, BILEVEL_DOUBLE_POLICIES) {
+TEST_CASE_TEMPLATE("resnet: options A and B and a wide ResNet, every exact product", P,
+                   BILEVEL_NETWORK_DOUBLE_POLICIES) {
   // ResNet-8 (one block a stage) at width 2 on 6x6 images: 6x6 → 3x3 → 2x2.
   for (auto shortcut : {resnet_shortcut::a_subsample_pad, resnet_shortcut::b_projection}) {
     CAPTURE(int(shortcut));
@@ -95,7 +96,7 @@ TEST_CASE("resnet: ResNet-20 and ResNet-32 on 28x28x1 have He et al.'s parameter
 }
 
 TEST_CASE_TEMPLATE("darts supernet: a whole search network, every exact product, the architecture included", P,
-                   BILEVEL_DOUBLE_POLICIES) {
+                   BILEVEL_NETWORK_DOUBLE_POLICIES) {
   const auto o = tiny_space();
   const sequential<P, sample_weights> net(o.input, darts_supernet<P>(o), loss_kind::cross_entropy, sample_weights{6});
   CHECK(net.arch_size() == o.arch_size());
@@ -236,7 +237,7 @@ TEST_CASE("darts: random genotypes are valid, uniform over operations and inputs
 }
 
 TEST_CASE_TEMPLATE("darts network: the discrete network of a genotype, every exact product", P,
-                   BILEVEL_DOUBLE_POLICIES) {
+                   BILEVEL_NETWORK_DOUBLE_POLICIES) {
   const auto o = tiny_space();
   using dp = darts_primitive;
   // state 1 unread in the normal cell (its preprocessing gets a zero gradient)
