@@ -130,7 +130,6 @@ class sequential {
                                   "; end with flatten and dense");
     classes_ = g.channels;
     num_parameters_ = offset;
-    find_bias_activations();
   }
 
   /// A network of layers of the open layer concept, one after another (a single graph or
@@ -460,19 +459,16 @@ class sequential {
     return false;
   }
 
-  /// Marks each dense or convolution layer with a bias that an activation follows: its value
-  /// and tangent passes leave the bias to the activation's pass (activation_layer's
-  /// forward_with_bias), the same sums in one pass over the output instead of two.
-  void find_bias_activations() {
-    bias_activation_.assign(layers_.size(), false);
-    for (std::size_t l = 0; l + 1 < layers_.size(); ++l) {
-      const auto* dense = std::get_if<dense_layer<P>>(&layers_[l]);
-      const auto* conv = std::get_if<conv2d_layer<P>>(&layers_[l]);
-      const bool biased = (dense && dense->map.bias) || (conv && conv->map.bias);
-      bias_activation_[l] = biased && std::holds_alternative<activation_layer<P>>(layers_[l + 1]);
-    }
+  /// Whether layer l is a dense or convolution layer with a bias that an activation follows:
+  /// its value and tangent passes then leave the bias to the activation's pass
+  /// (activation_layer's forward_with_bias), the same sums in one pass over the output
+  /// instead of two.
+  [[nodiscard]] bool bias_activation(std::size_t l) const {
+    if (l + 1 >= layers_.size() || !std::holds_alternative<activation_layer<P>>(layers_[l + 1])) return false;
+    if (const auto* dense = std::get_if<dense_layer<P>>(&layers_[l])) return dense->map.bias;
+    if (const auto* conv = std::get_if<conv2d_layer<P>>(&layers_[l])) return conv->map.bias;
+    return false;
   }
-  [[nodiscard]] bool bias_activation(std::size_t l) const { return l < bias_activation_.size() && bias_activation_[l]; }
   /// f(layer l), a dense or convolution layer (bias_activation(l) holds).
   template <class F>
   void with_affine(std::size_t l, F&& f) const {
@@ -802,7 +798,6 @@ class sequential {
   Weighting weighting_;
   std::vector<layer_variant> layers_;
   std::vector<std::size_t> box_offsets_;  ///< each boxed layer's first parameter (the others keep their own)
-  std::vector<bool> bias_activation_;     ///< find_bias_activations()
   std::uint64_t step_ = 0;                ///< real steps taken (on_real_step)
   bool keep_adjoints_ = true;             ///< keep_adjoints()
   std::size_t num_parameters_ = 0, classes_ = 0, arch_size_ = 0;

@@ -24,21 +24,12 @@ struct activation_layer {
   activation_layer(geometry input, activation a) : in(input), out(input), kind(a) {}
   [[nodiscard]] std::size_t num_parameters() const { return 0; }
 
-  // The ReLU (the common case) goes through its own functors, whose loops vectorise
-  // (activation.hpp); every kind takes a ⊙ σ'(x) in one pass (a slope product) instead of a
-  // slope matrix and then a product.
   void forward(const vector&, const matrix& x, std::size_t, matrix& y, layer_cache<P>&) const {
-    if (kind == activation::relu) P::transform(x, y, relu_value{});
-    else P::transform(x, y, activation_value{kind});
+    with_value_map([&](auto sigma) { P::transform(x, y, sigma); });
   }
   void backward(const vector&, const matrix& x, const matrix& g, std::size_t, const layer_cache<P>&, matrix* gx,
                 vector&) const {
-    if (!gx) return;
-    if (kind == activation::relu) {
-      P::transform(g, x, *gx, relu_slope_product{});
-      return;
-    }
-    P::transform(g, x, *gx, activation_slope_product{kind});
+    if (gx) with_slope_product([&](auto slope) { P::transform(g, x, *gx, slope); });
   }
   void tangent_forward(const vector&, const vector&, const matrix& x, const matrix* x_dot, std::size_t,
                        const layer_cache<P>&, matrix& y_dot) const {
@@ -46,40 +37,45 @@ struct activation_layer {
       y_dot = P::matrix_zeros(P::rows(x), P::cols(x));
       return;
     }
-    if (kind == activation::relu) {
-      P::transform(*x_dot, x, y_dot, relu_slope_product{});
-      return;
-    }
-    P::transform(*x_dot, x, y_dot, activation_slope_product{kind});
+    with_slope_product([&](auto slope) { P::transform(*x_dot, x, y_dot, slope); });
   }
   /// x += b (params' segment at offset), then y = σ(x): forward() of the biased input.
   void forward_with_bias(const vector& params, std::size_t offset, matrix& x, matrix& y) const {
-    if (kind == activation::relu) detail::add_bias_row_then_map<P>(params, offset, x, y, relu_value{});
-    else detail::add_bias_row_then_map<P>(params, offset, x, y, activation_value{kind});
+    with_value_map([&](auto sigma) { detail::add_bias_row_then_map<P>(params, offset, x, y, sigma); });
   }
   /// ẋ += v_b (v's segment at offset), then ẏ = σ'(x) ⊙ ẋ: tangent_forward() of the biased
   /// input's tangent, x the biased input.
   void tangent_forward_with_bias(const vector& v, std::size_t offset, const matrix& x, matrix& x_dot,
                                  matrix& y_dot) const {
-    if (kind == activation::relu) detail::add_bias_row_then_map<P>(v, offset, x_dot, y_dot, relu_slope_product{}, x);
-    else detail::add_bias_row_then_map<P>(v, offset, x_dot, y_dot, activation_slope_product{kind}, x);
+    with_slope_product([&](auto slope) { detail::add_bias_row_then_map<P>(v, offset, x_dot, y_dot, slope, x); });
   }
   /// ġ_in = ġ_out ⊙ σ'(x) + g_out ⊙ σ''(x) ⊙ ẋ.
   void tangent_backward(const vector&, const vector&, const matrix& x, const matrix* x_dot, const matrix& g,
                         const matrix& g_dot, std::size_t, const layer_cache<P>&, matrix* gx_dot, vector&) const {
     if (!gx_dot) return;
-    if (kind == activation::relu) {  // σ'' = 0
-      P::transform(g_dot, x, *gx_dot, relu_slope_product{});
-      return;
-    }
-    P::transform(g_dot, x, *gx_dot, activation_slope_product{kind});
-    if (x_dot && (kind == activation::tanh || kind == activation::sigmoid)) {
+    with_slope_product([&](auto slope) { P::transform(g_dot, x, *gx_dot, slope); });
+    if (x_dot && (kind == activation::tanh || kind == activation::sigmoid)) {  // σ'' = 0 otherwise
       matrix curv, t;
       P::transform(x, curv, activation_curvature{kind});
       P::hadamard(g, curv, t);
       P::hadamard(t, *x_dot, curv);
       P::axpy(scalar(1), curv, *gx_dot);
     }
+  }
+
+ private:
+  // The ReLU (the common case) gets its own functors, whose loops vectorise (activation.hpp);
+  // every kind takes a ⊙ σ'(x) in one pass (a slope product) rather than a slope matrix and
+  // then a product.
+  template <class F>
+  void with_value_map(F&& f) const {
+    if (kind == activation::relu) f(relu_value{});
+    else f(activation_value{kind});
+  }
+  template <class F>
+  void with_slope_product(F&& f) const {
+    if (kind == activation::relu) f(relu_slope_product{});
+    else f(activation_slope_product{kind});
   }
 };
 
