@@ -178,6 +178,88 @@ void check_segment_ops() {
                     std::invalid_argument);
   }
 
+  // map_column_sums_into_segment: out = f(x...) and v[offset + j] = Σ_i out_ij, the rest of v
+  // untouched. The ReLU's slope product of quarters: every entry and sum exact.
+  {
+    const auto g = P::matrix_from_host(r, c, mh);
+    std::vector<S> yh(r * c);
+    for (std::size_t e = 0; e < r * c; ++e) yh[e] = S(0.5 * double(int(e % 5) - 2));
+    const auto y = P::matrix_from_host(r, c, yh);
+    auto sums = P::from_host(vh);
+    typename P::matrix adjoint;
+    P::map_column_sums_into_segment(adjoint, sums, offset, bilevel::learners::relu_slope_product{}, g, y);
+    const auto ah = P::matrix_to_host(adjoint), sh = P::to_host(sums);
+    REQUIRE(ah.size() == r * c);
+    for (std::size_t e = 0; e < r * c; ++e) CHECK(ah[e] == (yh[e] > S(0) ? mh[e] : S(0)));
+    for (std::size_t j = 0; j < vh.size(); ++j) {
+      if (j < offset || j >= offset + c) {
+        CHECK(sh[j] == vh[j]);
+        continue;
+      }
+      S sum = 0;
+      for (std::size_t i = 0; i < r; ++i) sum += ah[i * c + j - offset];
+      CHECK(sh[j] == sum);
+    }
+    // In place (out is the first operand): the same values.
+    auto in_place = P::matrix_from_host(r, c, mh);
+    auto sums2 = P::from_host(vh);
+    P::map_column_sums_into_segment(in_place, sums2, offset, bilevel::learners::relu_slope_product{}, in_place, y);
+    CHECK(P::matrix_to_host(in_place) == ah);
+    CHECK(P::to_host(sums2) == sh);
+    // The tangent's four-operand map, ġ·σ'(y) + g·σ''(y)·ẏ, for tanh: each term within 64 units
+    // of rounding (as above: tanh to 2 units, 1 − t² and t(1 − t²) losing ≈ 16 more at
+    // |y| ≤ 1), their sum within 64 units of the terms' magnitudes, and a four-row column sum
+    // adding 3 units of the magnitudes more, so 128 units bound both.
+    std::vector<S> gdh(r * c), ydh(r * c);
+    for (std::size_t e = 0; e < r * c; ++e) {
+      gdh[e] = S(0.125 * double(int(e % 9) - 4));
+      ydh[e] = S(0.25 * double(int(e % 4) - 1));
+    }
+    auto tangent_sums = P::from_host(vh);
+    typename P::matrix tangent;
+    P::map_column_sums_into_segment(tangent, tangent_sums, offset,
+                                    bilevel::learners::activation_tangent_adjoint{bilevel::learners::activation::tanh},
+                                    P::matrix_from_host(r, c, gdh), y, g, P::matrix_from_host(r, c, ydh));
+    const auto th = P::matrix_to_host(tangent), tsh = P::to_host(tangent_sums);
+    const double unit = double(std::numeric_limits<S>::epsilon());
+    std::vector<double> column(c, 0.0), magnitude(c, 0.0);
+    for (std::size_t e = 0; e < r * c; ++e) {
+      const double t = std::tanh(double(yh[e]));
+      const double first = double(gdh[e]) * (1 - t * t), second = double(mh[e]) * (-2 * t * (1 - t * t)) * double(ydh[e]);
+      CHECK(std::abs(double(th[e]) - (first + second)) <= 64 * unit * (std::abs(first) + std::abs(second)));
+      column[e % c] += first + second;
+      magnitude[e % c] += std::abs(first) + std::abs(second);
+    }
+    for (std::size_t j = 0; j < c; ++j) CHECK(std::abs(double(tsh[offset + j]) - column[j]) <= 128 * unit * magnitude[j]);
+    CHECK(tsh[0] == vh[0]);
+    CHECK(tsh[offset + c] == vh[offset + c]);
+    // More rows than one block of the device's kernel sums (256) and more columns than its 32
+    // lanes: sums over chunks; quarters, so exact in any order.
+    constexpr std::size_t tall = 600, wide = 40;
+    std::vector<S> th2(tall * wide);
+    for (std::size_t e = 0; e < th2.size(); ++e) th2[e] = S(0.25 * double(int(e % 11) - 5));
+    const auto big = P::matrix_from_host(tall, wide, th2);
+    auto big_sums = P::zeros(wide + 1);
+    typename P::matrix doubled;
+    P::map_column_sums_into_segment(doubled, big_sums, 1, bilevel::learners::relu_slope_product{}, big, big);
+    const auto dh = P::matrix_to_host(doubled), bsh = P::to_host(big_sums);
+    for (std::size_t j = 0; j < wide; ++j) {
+      double sum = 0;
+      for (std::size_t i = 0; i < tall; ++i) {
+        const S x = th2[i * wide + j];
+        CHECK(dh[i * wide + j] == (x > S(0) ? x : S(0)));
+        sum += x > S(0) ? double(x) : 0.0;
+      }
+      CHECK(double(bsh[1 + j]) == sum);
+    }
+    CHECK(bsh[0] == S(0));
+    CHECK_THROWS_AS(P::map_column_sums_into_segment(adjoint, sums, 6, bilevel::learners::relu_slope_product{}, g, y),
+                    std::invalid_argument);
+    CHECK_THROWS_AS(P::map_column_sums_into_segment(adjoint, sums, offset, bilevel::learners::relu_slope_product{}, g,
+                                                    P::matrix_zeros(r, c + 1)),
+                    std::invalid_argument);
+  }
+
   // scale_rows_into: out_ij = m_ij·(c_i·factor), into another matrix and in place.
   const auto src = P::matrix_from_host(r, c, mh);
   const std::vector<S> ch = {S(1), S(-0.5), S(2), S(0.25)};

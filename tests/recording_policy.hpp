@@ -148,6 +148,7 @@ struct recording_policy : bilevel::policy::eigen<double> {
   BILEVEL_TEST_COUNTED(add_segment_row)
   BILEVEL_TEST_COUNTED(column_sums_into_segment)
   BILEVEL_TEST_COUNTED(add_segment_row_map)
+  BILEVEL_TEST_COUNTED(map_column_sums_into_segment)
   static double dot(const vector& x, const vector& y) { return counted("dot", base::dot(x, y)); }
   static double norm(const vector& x) { return counted("norm", base::norm(x)); }
   static double sum(const vector& x) { return counted("sum", base::sum(x)); }

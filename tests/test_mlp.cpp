@@ -91,6 +91,8 @@ struct composed_eigen : bilevel::policy::eigen<double> {
   static void column_sums_into_segment(A&&...) = delete;
   template <class... A>
   static void add_segment_row_map(A&&...) = delete;
+  template <class... A>
+  static void map_column_sums_into_segment(A&&...) = delete;
 };
 }  // namespace
 
@@ -98,8 +100,8 @@ TEST_CASE("mlp: a policy without the fused primitives gets the composed forms, w
   using C = composed_eigen;
   static_assert(!bilevel::fused_softmax_cross_entropy<C> && !bilevel::fused_scaled_copies<C> &&
                 !bilevel::fused_segment_ops<C> && !bilevel::vector_dot_into<C> && !bilevel::fused_elementwise<C> &&
-                !bilevel::fused_bias_maps<C>);
-  static_assert(bilevel::fused_bias_maps<P>);
+                !bilevel::fused_bias_maps<C> && !bilevel::fused_bias_gradients<C>);
+  static_assert(bilevel::fused_bias_maps<P> && bilevel::fused_bias_gradients<P>);
   // Two hidden layers, so that a bias and activation pass follows both the data's layer and a
   // hidden one (whose tangent has both products); the ReLU's own functors and the general ones.
   const std::vector<std::size_t> widths{5, 4, 4, 3};

@@ -247,6 +247,8 @@ struct bias_map_probe {
   S operator()(S) const;
   template <class S>
   S operator()(S, S) const;
+  template <class S>
+  S operator()(S, S, S, S) const;
 };
 }  // namespace detail
 
@@ -262,6 +264,22 @@ concept fused_bias_maps = nn_tensor_policy<P> && requires(typename P::matrix& m,
                                                           const typename P::vector& cv, std::size_t n) {
   P::add_segment_row_map(m, cv, n, m, detail::bias_map_probe{});
   P::add_segment_row_map(m, cv, n, m, detail::bias_map_probe{}, cm);
+};
+
+/// An optional map-and-bias-gradient primitive (every policy here has it):
+///   map_column_sums_into_segment(out, v, offset, f, x...):  out_ij = f(x_ij...), then
+///                                                           v[offset + j] = Σ_i out_ij
+/// for one to four matrices x of one shape; out may be one of them. The backward pass of an
+/// activation and the bias gradient of the layer before it in one pass
+/// (learners/layers/activation_layer.hpp): f = g·σ'(y), and the tangent's
+/// f = ġ·σ'(y) + g·σ''(y)·ẏ, whose four products are then one pass too. On a device the sums
+/// are one kernel with a fixed order of addition. Under a device policy f must run on the
+/// device.
+template <class P>
+concept fused_bias_gradients = nn_tensor_policy<P> && requires(typename P::matrix& m, const typename P::matrix& cm,
+                                                               typename P::vector& v, std::size_t n) {
+  P::map_column_sums_into_segment(m, v, n, detail::bias_map_probe{}, cm, cm);
+  P::map_column_sums_into_segment(m, v, n, detail::bias_map_probe{}, cm, cm, cm, cm);
 };
 
 /// An optional finiteness check that leaves its answer where the policy keeps its data (every

@@ -67,6 +67,16 @@ struct activation_slope_product {
   template <class S> S operator()(S x, S z) const { return x * activation_slope{a}(z); }
 };
 
+/// (ġ, z, g, ż) ↦ ġ·σ'(z) + (g·σ''(z))·ż: the tangent of the backward pass's g ⊙ σ'(z), its
+/// four products in one map, rounded as the composed form rounds them (the slope product,
+/// then g ⊙ σ'' ⊙ ż added).
+struct activation_tangent_adjoint {
+  activation a;
+  template <class S> S operator()(S g_dot, S z, S g, S z_dot) const {
+    return g_dot * activation_slope{a}(z) + g * activation_curvature{a}(z) * z_dot;
+  }
+};
+
 /// The ReLU's maps on their own, for layers that know their kind before the loop: without
 /// activation_value's per-element switch the policy's loop is a branch-free select the
 /// compiler vectorises. Same formulas as the relu cases above, so the same results; the

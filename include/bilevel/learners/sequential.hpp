@@ -460,9 +460,9 @@ class sequential {
   }
 
   /// Whether layer l is a dense or convolution layer with a bias that an activation follows:
-  /// its value and tangent passes then leave the bias to the activation's pass
-  /// (activation_layer's forward_with_bias), the same sums in one pass over the output
-  /// instead of two.
+  /// its four passes then leave the bias to the activation's (activation_layer's
+  /// forward_with_bias, backward_with_bias_gradient and their tangents), the same sums in one
+  /// pass over the output instead of two.
   [[nodiscard]] bool bias_activation(std::size_t l) const {
     if (l + 1 >= layers_.size() || !std::holds_alternative<activation_layer<P>>(layers_[l + 1])) return false;
     if (const auto* dense = std::get_if<dense_layer<P>>(&layers_[l])) return dense->map.bias;
@@ -676,6 +676,16 @@ class sequential {
       P::scale_rows(top, scratch_.scaled);
     }
     for (std::size_t l = L; l-- > 0;) {
+      if (l > 0 && bias_activation(l - 1)) {  // the bias gradient of layer l - 1 summed in the activation's pass
+        const auto& act = std::get<activation_layer<P>>(layers_[l]);
+        with_affine(l - 1, [&](const auto& layer) {
+          act.backward_with_bias_gradient(c.acts[l], adjoint(l), adjoint(l - 1), out, layer.map.bias_offset());
+          matrix* g_in = l > 1 ? &adjoint(l - 2) : nullptr;
+          layer.backward(c.theta, c.acts[l - 1], adjoint(l - 1), batch, c.layers[l - 1], g_in, out, false);
+        });
+        --l;
+        continue;
+      }
       matrix* g_in = l > 0 ? &adjoint(l - 1) : nullptr;
       std::visit([&](const auto& layer) {
         using T = std::decay_t<decltype(layer)>;
@@ -777,6 +787,20 @@ class sequential {
     matrix* g_dot = &s.g_dot;
     matrix* g_in_dot = &s.g_in_dot;
     for (std::size_t l = L; l-- > 0;) {
+      if (l > 0 && bias_activation(l - 1)) {  // as in backward: the bias's part in the activation's pass
+        const auto& act = std::get<activation_layer<P>>(layers_[l]);
+        with_affine(l - 1, [&](const auto& layer) {
+          act.tangent_backward_with_bias_gradient(c.acts[l], dots[l], c.g[l], *g_dot, *g_in_dot, out,
+                                                  layer.map.bias_offset());
+          std::swap(g_dot, g_in_dot);
+          const matrix* in_dot = l > 1 ? &dots[l - 1] : nullptr;
+          layer.tangent_backward(c.theta, v, c.acts[l - 1], in_dot, c.g[l - 1], *g_dot, batch, c.layers[l - 1],
+                                 l > 1 ? g_in_dot : nullptr, out, false);
+          std::swap(g_dot, g_in_dot);
+        });
+        --l;
+        continue;
+      }
       std::visit([&](const auto& layer) {
         const matrix* in_dot = l > 0 ? &dots[l] : nullptr;
         matrix* gx = l > 0 ? g_in_dot : nullptr;

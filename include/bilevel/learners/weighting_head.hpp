@@ -9,7 +9,8 @@
 /// the CUDA policy nothing of the batch comes to the host. W1, w2 and the biases enter the
 /// products where they lie in φ (gemm_by_segment, layers/detail/bias_rows.hpp): no copy of a
 /// segment per pass; each bias is added in the pass of the map after it (the ReLU, the
-/// logistic, their tangents): 5 operations for the weights, 6 for the JVP and 8 for the VJP.
+/// logistic, their tangents), and each bias's gradient summed in the pass of that map's
+/// adjoint: 5 operations for the weights, 6 for the JVP and 6 for the VJP.
 #include <cstddef>
 #include <stdexcept>
 #include <string>
@@ -58,17 +59,17 @@ class weighting_head_pass {
   /// layer as a network's backward pass does.
   [[nodiscard]] vector vjp(const vector& r) const {
     const std::size_t H = hidden_, B = P::rows(states_);
-    vector delta, g;
+    vector g;
     P::resize(g, parameters(H, d_));  // each of W1, b1, w2 and b2 is written below
-    P::transform(c_, r, delta, elementwise::logistic_slope_from_value_times{});
-    matrix d, dh;
-    P::reshape(delta, B, 1, d);
+    matrix r_column, d, dh;
+    P::reshape(r, B, 1, r_column);
+    // Each map's adjoint and the gradient of the bias before it in one pass (bias_rows.hpp).
+    detail::map_then_bias_gradient_into<P>(d, g, output_bias_offset(), elementwise::logistic_slope_from_value_times{},
+                                           c_column_, r_column);                                 // δ, b2
     P::gemm_into_segment(scalar(1), hidden_units_, true, d, false, scalar(0), g, w2_offset());  // w2
-    detail::bias_gradient_into<P>(d, H * (d_ + 2), g);                                          // b2
     P::gemm_by_segment(scalar(1), d, false, phi_, w2_offset(), 1, H, false, scalar(0), dh);  // into the hidden units
-    P::transform(dh, pre_, dh, relu_slope_product{});                                       // ⊙ relu'(A)
-    P::gemm_into_segment(scalar(1), dh, true, states_, false, scalar(0), g, 0);  // W1 (H × D)
-    detail::bias_gradient_into<P>(dh, H * d_, g);                                 // b1
+    detail::map_then_bias_gradient_into<P>(dh, g, H * d_, relu_slope_product{}, dh, pre_);   // ⊙ relu'(A), b1
+    P::gemm_into_segment(scalar(1), dh, true, states_, false, scalar(0), g, 0);               // W1 (H × D)
     return g;
   }
 

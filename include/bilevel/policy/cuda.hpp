@@ -559,6 +559,45 @@ struct cuda {
     cuda_detail::for_each_index(m.size(), op{m.cols(), m.data(), v.data() + offset, out.data(), map::get(f), {x.data()...}},
                                 "add_segment_row_map");
   }
+  /// out_ij = f(x_ij...) for one to four matrices x of one shape (out may be one of them), then
+  /// v[offset + j] = Σ_i out_ij, the rest of v untouched: an activation's adjoint and the bias
+  /// gradient of the layer before it. One kernel (two where the rows exceed one block's
+  /// chunk of 256), summing in double in an order fixed by the shape (kernels.cuh). f must
+  /// run on the device, as for zip_apply.
+  template <class F, class... X>
+    requires(sizeof...(X) >= 1 && sizeof...(X) <= 4 && (std::is_same_v<X, matrix> && ...))
+  static void map_column_sums_into_segment(matrix& out, vector& v, std::size_t offset, F f, const X&... x) {
+    using map = cuda_detail::device_map<F>;
+    static_assert(map::on_device,
+                  "bilevel::policy::cuda::map_column_sums_into_segment: this functor cannot run on the device (make it "
+                  "an extended __host__ __device__ lambda, or tag a functor struct with 'using "
+                  "bilevel_device_callable = void;')");
+    const matrix& first = std::get<0>(std::forward_as_tuple(x...));
+    const std::size_t rows = first.rows(), cols = first.cols();
+    require_range(v, offset, cols, "map_column_sums_into_segment");
+    (require_same_shape(first, x, "map_column_sums_into_segment"), ...);
+    if (((&out != &x) && ...)) out.resize(rows, cols);
+    if (cols == 0) return;
+    if (rows == 0) {
+      zero(v.data() + offset, cols);
+      return;
+    }
+    const std::size_t chunk = cuda_detail::column_sum_chunk_for(rows), chunks = (rows + chunk - 1) / chunk;
+    const dim3 grid(unsigned((cols + 31) / 32), unsigned(chunks));
+    cuda_detail::device_buffer<double> partials(chunks > 1 ? chunks * cols : 0);
+    using kernel_functor = std::decay_t<decltype(map::get(f))>;
+    cuda_detail::map_column_sums_kernel<scalar, kernel_functor, decltype(x.data())...>
+        <<<grid, cuda_detail::threads_per_block, 0, cuda_detail::stream()>>>(
+            rows, cols, chunk, out.data(), map::get(f), ::cuda::std::tuple<decltype(x.data())...>{x.data()...},
+            chunks > 1 ? partials.data() : nullptr, v.data() + offset);
+    cuda_detail::check_launch("map_column_sums_kernel");
+    if (chunks > 1) {
+      cuda_detail::column_partials_kernel<scalar><<<cuda_detail::blocks_for(cols), cuda_detail::threads_per_block, 0,
+                                                    cuda_detail::stream()>>>(chunks, cols, partials.data(),
+                                                                             v.data() + offset);
+      cuda_detail::check_launch("column_partials_kernel");
+    }
+  }
   /// v[offset + j] = Σ_i m_ij, the rest of v untouched: a bias gradient written in place.
   static void column_sums_into_segment(const matrix& m, vector& v, std::size_t offset) {
     require_range(v, offset, m.cols(), "column_sums_into_segment");

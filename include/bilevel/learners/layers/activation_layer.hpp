@@ -5,8 +5,10 @@
 /// σ'' term that makes the HVP of a smooth network exact.
 ///
 /// After a dense or convolution layer, a network adds that layer's bias in the activation's
-/// pass (forward_with_bias, tangent_forward_with_bias): one pass over the output instead of
-/// two, and on a device one kernel instead of two, with the same arithmetic in the same order.
+/// pass (forward_with_bias, tangent_forward_with_bias) and sums its gradient in the
+/// activation's backward pass and that pass's tangent (backward_with_bias_gradient,
+/// tangent_backward_with_bias_gradient): one pass over the output instead of two, and on a
+/// device one kernel instead of two, with the same arithmetic in the same order.
 #include "bilevel/learners/activation.hpp"
 #include "bilevel/learners/layers/detail/bias_rows.hpp"
 #include "bilevel/learners/layers/layer.hpp"
@@ -54,12 +56,29 @@ struct activation_layer {
                         const matrix& g_dot, std::size_t, const layer_cache<P>&, matrix* gx_dot, vector&) const {
     if (!gx_dot) return;
     with_slope_product([&](auto slope) { P::transform(g_dot, x, *gx_dot, slope); });
-    if (x_dot && (kind == activation::tanh || kind == activation::sigmoid)) {  // σ'' = 0 otherwise
-      matrix curv, t;
-      P::transform(x, curv, activation_curvature{kind});
-      P::hadamard(g, curv, t);
-      P::hadamard(t, *x_dot, curv);
-      P::axpy(scalar(1), curv, *gx_dot);
+    if (x_dot && curved()) add_curvature_term(x, *x_dot, g, *gx_dot);
+  }
+  /// backward() with the bias gradient of the layer before (grad's segment at offset):
+  /// gx = g ⊙ σ'(x) and grad_b = Σ_rows gx in one pass where the policy has the primitive
+  /// (detail::map_then_bias_gradient_into).
+  void backward_with_bias_gradient(const matrix& x, const matrix& g, matrix& gx, vector& grad,
+                                   std::size_t offset) const {
+    with_slope_product([&](auto slope) { detail::map_then_bias_gradient_into<P>(gx, grad, offset, slope, g, x); });
+  }
+  /// tangent_backward() with the tangent of that bias gradient: ġx = ġ ⊙ σ'(x) + g ⊙ σ''(x) ⊙ ẋ
+  /// and ġrad_b = Σ_rows ġx, one pass on a policy with the primitive, the σ'' term included.
+  void tangent_backward_with_bias_gradient(const matrix& x, const matrix& x_dot, const matrix& g,
+                                           const matrix& g_dot, matrix& gx_dot, vector& grad_dot,
+                                           std::size_t offset) const {
+    if (!curved()) {
+      with_slope_product(
+          [&](auto slope) { detail::map_then_bias_gradient_into<P>(gx_dot, grad_dot, offset, slope, g_dot, x); });
+    } else if constexpr (fused_bias_gradients<P>) {
+      P::map_column_sums_into_segment(gx_dot, grad_dot, offset, activation_tangent_adjoint{kind}, g_dot, x, g, x_dot);
+    } else {
+      P::transform(g_dot, x, gx_dot, activation_slope_product{kind});
+      add_curvature_term(x, x_dot, g, gx_dot);
+      detail::bias_gradient_into<P>(gx_dot, offset, grad_dot);
     }
   }
 
@@ -67,6 +86,16 @@ struct activation_layer {
   // The ReLU (the common case) gets its own functors, whose loops vectorise (activation.hpp);
   // every kind takes a ⊙ σ'(x) in one pass (a slope product) rather than a slope matrix and
   // then a product.
+  /// Whether σ'' is nonzero (tanh, logistic): piecewise linear activations have no σ'' term.
+  [[nodiscard]] bool curved() const { return kind == activation::tanh || kind == activation::sigmoid; }
+  /// ġx += g ⊙ σ''(x) ⊙ ẋ, composed (a policy without map_column_sums_into_segment).
+  void add_curvature_term(const matrix& x, const matrix& x_dot, const matrix& g, matrix& gx_dot) const {
+    matrix curv, t;
+    P::transform(x, curv, activation_curvature{kind});
+    P::hadamard(g, curv, t);
+    P::hadamard(t, x_dot, curv);
+    P::axpy(scalar(1), curv, gx_dot);
+  }
   template <class F>
   void with_value_map(F&& f) const {
     if (kind == activation::relu) f(relu_value{});

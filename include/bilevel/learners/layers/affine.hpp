@@ -33,16 +33,18 @@ struct affine_map {
 
   // W (and the direction's V) enter the products where they lie in θ (v), through
   // gemm_by_segment: no unflattened copy of a layer's weights per pass.
-  // `with_bias` false leaves the bias out of out (and of out_dot): a network that adds it
-  // together with the activation that follows, in one pass (detail/bias_activation.hpp).
+  // `with_bias` false leaves the bias out of out (and of out_dot), and its gradient out of
+  // the backward passes: a network that adds the bias, and sums its gradient, in the passes
+  // of the activation that follows (activation_layer.hpp).
   void forward(const vector& theta, const matrix& x, matrix& out, bool with_bias = true) const {
     P::gemm_by_segment(scalar(1), x, false, theta, offset, fan_in, fan_out, false, scalar(0), out);
     if (bias && with_bias) detail::add_bias_row<P>(theta, bias_offset(), out);
   }
   /// grad segment from g; dx = g Wᵀ when wanted.
-  void backward(const vector& theta, const matrix& x, const matrix& g, matrix* dx, vector& grad) const {
+  void backward(const vector& theta, const matrix& x, const matrix& g, matrix* dx, vector& grad,
+                bool with_bias = true) const {
     P::gemm_into_segment(scalar(1), x, true, g, false, scalar(0), grad, offset);
-    if (bias) detail::bias_gradient_into<P>(g, bias_offset(), grad);
+    if (bias && with_bias) detail::bias_gradient_into<P>(g, bias_offset(), grad);
     if (dx) P::gemm_by_segment(scalar(1), g, false, theta, offset, fan_in, fan_out, true, scalar(0), *dx);
   }
   /// out_dot = X V + 1 v_bᵀ (+ Ẋ W).
@@ -54,10 +56,10 @@ struct affine_map {
   }
   /// grad_dot segment = Xᵀ ġ (+ Ẋᵀ g); dx_dot = ġ Wᵀ + g Vᵀ when wanted.
   void tangent_backward(const vector& theta, const vector& v, const matrix& x, const matrix* x_dot, const matrix& g,
-                        const matrix& g_dot, matrix* dx_dot, vector& grad_dot) const {
+                        const matrix& g_dot, matrix* dx_dot, vector& grad_dot, bool with_bias = true) const {
     P::gemm_into_segment(scalar(1), x, true, g_dot, false, scalar(0), grad_dot, offset);
     if (x_dot) P::gemm_into_segment(scalar(1), *x_dot, true, g, false, scalar(1), grad_dot, offset);
-    if (bias) detail::bias_gradient_into<P>(g_dot, bias_offset(), grad_dot);
+    if (bias && with_bias) detail::bias_gradient_into<P>(g_dot, bias_offset(), grad_dot);
     if (dx_dot) {
       P::gemm_by_segment(scalar(1), g_dot, false, theta, offset, fan_in, fan_out, true, scalar(0), *dx_dot);
       P::gemm_by_segment(scalar(1), g, false, v, offset, fan_in, fan_out, true, scalar(1), *dx_dot);

@@ -44,9 +44,9 @@ struct conv2d_layer {
     map.forward(theta, c.cols, y, with_bias);
   }
   void backward(const vector& theta, const matrix& x, const matrix& g, std::size_t batch, const layer_cache<P>& c,
-                matrix* gx, vector& grad) const {
+                matrix* gx, vector& grad, bool with_bias = true) const {
     matrix dcols;
-    map.backward(theta, c.cols, g, gx ? &dcols : nullptr, grad);
+    map.backward(theta, c.cols, g, gx ? &dcols : nullptr, grad, with_bias);
     if (gx) col2im(dcols, x, batch, *gx);
   }
   void tangent_forward(const vector& theta, const vector& v, const matrix&, const matrix* x_dot, std::size_t batch,
@@ -57,11 +57,11 @@ struct conv2d_layer {
   }
   void tangent_backward(const vector& theta, const vector& v, const matrix& x, const matrix* x_dot, const matrix& g,
                         const matrix& g_dot, std::size_t batch, const layer_cache<P>& c, matrix* gx_dot,
-                        vector& grad_dot) const {
+                        vector& grad_dot, bool with_bias = true) const {
     matrix cols_dot, dcols_dot;
     if (x_dot) P::gather_per_sample(*x_dot, index_, batch, out.pixels(), map.fan_in, cols_dot);
     map.tangent_backward(theta, v, c.cols, x_dot ? &cols_dot : nullptr, g, g_dot, gx_dot ? &dcols_dot : nullptr,
-                         grad_dot);
+                         grad_dot, with_bias);
     if (gx_dot) col2im(dcols_dot, x, batch, *gx_dot);
   }
 

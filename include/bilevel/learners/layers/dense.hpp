@@ -30,8 +30,8 @@ struct dense_layer {
     map.forward(theta, x, y, with_bias);
   }
   void backward(const vector& theta, const matrix& x, const matrix& g, std::size_t, const layer_cache<P>&, matrix* gx,
-                vector& grad) const {
-    map.backward(theta, x, g, gx, grad);
+                vector& grad, bool with_bias = true) const {
+    map.backward(theta, x, g, gx, grad, with_bias);
   }
   void tangent_forward(const vector& theta, const vector& v, const matrix& x, const matrix* x_dot, std::size_t,
                        const layer_cache<P>&, matrix& y_dot, bool with_bias = true) const {
@@ -39,8 +39,8 @@ struct dense_layer {
   }
   void tangent_backward(const vector& theta, const vector& v, const matrix& x, const matrix* x_dot, const matrix& g,
                         const matrix& g_dot, std::size_t, const layer_cache<P>&, matrix* gx_dot,
-                        vector& grad_dot) const {
-    map.tangent_backward(theta, v, x, x_dot, g, g_dot, gx_dot, grad_dot);
+                        vector& grad_dot, bool with_bias = true) const {
+    map.tangent_backward(theta, v, x, x_dot, g, g_dot, gx_dot, grad_dot, with_bias);
   }
 };
 

@@ -114,6 +114,14 @@ struct device_activation_slope_product {
     return x * slope(z);
   }
 };
+struct device_activation_tangent_adjoint {
+  device_activation_slope slope;
+  device_activation_curvature curvature;
+  template <class S>
+  __host__ __device__ S operator()(S g_dot, S z, S g, S z_dot) const {
+    return g_dot * slope(z) + g * curvature(z) * z_dot;
+  }
+};
 template <>
 struct device_map<learners::activation_value> {
   static constexpr bool on_device = true;
@@ -128,6 +136,13 @@ template <>
 struct device_map<learners::activation_slope_product> {
   static constexpr bool on_device = true;
   static device_activation_slope_product get(const learners::activation_slope_product& f) { return {{f.a}}; }
+};
+template <>
+struct device_map<learners::activation_tangent_adjoint> {
+  static constexpr bool on_device = true;
+  static device_activation_tangent_adjoint get(const learners::activation_tangent_adjoint& f) {
+    return {{f.a}, {f.a}};
+  }
 };
 template <>
 struct device_map<learners::activation_curvature> {

@@ -13,6 +13,9 @@
 ///   - reductions to one double (below): a fixed grid and order, deterministic, as
 ///     cub::DeviceReduce is; its compile cost (above, and 0.65 s per instantiation) put the
 ///     test script over its 25-minute budget on 2 cores;
+///   - a map summed by columns as it is written (an activation's adjoint and the bias
+///     gradient of the layer before it): one pass where a map and cuBLAS's column sums take
+///     two, in a fixed order (below);
 ///   - warp-per-row kernels (softmax, log-sum-exp, max, dots, sums, the fused cross-entropy
 ///     head and its tangent): one kernel computes every statistic a row needs and uses it in
 ///     the same pass, where CUB's segmented reductions would take a pass and a temporary per
@@ -429,6 +432,61 @@ __global__ void softmax_cross_entropy_tangent_kernel(std::size_t rows, std::size
       const S p = ::cuda::std::exp(zr[j] - mx) / s;
       gr[j] = f * (p * zd[j] - p * pdz);
     }
+  }
+}
+
+// ---- a map and its column sums (an activation's adjoint and the bias gradient before it) ----
+// Kept as the library's own: the map's output is summed as it is written, where cuBLAS's
+// column sums (a GEMV against ones) take a second pass and launch; CUB's segmented reductions
+// sum contiguous segments, not the strided columns of a row-major matrix. The order of
+// addition is fixed by the shape alone (as for the reductions above), in double.
+
+/// Rows per block of map_column_sums_kernel, and the row lanes a block splits them among.
+inline constexpr std::size_t column_sum_chunk_rows = 256;
+inline constexpr unsigned column_sum_row_lanes = threads_per_block / 32;
+
+/// Rows per block for a `rows`-row matrix: the chunk above, or more where the grid's second
+/// dimension (at most 65535 blocks) would not cover the rows.
+inline std::size_t column_sum_chunk_for(std::size_t rows) {
+  return std::max(column_sum_chunk_rows, (rows + 65534) / 65535);
+}
+
+/// out_ij = f(x_ij...) for the rows of block y's chunk and the 32 columns of block x, each
+/// thread one column and every row_lanes-th row of the chunk in ascending order, summed in
+/// double; the lanes' sums are added in lane order. With one chunk the column's sum goes to
+/// sums_j (as S), otherwise to partials[chunk · cols + j] for column_partials_kernel.
+template <class S, class F, class... In>
+__global__ void map_column_sums_kernel(std::size_t rows, std::size_t cols, std::size_t chunk, S* out, F f,
+                                       ::cuda::std::tuple<In...> x, double* partials, S* sums) {
+  __shared__ double lane_sums[column_sum_row_lanes][32];
+  const unsigned column_lane = threadIdx.x & 31u, row_lane = threadIdx.x >> 5;
+  const std::size_t j = std::size_t(blockIdx.x) * 32 + column_lane;
+  const std::size_t begin = std::size_t(blockIdx.y) * chunk;
+  const std::size_t end = begin + chunk < rows ? begin + chunk : rows;
+  double acc = 0.0;
+  if (j < cols)
+    for (std::size_t i = begin + row_lane; i < end; i += column_sum_row_lanes) {
+      const std::size_t e = i * cols + j;
+      const S value = ::cuda::std::apply([&](auto... q) { return S(f(q[e]...)); }, x);
+      out[e] = value;
+      acc += double(value);
+    }
+  lane_sums[row_lane][column_lane] = acc;
+  __syncthreads();
+  if (row_lane == 0 && j < cols) {
+    double total = 0.0;
+    for (unsigned l = 0; l < column_sum_row_lanes; ++l) total += lane_sums[l][column_lane];
+    if (partials) partials[std::size_t(blockIdx.y) * cols + j] = total;
+    else sums[j] = S(total);
+  }
+}
+/// sums_j = S(Σ_c partials[c · cols + j]) over the chunks in order.
+template <class S>
+__global__ void column_partials_kernel(std::size_t chunks, std::size_t cols, const double* partials, S* sums) {
+  for (std::size_t j = global_thread(); j < cols; j += grid_threads()) {
+    double total = 0.0;
+    for (std::size_t c = 0; c < chunks; ++c) total += partials[c * cols + j];
+    sums[j] = S(total);
   }
 }
 

@@ -4,8 +4,9 @@
 /// A layer's bias, kept in the flat parameter vector: added to every row of an output, and
 /// its gradient (the adjoint's column sums) written back, in place where the policy has the
 /// segment primitives (core/tensor_policy.hpp, fused_segment_ops) and through a copy of the
-/// segment otherwise; and the bias added together with the map that follows it. Shared by the
-/// affine maps, the convolutions, the activations and the weighting heads.
+/// segment otherwise; the bias added together with the map that follows it, and its gradient
+/// summed from the adjoint of that map as the adjoint is computed. Shared by the affine maps,
+/// the convolutions, the activations and the weighting heads.
 #include <cstddef>
 
 #include "bilevel/core/tensor_policy.hpp"
@@ -49,6 +50,22 @@ void bias_gradient_into(const typename P::matrix& g, std::size_t offset, typenam
     typename P::vector db;
     P::column_sums(g, db);
     P::set_segment(db, grad, offset);
+  }
+}
+
+/// out = f(x...) (one or two matrices of one shape), then grad[offset + j] = Σ_i out_ij: an
+/// activation's adjoint and the bias gradient of the layer before it, in one pass where the
+/// policy has map_column_sums_into_segment (core/tensor_policy.hpp, fused_bias_gradients)
+/// and as a transform and the column sums otherwise.
+template <nn_tensor_policy P, class F, class... X>
+  requires(sizeof...(X) >= 1 && sizeof...(X) <= 2)
+void map_then_bias_gradient_into(typename P::matrix& out, typename P::vector& grad, std::size_t offset, F f,
+                                 const X&... x) {
+  if constexpr (fused_bias_gradients<P>) {
+    P::map_column_sums_into_segment(out, grad, offset, f, x...);
+  } else {
+    P::transform(x..., out, f);
+    bias_gradient_into<P>(out, offset, grad);
   }
 }
 
