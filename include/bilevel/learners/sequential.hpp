@@ -660,7 +660,9 @@ class sequential {
     if (store) c.backward_done = false;  // c.g is overwritten below: valid again only at the end
     c.adjoints_kept = false;  // the layers' inner adjoints are overwritten (or released) below
     P::resize(out, num_parameters_);  // every parameter segment is written below
-    arch_grad = P::zeros(arch_size_);
+    // Mixed operations add into ∂L/∂α; a network without them has none (no fill to ask for).
+    if (arch_size_ > 0) arch_grad = P::zeros(arch_size_);
+    else P::resize(arch_grad, 0);
     if (store && !keep) c.g.clear();
     std::vector<matrix>& gs = keep ? c.g : scratch_.g;
     gs.resize(keep ? L : 2);

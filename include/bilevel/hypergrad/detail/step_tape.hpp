@@ -68,17 +68,20 @@ void reverse_through_steps(Level& lv, input_list<typename Level::policy> in, con
                 "bilevel: reverse-mode strategies go back through the optimizer's update: it needs "
                 "vjp() (see bilevel/core/optimizer.hpp)");
   static_assert(check_input_differentiable_learner<typename Level::learner_type>());
-  zero_outputs<P>(in, out);
-  if (tape.empty()) return;
+  if (tape.empty()) {
+    zero_outputs<P>(in, out);
+    return;
+  }
   vector_t<P> adj_theta = adjoint, adj_g, product;
   auto adj_state = tape.back().state.zeros_like();
   for (std::size_t t = tape.size(); t-- > 0;) {
     const auto& rec = tape[t];
     lv.optimizer.vjp(rec.theta, rec.state, rec.gradient, adj_theta, adj_state, adj_g);
+    const bool first = t + 1 == tape.size();  // the last step's products start the sums (no zero fill)
     for (std::size_t s = 0; s < out.size(); ++s) {
-      r.exact_second_order &= mixed_vjp(lv.learner, rec.theta, in, rec.batch, s, adj_g, product, so);
+      r.exact_second_order &= mixed_vjp(lv.learner, rec.theta, in, rec.batch, s, adj_g, first ? out[s] : product, so);
       ++r.mixed_evals;
-      P::axpy(scalar_t<P>(1), product, out[s]);
+      if (!first) P::axpy(scalar_t<P>(1), product, out[s]);
     }
     if (t > 0) {
       r.exact_second_order &= hvp(lv.learner, rec.theta, in, rec.batch, adj_g, product, so);

@@ -58,7 +58,7 @@ struct device_map {
 };
 
 /// Device mirrors of learners::activation_value / activation_slope / activation_slope_product /
-/// activation_curvature:
+/// activation_curvature / activation_tangent_adjoint:
 /// the same formulas, term by term, with the device's tanh and exp.
 struct device_activation_value {
   learners::activation a;
