@@ -636,7 +636,8 @@ TEST_CASE_TEMPLATE("cuda policy: zip_apply, the fused head, the weighted copy an
   static_assert(bilevel::fused_elementwise<P> && bilevel::fused_softmax_cross_entropy<P>);
   test::check_zip_apply<P>();
   test::check_softmax_cross_entropy<P>();
-  static_assert(bilevel::fused_segment_ops<P> && bilevel::fused_scaled_copies<P> && bilevel::vector_dot_into<P>);
+  static_assert(bilevel::fused_segment_ops<P> && bilevel::fused_scaled_copies<P> && bilevel::vector_dot_into<P> &&
+                bilevel::fused_bias_maps<P> && bilevel::fused_bias_gradients<P>);
   test::check_segment_ops<P>();
   const auto z = P::matrix_from_host(4, 3, std::vector<bilevel::scalar_t<P>>(12, 1));
   typename P::vector mass, losses;

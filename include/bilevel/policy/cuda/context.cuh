@@ -161,7 +161,7 @@ class context {
 inline void* allocate(std::size_t bytes) {
   if (bytes == 0) return nullptr;
   context::get();  // the device check, and the allocation mode
-  if (capture_session* c = active_capture()) return c->pool->allocate(bytes);
+  if (capture_resources* c = active_capture()) return c->pool->allocate(bytes);
   void* p = nullptr;
   const bool async = allocation_mode().load() == 1;
   const cudaError_t e = async ? cudaMallocAsync(&p, bytes, stream()) : cudaMalloc(&p, bytes);
@@ -178,7 +178,7 @@ inline void* allocate(std::size_t bytes) {
 /// stream that reads the block runs first. Never throws (destructors call it).
 inline void release(void* p) noexcept {
   if (!p) return;
-  capture_session* c = active_capture();
+  capture_resources* c = active_capture();
   if (auto pool = capture_block_registry::get().take(p)) {
     if (!c || pool == c->pool) {
       pool->give_back(p, stream());
@@ -198,7 +198,7 @@ inline void release(void* p) noexcept {
 /// after (pageable memory is staged by the driver; inside a capture, by the capture).
 inline void copy_to_device(void* dst, const void* src, std::size_t bytes) {
   if (bytes == 0) return;
-  if (capture_session* c = active_capture()) src = c->staging.stage(src, bytes);
+  if (capture_resources* c = active_capture()) src = c->staging.stage(src, bytes);
   BILEVEL_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream()));
 }
 

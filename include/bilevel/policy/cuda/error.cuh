@@ -85,11 +85,11 @@ inline std::size_t& thread_host_waits() noexcept {
   thread_local std::size_t n = 0;
   return n;
 }
-/// A capture in progress (cuda/graph_memory.cuh): where allocations, frees and uploads go.
-struct capture_session;
-/// The capture in progress on this thread (cuda/graph_capture.cuh), or nullptr.
-inline capture_session*& active_capture() noexcept {
-  thread_local capture_session* c = nullptr;
+/// What a capture in progress uses (cuda/graph_memory.cuh): where allocations, frees and uploads go.
+struct capture_resources;
+/// The resources of the capture in progress on this thread (cuda/graph_capture.cuh), or nullptr.
+inline capture_resources*& active_capture() noexcept {
+  thread_local capture_resources* c = nullptr;
   return c;
 }
 /// A host wait about to happen (wait_for, or a cuBLAS call that returns a host value), counted

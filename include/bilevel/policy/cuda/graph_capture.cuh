@@ -56,12 +56,12 @@ class cuda_graph_capture {
   void begin(cuda_stream& s) {
     const cudaStream_t h = s.get();
     cuda_detail::context::get();  // the device check, before the capture
-    if (!session_) session_ = std::make_unique<cuda_detail::capture_session>();
-    session_->pool->set_home(h);
-    session_->pool->settle(h);
-    session_->staging.begin();
+    if (!resources_) resources_ = std::make_unique<cuda_detail::capture_resources>();
+    resources_->pool->set_home(h);
+    resources_->pool->settle(h);
+    resources_->staging.begin();
     BILEVEL_CUDA_CHECK(cudaStreamBeginCapture(h, cudaStreamCaptureModeRelaxed));
-    cuda_detail::active_capture() = session_.get();
+    cuda_detail::active_capture() = resources_.get();
   }
 
   void end_and_launch(cuda_stream& s) {
@@ -86,7 +86,7 @@ class cuda_graph_capture {
       throw;
     }
     (void)cudaGraphDestroy(graph);  // the executable graph keeps what it needs
-    session_->staging.launched(h);
+    resources_->staging.launched(h);
     release_postponed();
   }
 
@@ -144,15 +144,15 @@ class cuda_graph_capture {
   }
   /// The ordinary blocks freed during the capture, freed now: after the graph on the stream.
   void release_postponed() noexcept {
-    if (!session_) return;
-    auto blocks = std::move(session_->postponed);
-    session_->postponed.clear();
+    if (!resources_) return;
+    auto blocks = std::move(resources_->postponed);
+    resources_->postponed.clear();
     for (void* p : blocks) cuda_detail::release(p);
   }
   void reset() noexcept {
     for (const kept& k : execs_) (void)cudaGraphExecDestroy(k.exec);
     execs_.clear();
-    session_.reset();  // the pool lives on while its blocks are out (cuda/graph_memory.cuh)
+    resources_.reset();  // the pool lives on while its blocks are out (cuda/graph_memory.cuh)
   }
 
   struct kept {
@@ -160,7 +160,7 @@ class cuda_graph_capture {
     std::size_t nodes;  ///< of the graph it was made or last updated from
   };
   std::vector<kept> execs_;
-  std::unique_ptr<cuda_detail::capture_session> session_;
+  std::unique_ptr<cuda_detail::capture_resources> resources_;
   std::size_t instantiations_ = 0, updates_ = 0;
 };
 

@@ -252,8 +252,9 @@ class staging_ring {
   std::size_t staged_ = 0, last_bytes_ = 0;
 };
 
-/// A capture in progress on this thread (cuda_detail::active_capture()).
-struct capture_session {
+/// What a capture in progress on this thread uses (cuda_detail::active_capture()): its memory
+/// pool, its staging ring for uploads, and the ordinary blocks freed while it lasts.
+struct capture_resources {
   std::shared_ptr<capture_pool> pool = std::make_shared<capture_pool>();
   staging_ring staging;
   std::vector<void*> postponed;  ///< ordinary blocks freed during the capture
