@@ -54,9 +54,7 @@ struct activation_layer {
   /// ġ_in = ġ_out ⊙ σ'(x) + g_out ⊙ σ''(x) ⊙ ẋ.
   void tangent_backward(const vector&, const vector&, const matrix& x, const matrix* x_dot, const matrix& g,
                         const matrix& g_dot, std::size_t, const layer_cache<P>&, matrix* gx_dot, vector&) const {
-    if (!gx_dot) return;
-    with_slope_product([&](auto slope) { P::transform(g_dot, x, *gx_dot, slope); });
-    if (x_dot && curved()) add_curvature_term(x, *x_dot, g, *gx_dot);
+    if (gx_dot) tangent_adjoint(x, x_dot, g, g_dot, *gx_dot);
   }
   /// backward() with the bias gradient of the layer before (grad's segment at offset):
   /// gx = g ⊙ σ'(x) and grad_b = Σ_rows gx in one pass where the policy has the primitive
@@ -76,26 +74,29 @@ struct activation_layer {
     } else if constexpr (fused_bias_gradients<P>) {
       P::map_column_sums_into_segment(gx_dot, grad_dot, offset, activation_tangent_adjoint{kind}, g_dot, x, g, x_dot);
     } else {
-      P::transform(g_dot, x, gx_dot, activation_slope_product{kind});
-      add_curvature_term(x, x_dot, g, gx_dot);
+      tangent_adjoint(x, &x_dot, g, g_dot, gx_dot);
       detail::bias_gradient_into<P>(gx_dot, offset, grad_dot);
     }
   }
 
  private:
-  // The ReLU (the common case) gets its own functors, whose loops vectorise (activation.hpp);
-  // every kind takes a ⊙ σ'(x) in one pass (a slope product) rather than a slope matrix and
-  // then a product.
   /// Whether σ'' is nonzero (tanh, logistic): piecewise linear activations have no σ'' term.
   [[nodiscard]] bool curved() const { return kind == activation::tanh || kind == activation::sigmoid; }
-  /// ġx += g ⊙ σ''(x) ⊙ ẋ, composed (a policy without map_column_sums_into_segment).
-  void add_curvature_term(const matrix& x, const matrix& x_dot, const matrix& g, matrix& gx_dot) const {
+  /// ġx = ġ ⊙ σ'(x), plus g ⊙ σ''(x) ⊙ ẋ where σ'' is nonzero and ẋ given, composed: the slope
+  /// product, then the σ'' term's three operations and its sum.
+  void tangent_adjoint(const matrix& x, const matrix* x_dot, const matrix& g, const matrix& g_dot,
+                       matrix& gx_dot) const {
+    with_slope_product([&](auto slope) { P::transform(g_dot, x, gx_dot, slope); });
+    if (!x_dot || !curved()) return;
     matrix curv, t;
     P::transform(x, curv, activation_curvature{kind});
     P::hadamard(g, curv, t);
-    P::hadamard(t, x_dot, curv);
+    P::hadamard(t, *x_dot, curv);
     P::axpy(scalar(1), curv, gx_dot);
   }
+  // The ReLU (the common case) gets its own functors, whose loops vectorise (activation.hpp);
+  // every kind takes a ⊙ σ'(x) in one pass (a slope product) rather than a slope matrix and
+  // then a product.
   template <class F>
   void with_value_map(F&& f) const {
     if (kind == activation::relu) f(relu_value{});

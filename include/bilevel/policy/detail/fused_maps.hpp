@@ -32,7 +32,6 @@
 #include <string>
 #include <tuple>
 #include <type_traits>
-#include <vector>
 
 #include "bilevel/policy/detail/column_maps.hpp"
 
@@ -207,34 +206,21 @@ struct host_fused_maps : private host_messages<Policy> {
       }
   }
   /// out_ij = f(x_ij...) for one or more matrices x of one shape (out may be one of them),
-  /// then v[offset + j] = Σ_i out_ij (the rest of v untouched): in one pass over blocks of
-  /// rows, each block mapped and then summed while in cache, with column_sums's blocks, order
-  /// and rounding, so that the result equals a transform and column_sums_into_segment.
+  /// then v[offset + j] = Σ_i out_ij (the rest of v untouched), by column_sums's own loop: the
+  /// result equals a transform and column_sums_into_segment bit for bit. (On a host one call
+  /// saves nothing over the two; on a device it saves a launch.)
   template <class Matrix, class Vector, class F, class... X>
     requires(sizeof...(X) >= 1 && (std::is_same_v<X, Matrix> && ...))
   static void map_column_sums_into_segment(Matrix& out, Vector& v, std::size_t offset, F f, const X&... x) {
-    using S = typename Policy::scalar;
     const auto& first = std::get<0>(std::forward_as_tuple(x...));
     const std::size_t r = Policy::rows(first), c = Policy::cols(first);
     require_range(v, offset, c, "map_column_sums_into_segment");
     if (((Policy::rows(x) != r || Policy::cols(x) != c) || ...))
       fail("map_column_sums_into_segment", "the operands are " + shapes(x...));
     if (((&out != &x) && ...) && (Policy::rows(out) != r || Policy::cols(out) != c)) out = Policy::matrix_zeros(r, c);
-    S* sums = v.data() + offset;
-    std::fill(sums, sums + c, S(0));
-    std::vector<S> partial(c);
-    S* o = out.data();
-    for (std::size_t begin = 0; begin < r; begin += column_sum_block) {
-      std::fill(partial.begin(), partial.end(), S(0));
-      const std::size_t end = std::min(r, begin + column_sum_block);
-      for (std::size_t e = begin * c; e < end * c; ++e) o[e] = f(x.data()[e]...);
-      for (std::size_t i = begin; i < end; ++i) {
-        const S* __restrict row = o + i * c;
-        S* __restrict p = partial.data();
-        for (std::size_t j = 0; j < c; ++j) p[j] += row[j];
-      }
-      for (std::size_t j = 0; j < c; ++j) sums[j] += partial[j];
-    }
+    auto* o = out.data();
+    for (std::size_t e = 0; e < r * c; ++e) o[e] = f(x.data()[e]...);
+    detail::column_sums_pair<typename Policy::scalar>(o, nullptr, r, c, v.data() + offset, nullptr);
   }
   /// v[offset + j] = Σ_i m_ij (the rest of v untouched): a bias gradient written in place, with
   /// column_sums's blocked order and rounding.
