@@ -22,12 +22,14 @@
 #      cuBLAS; the look-ahead step and each method's outer iteration plain and as one CUDA
 #      graph), then PyTorch's Meta-Weight-Net look-ahead step (bench/compare/peers.py --device
 #      cuda, on the problem exported at staging);
-#   4. example 05, Meta-Weight-Net on the GPU, one epoch.
+#   4. the policy's kernels against CUB and Thrust on the same work (bench/gpu/primitives_gpu.cu);
+#   5. example 05, Meta-Weight-Net on the GPU, one epoch.
 # PyTorch is taken from the machine's python3. Exits non-zero if the test suite fails.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
-programs=(tests/cuda/bilevel_cuda_tests bench/bench_gpu_networks bench/bench_gpu_learners examples/05_label_noise_gpu)
+programs=(tests/cuda/bilevel_cuda_tests bench/bench_gpu_networks bench/bench_gpu_learners bench/bench_gpu_primitives
+          examples/05_label_noise_gpu)
 
 case "${1:-}" in
   stage)
@@ -76,6 +78,7 @@ case "${1:-}" in
     # PyTorch's Meta-Weight-Net look-ahead step on the same GPU, right after bilevel's.
     step peers_torch 90 python3 bench/compare/peers.py --impl torch --device cuda --problem "$dir/mwn_problem" \
       --data "$dir/data" --warmup 20 --timed 200
+    step primitives 60 "$dir/bench_gpu_primitives" --out "$out/primitives.md"
     step example05 120 "$dir/05_label_noise_gpu" --epochs 1 --data "$dir/data"
     # The policy's kernels under memcheck (the primitives' cases: a minute or two).
     sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)

@@ -645,10 +645,29 @@ TEST_CASE_TEMPLATE("cuda policy: zip_apply, the fused head, the weighted copy an
   auto before = P::activity();
   P::softmax_cross_entropy(z, z, mass, losses, d);
   CHECK(P::activity().kernels == before.kernels + 1);
-  // add_dot_into: the reduction (partials, final) and its addition to the entry: three kernels.
+  // add_dot_into: the reduction and its addition to the entry, one kernel (one block here).
   before = P::activity();
   P::add_dot_into(z, z, losses, 1);
-  CHECK(P::activity().kernels == before.kernels + 3);
+  CHECK(P::activity().kernels == before.kernels + 1);
+  // Many blocks (the last one to finish adds the partials): still one kernel, the same bits
+  // each time, whichever block ends last, and the sum of 2^-10 · i exact in double.
+  {
+    const std::size_t n = 300000;
+    std::vector<bilevel::scalar_t<P>> h(n);
+    for (std::size_t i = 0; i < n; ++i) h[i] = bilevel::scalar_t<P>(std::ldexp(double(i % 1024), -10));
+    const auto x = P::from_host(h), ones = P::from_host(std::vector<bilevel::scalar_t<P>>(n, 1));
+    double exact = 0;
+    for (auto e : h) exact += double(e);
+    auto entries = P::zeros(2);
+    before = P::activity();
+    P::add_scaled_dot_into(x, ones, 1, entries, 0);
+    CHECK(P::activity().kernels == before.kernels + 1);
+    P::add_scaled_dot_into(x, ones, 1, entries, 1);
+    const auto got = P::to_host(entries);
+    CHECK(double(got[0]) == doctest::Approx(exact).epsilon(1e-6));
+    CHECK(got[0] == got[1]);
+    CHECK(P::sum(x) == exact);
+  }
   // ℓ_1 = 3·lse(1, 1, 1) − 3 = 3 log 3, plus ⟨z, z⟩ = 12.
   CHECK(double(P::to_host(losses)[1]) == doctest::Approx(3.0 * std::log(3.0) + 12.0));
 }

@@ -489,15 +489,16 @@ struct cuda {
     require_same_shape(a, b, "add_dot_into");
     require_range(out, i, 1, "add_dot_into");
     if (a.size() == 0) return;
-    add_reduced(reduce_on_device(a.size(), cuda_detail::dot_term<scalar>{a.data(), b.data()}), 1.0, out.data() + i);
+    reduce_into(a.size(), cuda_detail::dot_term<scalar>{a.data(), b.data()},
+                cuda_detail::add_total_to<scalar>{1.0, out.data() + i});
   }
   /// out_i += s·⟨x, y⟩ for vectors: reduced on the device and added to the entry there.
   static void add_scaled_dot_into(const vector& x, const vector& y, scalar s, vector& out, std::size_t i) {
     require_same_size(x, y, "add_scaled_dot_into");
     require_range(out, i, 1, "add_scaled_dot_into");
     if (x.size() == 0) return;
-    add_reduced(reduce_on_device(x.size(), cuda_detail::dot_term<scalar>{x.data(), y.data()}), double(s),
-                out.data() + i);
+    reduce_into(x.size(), cuda_detail::dot_term<scalar>{x.data(), y.data()},
+                cuda_detail::add_total_to<scalar>{double(s), out.data() + i});
   }
   /// m_ij += b_j.
   static void add_row(matrix& m, const vector& b) {
@@ -1108,35 +1109,25 @@ struct cuda {
     }
   }
 
-  /// Σ term(i) for i < n in double: per-block partials, then one block; fixed order.
+  /// Σ term(i) for i < n in double, read back: one kernel (cuda/kernels.cuh: reduce_kernel), a
+  /// copy and a wait.
   template <class Term>
   static double reduce(std::size_t n, Term term) {
-    const double* result = reduce_on_device(n, term);
+    double* result = cuda_detail::context::get().partials() + cuda_detail::context::max_reduce_blocks;
+    reduce_into(n, term, cuda_detail::store_total{result});
     double r = 0.0;
     BILEVEL_CUDA_CHECK(cudaMemcpyAsync(&r, result, sizeof(double), cudaMemcpyDeviceToHost, cuda_detail::stream()));
     cuda_detail::wait_for(cuda_detail::stream());
     return r;
   }
-  /// Σ term(i) in double into the context's device scalar (valid until the next reduction on
-  /// this stream); returns its address.
-  template <class Term>
-  static const double* reduce_on_device(std::size_t n, Term term) {
+  /// finish(Σ term(i)) on the device, the sum in double in an order fixed by n: one kernel.
+  template <class Term, class Finish>
+  static void reduce_into(std::size_t n, Term term, Finish finish) {
     auto& ctx = cuda_detail::context::get();
     const unsigned blocks = std::min(cuda_detail::blocks_for(n), cuda_detail::context::max_reduce_blocks);
-    double* partials = ctx.partials();
-    cuda_detail::reduce_partials_kernel<<<blocks, cuda_detail::threads_per_block, 0, cuda_detail::stream()>>>(
-        n, term, partials);
-    cuda_detail::check_launch("reduce_partials_kernel");
-    double* result = partials + cuda_detail::context::max_reduce_blocks;
-    cuda_detail::reduce_final_kernel<<<1, cuda_detail::threads_per_block, 0, cuda_detail::stream()>>>(partials, blocks,
-                                                                                                     result);
-    cuda_detail::check_launch("reduce_final_kernel");
-    return result;
-  }
-  /// *entry += S(factor · *sum): a reduction's result added to a vector entry where it lies.
-  static void add_reduced(const double* sum, double factor, scalar* entry) {
-    cuda_detail::add_reduced_kernel<<<1, 1, 0, cuda_detail::stream()>>>(sum, factor, entry);
-    cuda_detail::check_launch("add_reduced_kernel");
+    cuda_detail::reduce_kernel<<<blocks, cuda_detail::threads_per_block, 0, cuda_detail::stream()>>>(
+        n, term, ctx.partials(), ctx.ticket(), finish);
+    cuda_detail::check_launch("reduce_kernel");
   }
   /// Clears the context's flag, runs `launch(flag)`, returns whether a kernel set it.
   template <class Launch>

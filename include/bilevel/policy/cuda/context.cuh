@@ -79,8 +79,10 @@ class context {
 
   [[nodiscard]] cublasHandle_t blas() const noexcept { return blas_; }
   [[nodiscard]] int device() const noexcept { return device_; }
-  /// Device scratch for the second stage of reductions (partial sums) and flags.
+  /// Device scratch of reductions: one partial sum per block, then a slot for a total read back.
   [[nodiscard]] double* partials() const noexcept { return partials_; }
+  /// The reductions' ticket counter (cuda/kernels.cuh: reduce_kernel), 0 between reductions.
+  [[nodiscard]] unsigned* ticket() const noexcept { return ticket_; }
   [[nodiscard]] int* flag() const noexcept { return flag_; }
   /// An event for ordering one stream after another (cuda_stream_scope); reusable at once,
   /// since a wait takes the state of the event's last record at the time of the call.
@@ -106,6 +108,7 @@ class context {
     if (order_event_) (void)cudaEventDestroy(order_event_);
     if (partials_) (void)cudaFree(partials_);
     if (flag_) (void)cudaFree(flag_);
+    if (ticket_) (void)cudaFree(ticket_);
     if (workspace_) (void)cudaFree(workspace_);
     if (blas_) (void)cublasDestroy(blas_);
   }
@@ -145,6 +148,8 @@ class context {
     BILEVEL_CUDA_CHECK(cublasSetMathMode(blas_, CUBLAS_DEFAULT_MATH));
     BILEVEL_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&partials_), (max_reduce_blocks + 1) * sizeof(double)));
     BILEVEL_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&flag_), sizeof(int)));
+    BILEVEL_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&ticket_), sizeof(unsigned)));
+    BILEVEL_CUDA_CHECK(cudaMemsetAsync(ticket_, 0, sizeof(unsigned), stream()));
     BILEVEL_CUDA_CHECK(cudaEventCreateWithFlags(&order_event_, cudaEventDisableTiming));
   }
 
@@ -152,6 +157,7 @@ class context {
   int device_ = 0;
   double* partials_ = nullptr;
   int* flag_ = nullptr;
+  unsigned* ticket_ = nullptr;
   cudaEvent_t order_event_ = nullptr;
   void* workspace_ = nullptr;
   std::size_t workspace_bytes_ = 0;

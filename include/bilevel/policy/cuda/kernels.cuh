@@ -10,9 +10,11 @@
 ///     costs compile time per functor type (measured with nvcc 13.0 at sm_80 + sm_90 on a
 ///     2-core VM: 4 s of headers per translation unit and 0.13 s per functor; this policy
 ///     instantiates some 40 per unit, and the build has 11 such units);
-///   - reductions to one double (below): a fixed grid and order, deterministic, as
-///     cub::DeviceReduce is; its compile cost (above, and 0.65 s per instantiation) put the
-///     test script over its 25-minute budget on 2 cores;
+///   - reductions to one double (below): one launch, the last block adding the partials in a
+///     fixed order (deterministic, as cub::DeviceReduce is) and handing the total to its use
+///     (a vector entry, a slot read back) in the same kernel, where DeviceReduce takes one or
+///     two launches and the use another; its compile cost (above, and 0.65 s per
+///     instantiation) put the test script over its 25-minute budget on 2 cores;
 ///   - a map summed by columns as it is written (an activation's adjoint and the bias
 ///     gradient of the layer before it): one pass where a map and cuBLAS's column sums take
 ///     two, in a fixed order (below);
@@ -24,6 +26,9 @@
 ///     destination, sources in ascending order) instead of atomics, so the order of additions
 ///     is fixed (deterministic, and the Eigen policy's order); CUB has no such primitive;
 ///   - max pooling's window maximum, whose first-maximum tie rule matches the host loop.
+///
+/// bench/gpu/primitives_gpu.cu times these against CUB and Thrust on the same work, so that a
+/// GPU decides where a library call would be faster.
 ///
 /// Every kernel is a template (so that this header can be included by many translation
 /// units of one program) and loops grid-stride, so any size runs with a bounded grid.
@@ -229,28 +234,47 @@ struct dot_term {
   __device__ double operator()(std::size_t i) const { return double(x[i]) * double(y[i]); }
 };
 
-/// partials[block] = Σ over the block's grid-stride share of term(i), in double.
-template <class Term>
-__global__ void reduce_partials_kernel(std::size_t n, Term term, double* partials) {
+/// Σ term(i) for i < n in double, in one launch, handed to finish(total) in one thread: each
+/// block sums its grid-stride share into partials[block], and the last block to finish (a
+/// ticket counter, which atomicInc's wrap-around leaves at 0 for the next reduction) adds the
+/// partials in index order. The order of every addition is fixed by n (the grid), not by which
+/// block ends last, so the same input gives the same bits, run after run; a separate final
+/// kernel and a kernel adding the result to a vector entry would be two more launches.
+template <class Term, class Finish>
+__global__ void reduce_kernel(std::size_t n, Term term, double* partials, unsigned* ticket, Finish finish) {
   double acc = 0.0;
   for (std::size_t i = global_thread(); i < n; i += grid_threads()) acc += term(i);
   acc = block_sum(acc);
-  if (threadIdx.x == 0) partials[blockIdx.x] = acc;
-}
-/// *out = Σ partials[0, count), one block, fixed order.
-template <int = 0>
-__global__ void reduce_final_kernel(const double* partials, unsigned count, double* out) {
-  double acc = 0.0;
-  for (unsigned i = threadIdx.x; i < count; i += blockDim.x) acc += partials[i];
+  if (gridDim.x == 1) {
+    if (threadIdx.x == 0) finish(acc);
+    return;
+  }
+  __shared__ bool last;
+  if (threadIdx.x == 0) {
+    partials[blockIdx.x] = acc;
+    __threadfence();  // the partial is visible to every block before this block's ticket is
+    last = atomicInc(ticket, gridDim.x - 1) == gridDim.x - 1;
+  }
+  __syncthreads();  // also separates block_sum's two uses of its shared memory
+  if (!last) return;
+  __threadfence();
+  acc = 0.0;
+  for (unsigned i = threadIdx.x; i < gridDim.x; i += blockDim.x) acc += __ldcg(partials + i);
   acc = block_sum(acc);
-  if (threadIdx.x == 0) *out = acc;
+  if (threadIdx.x == 0) finish(acc);
 }
-
-/// *out += S(factor · *sum): a device reduction's result added to a vector entry where it lies.
+/// finish for a total read back: *out = total.
+struct store_total {
+  double* out;
+  __device__ void operator()(double total) const { *out = total; }
+};
+/// finish for a total left on the device: *entry += S(factor · total).
 template <class S>
-__global__ void add_reduced_kernel(const double* sum, double factor, S* out) {
-  *out += S(factor * *sum);
-}
+struct add_total_to {
+  double factor;
+  S* entry;
+  __device__ void operator()(double total) const { *entry += S(factor * total); }
+};
 /// *flag = 1 if some x_i is NaN or ±Inf.
 template <class S>
 __global__ void nonfinite_kernel(std::size_t n, const S* x, int* flag) {
