@@ -87,6 +87,14 @@ void check_per_sample_maps() {
   P::row_max_onehot(as_matrix(3, 4, m_h), mx, onehot);
   CHECK(host<P>(mx) == std::vector<double>{3, -inf, 7});
   CHECK(values(onehot) == std::vector<double>{0, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1});
+  // row_max: the same maxima and their first indices; rows without columns have none.
+  std::vector<std::int64_t> arg;
+  P::row_max(as_matrix(3, 4, m_h), mx, arg);
+  CHECK(host<P>(mx) == std::vector<double>{3, -inf, 7});
+  CHECK(arg == std::vector<std::int64_t>{1, 0, 3});
+  CHECK_THROWS_WITH_AS(P::row_max(as_matrix(2, 0, {}), mx, arg),
+                       doctest::Contains("row_max: a matrix of 2 rows and no columns has no maximum"),
+                       std::invalid_argument);
 }
 
 }  // namespace test

@@ -323,6 +323,73 @@ TEST_CASE_TEMPLATE("cuda policy: host transfer round trips; matrix_from_host is 
   CHECK(host<P>(y) == std::vector<double>{1, 11, 21});  // column 1: 10·i + 1
 }
 
+TEST_CASE("cuda policy: uploads are staged in pinned memory: queued without a host wait, intact past the ring's end") {
+  using P = bilevel::policy::cuda<float>;
+  using ring = bilevel::policy::cuda_detail::upload_ring;
+  // One host buffer, rewritten right after each upload: each copy must have taken its bytes at
+  // the call. 40 uploads of 1 MiB go round the 16 MiB ring two and a half times, so regions
+  // are reused (after the copies that read them have run, waiting for them if need be).
+  const std::size_t n = (std::size_t(1) << 20) / sizeof(float);
+  std::vector<float> h(n);
+  const auto fill_for = [&](std::size_t k) {
+    for (std::size_t i = 0; i < n; ++i) h[i] = float(k) + float(i % 1000) / 1024.0f;
+  };
+  P::synchronize();
+  const auto before = P::activity();
+  std::vector<typename P::vector> up;
+  for (std::size_t k = 0; k < 3; ++k) {  // 3 MiB: within one lap of an idle ring, no wait
+    fill_for(k);
+    up.push_back(P::from_host(h));
+  }
+  CHECK(P::activity().host_waits == before.host_waits);
+  for (std::size_t k = 3; k < 40; ++k) {
+    fill_for(k);
+    up.push_back(P::from_host(h));
+  }
+  std::fill(h.begin(), h.end(), -1.0f);
+  for (std::size_t k = 0; k < up.size(); ++k) {
+    CAPTURE(k);
+    const auto got = P::to_host(up[k]);
+    REQUIRE(got.size() == n);
+    bool intact = true;
+    for (std::size_t i = 0; i < n; ++i) intact = intact && got[i] == float(k) + float(i % 1000) / 1024.0f;
+    CHECK(intact);
+  }
+  // Larger than a quarter of the ring: copied from pageable memory, just as intact.
+  std::vector<float> big(ring::largest / sizeof(float) + 1);
+  for (std::size_t i = 0; i < big.size(); ++i) big[i] = float(i % 4096);
+  CHECK(P::to_host(P::from_host(big)) == big);
+}
+
+TEST_CASE("cuda policy: after a discarded capture no cache claims device data that the capture never wrote") {
+  using P = bilevel::policy::cuda<float>;
+  // An index map no other case uses (its plan is uploaded inside the capture) and more rows
+  // than any other case sums by columns (the ones of the column sums grow inside it).
+  const std::size_t n = 5, rows = 3000001;
+  std::vector<std::int64_t> index(n);
+  for (std::size_t i = 0; i < n; ++i) index[i] = std::int64_t(n - 1 - i);
+  index.push_back(-1);  // and one empty slot: a key of its own
+  const auto src = P::matrix_from_host(1, n, std::vector<float>{10, 11, 12, 13, 14});
+  const auto tall = P::matrix_from_host(rows, 1, std::vector<float>(rows, 1.0f));
+  bilevel::policy::cuda_stream s;
+  bilevel::policy::cuda_graph_capture capture;
+  {
+    bilevel::policy::cuda_stream_scope on(s);
+    capture.begin(s);
+    typename P::matrix gathered;
+    typename P::vector sums;
+    P::gather(src, index, 2, 3, gathered);
+    P::column_sums(tall, sums);
+    capture.abort(s);  // as when a step throws: nothing it queued runs
+  }
+  typename P::matrix gathered;
+  typename P::vector sums;
+  P::gather(src, index, 2, 3, gathered);
+  P::column_sums(tall, sums);
+  CHECK(P::matrix_to_host(gathered) == std::vector<float>{14, 13, 12, 11, 10, 0});
+  CHECK(P::to_host(sums) == std::vector<float>{float(rows)});
+}
+
 TEST_CASE("cuda policy<float>: dot and sum accumulate in double") {
   using P = bilevel::policy::cuda<float>;
   // As tests/test_policy.cpp: 819/8192 has 10 significant bits; a float accumulator of 1e6

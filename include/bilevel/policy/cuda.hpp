@@ -818,6 +818,9 @@ struct cuda {
   }
   /// max_i = max_j m_ij and arg_i = the first j attaining it (arg comes back to the host).
   static void row_max(const matrix& m, vector& max, std::vector<std::int64_t>& arg) {
+    if (m.rows() > 0 && m.cols() == 0)
+      throw std::invalid_argument("bilevel::policy::cuda::row_max: a matrix of " + std::to_string(m.rows()) +
+                                  " rows and no columns has no maximum");
     max.resize(m.rows());
     arg.resize(m.rows());
     if (m.rows() == 0) return;
@@ -825,9 +828,7 @@ struct cuda {
     cuda_detail::row_max_kernel<<<cuda_detail::row_blocks_for(m.rows()), cuda_detail::threads_per_block, 0,
                                   cuda_detail::stream()>>>(m.rows(), m.cols(), m.data(), max.data(), args.data());
     cuda_detail::check_launch("row_max_kernel");
-    BILEVEL_CUDA_CHECK(cudaMemcpyAsync(arg.data(), args.data(), m.rows() * sizeof(std::int64_t),
-                                       cudaMemcpyDeviceToHost, cuda_detail::stream()));
-    cuda_detail::wait_for(cuda_detail::stream());
+    read_back(arg.data(), args.data(), m.rows() * sizeof(std::int64_t));
   }
   /// max_i = max_j m_ij and onehot (m's shape) = 1 at each row's first maximum, 0 elsewhere:
   /// row_max with the choice kept on the device.
@@ -946,9 +947,7 @@ struct cuda {
   static std::vector<std::int64_t> indices_to_host(const index_vector& i) {
     std::vector<std::int64_t> h(i.size());
     if (h.empty()) return h;
-    BILEVEL_CUDA_CHECK(cudaMemcpyAsync(h.data(), i.data(), h.size() * sizeof(std::int64_t), cudaMemcpyDeviceToHost,
-                                       cuda_detail::stream()));
-    cuda_detail::wait_for(cuda_detail::stream());
+    read_back(h.data(), i.data(), h.size() * sizeof(std::int64_t));
     return h;
   }
   /// out_i = Σ_j m_ij.
@@ -1013,6 +1012,11 @@ struct cuda {
   /// At least n ones on the device: a per-thread buffer, grown (and refilled) on demand.
   static const scalar* ones(std::size_t n) {
     thread_local cuda_detail::device_buffer<scalar> buffer;
+    thread_local std::uint64_t epoch = 0;
+    if (epoch != cuda_detail::discarded_captures()) {  // a fill queued by a discarded capture never ran
+      buffer = {};
+      epoch = cuda_detail::discarded_captures();
+    }
     if (buffer.size() < n) {
       buffer.resize(n);
       fill(buffer.data(), n, scalar(1));
@@ -1043,12 +1047,11 @@ struct cuda {
   static std::vector<scalar> download(const scalar* p, std::size_t n) {
     std::vector<scalar> h(n);
     if (n == 0) return h;
-    BILEVEL_CUDA_CHECK(cudaMemcpyAsync(h.data(), p, n * sizeof(scalar), cudaMemcpyDeviceToHost, cuda_detail::stream()));
-    cuda_detail::wait_for(cuda_detail::stream());
+    read_back(h.data(), p, n * sizeof(scalar));
     return h;
   }
-  /// Pageable host memory: cudaMemcpyAsync returns once the data are staged, so `host` may go
-  /// away right after.
+  /// Queued, not waited for: `host` is staged in pinned memory first (cuda/upload_staging.cuh),
+  /// so it may go away right after.
   static void upload(std::span<const scalar> host, scalar* p) {
     cuda_detail::copy_to_device(p, host.data(), host.size() * sizeof(scalar));
   }
@@ -1116,8 +1119,7 @@ struct cuda {
     double* result = cuda_detail::context::get().partials() + cuda_detail::context::max_reduce_blocks;
     reduce_into(n, term, cuda_detail::store_total{result});
     double r = 0.0;
-    BILEVEL_CUDA_CHECK(cudaMemcpyAsync(&r, result, sizeof(double), cudaMemcpyDeviceToHost, cuda_detail::stream()));
-    cuda_detail::wait_for(cuda_detail::stream());
+    read_back(&r, result, sizeof(double));
     return r;
   }
   /// finish(Σ term(i)) on the device, the sum in double in an order fixed by n: one kernel.
@@ -1137,9 +1139,16 @@ struct cuda {
     launch(flag);
     cuda_detail::check_launch(name);
     int h = 0;
-    BILEVEL_CUDA_CHECK(cudaMemcpyAsync(&h, flag, sizeof(int), cudaMemcpyDeviceToHost, cuda_detail::stream()));
-    cuda_detail::wait_for(cuda_detail::stream());
+    read_back(&h, flag, sizeof(int));
     return h != 0;
+  }
+  /// host[0, bytes) = the device's src[0, bytes), waited for. The wait is noted before the copy
+  /// is queued, so that inside a captured step the read throws its explanation
+  /// (cuda_detail::note_host_wait) before the runtime sees a copy it would reject.
+  static void read_back(void* host, const void* src, std::size_t bytes) {
+    cuda_detail::note_host_wait();
+    BILEVEL_CUDA_CHECK(cudaMemcpyAsync(host, src, bytes, cudaMemcpyDeviceToHost, cuda_detail::stream()));
+    BILEVEL_CUDA_CHECK(cudaStreamSynchronize(cuda_detail::stream()));
   }
   static bool same_elements(const scalar* a, const scalar* b, std::size_t n) {
     if (n == 0) return true;

@@ -318,6 +318,9 @@ struct eigen : detail::host_depthwise<eigen<Scalar>>,
   }
   /// max_i = max_j m_ij and arg_i = the first j attaining it.
   static void row_max(const matrix& m, vector& max, std::vector<std::int64_t>& arg) {
+    if (m.rows() > 0 && m.cols() == 0)
+      throw std::invalid_argument("bilevel::policy::eigen::row_max: a matrix of " + std::to_string(m.rows()) +
+                                  " rows and no columns has no maximum");
     max.resize(m.rows());
     arg.resize(std::size_t(m.rows()));
     for (Eigen::Index i = 0; i < m.rows(); ++i) {

@@ -364,6 +364,9 @@ struct xtensor : detail::host_depthwise<xtensor<Scalar>>,
     std::copy(in.data(), in.data() + in.size(), out.data());
   }
   static void row_max(const matrix& m, vector& max, std::vector<std::int64_t>& arg) {
+    if (rows(m) > 0 && cols(m) == 0)
+      throw std::invalid_argument("bilevel::policy::xtensor::row_max: a matrix of " + std::to_string(rows(m)) +
+                                  " rows and no columns has no maximum");
     max = zeros(rows(m));
     arg.assign(rows(m), 0);
     for (std::size_t i = 0; i < rows(m); ++i) {

@@ -30,6 +30,7 @@
 
 #include "bilevel/policy/cuda/error.cuh"
 #include "bilevel/policy/cuda/graph_memory.cuh"
+#include "bilevel/policy/cuda/upload_staging.cuh"
 
 namespace bilevel::policy {
 
@@ -149,7 +150,17 @@ class context {
     BILEVEL_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&partials_), (max_reduce_blocks + 1) * sizeof(double)));
     BILEVEL_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&flag_), sizeof(int)));
     BILEVEL_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&ticket_), sizeof(unsigned)));
-    BILEVEL_CUDA_CHECK(cudaMemsetAsync(ticket_, 0, sizeof(unsigned), stream()));
+    // Zeroed on a stream of its own and waited for: on the current stream, which an
+    // application may be capturing, the memset would become a graph node and never run.
+    {
+      cudaStream_t side = nullptr;
+      BILEVEL_CUDA_CHECK(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking));
+      const cudaError_t zeroed = cudaMemsetAsync(ticket_, 0, sizeof(unsigned), side);
+      const cudaError_t waited = cudaStreamSynchronize(side);
+      (void)cudaStreamDestroy(side);
+      BILEVEL_CUDA_CHECK(zeroed);
+      BILEVEL_CUDA_CHECK(waited);
+    }
     BILEVEL_CUDA_CHECK(cudaEventCreateWithFlags(&order_event_, cudaEventDisableTiming));
   }
 
@@ -201,10 +212,12 @@ inline void release(void* p) noexcept {
 }
 
 /// dst[0, bytes) = the host's src[0, bytes), queued on this thread's stream; src may go right
-/// after (pageable memory is staged by the driver; inside a capture, by the capture).
+/// after: it is staged in pinned memory (the thread's ring, cuda/upload_staging.cuh; inside a
+/// capture, the capture's), so that the copy neither waits for the stream nor for itself.
 inline void copy_to_device(void* dst, const void* src, std::size_t bytes) {
   if (bytes == 0) return;
   if (capture_resources* c = active_capture()) src = c->staging.stage(src, bytes);
+  else if (upload_ring::for_thread().copy(dst, src, bytes, stream())) return;
   BILEVEL_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream()));
 }
 

@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <cstddef>
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 
@@ -91,6 +92,14 @@ struct capture_resources;
 inline capture_resources*& active_capture() noexcept {
   thread_local capture_resources* c = nullptr;
   return c;
+}
+/// How many of this thread's captures were discarded (aborted, or failed to end or launch).
+/// The thread's caches of device data keyed by host values (the index plans, the ones of
+/// the column sums) drop what they hold when this changes: what a discarded capture queued
+/// into them never ran.
+inline std::uint64_t& discarded_captures() noexcept {
+  thread_local std::uint64_t n = 0;
+  return n;
 }
 /// A host wait about to happen (wait_for, or a cuBLAS call that returns a host value), counted
 /// in activity().host_waits. Inside a captured step there is nothing to wait for yet: that is

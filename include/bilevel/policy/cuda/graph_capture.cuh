@@ -71,6 +71,7 @@ class cuda_graph_capture {
     const cudaError_t e = cudaStreamEndCapture(h, &graph);
     if (e != cudaSuccess) {
       (void)cudaGetLastError();
+      ++cuda_detail::discarded_captures();
       release_postponed();
       throw cuda_error(std::string("bilevel::cuda: an outer step could not be captured as a CUDA graph "
                                    "(cudaStreamEndCapture: ") +
@@ -82,12 +83,13 @@ class cuda_graph_capture {
       launch(graph, h);
     } catch (...) {
       (void)cudaGraphDestroy(graph);
+      ++cuda_detail::discarded_captures();
       release_postponed();
       throw;
     }
     (void)cudaGraphDestroy(graph);  // the executable graph keeps what it needs
+    release_postponed();            // stream-ordered after the launch
     resources_->staging.launched(h);
-    release_postponed();
   }
 
   void abort(cuda_stream& s) noexcept {
@@ -97,6 +99,7 @@ class cuda_graph_capture {
     (void)cudaStreamEndCapture(h, &graph);
     if (graph) (void)cudaGraphDestroy(graph);
     (void)cudaGetLastError();
+    ++cuda_detail::discarded_captures();
     release_postponed();
   }
 

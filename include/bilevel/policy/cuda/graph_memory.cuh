@@ -98,6 +98,7 @@ class capture_pool : public std::enable_shared_from_this<capture_pool> {
   void* allocate(std::size_t bytes) {
     const std::size_t want = round_up(bytes);
     void* p = nullptr;
+    const std::lock_guard lock(mutex_);
     if (auto it = free_.lower_bound(want); it != free_.end() && it->first <= 2 * want) {
       p = it->second;
       free_.erase(it);
@@ -120,6 +121,7 @@ class capture_pool : public std::enable_shared_from_this<capture_pool> {
   /// p is free again: at once when freed on the pool's stream or inside one of its captures,
   /// after an event on `current` otherwise.
   void give_back(void* p, cudaStream_t current) noexcept {
+    const std::lock_guard lock(mutex_);  // the block may be freed on another thread than the pool's
     if (current == home_ || active_capture()) {
       free_.emplace(sizes_[p], p);
       return;
@@ -139,6 +141,7 @@ class capture_pool : public std::enable_shared_from_this<capture_pool> {
   /// Before a capture on `s`: s waits (on the device) for the blocks freed on other streams,
   /// which are then free for the capture.
   void settle(cudaStream_t s) {
+    const std::lock_guard lock(mutex_);
     for (auto& [ev, p] : pending_) {
       check(cudaStreamWaitEvent(s, ev, 0), "cudaStreamWaitEvent (capture pool)");
       (void)cudaEventDestroy(ev);
@@ -153,6 +156,7 @@ class capture_pool : public std::enable_shared_from_this<capture_pool> {
     const std::size_t step = bytes >= 16 * large ? large : small;
     return (bytes + step - 1) / step * step;
   }
+  std::mutex mutex_;
   cudaStream_t home_ = nullptr;
   std::multimap<std::size_t, void*> free_;  ///< by size
   std::unordered_map<void*, std::size_t> sizes_;
@@ -184,11 +188,15 @@ class staging_ring {
   void begin() {
     set& s = ring_[next_];
     if (s.recorded) {
-      if (cudaEventQuery(s.done) == cudaErrorNotReady) {
+      // A query that finds the event pending leaves cudaErrorNotReady as the thread's last
+      // error, which the next launch check would report: cleared here.
+      const cudaError_t q = cudaEventQuery(s.done);
+      if (q == cudaErrorNotReady) {
+        (void)cudaGetLastError();
         activity().host_waits.fetch_add(1, std::memory_order_relaxed);
         check(cudaEventSynchronize(s.done), "cudaEventSynchronize (staging)");
       } else {
-        (void)cudaGetLastError();
+        check(q, "cudaEventQuery (staging)");
       }
       s.recorded = false;
     }

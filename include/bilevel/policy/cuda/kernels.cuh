@@ -252,12 +252,12 @@ __global__ void reduce_kernel(std::size_t n, Term term, double* partials, unsign
   __shared__ bool last;
   if (threadIdx.x == 0) {
     partials[blockIdx.x] = acc;
-    __threadfence();  // the partial is visible to every block before this block's ticket is
+    __threadfence();  // release: the partial is visible to every block before this block's ticket
     last = atomicInc(ticket, gridDim.x - 1) == gridDim.x - 1;
+    if (last) __threadfence();  // acquire: the other blocks' partials, before the barrier passes them on
   }
   __syncthreads();  // also separates block_sum's two uses of its shared memory
   if (!last) return;
-  __threadfence();
   acc = 0.0;
   for (unsigned i = threadIdx.x; i < gridDim.x; i += blockDim.x) acc += __ldcg(partials + i);
   acc = block_sum(acc);
