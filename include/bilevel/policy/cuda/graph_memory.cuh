@@ -188,16 +188,7 @@ class staging_ring {
   void begin() {
     set& s = ring_[next_];
     if (s.recorded) {
-      // A query that finds the event pending leaves cudaErrorNotReady as the thread's last
-      // error, which the next launch check would report: cleared here.
-      const cudaError_t q = cudaEventQuery(s.done);
-      if (q == cudaErrorNotReady) {
-        (void)cudaGetLastError();
-        activity().host_waits.fetch_add(1, std::memory_order_relaxed);
-        check(cudaEventSynchronize(s.done), "cudaEventSynchronize (staging)");
-      } else {
-        check(q, "cudaEventQuery (staging)");
-      }
+      await_staging(s.done, "the capture's staging event");
       s.recorded = false;
     }
     s.chunk = 0;

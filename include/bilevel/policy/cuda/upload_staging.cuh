@@ -96,17 +96,8 @@ class upload_ring {
   void retire_front() {
     const region r = in_flight_.front();
     in_flight_.pop_front();
-    const cudaError_t q = cudaEventQuery(r.done);
-    if (q == cudaErrorNotReady) {
-      // Counted in activity().host_waits, but not in thread_host_waits, which tells a probe
-      // step that a value is read back: inside a captured step the capture stages uploads.
-      (void)cudaGetLastError();
-      activity().host_waits.fetch_add(1, std::memory_order_relaxed);
-      check(cudaEventSynchronize(r.done), "cudaEventSynchronize (staged upload)");
-    } else {
-      check(q, "cudaEventQuery (staged upload)");
-    }
-    spare_.push_back(r.done);
+    spare_.push_back(r.done);  // reusable whatever the wait throws: a recorded event may be recorded again
+    await_staging(r.done, "the staged upload's event");
   }
   cudaEvent_t next_event() {
     if (!spare_.empty()) {
