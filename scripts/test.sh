@@ -9,8 +9,12 @@ start=$(date +%s)
 # The tests and examples (the benchmarks are checked below; ./scripts/build.sh builds them).
 # CUDA code is compiled for one GPU architecture here (90): where no GPU is present its tests
 # are compiled and skipped, and one architecture checks that they compile in about a seventh
-# less time; ./scripts/build.sh, which the GPU checks use, compiles for 80 and 90.
-BILEVEL_BENCHMARKS=OFF BILEVEL_CUDA_ARCHITECTURES=90 ./scripts/build.sh
+# less time; ./scripts/build.sh, which the GPU checks use, compiles for 80 and 90. Where no GPU
+# is present the host side of CUDA code is compiled at -O0 too (device code stays optimised):
+# what cannot run needs only to compile, and the CUDA test units take 40% less time so.
+cuda_host_flags="-O3 -DNDEBUG"
+if ! nvidia-smi -L >/dev/null 2>&1; then cuda_host_flags="-O0 -DNDEBUG"; fi
+BILEVEL_BENCHMARKS=OFF BILEVEL_CUDA_ARCHITECTURES=90 BILEVEL_CUDA_FLAGS_RELEASE="$cuda_host_flags" ./scripts/build.sh
 built=$(date +%s)
 echo "bilevel: build took $((built - start)) s"
 ctest --test-dir build --output-on-failure -j"$(nproc)"
