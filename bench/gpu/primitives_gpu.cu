@@ -14,8 +14,11 @@
 //   dot->host    <x, y> in double, read back      dot | cub TransformReduce + copy | thrust::transform_reduce
 //   finite->entry  out_k = 1 if x has a NaN/Inf  mark_nonfinite | cub TransformReduce (max) + a mark
 //   finite->host   all finite?                   all_finite | thrust::all_of
-//   gather       out_i = x[index_i]             gather (host index, cached plan) | thrust::gather
-//                                                 (device index)
+//   gather       out_i = x[index_i]             gather (host index, its cached plan found by
+//                                                 comparing the index) | thrust::gather (device
+//                                                 index); and the policy's kernel alone
+// Thrust's temporary storage comes from a block kept across calls (its default allocator would
+// time a cudaMalloc and a device-wide cudaFree per reduction).
 // Each figure is the median over rounds of (time of K back-to-back calls) / K, measured with
 // CUDA events on the stream: what a call costs in a sequence of calls, launch included. Every
 // pair's results are compared (maps, updates and gathers bit for bit; sums within the bound of
@@ -116,6 +119,45 @@ struct scratch {
   }
 };
 
+/// Thrust's temporary storage from one block kept across calls: its default allocator would
+/// cudaMalloc and cudaFree at every reduction (and cudaFree waits for the device), timing the
+/// allocations rather than the reduction. A bump allocator, reset when nothing is out.
+struct kept_block_allocator {
+  using value_type = char;
+  char* block = nullptr;
+  std::size_t size = 0, used = 0, out = 0;
+  std::vector<char*> extra;  // allocations that did not fit while the block was in use
+  char* allocate(std::ptrdiff_t n) {
+    const std::size_t bytes = (std::size_t(n) + 255) / 256 * 256;
+    if (out == 0 && bytes > size) {
+      if (block) check(cudaFree(block), "cudaFree");
+      check(cudaMalloc(reinterpret_cast<void**>(&block), bytes), "cudaMalloc");
+      size = bytes;
+      used = 0;
+    }
+    ++out;
+    if (used + bytes <= size) {
+      char* p = block + used;
+      used += bytes;
+      return p;
+    }
+    char* p = nullptr;
+    check(cudaMalloc(reinterpret_cast<void**>(&p), bytes), "cudaMalloc");
+    extra.push_back(p);
+    return p;
+  }
+  void deallocate(char* p, std::size_t) {
+    if (auto it = std::find(extra.begin(), extra.end(), p); it != extra.end()) {
+      check(cudaFree(p), "cudaFree");
+      extra.erase(it);
+    }
+    if (--out == 0) used = 0;
+  }
+  ~kept_block_allocator() {
+    if (block) cudaFree(block);
+  }
+};
+
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
@@ -177,7 +219,8 @@ std::vector<row> run_size(std::size_t n, std::size_t rounds) {
   int* d_flag = nullptr;
   check(cudaMalloc(&d_sum, sizeof(double)), "cudaMalloc");
   check(cudaMalloc(&d_flag, sizeof(int)), "cudaMalloc");
-  const auto par = thrust::cuda::par_nosync.on(stream());
+  kept_block_allocator thrust_storage;
+  const auto par = thrust::cuda::par_nosync(thrust_storage).on(stream());
   std::vector<row> rows;
   const std::string size = std::to_string(n);
 
@@ -235,6 +278,13 @@ std::vector<row> run_size(std::size_t n, std::size_t rounds) {
             "cub::DeviceReduce::TransformReduce");
       add_to_entry<<<1, 1, 0, stream()>>>(d_sum, e1);
     }, calls, rounds));
+    // Both entries took as many additions of the same dot, each total rounded to float and
+    // added in float: every addition rounds at |entry| 2^-24 at most, and the totals differ by
+    // the two double sums' bound, so |e0 - e1| <= adds (|e0| 2^-22 + bound).
+    const auto e = G::to_host(entry);
+    const double adds = 10.0 + double(rounds * calls);
+    require(std::abs(double(e[0]) - double(e[1])) <= adds * (std::abs(double(e[0])) * std::ldexp(1.0, -22) + sum_bound),
+            "dot into an entry at n = " + size);
     rows.push_back(r);
   }
   // ---- dot to the host ----
@@ -276,6 +326,7 @@ std::vector<row> run_size(std::size_t n, std::size_t rounds) {
       mark_entry<<<1, 1, 0, stream()>>>(d_flag, e2);
     };
     r.us.emplace_back("CUB", time_per_call_us([&] { cub_mark(xp); }, calls, rounds));
+    require(G::to_host(entry)[2] == 0.0f, "a NaN reported in finite data at n = " + size);
     rows.push_back(r);
 
     row h{"finite? to the host", n, {}};
@@ -298,7 +349,7 @@ std::vector<row> run_size(std::size_t n, std::size_t rounds) {
   }
   // ---- gather: a fixed permutation (a shuffled batch's rows, element by element) ----
   {
-    row r{"gather", n, {}};
+    row r{"gather (bilevel: host index looked up)", n, {}};
     std::vector<std::int64_t> index(n);
     for (std::size_t i = 0; i < n; ++i) index[i] = std::int64_t(i);
     std::shuffle(index.begin(), index.end(), rng);
@@ -314,10 +365,19 @@ std::vector<row> run_size(std::size_t n, std::size_t rounds) {
     const auto g = G::matrix_to_host(gathered);
     const auto t = G::to_host(out_thrust);
     require(std::equal(g.begin(), g.end(), t.begin()), "gather at n = " + size);
-    cudaFree(d_index);
     rows.push_back(r);
+    // The same gather without the host side: the policy's kernel over the device index.
+    row k{"gather (kernel alone)", n, {}};
+    float* ob = out.data();
+    namespace cd = bilevel::policy::cuda_detail;
+    k.us.emplace_back("bilevel", time_per_call_us([&] {
+      cd::for_each_index(n, cd::gather_op<float>{d_index, xp, ob}, "gather");
+    }, calls, rounds));
+    k.us.emplace_back("Thrust", r.us.back().second);
+    require(G::equal(out, out_thrust), "gather kernel at n = " + size);
+    cudaFree(d_index);
+    rows.push_back(k);
   }
-  // The dot entries' sums, accumulated over as many calls each, are equal within the bound.
   G::synchronize();
   cudaFree(d_sum);
   cudaFree(d_flag);

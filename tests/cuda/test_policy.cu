@@ -327,9 +327,10 @@ TEST_CASE("cuda policy: uploads are staged in pinned memory: queued without a ho
   using P = bilevel::policy::cuda<float>;
   using ring = bilevel::policy::cuda_detail::upload_ring;
   // One host buffer, rewritten right after each upload: each copy must have taken its bytes at
-  // the call. 40 uploads of 1 MiB go round the 16 MiB ring two and a half times, so regions
-  // are reused (after the copies that read them have run, waiting for them if need be).
+  // the call. Uploads of 1 MiB go round the ring two and a half times, so regions are reused
+  // (after the copies that read them have run, waiting for them if need be).
   const std::size_t n = (std::size_t(1) << 20) / sizeof(float);
+  const std::size_t uploads = 5 * ring::capacity / (std::size_t(2) << 20);
   std::vector<float> h(n);
   const auto fill_for = [&](std::size_t k) {
     for (std::size_t i = 0; i < n; ++i) h[i] = float(k) + float(i % 1000) / 1024.0f;
@@ -342,7 +343,7 @@ TEST_CASE("cuda policy: uploads are staged in pinned memory: queued without a ho
     up.push_back(P::from_host(h));
   }
   CHECK(P::activity().host_waits == before.host_waits);
-  for (std::size_t k = 3; k < 40; ++k) {
+  for (std::size_t k = 3; k < uploads; ++k) {
     fill_for(k);
     up.push_back(P::from_host(h));
   }

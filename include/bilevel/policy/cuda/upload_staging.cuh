@@ -27,7 +27,7 @@ namespace bilevel::policy::cuda_detail {
 
 class upload_ring {
  public:
-  static constexpr std::size_t capacity = std::size_t(16) << 20;
+  static constexpr std::size_t capacity = std::size_t(32) << 20;
   static constexpr std::size_t largest = capacity / 4;
   static constexpr std::size_t align = 256;
 
@@ -59,6 +59,8 @@ class upload_ring {
     cudaEvent_t done = next_event();
     check(cudaEventRecord(done, s), "cudaEventRecord (staged upload)");
     in_flight_.push_back({at, at + bytes, done});
+    // Many small uploads would keep as many events: the oldest that have run go back now.
+    if (in_flight_.size() > 64) retire_done();
     return true;
   }
 
@@ -91,6 +93,19 @@ class upload_ring {
     const std::size_t at = head_;
     head_ = (at + bytes + align - 1) / align * align;
     return at;
+  }
+  /// Retires the oldest regions whose copies have run, without waiting.
+  void retire_done() {
+    while (!in_flight_.empty()) {
+      const cudaError_t q = cudaEventQuery(in_flight_.front().done);
+      if (q == cudaErrorNotReady) {
+        (void)cudaGetLastError();  // a pending query's error, left for the next launch check otherwise
+        return;
+      }
+      check(q, "the staged upload's event");
+      spare_.push_back(in_flight_.front().done);
+      in_flight_.pop_front();
+    }
   }
   /// Waits, if it has not happened yet, for the copy that read the oldest region.
   void retire_front() {
