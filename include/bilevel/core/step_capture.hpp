@@ -33,7 +33,10 @@
 /// probes waited, the steps run plainly from then on, and report().fallback says why (immediate finiteness
 /// checks, a strategy that reads residuals on the host, ...). A step that waits although its
 /// probe did not (its reads depend on the iteration) throws from inside the capture, naming
-/// the read; the step's device work is then lost, so restore a checkpoint.
+/// the read; the step's device work is then lost, so build the solver anew and load a
+/// checkpoint into it: its networks' caches (a dropout mask, an uploaded table) may hold device
+/// data that the lost work never wrote. (The policy's own caches keyed by host values drop
+/// such data by themselves.)
 #include <cstddef>
 #include <string>
 #include <type_traits>

@@ -110,7 +110,8 @@ inline void note_host_wait() {
     throw std::logic_error(
         "bilevel::cuda: a value is read back on the host inside an outer step being captured as a CUDA graph "
         "(solver::capture_steps); the step's reads changed after its probe step, and its device work is lost: "
-        "restore a checkpoint, and run such steps without capture_steps");
+        "build the solver anew, load a checkpoint into it (the networks' caches may hold device data that the lost "
+        "work never wrote), and run such steps without capture_steps");
   activity().host_waits.fetch_add(1, std::memory_order_relaxed);
   ++thread_host_waits();
 }

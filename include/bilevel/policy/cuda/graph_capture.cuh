@@ -76,7 +76,8 @@ class cuda_graph_capture {
       throw cuda_error(std::string("bilevel::cuda: an outer step could not be captured as a CUDA graph "
                                    "(cudaStreamEndCapture: ") +
                            cudaGetErrorString(e) + "); a call inside it cannot be captured, and the step's device "
-                           "work is lost: restore a checkpoint and run without solver::capture_steps",
+                           "work is lost: build the solver anew, load a checkpoint into it (the networks' caches may "
+                           "hold device data that the lost work never wrote) and run without solver::capture_steps",
                        int(e));
     }
     try {
