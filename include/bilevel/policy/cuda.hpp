@@ -1012,11 +1012,8 @@ struct cuda {
   /// At least n ones on the device: a per-thread buffer, grown (and refilled) on demand.
   static const scalar* ones(std::size_t n) {
     thread_local cuda_detail::device_buffer<scalar> buffer;
-    thread_local std::uint64_t epoch = 0;
-    if (epoch != cuda_detail::discarded_captures()) {  // a fill queued by a discarded capture never ran
-      buffer = {};
-      epoch = cuda_detail::discarded_captures();
-    }
+    thread_local std::uint64_t seen_discarded = 0;
+    if (cuda_detail::capture_discarded_since(seen_discarded)) buffer = {};  // its queued fill never ran
     if (buffer.size() < n) {
       buffer.resize(n);
       fill(buffer.data(), n, scalar(1));
@@ -1116,7 +1113,7 @@ struct cuda {
   /// copy and a wait.
   template <class Term>
   static double reduce(std::size_t n, Term term) {
-    double* result = cuda_detail::context::get().partials() + cuda_detail::context::max_reduce_blocks;
+    double* result = cuda_detail::context::get().total_slot();
     reduce_into(n, term, cuda_detail::store_total{result});
     double r = 0.0;
     read_back(&r, result, sizeof(double));
@@ -1148,7 +1145,7 @@ struct cuda {
   static void read_back(void* host, const void* src, std::size_t bytes) {
     cuda_detail::note_host_wait();
     BILEVEL_CUDA_CHECK(cudaMemcpyAsync(host, src, bytes, cudaMemcpyDeviceToHost, cuda_detail::stream()));
-    BILEVEL_CUDA_CHECK(cudaStreamSynchronize(cuda_detail::stream()));
+    cuda_detail::wait_noted(cuda_detail::stream());
   }
   static bool same_elements(const scalar* a, const scalar* b, std::size_t n) {
     if (n == 0) return true;

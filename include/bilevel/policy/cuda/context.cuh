@@ -80,8 +80,10 @@ class context {
 
   [[nodiscard]] cublasHandle_t blas() const noexcept { return blas_; }
   [[nodiscard]] int device() const noexcept { return device_; }
-  /// Device scratch of reductions: one partial sum per block, then a slot for a total read back.
+  /// Device scratch of reductions: one partial sum per block (max_reduce_blocks of them)...
   [[nodiscard]] double* partials() const noexcept { return partials_; }
+  /// ...followed by the slot of a total to be read back.
+  [[nodiscard]] double* total_slot() const noexcept { return partials_ + max_reduce_blocks; }
   /// The reductions' ticket counter (cuda/kernels.cuh: reduce_kernel), 0 between reductions.
   [[nodiscard]] unsigned* ticket() const noexcept { return ticket_; }
   [[nodiscard]] int* flag() const noexcept { return flag_; }

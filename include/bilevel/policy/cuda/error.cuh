@@ -101,6 +101,13 @@ inline std::uint64_t& discarded_captures() noexcept {
   thread_local std::uint64_t n = 0;
   return n;
 }
+/// Whether a capture of this thread was discarded since a cache last saw the count in `seen`
+/// (which is brought up to date): the cache then drops what it holds.
+inline bool capture_discarded_since(std::uint64_t& seen) noexcept {
+  if (seen == discarded_captures()) return false;
+  seen = discarded_captures();
+  return true;
+}
 /// A host wait about to happen (wait_for, or a cuBLAS call that returns a host value), counted
 /// in activity().host_waits. Inside a captured step there is nothing to wait for yet: that is
 /// an error, named here rather than left to the driver's "operation not permitted when stream
@@ -131,9 +138,11 @@ inline void await_staging(cudaEvent_t done, const char* what) {
     check(q, what);
   }
 }
+/// The waiting half of wait_for, for a read whose wait was noted before its copy was queued.
+inline void wait_noted(cudaStream_t s) { check(cudaStreamSynchronize(s), "cudaStreamSynchronize"); }
 inline void wait_for(cudaStream_t s) {
   note_host_wait();
-  check(cudaStreamSynchronize(s), "cudaStreamSynchronize");
+  wait_noted(s);
 }
 }  // namespace bilevel::policy::cuda_detail
 

@@ -54,10 +54,7 @@ class plan_cache {
 
   /// The plan for `index`, uploaded now if it is not among the cached ones.
   index_plan& find(const std::vector<std::int64_t>& index) {
-    if (epoch_ != discarded_captures()) {  // uploads queued by a discarded capture never ran
-      plans_.clear();
-      epoch_ = discarded_captures();
-    }
+    if (capture_discarded_since(seen_discarded_)) plans_.clear();  // its queued uploads never ran
     for (auto it = plans_.begin(); it != plans_.end(); ++it)
       if (it->key.size() == index.size() &&
           (index.empty() || std::memcmp(it->key.data(), index.data(), index.size() * sizeof(std::int64_t)) == 0)) {
@@ -108,7 +105,7 @@ class plan_cache {
     }
   }
   std::list<index_plan> plans_;
-  std::uint64_t epoch_ = 0;  ///< discarded_captures() when plans_ was last known good
+  std::uint64_t seen_discarded_ = 0;  ///< discarded_captures() when plans_ was last known good
 };
 
 }  // namespace bilevel::policy::cuda_detail

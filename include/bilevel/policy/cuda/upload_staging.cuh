@@ -58,7 +58,7 @@ class upload_ring {
     check(cudaMemcpyAsync(dst, base_ + at, bytes, cudaMemcpyHostToDevice, s), "cudaMemcpyAsync (staged upload)");
     cudaEvent_t done = next_event();
     check(cudaEventRecord(done, s), "cudaEventRecord (staged upload)");
-    in_flight_.push_back({at, at + bytes, done});
+    in_flight_.push_back({at, done});
     // Many small uploads would keep as many events: the oldest that have run go back now.
     if (in_flight_.size() > 64) retire_done();
     return true;
@@ -66,7 +66,7 @@ class upload_ring {
 
  private:
   struct region {
-    std::size_t begin, end;
+    std::size_t begin;  ///< where it starts; it ends before the next region's start (or the ring's end)
     cudaEvent_t done;
   };
   bool ready() {
