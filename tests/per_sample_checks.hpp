@@ -87,6 +87,11 @@ void check_per_sample_maps() {
   P::row_max_onehot(as_matrix(3, 4, m_h), mx, onehot);
   CHECK(host<P>(mx) == std::vector<double>{3, -inf, 7});
   CHECK(values(onehot) == std::vector<double>{0, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1});
+  CHECK_THROWS_WITH_AS(P::row_max_onehot(as_matrix(2, 0, {}), mx, onehot),
+                       doctest::Contains("row_max_onehot: a matrix of 2 rows and no columns has no maximum"),
+                       std::invalid_argument);
+  P::row_max_onehot(as_matrix(0, 0, {}), mx, onehot);  // no rows: nothing to take, no error
+  CHECK(P::size(mx) == 0);
   // row_max: the same maxima and their first indices; rows without columns have none.
   std::vector<std::int64_t> arg;
   P::row_max(as_matrix(3, 4, m_h), mx, arg);

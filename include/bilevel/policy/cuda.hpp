@@ -818,9 +818,7 @@ struct cuda {
   }
   /// max_i = max_j m_ij and arg_i = the first j attaining it (arg comes back to the host).
   static void row_max(const matrix& m, vector& max, std::vector<std::int64_t>& arg) {
-    if (m.rows() > 0 && m.cols() == 0)
-      throw std::invalid_argument("bilevel::policy::cuda::row_max: a matrix of " + std::to_string(m.rows()) +
-                                  " rows and no columns has no maximum");
+    detail::require_columns_for_max("cuda", "row_max", m.rows(), m.cols());
     max.resize(m.rows());
     arg.resize(m.rows());
     if (m.rows() == 0) return;
@@ -833,6 +831,7 @@ struct cuda {
   /// max_i = max_j m_ij and onehot (m's shape) = 1 at each row's first maximum, 0 elsewhere:
   /// row_max with the choice kept on the device.
   static void row_max_onehot(const matrix& m, vector& max, matrix& onehot) {
+    detail::require_columns_for_max("cuda", "row_max_onehot", m.rows(), m.cols());
     max.resize(m.rows());
     onehot.resize(m.rows(), m.cols());
     if (m.rows() == 0 || m.cols() == 0) return;

@@ -318,9 +318,7 @@ struct eigen : detail::host_depthwise<eigen<Scalar>>,
   }
   /// max_i = max_j m_ij and arg_i = the first j attaining it.
   static void row_max(const matrix& m, vector& max, std::vector<std::int64_t>& arg) {
-    if (m.rows() > 0 && m.cols() == 0)
-      throw std::invalid_argument("bilevel::policy::eigen::row_max: a matrix of " + std::to_string(m.rows()) +
-                                  " rows and no columns has no maximum");
+    detail::require_columns_for_max(name, "row_max", std::size_t(m.rows()), std::size_t(m.cols()));
     max.resize(m.rows());
     arg.resize(std::size_t(m.rows()));
     for (Eigen::Index i = 0; i < m.rows(); ++i) {
@@ -358,6 +356,7 @@ struct eigen : detail::host_depthwise<eigen<Scalar>>,
   }
   /// max_i = max_j m_ij and onehot (m's shape) = 1 at each row's first maximum, else 0.
   static void row_max_onehot(const matrix& m, vector& max, matrix& onehot) {
+    detail::require_columns_for_max(name, "row_max_onehot", std::size_t(m.rows()), std::size_t(m.cols()));
     max.resize(m.rows());
     onehot.resize(m.rows(), m.cols());
     detail::row_max_onehot(m.data(), std::size_t(m.rows()), std::size_t(m.cols()), max.data(), onehot.data());

@@ -240,6 +240,7 @@ struct xtensor : detail::host_depthwise<xtensor<Scalar>>,
     detail::scatter_add_per_sample(src.data(), index, batch, out.data(), block);
   }
   static void row_max_onehot(const matrix& m, vector& max, matrix& onehot) {
+    detail::require_columns_for_max(name, "row_max_onehot", rows(m), cols(m));
     max = zeros(rows(m));
     onehot = matrix_zeros(rows(m), cols(m));
     detail::row_max_onehot(m.data(), rows(m), cols(m), max.data(), onehot.data());
@@ -364,9 +365,7 @@ struct xtensor : detail::host_depthwise<xtensor<Scalar>>,
     std::copy(in.data(), in.data() + in.size(), out.data());
   }
   static void row_max(const matrix& m, vector& max, std::vector<std::int64_t>& arg) {
-    if (rows(m) > 0 && cols(m) == 0)
-      throw std::invalid_argument("bilevel::policy::xtensor::row_max: a matrix of " + std::to_string(rows(m)) +
-                                  " rows and no columns has no maximum");
+    detail::require_columns_for_max(name, "row_max", rows(m), cols(m));
     max = zeros(rows(m));
     arg.assign(rows(m), 0);
     for (std::size_t i = 0; i < rows(m); ++i) {

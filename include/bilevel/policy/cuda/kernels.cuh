@@ -587,7 +587,12 @@ __global__ void window_max_adjoint_kernel(std::size_t total, std::size_t targets
     const auto e = std::int64_t((b * in_pixels + std::size_t(target[t])) * channels + c);
     S acc = gx[e];
     for (std::int64_t k = offsets[t]; k < offsets[t + 1]; ++k) {
-      const std::size_t o = (b * out_pixels + std::size_t(sources[k]) / taps) * channels + c;
+      const std::size_t window = std::size_t(sources[k]) / taps;
+      // A map may name this pixel at two taps of one window; the inverse lists its sources in
+      // ascending order, so such taps are neighbours, and the window adds once (as the host's
+      // gx[argmax[o]] += gy[o] does).
+      if (k > offsets[t] && std::size_t(sources[k - 1]) / taps == window) continue;
+      const std::size_t o = (b * out_pixels + window) * channels + c;
       if (argmax[o] == e) acc += gy[o];
     }
     gx[e] = acc;

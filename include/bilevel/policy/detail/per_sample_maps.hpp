@@ -126,6 +126,14 @@ void scatter_add_per_sample(const S* src, const std::vector<std::int64_t>& index
     }
 }
 
+/// Throws unless every row has a column to take the maximum of (a matrix with rows and no
+/// columns would leave the maxima unwritten, or be read out of range).
+inline void require_columns_for_max(const char* policy, const char* op, std::size_t rows, std::size_t cols) {
+  if (rows > 0 && cols == 0)
+    throw std::invalid_argument(std::string("bilevel::policy::") + policy + "::" + op + ": a matrix of " +
+                                std::to_string(rows) + " rows and no columns has no maximum");
+}
+
 /// max_i = max_j m_ij; onehot_ij = 1 at each row's first maximum, 0 elsewhere. A row's first
 /// element is taken unless a later one is strictly larger (as row_max does).
 template <class S>
