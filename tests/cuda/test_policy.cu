@@ -362,6 +362,29 @@ TEST_CASE("cuda policy: uploads are staged in pinned memory: queued without a ho
   CHECK(P::to_host(P::from_host(big)) == big);
 }
 
+TEST_CASE("cuda policy: an upload inside a CUDA graph capture that bilevel did not begin is refused, by name") {
+  // The graph would copy from a region of the pinned ring at every replay, after later uploads
+  // had rewritten it. Refused before anything is queued; the capture stays valid and ends.
+  namespace cd = bilevel::policy::cuda_detail;
+  using P = bilevel::policy::cuda<float>;
+  const std::vector<float> h(1000, 2.5f);
+  auto d = P::from_host(std::vector<float>(h.size(), 0.0f));
+  bilevel::policy::cuda_stream s;
+  {
+    bilevel::policy::cuda_stream_scope on(s);
+    REQUIRE(cudaStreamBeginCapture(s.get(), cudaStreamCaptureModeRelaxed) == cudaSuccess);
+    CHECK(cd::captured_by_application(s.get()));
+    CHECK_THROWS_WITH_AS(cd::copy_to_device(d.data(), h.data(), h.size() * sizeof(float)),
+                         doctest::Contains("into a CUDA graph that bilevel did not begin"), std::logic_error);
+    cudaGraph_t graph = nullptr;
+    CHECK(cudaStreamEndCapture(s.get(), &graph) == cudaSuccess);
+    if (graph) CHECK(cudaGraphDestroy(graph) == cudaSuccess);
+    CHECK_FALSE(cd::captured_by_application(s.get()));
+    cd::copy_to_device(d.data(), h.data(), h.size() * sizeof(float));  // after it, as before
+  }
+  CHECK(P::to_host(d) == h);
+}
+
 TEST_CASE("cuda policy: after a discarded capture no cache claims device data that the capture never wrote") {
   using P = bilevel::policy::cuda<float>;
   // An index map no other case uses (its plan is uploaded inside the capture) and more rows

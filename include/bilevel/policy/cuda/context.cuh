@@ -25,6 +25,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 #include <utility>
 
@@ -213,13 +214,37 @@ inline void release(void* p) noexcept {
   else (void)cudaFree(p);
 }
 
+/// Whether stream s is being recorded by a CUDA graph capture that bilevel did not begin (an
+/// application's own cudaStreamBeginCapture; bilevel's is active_capture()). A query that
+/// fails (the legacy default stream while another thread captures) says no: the copy that
+/// follows then reports CUDA's own error.
+inline bool captured_by_application(cudaStream_t s) {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  if (cudaStreamIsCapturing(s, &status) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  return status != cudaStreamCaptureStatusNone;
+}
+
 /// dst[0, bytes) = the host's src[0, bytes), queued on this thread's stream; src may go right
 /// after: it is staged in pinned memory (the thread's ring, cuda/upload_staging.cuh; inside a
 /// capture, the capture's), so that the copy neither waits for the stream nor for itself.
+/// Refused inside an application's own capture of the stream: the graph would copy, at every
+/// replay, from a region of the ring that later uploads overwrite (a silent wrong input).
 inline void copy_to_device(void* dst, const void* src, std::size_t bytes) {
   if (bytes == 0) return;
-  if (capture_resources* c = active_capture()) src = c->staging.stage(src, bytes);
-  else if (upload_ring::for_thread().copy(dst, src, bytes, stream())) return;
+  if (capture_resources* c = active_capture()) {
+    src = c->staging.stage(src, bytes);
+  } else {
+    if (captured_by_application(stream()))
+      throw std::logic_error(
+          "bilevel::cuda: an upload to the device while its stream is being captured into a CUDA graph that bilevel "
+          "did not begin: the graph would copy from staging memory that later uploads reuse. Capture a solver's "
+          "outer steps with solver::capture_steps (it keeps every captured upload's source for the replays), or "
+          "make the uploads before the capture begins");
+    if (upload_ring::for_thread().copy(dst, src, bytes, stream())) return;
+  }
   BILEVEL_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream()));
 }
 
