@@ -122,21 +122,26 @@ inline void note_host_wait() {
   activity().host_waits.fetch_add(1, std::memory_order_relaxed);
   ++thread_host_waits();
 }
-/// Waits for a pinned staging buffer's event if it has not happened yet (the upload rings:
-/// cuda/graph_memory.cuh, cuda/upload_staging.cuh). A real host wait, counted in
-/// activity().host_waits, but not in thread_host_waits, which tells a probe step that a value
-/// is read back (a captured step stages its uploads in the capture's own ring). A query that
+/// Whether a pinned staging buffer's event has happened, without waiting (the upload rings:
+/// cuda/graph_memory.cuh, cuda/upload_staging.cuh); throws on a real error. A query that
 /// finds the event pending leaves cudaErrorNotReady as the thread's last error, which the next
 /// launch check would report: cleared here.
-inline void await_staging(cudaEvent_t done, const char* what) {
+inline bool staging_done(cudaEvent_t done, const char* what) {
   const cudaError_t q = cudaEventQuery(done);
   if (q == cudaErrorNotReady) {
     (void)cudaGetLastError();
-    activity().host_waits.fetch_add(1, std::memory_order_relaxed);
-    check(cudaEventSynchronize(done), what);
-  } else {
-    check(q, what);
+    return false;
   }
+  check(q, what);
+  return true;
+}
+/// Waits for a pinned staging buffer's event if it has not happened yet. A real host wait,
+/// counted in activity().host_waits, but not in thread_host_waits, which tells a probe step
+/// that a value is read back (a captured step stages its uploads in the capture's own ring).
+inline void await_staging(cudaEvent_t done, const char* what) {
+  if (staging_done(done, what)) return;
+  activity().host_waits.fetch_add(1, std::memory_order_relaxed);
+  check(cudaEventSynchronize(done), what);
 }
 /// The waiting half of wait_for, for a read whose wait was noted before its copy was queued.
 inline void wait_noted(cudaStream_t s) { check(cudaStreamSynchronize(s), "cudaStreamSynchronize"); }

@@ -97,12 +97,7 @@ class upload_ring {
   /// Retires the oldest regions whose copies have run, without waiting.
   void retire_done() {
     while (!in_flight_.empty()) {
-      const cudaError_t q = cudaEventQuery(in_flight_.front().done);
-      if (q == cudaErrorNotReady) {
-        (void)cudaGetLastError();  // a pending query's error, left for the next launch check otherwise
-        return;
-      }
-      check(q, "the staged upload's event");
+      if (!staging_done(in_flight_.front().done, "the staged upload's event")) return;
       spare_.push_back(in_flight_.front().done);
       in_flight_.pop_front();
     }
